@@ -1,0 +1,170 @@
+"""Names of layers, units and heads: one parser, one validator.
+
+Syntax (the same everywhere: Python API, CLI, web app)::
+
+    mixed3b                  a layer (InceptionV1's Lucid name, or any module path of an nn.Module)
+    mixed3b_pre_relu         the same layer before its ReLU
+    mixed3b:379              channel 379 of a layer (a "unit")
+    mixed3b:379@7,7          that channel at spatial position x=7, y=7
+    blocks.1.attn:4          head 4 of an attention layer (a layer whose last path component is ``attn``)
+
+As in Lucid, ``x`` indexes the first spatial axis of a ``[batch, channel, x, y]`` activation and ``y`` the second.
+
+Models may declare their layers with a ``layer_table`` attribute (``dict[str, LayerInfo]``): declared names
+then map to module paths and carry their width.  Any other ``nn.Module`` is addressed by module path.
+
+Example::
+
+    >>> from mechscope.units import parse
+    >>> parse("mixed3b:379@7,7")
+    Unit(layer='mixed3b', channel=379, position=(7, 7))
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from mechscope.errors import MechscopeError, unknown_name
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What a model declares about one of its layers.
+
+    ``path`` is the module whose output is the layer; ``channels`` its width (dim 1 of the output);
+    ``pre_relu`` marks taps before a ReLU; ``branch`` marks one branch of an inception (mixed) block.
+    """
+
+    path: str
+    channels: int
+    pre_relu: bool = False
+    branch: bool = False
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A whole layer, e.g. ``mixed3b``."""
+
+    layer: str
+
+    def __str__(self) -> str:
+        return self.layer
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One channel of a layer, optionally at one spatial position ``(x, y)``."""
+
+    layer: str
+    channel: int
+    position: tuple[int, int] | None = None
+
+    def __str__(self) -> str:
+        pos = f"@{self.position[0]},{self.position[1]}" if self.position else ""
+        return f"{self.layer}:{self.channel}{pos}"
+
+
+@dataclass(frozen=True)
+class Head:
+    """One attention head, e.g. ``blocks.1.attn:4``."""
+
+    layer: str
+    head: int
+
+    def __str__(self) -> str:
+        return f"{self.layer}:{self.head}"
+
+
+Name = Layer | Unit | Head
+
+_LAYER = r"[A-Za-z_][\w.\-]*"
+_PATTERN = re.compile(rf"^(?P<layer>{_LAYER})(?::(?P<index>\d+)(?:@(?P<x>\d+),(?P<y>\d+))?)?$")
+_ATTN = re.compile(r"(^|\.)attn$")
+
+
+def parse(name: str | Name) -> Name:
+    """Parse a layer, unit or head name; names already parsed pass through.
+
+    Raises ``MechscopeError`` with the expected syntax when ``name`` does not parse.
+    """
+    if isinstance(name, (Layer, Unit, Head)):
+        return name
+    if not isinstance(name, str):
+        raise MechscopeError(f"a name must be a string such as 'mixed3b:379', not {type(name).__name__}")
+    m = _PATTERN.match(name.strip())
+    if m is None:
+        raise MechscopeError(
+            f"cannot parse name {name!r}: expected 'layer', 'layer:channel', 'layer:channel@x,y' "
+            "(e.g. 'mixed3b', 'mixed3b:379', 'mixed3b:379@7,7') or 'blocks.1.attn:4' for a head"
+        )
+    layer, index = m["layer"], m["index"]
+    if index is None:
+        return Layer(layer)
+    if _ATTN.search(layer):
+        if m["x"] is not None:
+            raise MechscopeError(f"a head name takes no position: {name!r}")
+        return Head(layer, int(index))
+    position = (int(m["x"]), int(m["y"])) if m["x"] is not None else None
+    return Unit(layer, int(index), position)
+
+
+def parse_unit(name: str | Unit) -> Unit:
+    """Parse a name that must be a unit (``layer:channel[@x,y]``)."""
+    parsed = parse(name)
+    if not isinstance(parsed, Unit):
+        raise MechscopeError(f"expected a unit such as 'mixed3b:379', got {str(parsed)!r}")
+    return parsed
+
+
+def layer_table(model: nn.Module) -> dict[str, LayerInfo]:
+    """The layers a model declares (empty for a model that declares none)."""
+    return dict(getattr(model, "layer_table", None) or {})
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Every name that addresses a layer of ``model``: declared names first, then module paths."""
+    declared = list(layer_table(model))
+    paths = [p for p, _ in model.named_modules() if p and p not in declared]
+    return declared + paths
+
+
+def module_path(model: nn.Module, layer: str) -> str:
+    """The module path behind a layer name; raises with the closest valid names when unknown."""
+    table = layer_table(model)
+    if layer in table:
+        return table[layer].path
+    try:
+        model.get_submodule(layer)
+    except AttributeError:
+        valid = list(table) if table else [p for p, _ in model.named_modules() if p]
+        raise unknown_name("layer", layer, valid, where=type(model).__name__) from None
+    return layer
+
+
+def layer_width(model: nn.Module, layer: str) -> int | None:
+    """The number of channels of a layer, where it can be known without running the model."""
+    table = layer_table(model)
+    if layer in table:
+        return table[layer].channels
+    module = model.get_submodule(module_path(model, layer))
+    for attr in ("out_channels", "out_features", "num_features", "embedding_dim"):
+        if isinstance(getattr(module, attr, None), int):
+            return getattr(module, attr)
+    return None
+
+
+def validate(model: nn.Module, name: str | Name) -> Name:
+    """Parse ``name`` and check it against ``model``: the layer exists and the channel is in range."""
+    parsed = parse(name)
+    module_path(model, parsed.layer)
+    if isinstance(parsed, Unit):
+        width = layer_width(model, parsed.layer)
+        if width is not None and parsed.channel >= width:
+            raise MechscopeError(
+                f"channel {parsed.channel} is out of range for layer {parsed.layer!r}, which has {width} "
+                f"channels (valid: 0..{width - 1})"
+            )
+    return parsed
