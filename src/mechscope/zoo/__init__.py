@@ -1,0 +1,1 @@
+"""Models: the registry table, weights handling, one module per architecture, bundled organisms."""

@@ -1,0 +1,135 @@
+"""The model zoo: one table of ``ModelCard``s and ``load``.
+
+Example::
+
+    >>> import mechscope
+    >>> [card.name for card in mechscope.zoo.registry.cards()]
+    ['inceptionv1']
+    >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mechscope.devices import resolve_device
+from mechscope.errors import MechscopeError, WeightsError, unknown_name
+from mechscope.zoo import inceptionv1
+from mechscope.zoo.weights import download, read_state_dict, sha256_file
+
+
+@dataclass(frozen=True)
+class Download:
+    """Where users with internet can fetch a model's weights.  ``sha256=None``: the first download's hash is
+    printed and recorded, later loads verify against it (see ``weights.download``)."""
+
+    url: str
+    filename: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything the zoo knows about one model: how to build it, where its weights are, what it expects."""
+
+    name: str
+    description: str
+    build: Callable[[], nn.Module]
+    convert: Callable[[dict[str, torch.Tensor], nn.Module, str], dict[str, torch.Tensor]]
+    input_shape: tuple[int, ...]  # default input, without the batch dimension
+    input_range: tuple[float, float] = (0.0, 1.0)
+    bundled: str | None = None  # file name inside mechscope/zoo/organisms
+    bundled_sha256: str | None = None
+    download: Download | None = None
+    license: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+_CARDS: tuple[ModelCard, ...] = (
+    ModelCard(
+        name="inceptionv1",
+        aliases=("googlenet", "inception5h"),
+        description="InceptionV1 (GoogLeNet) as in Lucid and OpenAI Microscope: inception5h graph, 1008 classes",
+        build=inceptionv1.InceptionV1,
+        convert=inceptionv1.convert_state_dict,
+        input_shape=(3, 224, 224),
+        download=Download(
+            url="https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth",
+            filename="inception5h.pth",
+        ),
+        license="architecture: Apache-2.0 (Lucid); weights: Google's inception5h release",
+    ),
+)
+
+
+def cards() -> list[ModelCard]:
+    """Every model in the zoo."""
+    return list(_CARDS)
+
+
+def get_card(name: str) -> ModelCard:
+    """The card of a model by name or alias; unknown names get the closest valid ones."""
+    for card in _CARDS:
+        if name == card.name or name in card.aliases:
+            return card
+    valid = [c.name for c in _CARDS] + [a for c in _CARDS for a in c.aliases]
+    raise unknown_name("model", name, valid, where="the zoo")
+
+
+def _weights_path(card: ModelCard, weights: str | os.PathLike, progress: bool) -> Path:
+    if weights == "bundled":
+        if card.bundled is None:
+            raise MechscopeError(
+                f"{card.name} has no bundled weights (pretrained ImageNet weights cannot ship in the package). "
+                "Use weights='download' (needs internet), weights=<path to a local file>, or weights='random'."
+            )
+        path = Path(str(importlib.resources.files("mechscope.zoo.organisms") / card.bundled))
+        if card.bundled_sha256 is not None and sha256_file(path) != card.bundled_sha256:
+            raise WeightsError(f"bundled weights {path} fail their sha256 check; reinstall mechscope")
+        return path
+    if weights == "download":
+        if card.download is None:
+            raise MechscopeError(f"{card.name} has no download location; pass weights=<path> or 'bundled'")
+        return download(card.download.url, card.download.filename, card.download.sha256, progress=progress)
+    return Path(weights)
+
+
+def load(
+    name: str,
+    weights: str | os.PathLike = "bundled",
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+) -> nn.Module:
+    """Build a zoo model and fill its weights; returned in eval mode.
+
+    Args:
+        name: a model name or alias (``mechscope models`` lists them).
+        weights: ``"bundled"`` (shipped in the package), ``"random"`` (PyTorch's default init, seeded by
+            ``seed``), ``"download"`` (fetch into the cache, sha256-checked; needs internet) or a path to a
+            ``.safetensors``/``.pth`` file in our layout or the model's public layout.
+        device: default CUDA when available, else CPU.
+        dtype: e.g. ``torch.float16``; default float32.
+    """
+    card = get_card(name)
+    if weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = card.build()
+    else:
+        model = card.build()
+        path = _weights_path(card, weights, progress)
+        state_dict = card.convert(read_state_dict(path), model, str(path))
+        model.load_state_dict(state_dict)
+    model.eval()
+    return model.to(device=resolve_device(device), dtype=dtype)
