@@ -1,0 +1,1 @@
+"""Vision circuits: feature visualization and the Circuits thread's analyses of conv nets."""
