@@ -38,5 +38,7 @@ def unknown_name(kind: str, name: str, valid: Iterable[str], where: str = "") ->
     msg = f"unknown {kind} {name!r}{' in ' + where if where else ''}."
     if near:
         msg += " Closest valid names: " + ", ".join(near) + "."
+    elif len(valid) <= 20:
+        msg += " Valid names: " + ", ".join(valid) + "."
     msg += f" ({len(valid)} valid {kind} names in all.)"
     return UnknownNameError(msg)

@@ -80,7 +80,7 @@ class Head:
 
 Name = Layer | Unit | Head
 
-_LAYER = r"[A-Za-z_][\w.\-]*"
+_LAYER = r"\w[\w.\-]*"
 _PATTERN = re.compile(rf"^(?P<layer>{_LAYER})(?::(?P<index>\d+)(?:@(?P<x>\d+),(?P<y>\d+))?)?$")
 _ATTN = re.compile(r"(^|\.)attn$")
 
