@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from mechscope.errors import MechscopeError
-from mechscope.units import module_path, parse
+from mechscope.units import layer_table, module_path, parse
 
 
 class _StopForward(Exception):
@@ -104,3 +104,18 @@ def capture(
             "name modules that the model's forward calls"
         )
     return {n: store[n] for n in names}
+
+
+def layer_shapes(model: nn.Module, input_shape: tuple[int, ...], layers: Iterable[str] | None = None) -> dict[str, tuple[int, ...]]:
+    """Output shape of each layer (without the batch dimension) for an input of ``input_shape``.
+
+    Computed on PyTorch's ``meta`` device: no arithmetic is done and no memory is used, whatever the model.
+    ``layers`` defaults to the model's declared layers (every module path for a model that declares none).
+    """
+    import copy
+
+    names = list(layers) if layers is not None else (list(layer_table(model)) or [p for p, _ in model.named_modules() if p])
+    shadow = copy.deepcopy(model).to("meta")
+    with torch.no_grad():
+        acts = capture(shadow, torch.empty(1, *input_shape, device="meta"), names, early_exit=False)
+    return {n: tuple(acts[n].shape[1:]) for n in names}

@@ -1,0 +1,111 @@
+"""The ``mechscope`` command: parses arguments, calls library functions, prints and saves.  No logic of its own."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from mechscope.errors import MechscopeError
+
+app = typer.Typer(
+    help="mechscope: a microscope for the inside of neural networks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the models of the zoo."""
+    from mechscope.zoo.registry import cards
+
+    rows = [
+        {
+            "name": c.name,
+            "aliases": list(c.aliases),
+            "input": list(c.input_shape),
+            "weights": [w for w, ok in (("bundled", c.bundled), ("download", c.download), ("random", True)) if ok],
+            "description": c.description,
+        }
+        for c in cards()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['name']:<14} {'x'.join(map(str, r['input'])):<11} weights: {', '.join(r['weights']):<26} {r['description']}")
+
+
+@app.command()
+def layers(
+    model: str = typer.Argument(..., help="A zoo model name, e.g. inceptionv1."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List a model's layers: name, channels, spatial size at the default input, pre-ReLU / branch flags."""
+    from mechscope.capture import layer_shapes
+    from mechscope.zoo.registry import get_card, load
+
+    card = get_card(model)
+    net = load(card.name, weights="random", device="cpu")
+    shapes = layer_shapes(net, card.input_shape)
+    rows = [
+        {
+            "name": name,
+            "channels": info.channels,
+            "spatial": list(shapes[name][1:]),
+            "pre_relu": info.pre_relu,
+            "branch": info.branch,
+            "module": info.path,
+        }
+        for name, info in net.layer_table.items()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{'layer':<32} {'channels':>8}  {'spatial':<9} flags")
+    for r in rows:
+        flags = " ".join(f for f, on in (("pre_relu", r["pre_relu"]), ("branch", r["branch"])) if on)
+        typer.echo(f"{r['name']:<32} {r['channels']:>8}  {'x'.join(map(str, r['spatial'])) or '-':<9} {flags}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("out"), help="Folder for the demo's artefacts."),
+    unit: str = typer.Option("mixed3b:379", help="Unit to visualize."),
+    steps: int = typer.Option(64, help="Optimization steps."),
+    size: int = typer.Option(128, help="Image size in pixels."),
+    seed: int = typer.Option(0, help="Seed for weights, image and transforms."),
+) -> None:
+    """The main job on the bundled default: list the zoo, render one feature visualization into OUT."""
+    from mechscope.vision.featvis.render import render
+    from mechscope.zoo.registry import load
+    from mechscope.zoo.weights import atomic_write_bytes
+
+    models(as_json=False)
+    typer.echo(f"\nInceptionV1 with random weights (seed {seed}): rendering {unit}, {steps} steps at {size}px")
+    model = load("inceptionv1", weights="random", seed=seed, device="cpu")
+    start = time.perf_counter()
+    result = render(model, unit, steps=steps, size=size, seed=seed)
+    png = result.save(out / f"inceptionv1_{unit.replace(':', '_').replace('@', '_at_')}.png")
+    config = {"model": "inceptionv1", "weights": "random", "seed": seed, "unit": unit, "steps": steps, "size": size,
+              "optimizer": "Adam(lr=0.05)", "param": "fft+decorrelated colour", "transforms": "lucid standard",
+              "objective_start": result.trace[0], "objective_end": result.trace[-1],
+              "seconds": round(time.perf_counter() - start, 2)}
+    atomic_write_bytes(png.with_suffix(".json"), json.dumps(config, indent=2).encode())
+    typer.echo(f"objective {result.trace[0]:.4f} -> {result.trace[-1]:.4f}; wrote {png} and {png.with_suffix('.json')}")
+
+
+def main() -> None:
+    """Console entry point: a ``MechscopeError`` is one line on stderr and exit status 1, not a traceback."""
+    try:
+        app()
+    except MechscopeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
