@@ -1,7 +1,8 @@
 """Image parameterizations: each returns ``(params, image_fn)``; ``image_fn()`` gives ``[batch, 3, H, W]`` in [0, 1].
 
-Faithful to Lucid: the FFT parameterization scales each frequency by ``1 / max(f, 1/max(h, w)) ** decay_power``
-times ``sqrt(h * w)``, starts from N(0, 0.01), uses an orthonormal inverse FFT and divides by 4; colours are
+Faithful to Lucid: the FFT parameterization scales each frequency by ``1 / max(f, 1/max(h, w)) ** decay_power``,
+starts from N(0, 0.01), inverts with an orthonormal inverse FFT (Lucid: ``sqrt(h * w)`` times TensorFlow's
+``irfft2d``, which divides by ``h * w``) and divides by 4; colours are
 decorrelated with the square root of ImageNet's colour correlation, normalised by its largest column norm; a
 sigmoid maps to valid RGB.
 
@@ -47,11 +48,13 @@ def fft_image(
     freqs = rfft2d_freqs(h, w).to(device)
     spectrum = (torch.randn(b, c, *freqs.shape, 2, device=device) * sd).requires_grad_(True)
     scale = 1.0 / torch.clamp(freqs, min=1.0 / max(w, h)) ** decay_power
+    # Lucid scales by sqrt(h * w) and inverts with TensorFlow's irfft2d, which divides by h * w: together an
+    # orthonormal inverse transform.  PyTorch's "backward" norm divides by h * w as TensorFlow does.
     scale = scale * (w * h) ** 0.5
 
     def image_fn() -> torch.Tensor:
         scaled = scale * torch.view_as_complex(spectrum)
-        return torch.fft.irfftn(scaled, s=(h, w), norm="ortho") / 4.0
+        return torch.fft.irfftn(scaled, s=(h, w), norm="backward") / 4.0
 
     return [spectrum], image_fn
 
@@ -86,5 +89,5 @@ def image(
 ) -> tuple[list[torch.Tensor], ImageFn]:
     """Lucid's default image parameterization: FFT + decorrelated colour + sigmoid, ``[batch, 3, h, w]``."""
     shape = (batch, 3, h or w, w)
-    params, fn = (fft_image if fft else pixel_image)(shape, sd=sd or 0.01, device=device)
+    params, fn = (fft_image if fft else pixel_image)(shape, sd=0.01 if sd is None else sd, device=device)
     return params, to_valid_rgb(fn, decorrelate=decorrelate)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from mechscope.capture import capture
 from mechscope.devices import resolve_device
+from mechscope.errors import MechscopeError
 from mechscope.images import png_bytes, save_png
 from mechscope.units import validate
 from mechscope.vision.featvis import param as param_mod
@@ -55,8 +56,10 @@ class RenderResult:
 
 @contextlib.contextmanager
 def _frozen(model: nn.Module) -> Iterator[None]:
-    """No gradients into the model's own parameters while the image is optimized; restored afterwards."""
+    """Eval mode and no gradients into the model's own parameters while the image is optimized; both restored."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
+    training = model.training
+    model.eval()
     try:
         for p, _ in flags:
             p.requires_grad_(False)
@@ -64,6 +67,7 @@ def _frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+        model.train(training)
 
 
 def render(
@@ -94,10 +98,14 @@ def render(
         ``RenderResult`` with ``images[step]`` of shape ``[batch, 3, H, W]`` and the objective's trace.
     """
     device = resolve_device(device) if device is not None else next(model.parameters()).device
+    if isinstance(objective, str):
+        validate(model, objective)  # the channel's range too, before any work
     objective = as_objective(objective)
     for layer in objective.layers:
         validate(model, layer)
     thresholds = sorted(set(thresholds or [steps]))
+    if thresholds[0] < 1:
+        raise MechscopeError(f"thresholds are step numbers from 1 on, got {thresholds}")
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
@@ -105,7 +113,6 @@ def render(
         opt = (optimizer or (lambda p: torch.optim.Adam(p, lr=0.05)))(params)
         transform = compose(standard_transforms() if transforms is None else transforms)
         result = RenderResult(images={})
-        model.eval()
         with _frozen(model):
             for step in tqdm(range(1, max(thresholds) + 1), desc=objective.name, disable=not progress):
                 opt.zero_grad()

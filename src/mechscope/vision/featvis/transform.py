@@ -62,7 +62,11 @@ def random_scale(scales: Sequence[float]) -> Transform:
 
 
 def random_rotate(angles: Sequence[float], units: str = "degrees") -> Transform:
-    """Rotate about the centre by an angle drawn from ``angles`` (nearest neighbour, zeros outside)."""
+    """Rotate about the centre by an angle drawn from ``angles`` (nearest neighbour, zeros outside).
+
+    The rotation is rigid in pixels also for non-square images (``affine_grid`` works in coordinates normalised
+    to [-1, 1] per axis, so the off-diagonal terms carry the aspect ratio).
+    """
     to_rad = {"degrees": 3.14 / 180.0, "radians": 1.0}[units]
 
     def inner(x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +74,8 @@ def random_rotate(angles: Sequence[float], units: str = "degrees") -> Transform:
         if a == 0:
             return x
         cos, sin = math.cos(a), math.sin(a)
-        theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype, device=x.device)
+        aspect = x.shape[-2] / x.shape[-1]  # H / W
+        theta = torch.tensor([[cos, -sin * aspect, 0.0], [sin / aspect, cos, 0.0]], dtype=x.dtype, device=x.device)
         grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 

@@ -1,0 +1,253 @@
+"""render: optimizes an image for an objective on a (tiny) model; thresholds, seeding, validation, saving."""
+
+import io
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import mechscope
+from mechscope.vision.featvis import objectives as obj
+from mechscope.vision.featvis import param
+from mechscope.vision.featvis.render import RenderResult, render
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors on a 2-core machine: intra-op threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3), relu=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(1)))
+
+
+@pytest.fixture
+def model():
+    return tiny_model()
+
+
+def quick(model, objective="conv:1", **kwargs):
+    kwargs.setdefault("steps", 8)
+    kwargs.setdefault("size", 32)
+    kwargs.setdefault("progress", False)
+    return render(model, objective, **kwargs)
+
+
+# --- optimization --------------------------------------------------------------------------------------------
+
+
+def test_objective_increases(model):
+    result = quick(model, steps=30, seed=0)
+    assert len(result.trace) == 30
+    assert result.trace[-1] > result.trace[0]
+    # compare averages, not single noisy steps (the transforms are random)
+    assert sum(result.trace[-5:]) / 5 > sum(result.trace[:5]) / 5
+
+
+def test_objective_increases_with_objective_algebra(model):
+    o = obj.channel("conv", 1) - 0.5 * obj.channel("conv", 2)
+    result = quick(model, o, steps=30, seed=0, transforms=[])
+    assert result.trace[-1] > result.trace[0]
+
+
+def test_minimizing_via_negation(model):
+    result = quick(model, -obj.channel("conv", 1), steps=30, seed=0, transforms=[])
+    assert result.trace[-1] > result.trace[0]  # -channel goes up, so the channel goes down
+
+
+def test_trace_value_matches_objective_of_the_image(model):
+    """With no transforms, the first trace value is the objective of the initial image."""
+    torch.manual_seed(123)
+    params, image_fn = param.image(32)
+    with torch.no_grad():
+        expected = model.conv(image_fn())[:, 1].mean().item()
+    torch.manual_seed(123)
+    result = quick(model, steps=1, transforms=[], param=lambda: param.image(32))
+    assert result.trace[0] == pytest.approx(expected, abs=1e-5)
+
+
+# --- thresholds and results ----------------------------------------------------------------------------------
+
+
+def test_thresholds_keep_images_at_exactly_those_steps(model):
+    result = quick(model, steps=100, thresholds=[5, 2, 5], seed=0)
+    assert sorted(result.images) == [2, 5]
+    assert len(result.trace) == 5  # runs up to the last threshold
+    for img in result.images.values():
+        assert img.shape == (1, 3, 32, 32)
+        assert img.min() >= 0 and img.max() <= 1
+        assert not img.requires_grad
+        assert img.device.type == "cpu"
+    assert not torch.equal(result.images[2], result.images[5])
+    assert result.final is result.images[5]
+
+
+def test_default_threshold_is_last_step(model):
+    result = quick(model, steps=3, seed=0)
+    assert list(result.images) == [3]
+    assert result.final.shape == (1, 3, 32, 32)
+
+
+def test_custom_param_batch_and_size(model):
+    result = quick(model, param=lambda: param.image(20, 16, batch=2), steps=2, seed=0)
+    assert result.final.shape == (2, 3, 16, 20)
+
+
+def test_custom_optimizer_gets_the_params(model):
+    seen = []
+
+    def make(params):
+        seen.append(params)
+        return torch.optim.SGD(params, lr=0.0)
+
+    result = quick(model, optimizer=make, steps=3, seed=0, transforms=[])
+    assert len(seen) == 1 and len(seen[0]) == 1 and seen[0][0].shape[-1] == 2  # the FFT spectrum
+    # a zero learning rate never changes the image: every step sees the same objective
+    assert result.trace == pytest.approx([result.trace[0]] * 3)
+
+
+# --- seeding -------------------------------------------------------------------------------------------------
+
+
+def test_same_seed_same_image_different_seed_different_image(model):
+    a = quick(model, steps=4, seed=7)
+    b = quick(model, steps=4, seed=7)
+    c = quick(model, steps=4, seed=8)
+    assert torch.equal(a.final, b.final)
+    assert a.trace == b.trace
+    assert not torch.equal(a.final, c.final)
+
+
+def test_render_does_not_disturb_global_rng(model):
+    torch.manual_seed(99)
+    expected = torch.rand(3)
+    torch.manual_seed(99)
+    quick(model, steps=2, seed=1)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# --- the model is left alone ---------------------------------------------------------------------------------
+
+
+def test_model_parameters_untouched(model):
+    model.conv.bias.requires_grad_(False)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    quick(model, steps=4, seed=0)
+    assert model.conv.weight.requires_grad is True
+    assert model.conv.bias.requires_grad is False
+    for name, p in model.named_parameters():
+        assert p.grad is None, name
+        assert torch.equal(p.detach(), before[name]), name
+
+
+def test_requires_grad_restored_after_error(model):
+    def failing(acts):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        quick(model, obj.Objective(failing, ["conv"]), steps=1, transforms=[])
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters())
+
+
+# --- validation ----------------------------------------------------------------------------------------------
+
+
+def test_unknown_layer_lists_close_names(model):
+    with pytest.raises(mechscope.UnknownNameError) as info:
+        quick(model, "convv:1")
+    message = str(info.value)
+    assert "'convv'" in message
+    assert "Closest valid names: conv" in message
+
+
+
+def test_out_of_range_channel_mentions_width(model):
+    with pytest.raises(mechscope.MechscopeError, match=r"4 channels"):
+        quick(model, "conv:4")
+
+
+def test_validation_happens_before_any_work(model):
+    calls = []
+
+    def param_fn():
+        calls.append(1)
+        return param.image(8)
+
+    with pytest.raises(mechscope.MechscopeError):
+        quick(model, "conv:9", param=param_fn)
+    assert calls == []
+
+
+@pytest.fixture(scope="module")
+def inception_random():
+    return mechscope.load("inceptionv1", weights="random", seed=0, device="cpu")
+
+
+def test_inception_unknown_layer_and_layer_only(inception_random):
+    with pytest.raises(mechscope.UnknownNameError, match=r"Closest valid names: .*mixed3b\b"):
+        render(inception_random, "mixed3bb:5", steps=1, progress=False)
+    with pytest.raises(mechscope.MechscopeError, match="whole layer"):
+        render(inception_random, "mixed3b", steps=1, progress=False)
+
+
+def test_inception_out_of_range_channel(inception_random):
+    with pytest.raises(mechscope.MechscopeError, match="480 channels"):
+        render(inception_random, "mixed3b:480", steps=1, size=48, progress=False)
+
+
+def test_inception_render_small(inception_random):
+    result = render(inception_random, "mixed3a:10", steps=3, thresholds=[1, 3], size=48, seed=0, progress=False)
+    assert sorted(result.images) == [1, 3]
+    assert result.final.shape == (1, 3, 48, 48)
+    assert result.final.min() >= 0 and result.final.max() <= 1
+    assert all(p.grad is None for p in inception_random.parameters())
+
+
+# --- saving --------------------------------------------------------------------------------------------------
+
+
+def test_save_and_repr_png(model, tmp_path):
+    result = quick(model, steps=2, seed=0)
+    path = result.save(tmp_path / "out" / "vis.png")
+    assert path == tmp_path / "out" / "vis.png"
+    with Image.open(path) as im:
+        im.load()
+        assert im.format == "PNG"
+        assert im.size == (32, 32) and im.mode == "RGB"
+        saved = torch.from_numpy(np.asarray(im).copy()).float().permute(2, 0, 1) / 255
+    assert torch.allclose(saved, result.final[0], atol=1 / 255 + 1e-6)
+    data = result._repr_png_()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.size == (32, 32)
+    assert path.read_bytes() == data
+
+
+def test_save_batch_as_grid(tmp_path):
+    images = torch.rand(4, 3, 10, 10)
+    path = RenderResult(images={3: images}).save(tmp_path / "grid.png")
+    with Image.open(path) as im:
+        assert im.size == (2 * 10 + 2, 2 * 10 + 2)  # 2x2 grid, 2 px gap
+
+
+def test_training_mode_is_restored_and_eval_used_inside(model):
+    seen = []
+    model.relu.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    model.train()
+    quick(model, steps=2)
+    assert seen and not any(seen)  # optimized in eval mode
+    assert model.training  # and given back as it came
+
+
+def test_threshold_zero_is_refused(model):
+    with pytest.raises(mechscope.MechscopeError, match="from 1 on"):
+        quick(model, thresholds=[0, 4])
