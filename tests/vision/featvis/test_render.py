@@ -241,7 +241,7 @@ def test_save_batch_as_grid(tmp_path):
 
 def test_training_mode_is_restored_and_eval_used_inside(model):
     seen = []
-    model.relu.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    model.conv.register_forward_hook(lambda m, i, o: seen.append(m.training))
     model.train()
     quick(model, steps=2)
     assert seen and not any(seen)  # optimized in eval mode
