@@ -46,6 +46,7 @@ def test_missing_file_and_non_state_dict(tmp_path):
         read_state_dict(tmp_path / "list.pth")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickles_with_code_are_refused(tmp_path):
     import pickle
 
