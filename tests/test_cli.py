@@ -52,3 +52,13 @@ def test_demo_writes_image_and_config(tmp_path):
     assert Image.open(png).size == (48, 48)
     config = json.loads(png.with_suffix(".json").read_text())
     assert config["steps"] == 3 and config["unit"] == "mixed3b:379" and "objective_end" in config
+
+
+def test_vis_writes_pngs_and_json(tmp_path):
+    result = runner.invoke(app, ["vis", "inceptionv1", "mixed3a:10", "mixed3b:5", "--weights", "random", "--steps", "2",
+                                 "--size", "48", "--diversity", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "mixed3a_10_1.png").exists() and (tmp_path / "mixed3b_5_0.png").exists()
+    record = json.loads((tmp_path / "mixed3b_5.json").read_text())
+    assert record["settings"]["model"] == "inceptionv1" and record["settings"]["steps"] == 2
+    assert len(record["final_activation"]) == 2 and len(record["trace"]) == 2

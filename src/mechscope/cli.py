@@ -72,6 +72,32 @@ def layers(
 
 
 @app.command()
+def vis(
+    model: str = typer.Argument(..., help="A zoo model name, e.g. inceptionv1."),
+    units: list[str] = typer.Argument(..., help="Units to visualize, e.g. mixed3b:379 mixed4a:476@7,7."),
+    weights: str = typer.Option("bundled", help="bundled | random | download | a path to a weights file."),
+    steps: int = typer.Option(512, help="Optimization steps (Adam, lr 0.05)."),
+    size: int = typer.Option(128, help="Image size in pixels."),
+    seed: int = typer.Option(0, help="Seed for the images and transforms (and random weights)."),
+    diversity: int = typer.Option(1, help="Images per unit, pushed apart by the diversity penalty."),
+    negative: bool = typer.Option(False, "--negative", help="Also render images that minimize each unit."),
+    out: Path = typer.Option(Path("out/vis"), help="Output folder."),
+    device: str = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: CUDA when available)."),
+) -> None:
+    """Feature visualizations of UNITS, optimized together in one batch: OUT/<unit>.png and OUT/<unit>.json."""
+    from mechscope.vision.featvis.render import render_units
+    from mechscope.zoo.registry import load
+
+    net = load(model, weights=weights, seed=seed, device=device)
+    result = render_units(net, units, size=size, steps=steps, seed=seed, diversity=diversity, negative=negative)
+    result.settings.update(model=model, weights=weights)
+    written = result.save_dir(out)
+    for label, act in zip(result.labels, result.activations, strict=True):
+        typer.echo(f"{label:<32} final activation {act:.4f}")
+    typer.echo(f"wrote {len(written)} files to {out}")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("out"), help="Folder for the demo's artefacts."),
     unit: str = typer.Option("mixed3b:379", help="Unit to visualize."),

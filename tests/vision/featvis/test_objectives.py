@@ -144,3 +144,120 @@ def test_as_objective_rejects_non_units(spec):
 def test_as_objective_layer_only_message_suggests_a_channel():
     with pytest.raises(mechscope.MechscopeError, match=r"mixed3b:0"):
         obj.as_objective("mixed3b")
+
+
+# ---- the rest of Lucid's objectives: values by hand -----------------------------------------------------------
+import math  # noqa: E402
+from collections import OrderedDict  # noqa: E402
+
+from torch import nn  # noqa: E402
+
+from mechscope.vision.featvis.render import render  # noqa: E402
+
+
+def test_direction_is_the_mean_dot_product_and_cossim_floors():
+    a = torch.zeros(1, 2, 1, 2)
+    a[0, :, 0, 0] = torch.tensor([3.0, 4.0])  # aligned with vec
+    a[0, :, 0, 1] = torch.tensor([-4.0, 3.0])  # orthogonal to vec
+    vec = torch.tensor([3.0, 4.0]) / 5
+    assert float(obj.direction("l", vec)({"l": a})) == pytest.approx((5.0 + 0.0) / 2)
+    # cossim_pow 1: position 0 has cossim 1 (weight 1), position 1 has cossim 0, floored to 0.1 (times dot 0)
+    assert float(obj.direction("l", vec, cossim_pow=1)({"l": a})) == pytest.approx(5.0 * (5 / (5 + 1e-4)) / (1 + 1e-4) / 2, rel=1e-4)
+    assert float(obj.direction_neuron("l", vec, x=0, y=1)({"l": a})) == pytest.approx(0.0)
+    assert float(obj.direction_neuron("l", vec, x=0, y=0)({"l": a})) == pytest.approx(5.0)
+
+
+def test_channel_interpolate_weights_move_linearly():
+    a = torch.zeros(3, 2, 2, 2)
+    a[:, 0] = torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1)
+    a[:, 1] = torch.tensor([10.0, 20.0, 30.0]).view(3, 1, 1)
+    got = float(obj.channel_interpolate("l", 0, "l", 1)({"l": a}))
+    assert got == pytest.approx(1 * 1 + (0.5 * 2 + 0.5 * 20) + 30)
+
+
+def test_class_logit_and_deepdream():
+    logits = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
+    assert float(obj.class_logit("fc", 1)({"fc": logits})) == 7.0
+    assert float(obj.class_logit("fc", 1, batch=0)({"fc": logits})) == 2.0
+    assert float(obj.deepdream("fc")({"fc": logits})) == pytest.approx((1 + 4 + 9 + 25) / 4)
+
+
+def test_diversity_is_one_for_identical_and_zero_for_orthogonal_grams():
+    same = torch.randn(1, 3, 4, 4).repeat(2, 1, 1, 1)
+    assert float(obj.diversity("l")({"l": same})) == pytest.approx(1.0, abs=1e-5)
+    ortho = torch.zeros(2, 2, 1, 1)
+    ortho[0, 0] = 1.0  # Gram e00
+    ortho[1, 1] = 1.0  # Gram e11
+    assert float(obj.diversity("l")({"l": ortho})) == pytest.approx(0.0)
+    four = torch.randn(1, 3, 4, 4).repeat(4, 1, 1, 1)
+    assert float(obj.diversity("l")({"l": four})) == pytest.approx(3.0, abs=1e-4)  # each sees 3 equals
+    assert float(obj.diversity("l", batch=slice(0, 2))({"l": four})) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_alignment_by_hand():
+    a = torch.tensor([0.0, 1.0, 3.0]).view(3, 1, 1, 1)
+    # d=1: (1-0)^2 + (3-1)^2 = 5, /2 ; d=2: (3-0)^2 = 9, /4
+    assert float(obj.alignment("l")({"l": a})) == pytest.approx(-(5 / 2 + 9 / 4))
+
+
+def test_image_penalties_by_hand():
+    x = torch.tensor([[[[0.0, 1.0], [3.0, 1.0]]]])  # [1, 1, 2, 2]
+    acts = {"input": x}
+    assert float(obj.L1()(acts)) == 5.0
+    assert float(obj.L1(constant=1.0)(acts)) == 1 + 0 + 2 + 0
+    assert float(obj.L2()(acts)) == pytest.approx(math.sqrt(1e-6 + 11))
+    # vertical |3-0| + |1-1| ; horizontal |1-0| + |1-3|
+    assert float(obj.total_variation()(acts)) == 3 + 0 + 1 + 2
+    assert float(obj.blur_input_each_step()({"input": torch.full((1, 3, 5, 5), 0.3)})) == pytest.approx(0.0, abs=1e-10)
+    assert float(obj.blur_input_each_step()({"input": torch.rand(1, 3, 5, 5)})) > 0
+    assert obj.L1().layers == ("input",)
+
+
+def test_neuron_position_outside_the_map_is_refused():
+    with pytest.raises(mechscope.MechscopeError, match=r"position \(5, 0\) is outside the 3x3 map of layer 'l'"):
+        obj.neuron("l", 0, 5, 0)({"l": torch.zeros(1, 1, 3, 3)})
+
+
+# ---- every objective increases over a few Adam steps on a tiny model (as Lucid's test suite checks) -----------
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(3, 6, 3), relu1=nn.ReLU(), conv2=nn.Conv2d(6, 6, 3), relu2=nn.ReLU(),
+        pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(6, 4)))
+
+
+OBJECTIVES = {
+    "channel": lambda: obj.channel("conv2", 1),
+    "neuron": lambda: obj.neuron("conv2", 2),
+    "direction": lambda: obj.direction("conv1", torch.arange(6.0) - 2.5),
+    "direction_cossim": lambda: obj.direction("conv1", torch.arange(6.0) - 2.5, cossim_pow=2),
+    "direction_neuron": lambda: obj.direction_neuron("conv2", torch.ones(6)),
+    "channel_interpolate": lambda: obj.channel_interpolate("conv1", 0, "conv2", 3),
+    "class_logit": lambda: obj.class_logit("fc", 2),
+    "deepdream": lambda: obj.deepdream("conv1"),
+    "minus_diversity": lambda: -obj.diversity("conv1"),
+    "alignment": lambda: obj.alignment("conv1"),
+    "minus_L1": lambda: -obj.L1(constant=0.5),
+    "minus_L2": lambda: -obj.L2(constant=0.5),
+    "minus_total_variation": lambda: -obj.total_variation(),
+    "minus_blur": lambda: -obj.blur_input_each_step(),
+    "algebra": lambda: obj.channel("conv2", 0) + 0.5 * obj.neuron("conv1", 1) - 0.1 * obj.L2(),
+}
+
+
+# Penalties and alignment already sit at their optimum for Lucid's near-grey start: give them a noisy one.
+NOISY_START = {"alignment", "minus_L1", "minus_L2", "minus_total_variation", "minus_blur"}
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_objective_increases_under_adam(tiny, name):
+    from mechscope.vision.featvis import param
+
+    batch = 3 if name in ("channel_interpolate", "minus_diversity", "alignment") else 1
+    sd = 1.0 if name in NOISY_START else None
+    result = render(tiny, OBJECTIVES[name](), param=lambda: param.image(16, batch=batch, sd=sd, fft=sd is None),
+                    transforms=[], steps=12, seed=1, progress=False)
+    assert result.trace[-1] > result.trace[0], (name, result.trace[0], result.trace[-1])

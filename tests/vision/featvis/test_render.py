@@ -251,3 +251,73 @@ def test_training_mode_is_restored_and_eval_used_inside(model):
 def test_threshold_zero_is_refused(model):
     with pytest.raises(mechscope.MechscopeError, match="from 1 on"):
         quick(model, thresholds=[0, 4])
+
+
+# ---- render_units -----------------------------------------------------------------------------------------------
+import json  # noqa: E402
+
+from mechscope.vision.featvis.render import render_units, units_objective  # noqa: E402
+
+
+def test_units_objective_labels_and_layout():
+    _, labels = units_objective(["a:1", "b:2@1,1"], diversity=2, negative=True)
+    assert labels == ["a:1#0", "a:1#1", "a:1#neg_0", "a:1#neg_1", "b:2@1,1#0", "b:2@1,1#1", "b:2@1,1#neg_0",
+                      "b:2@1,1#neg_1"]
+    assert units_objective(["a:1", "b:2"])[1] == ["a:1", "b:2"]
+
+
+def test_each_batch_element_gets_only_its_own_units_gradient(model):
+    objective, _ = units_objective(["conv:0", "conv:3"])
+    x = torch.rand(2, 3, 12, 12, requires_grad=True)
+    acts = mechscope.capture(model, x, ["conv"])
+    objective(acts).backward()
+    alone = x[1:].detach().clone().requires_grad_(True)
+    obj.channel("conv", 3)(mechscope.capture(model, alone, ["conv"])).backward()
+    torch.testing.assert_close(x.grad[1:], alone.grad)
+
+
+def test_render_units_batch_raises_every_unit(model):
+    units = ["conv:0", "conv:1", "conv:2", "conv:3"]
+    result = quick(model, steps=1, seed=0)  # warm
+    result = render_units(model, units, size=24, steps=25, seed=0, progress=False, transforms=[])
+    assert result.final.shape == (4, 3, 24, 24) and result.labels == units
+    start = render_units(model, units, size=24, steps=1, seed=0, progress=False, transforms=[])
+    assert all(b > a for a, b in zip(start.activations, result.activations, strict=True)), (start.activations,
+                                                                                             result.activations)
+
+
+def test_negative_images_lower_their_unit(model):
+    result = render_units(model, ["conv:1"], size=24, steps=25, seed=0, negative=True, progress=False, transforms=[])
+    assert result.labels == ["conv:1", "conv:1#neg"]
+    assert result.activations[0] > result.activations[1]
+
+
+def test_diversity_makes_different_images(model):
+    result = render_units(model, ["conv:1"], size=24, steps=10, seed=0, diversity=3, progress=False)
+    assert result.final.shape[0] == 3
+    assert not torch.allclose(result.final[0], result.final[1], atol=1e-3)
+    with pytest.raises(mechscope.MechscopeError, match="at least 1"):
+        render_units(model, ["conv:1"], diversity=0)
+
+
+def test_render_units_validates_everything_before_work(model, inception_random):
+    with pytest.raises(mechscope.UnknownNameError):
+        render_units(model, ["conv:1", "convv:1"], steps=1)
+    with pytest.raises(mechscope.MechscopeError, match="4 channels"):
+        render_units(model, ["conv:1", "conv:4"], steps=1)
+    with pytest.raises(mechscope.MechscopeError, match=r"outside layer 'mixed4a''s 3x3 map at 48 px"):
+        render_units(inception_random, ["mixed4a:476@3,3"], size=48, steps=1)
+    with pytest.raises(mechscope.MechscopeError, match="at least one unit"):
+        render_units(model, [], steps=1)
+
+
+def test_save_dir_writes_images_and_json(model, tmp_path):
+    result = render_units(model, ["conv:1", "conv:2@3,3"], size=16, steps=3, seed=0, diversity=2, progress=False)
+    written = result.save_dir(tmp_path)
+    names = sorted(p.name for p in written)
+    assert names == ["conv_1.json", "conv_1_0.png", "conv_1_1.png", "conv_2_at_3_3.json", "conv_2_at_3_3_0.png",
+                     "conv_2_at_3_3_1.png"]
+    record = json.loads((tmp_path / "conv_2_at_3_3.json").read_text())
+    assert record["unit"] == "conv:2@3,3" and record["settings"]["diversity"] == 2
+    assert record["final_activation"] == result.activations[2:] and len(record["trace"]) == 3
+    assert Image.open(tmp_path / "conv_1_0.png").size == (16, 16)

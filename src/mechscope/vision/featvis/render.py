@@ -1,18 +1,24 @@
-"""Optimize an image to maximize an objective (Adam 0.05, Lucid's transforms), running only what it reads.
+"""Optimize images to maximize an objective (Lucid's defaults), running only the part of the model it reads.
+
+``render`` visualizes one objective; ``render_units`` optimizes one batch in which element *i* serves unit *i*
+(with ``diversity`` images per unit and optional ``negative`` images), the fast path for many units;
+``render_interpolation`` morphs between two units with shared low-resolution parameters (Lucid's recipe).
 
 Example::
 
     >>> import mechscope
-    >>> from mechscope.vision.featvis.render import render
+    >>> from mechscope.vision.featvis.render import render, render_units
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
-    >>> result = render(model, "mixed3a:10", steps=4, size=64, progress=False)
-    >>> result.images[4].shape
+    >>> render(model, "mixed3a:10", steps=4, size=64, progress=False).images[4].shape
     torch.Size([1, 3, 64, 64])
+    >>> render_units(model, ["mixed3a:10", "mixed3b:5"], steps=4, size=64, progress=False).final.shape
+    torch.Size([2, 3, 64, 64])
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,16 +28,26 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mechscope.capture import capture
+from mechscope.capture import capture, layer_shapes
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError
 from mechscope.images import png_bytes, save_png
-from mechscope.units import validate
+from mechscope.units import parse_unit, validate
 from mechscope.vision.featvis import param as param_mod
-from mechscope.vision.featvis.objectives import Objective, as_objective
+from mechscope.vision.featvis.objectives import (
+    INPUT,
+    Objective,
+    as_objective,
+    channel_interpolate,
+    diversity as diversity_objective,
+    unit_objective,
+)
+from mechscope.vision.featvis.redirect import REDIRECT_STEPS, redirected_relu
 from mechscope.vision.featvis.transform import Transform, compose, standard_transforms
+from mechscope.zoo.weights import atomic_write_bytes
 
 ParamFn = Callable[[], tuple[list[torch.Tensor], Callable[[], torch.Tensor]]]
+OptimizerFn = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
 
 @dataclass
@@ -43,7 +59,7 @@ class RenderResult:
 
     @property
     def final(self) -> torch.Tensor:
-        """The image at the last threshold."""
+        """The images at the last threshold, ``[batch, 3, H, W]``."""
         return self.images[max(self.images)]
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -52,6 +68,40 @@ class RenderResult:
 
     def _repr_png_(self) -> bytes:
         return png_bytes(self.final)
+
+
+@dataclass
+class UnitsResult(RenderResult):
+    """``render_units``'s result: batch element ``i`` shows ``labels[i]`` (its unit, copy and sign).
+
+    ``activations[i]`` is that element's objective on its final image, seen without transforms.
+    """
+
+    units: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    activations: list[float] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def save_dir(self, out: str | os.PathLike) -> list[Path]:
+        """Write ``out/<unit>[_neg][_k].png`` per image and ``out/<unit>.json`` per unit (settings, final
+        activations, trace).  ``:`` and ``@`` in unit names become ``_`` and ``_at_``."""
+        out = Path(out)
+        written = []
+        for i, label in enumerate(self.labels):
+            written.append(save_png(self.final[i], out / f"{file_stem(label)}.png"))
+        for unit in self.units:
+            mine = [i for i, label in enumerate(self.labels) if label.split("#")[0] == unit]
+            record = {"unit": unit, "settings": self.settings, "images": [f"{file_stem(self.labels[i])}.png" for i in mine],
+                      "final_activation": [self.activations[i] for i in mine], "trace": self.trace}
+            path = out / f"{file_stem(unit)}.json"
+            atomic_write_bytes(path, json.dumps(record, indent=2).encode())
+            written.append(path)
+        return written
+
+
+def file_stem(label: str) -> str:
+    """A file name for a unit label: ``mixed3b:379@7,7#neg_1`` -> ``mixed3b_379_at_7_7_neg_1``."""
+    return label.replace(":", "_").replace("@", "_at_").replace(",", "_").replace("#", "_")
 
 
 @contextlib.contextmanager
@@ -70,18 +120,82 @@ def _frozen(model: nn.Module) -> Iterator[None]:
         model.train(training)
 
 
+def _check_thresholds(thresholds: Sequence[int] | None, steps: int) -> list[int]:
+    result = sorted(set(thresholds or [steps]))
+    if result[0] < 1:
+        raise MechscopeError(f"thresholds are step numbers from 1 on, got {result}")
+    return result
+
+
+def _evaluate(model: nn.Module, objective: Objective, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The objective's activations for ``image`` (the model's layers plus the ``input`` pseudo-layer)."""
+    layers = [layer for layer in objective.layers if layer != INPUT]
+    acts = dict(capture(model, image, layers)) if layers else {}
+    acts[INPUT] = image
+    return acts
+
+
+def _optimize(
+    model: nn.Module,
+    objective: Objective,
+    param: ParamFn,
+    transforms: Sequence[Transform] | None,
+    optimizer: OptimizerFn | None,
+    thresholds: list[int],
+    seed: int | None,
+    progress: bool,
+    redirect: bool,
+    result: RenderResult,
+) -> tuple[RenderResult, Callable[[], torch.Tensor]]:
+    """The loop shared by every render: Adam 0.05 on ``-objective`` through the transforms."""
+    for layer in objective.layers:
+        if layer != INPUT:
+            validate(model, layer)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        params, image_fn = param()
+        opt = (optimizer or (lambda p: torch.optim.Adam(p, lr=0.05)))(params)
+        transform = compose(standard_transforms() if transforms is None else transforms)
+        state = {"step": 0}
+        redirect_ctx = redirected_relu(model, lambda: state["step"] <= REDIRECT_STEPS) if redirect else contextlib.nullcontext()
+        with _frozen(model), redirect_ctx:
+            for step in tqdm(range(1, thresholds[-1] + 1), desc=objective.name[:40], disable=not progress):
+                state["step"] = step
+                opt.zero_grad()
+                image = image_fn()
+                acts = _evaluate(model, objective, transform(image))
+                acts[INPUT] = image  # Lucid's T("input"): the image before the transforms
+                value = objective(acts)
+                (-value).backward()
+                opt.step()
+                result.trace.append(float(value.detach()))
+                if step in thresholds:
+                    with torch.no_grad():
+                        result.images[step] = image_fn()[:, :3].detach().cpu()
+    return result, image_fn
+
+
+def _model_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return resolve_device(device)
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 def render(
     model: nn.Module,
     objective: str | Objective,
     param: ParamFn | None = None,
     transforms: Sequence[Transform] | None = None,
-    optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
+    optimizer: OptimizerFn | None = None,
     steps: int = 512,
     thresholds: Sequence[int] | None = None,
     *,
     size: int = 128,
     seed: int | None = None,
     progress: bool = True,
+    redirect_relu: bool = True,
     device: str | torch.device | None = None,
 ) -> RenderResult:
     """Feature visualization of ``objective`` on ``model``.
@@ -94,34 +208,116 @@ def render(
         optimizer: ``params -> Optimizer``; default Adam with learning rate 0.05.
         steps: optimization steps; ``thresholds``: the steps at which to keep the image (default: the last).
         seed: seeds the parameter init and the transforms' random draws.
+        redirect_relu: Lucid's redirected ReLU gradient for the first 16 steps (``nn.ReLU`` modules).
     Returns:
         ``RenderResult`` with ``images[step]`` of shape ``[batch, 3, H, W]`` and the objective's trace.
     """
-    device = resolve_device(device) if device is not None else next(model.parameters()).device
+    device = _model_device(model, device)
     if isinstance(objective, str):
         validate(model, objective)  # the channel's range too, before any work
     objective = as_objective(objective)
-    for layer in objective.layers:
-        validate(model, layer)
-    thresholds = sorted(set(thresholds or [steps]))
-    if thresholds[0] < 1:
-        raise MechscopeError(f"thresholds are step numbers from 1 on, got {thresholds}")
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        params, image_fn = (param or (lambda: param_mod.image(size, device=device)))()
-        opt = (optimizer or (lambda p: torch.optim.Adam(p, lr=0.05)))(params)
-        transform = compose(standard_transforms() if transforms is None else transforms)
-        result = RenderResult(images={})
-        with _frozen(model):
-            for step in tqdm(range(1, max(thresholds) + 1), desc=objective.name, disable=not progress):
-                opt.zero_grad()
-                acts = capture(model, transform(image_fn()), objective.layers)
-                value = objective(acts)
-                (-value).backward()
-                opt.step()
-                result.trace.append(float(value.detach()))
-                if step in thresholds:
-                    with torch.no_grad():
-                        result.images[step] = image_fn().detach().cpu()
+    param = param or (lambda: param_mod.image(size, device=device))
+    result, _ = _optimize(model, objective, param, transforms, optimizer, _check_thresholds(thresholds, steps),
+                          seed, progress, redirect_relu, RenderResult(images={}))
     return result
+
+
+def units_objective(
+    units: Sequence[str], diversity: int = 1, negative: bool = False, diversity_weight: float = 1e2
+) -> tuple[Objective, list[str]]:
+    """The batch objective of ``render_units`` and the label of each batch element.
+
+    Unit ``u`` owns ``diversity`` consecutive elements (``diversity`` more, negated, with ``negative``); each
+    element maximizes (or minimizes) its own unit; a group of ``diversity > 1`` also pays
+    ``diversity_weight * diversity(layer)`` on its own elements.
+    """
+    parts, labels = [], []
+    signs = (1, -1) if negative else (1,)
+    for u in units:
+        layer = parse_unit(u).layer
+        for sign in signs:
+            start = len(labels)
+            for k in range(diversity):
+                suffix = ("#neg" if sign < 0 else "") + (f"#{k}" if diversity > 1 else "")
+                labels.append(f"{u}{suffix}".replace("#neg#", "#neg_"))
+                parts.append(sign * unit_objective(u, batch=start + k))
+            if diversity > 1:
+                parts.append(-diversity_weight * diversity_objective(layer, batch=slice(start, start + diversity)))
+    return Objective.sum(parts), labels
+
+
+def render_units(
+    model: nn.Module,
+    units: Sequence[str],
+    *,
+    size: int = 128,
+    steps: int = 512,
+    thresholds: Sequence[int] | None = None,
+    diversity: int = 1,
+    negative: bool = False,
+    diversity_weight: float = 1e2,
+    param: Callable[[int], tuple[list[torch.Tensor], Callable[[], torch.Tensor]]] | None = None,
+    transforms: Sequence[Transform] | None = None,
+    optimizer: OptimizerFn | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    redirect_relu: bool = True,
+    device: str | torch.device | None = None,
+) -> UnitsResult:
+    """Visualize many units in one optimized batch: element ``i`` serves unit ``i``.
+
+    Each element's gradient depends only on its own image and unit (the diversity penalty, when asked for, couples
+    only the images of one unit), so the batch optimizes every unit as a separate render would, at a fraction of
+    the cost: one forward/backward for all, stopped at the deepest layer needed.
+
+    Args:
+        units: names such as ``["mixed3b:379", "mixed4a:476@7,7"]``; all are validated before any work.
+        diversity: images per unit, pushed apart by Lucid's diversity penalty (weight ``diversity_weight``).
+        negative: also render images that *minimize* each unit.
+        param: ``batch -> (params, image_fn)``; default ``param.image(size, batch=batch)``.
+    Returns:
+        ``UnitsResult``: ``images[step]`` ``[len(units) * diversity * (2 if negative else 1), 3, size, size]``,
+        ``labels``, final ``activations`` and the summed objective's trace.
+    """
+    if not units:
+        raise MechscopeError("render_units needs at least one unit")
+    if diversity < 1:
+        raise MechscopeError(f"diversity is the number of images per unit, at least 1 (got {diversity})")
+    _check_units(model, units, size)
+    device = _model_device(model, device)
+    objective, labels = units_objective(units, diversity, negative, diversity_weight)
+    make = param or (lambda batch: param_mod.image(size, batch=batch, device=device))
+    result = UnitsResult(images={}, units=list(units), labels=labels,
+                         settings={"size": size, "steps": steps, "diversity": diversity, "negative": negative,
+                                   "diversity_weight": diversity_weight, "seed": seed, "redirect_relu": redirect_relu,
+                                   "optimizer": "Adam(lr=0.05)" if optimizer is None else repr(optimizer)})
+    result, image_fn = _optimize(model, objective, lambda: make(len(labels)), transforms, optimizer,
+                                 _check_thresholds(thresholds, steps), seed, progress, redirect_relu, result)
+    result.activations = _final_activations(model, labels, image_fn)
+    return result
+
+
+def _check_units(model: nn.Module, units: Sequence[str], size: int) -> None:
+    """Every unit exists, its channel is in range and its position lies inside its map at ``size`` px."""
+    parsed = [validate(model, parse_unit(u)) for u in units]
+    placed = [u for u in parsed if u.position is not None]
+    if not placed:
+        return
+    shapes = layer_shapes(model, (3, size, size), sorted({u.layer for u in placed}))
+    for u in placed:
+        h, w = shapes[u.layer][-2:]
+        if not (u.position[0] < h and u.position[1] < w):
+            raise MechscopeError(
+                f"unit {u}: position {u.position} is outside layer {u.layer!r}'s {h}x{w} map at {size} px; "
+                f"use a larger --size or a position inside the map"
+            )
+
+
+def _final_activations(model: nn.Module, labels: list[str], image_fn: Callable[[], torch.Tensor]) -> list[float]:
+    """Each element's unit activation on its final image, without transforms."""
+    with torch.no_grad():
+        image = image_fn()[:, :3]
+        unit_names = [label.split("#")[0] for label in labels]
+        objectives = [unit_objective(u, batch=i) for i, u in enumerate(unit_names)]
+        acts = capture(model, image, sorted({o.layers[0] for o in objectives}))
+        return [float(o(acts)) for o in objectives]
