@@ -226,3 +226,61 @@ def test_standard_transforms_differentiable():
     x = torch.rand(1, 3, 32, 32, requires_grad=True)
     T.compose(T.standard_transforms())(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+# --- collapse_alpha_random -------------------------------------------------------------------------------------
+
+
+def _rgba(rgb: torch.Tensor, alpha: float) -> torch.Tensor:
+    return torch.cat([rgb, torch.full_like(rgb[:, :1], alpha)], dim=1)
+
+
+def test_collapse_alpha_opaque_is_rgb_and_transparent_is_background():
+    rgb = torch.rand(2, 3, 16, 24)
+    collapse = T.collapse_alpha_random()
+    opaque = collapse(_rgba(rgb, 1.0))
+    assert opaque.shape == (2, 3, 16, 24)
+    assert torch.equal(opaque, rgb)
+    other_rgb = torch.rand(2, 3, 16, 24)
+    torch.manual_seed(0)
+    bg = collapse(_rgba(rgb, 0.0))
+    torch.manual_seed(0)
+    bg_other_rgb = collapse(_rgba(other_rgb, 0.0))
+    assert torch.equal(bg, bg_other_rgb)  # fully transparent: the rgb does not matter
+    assert bg.shape == (2, 3, 16, 24) and bg.min() > 0 and bg.max() < 1
+    assert bg.std() > 0.05  # a real image, not a constant
+    assert not torch.allclose(bg[0], bg[1])  # each batch element its own background
+    assert not torch.allclose(bg, collapse(_rgba(rgb, 0.0)))  # fresh on every call
+
+
+def test_collapse_alpha_is_the_over_composite():
+    rgb = torch.rand(1, 3, 20, 20)
+    a = torch.rand(1, 1, 20, 20)
+    collapse = T.collapse_alpha_random(sd=0.5)
+    torch.manual_seed(1)
+    bg = collapse(_rgba(rgb, 0.0))
+    torch.manual_seed(1)
+    out = collapse(torch.cat([rgb, a], dim=1))
+    assert torch.allclose(out, a * rgb + (1 - a) * bg, atol=1e-6)
+
+
+def test_collapse_alpha_background_is_smooth_and_sd_controls_contrast():
+    torch.manual_seed(2)
+    x = _rgba(torch.zeros(4, 3, 64, 64), 0.0)
+    bg = T.collapse_alpha_random(sd=0.5)(x)
+    # 1/f noise: neighbouring pixels are strongly correlated, unlike white noise
+    d = bg - bg.mean(dim=(-2, -1), keepdim=True)
+    corr = (d[..., :, 1:] * d[..., :, :-1]).mean() / d.pow(2).mean()
+    assert corr > 0.5
+    assert bg.mean().item() == pytest.approx(0.5, abs=0.1)
+    faint = T.collapse_alpha_random(sd=0.01)(x)
+    assert faint.std() < 0.2 * bg.std()
+
+
+def test_collapse_alpha_gradients_and_shape_check():
+    x = torch.rand(2, 4, 8, 8, requires_grad=True)
+    T.collapse_alpha_random()(x).sum().backward()
+    assert x.grad[:, :3].abs().min() > 0  # rgb gets gradient alpha > 0
+    assert x.grad[:, 3].abs().sum() > 0  # alpha gets gradient rgb - bg
+    with pytest.raises(ValueError):
+        T.collapse_alpha_random()(torch.rand(1, 3, 8, 8))

@@ -4,6 +4,7 @@ Lucid's ``standard_transforms`` are kept as data (``STANDARD_TRANSFORMS``): pad 
 (a random crop that shrinks the image), random scale 0.90..1.10 in steps of 0.02 (bilinear), random rotation
 -10..10 degrees plus five extra 0 (26 choices, nearest neighbour, degrees converted with pi = 3.14 as Lucid
 does), jitter 4.  The model sees whatever size the transforms produce: nothing is resized to 224.
+``collapse_alpha_random`` composites an RGBA image onto random noise (Lucid's transparency recipe).
 
 Example::
 
@@ -93,6 +94,29 @@ def compose(transforms: Sequence[Transform]) -> Transform:
     return inner
 
 
+def collapse_alpha_random(sd: float = 0.5) -> Transform:
+    """Composite RGBA ``[b, 4, H, W]`` (values in [0, 1]) onto a fresh random background: RGB ``[b, 3, H, W]``
+    ``= rgb * a + bg * (1 - a)``.
+
+    As Lucid's ``collapse_alpha``: on every call each batch element gets its own background, a random natural
+    looking image made like ``param.image``'s start but with spectrum N(0, sd) (1/f-scaled FFT noise, Lucid's
+    colour decorrelation, sigmoid), so it lies in (0, 1) and carries no gradient.  Transparent pixels therefore
+    show unpredictable content, and the optimiser learns to keep opaque only what the objective needs.
+    """
+    from mechscope.vision.featvis.param import fft_image, to_valid_rgb
+
+    def inner(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != 4:
+            raise ValueError(f"collapse_alpha_random needs [batch, 4, H, W], got {tuple(x.shape)}")
+        rgb, a = x[:, :3], x[:, 3:4]
+        with torch.no_grad():
+            _, noise = fft_image((x.shape[0], 3, *x.shape[-2:]), sd=sd, device=x.device)
+            bg = to_valid_rgb(noise)().to(x.dtype)
+        return rgb * a + bg * (1 - a)
+
+    return inner
+
+
 # Lucid's standard_transforms, as data: (factory, argument)
 STANDARD_TRANSFORMS: tuple[tuple[Callable[..., Transform], object], ...] = (
     (pad, 12),
@@ -108,4 +132,13 @@ def standard_transforms() -> list[Transform]:
     return [factory(arg) for factory, arg in STANDARD_TRANSFORMS]
 
 
-__all__ = ["Transform", "pad", "jitter", "random_scale", "random_rotate", "compose", "standard_transforms"]
+__all__ = [
+    "Transform",
+    "pad",
+    "jitter",
+    "random_scale",
+    "random_rotate",
+    "compose",
+    "standard_transforms",
+    "collapse_alpha_random",
+]
