@@ -321,3 +321,28 @@ def test_save_dir_writes_images_and_json(model, tmp_path):
     assert record["unit"] == "conv:2@3,3" and record["settings"]["diversity"] == 2
     assert record["final_activation"] == result.activations[2:] and len(record["trace"]) == 3
     assert Image.open(tmp_path / "conv_1_0.png").size == (16, 16)
+
+
+# ---- render_interpolation ---------------------------------------------------------------------------------------
+from mechscope.vision.featvis.render import render_interpolation  # noqa: E402
+
+
+def test_interpolation_moves_from_one_unit_to_the_other(model):
+    result = render_interpolation(model, "conv:0", "conv:3", frames=4, size=24, steps=30, seed=0, progress=False,
+                                  transforms=[])
+    assert result.final.shape == (4, 3, 24, 24)
+    assert result.labels[0] == "conv:0->conv:3@0.00" and result.labels[-1] == "conv:0->conv:3@1.00"
+    with torch.no_grad():
+        acts = mechscope.capture(model, result.final, ["conv"])["conv"]
+    a, b = acts[:, 0].mean((1, 2)), acts[:, 3].mean((1, 2))
+    assert a[0] - b[0] > a[-1] - b[-1]  # the first frame leans to unit a, the last to unit b
+    assert len(result.activations) == 4
+
+
+def test_interpolation_validates(model):
+    with pytest.raises(mechscope.MechscopeError, match="without a position"):
+        render_interpolation(model, "conv:0@1,1", "conv:1", steps=1)
+    with pytest.raises(mechscope.MechscopeError, match="at least 2 frames"):
+        render_interpolation(model, "conv:0", "conv:1", frames=1, steps=1)
+    with pytest.raises(mechscope.MechscopeError, match="4 channels"):
+        render_interpolation(model, "conv:0", "conv:7", steps=1)
