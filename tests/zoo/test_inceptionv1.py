@@ -168,3 +168,17 @@ def test_relus_are_modules_for_redirection(inception):
     # feature visualization swaps nn.ReLU modules; no functional relu may hide in the graph
     n_relu = sum(isinstance(m, torch.nn.ReLU) for m in inception.modules())
     assert n_relu == 3 + 6 * len(MIXED)
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_native_padding_equals_explicit_same_padding(kernel):
+    from mechscope.zoo.inceptionv1 import SameConv2d, SameMaxPool2d, _pad_same
+
+    conv = SameConv2d(4, 6, kernel)
+    x = torch.randn(2, 4, 9, 11)
+    expected = F.conv2d(_pad_same(x, kernel, 1, 0.0), conv.weight, conv.bias)
+    torch.testing.assert_close(conv(x), expected)
+    if kernel > 1:
+        negative = -torch.rand(2, 4, 9, 11) - 1
+        pooled = SameMaxPool2d(kernel, 1)(negative)
+        assert torch.equal(pooled, F.max_pool2d(_pad_same(negative, kernel, 1, float("-inf")), kernel, 1))

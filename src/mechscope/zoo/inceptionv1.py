@@ -69,20 +69,36 @@ def _pad_same(x: torch.Tensor, kernel: int, stride: int, value: float) -> torch.
 
 
 class SameConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with TensorFlow "SAME" zero padding for any input size."""
+    """``nn.Conv2d`` with TensorFlow "SAME" zero padding for any input size.
+
+    With stride 1 and an odd kernel, SAME padding is symmetric and the convolution's own padding does it without
+    a copy; strided convolutions pad explicitly (the extra pixel goes after, as in TensorFlow).
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1) -> None:
+        symmetric = stride == 1 and kernel % 2 == 1
+        super().__init__(c_in, c_out, kernel, stride, padding=kernel // 2 if symmetric else 0)
+        self._explicit_pad = not symmetric
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(_pad_same(x, self.kernel_size[0], self.stride[0], 0.0))
+        if self._explicit_pad:
+            x = _pad_same(x, self.kernel_size[0], self.stride[0], 0.0)
+        return super().forward(x)
 
 
 class SameMaxPool2d(nn.Module):
-    """Max-pool with TensorFlow "SAME" padding (padded cells never win)."""
+    """Max-pool with TensorFlow "SAME" padding (padded cells never win).
+
+    Stride 1 with an odd kernel uses the pool's own padding (implicitly -inf); strided pools pad explicitly.
+    """
 
     def __init__(self, kernel: int, stride: int) -> None:
         super().__init__()
         self.kernel, self.stride = kernel, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1 and self.kernel % 2 == 1:
+            return F.max_pool2d(x, self.kernel, 1, padding=self.kernel // 2)
         return F.max_pool2d(_pad_same(x, self.kernel, self.stride, float("-inf")), self.kernel, self.stride)
 
 
