@@ -15,7 +15,7 @@ from mechscope.zoo.weights import atomic_write_bytes
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
-    """``[3, H, W]`` (or ``[1, 3, H, W]``) in [0, 1] -> RGB ``PIL.Image``."""
+    """``[3, H, W]`` (or ``[1, 3, H, W]``) in [0, 1] -> RGB ``PIL.Image``; 4 channels give RGBA."""
     if image.dim() == 4:
         if image.shape[0] != 1:
             raise ValueError(f"to_pil takes one image, got a batch of {image.shape[0]}; use grid() first")

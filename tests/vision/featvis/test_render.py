@@ -346,3 +346,12 @@ def test_interpolation_validates(model):
         render_interpolation(model, "conv:0", "conv:1", frames=1, steps=1)
     with pytest.raises(mechscope.MechscopeError, match="4 channels"):
         render_interpolation(model, "conv:0", "conv:7", steps=1)
+
+
+def test_alpha_images_keep_their_alpha_channel(model, tmp_path):
+    from mechscope.vision.featvis.transform import collapse_alpha_random
+
+    result = quick(model, param=lambda: param.image(16, alpha=True), transforms=[collapse_alpha_random()], steps=3)
+    assert result.final.shape == (1, 4, 16, 16)
+    with Image.open(result.save(tmp_path / "a.png")) as im:
+        assert im.mode == "RGBA"

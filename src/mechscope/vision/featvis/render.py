@@ -71,14 +71,6 @@ def _check_thresholds(thresholds: Sequence[int] | None, steps: int) -> list[int]
     return result
 
 
-def _evaluate(model: nn.Module, objective: Objective, image: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The objective's activations for ``image`` (the model's layers plus the ``input`` pseudo-layer)."""
-    layers = [layer for layer in objective.layers if layer != INPUT]
-    acts = dict(capture(model, image, layers)) if layers else {}
-    acts[INPUT] = image
-    return acts
-
-
 def _optimize(
     model: nn.Module,
     objective: Objective,
@@ -92,9 +84,10 @@ def _optimize(
     result: RenderResult,
 ) -> tuple[RenderResult, Callable[[], torch.Tensor]]:
     """The loop shared by every render: Adam 0.05 on ``-objective`` through the transforms."""
-    for layer in objective.layers:
-        if layer != INPUT:
-            validate(model, layer)
+    layers = [layer for layer in objective.layers if layer != INPUT]
+    for layer in layers:
+        validate(model, layer)
+    trace: list[torch.Tensor] = []
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
@@ -108,15 +101,16 @@ def _optimize(
                 state["step"] = step
                 opt.zero_grad()
                 image = image_fn()
-                acts = _evaluate(model, objective, transform(image))
+                acts = dict(capture(model, transform(image), layers)) if layers else {}
                 acts[INPUT] = image  # Lucid's T("input"): the image before the transforms
                 value = objective(acts)
                 (-value).backward()
                 opt.step()
-                result.trace.append(float(value.detach()))
+                trace.append(value.detach())  # no per-step device sync; floats at the end
                 if step in thresholds:
                     with torch.no_grad():
-                        result.images[step] = image_fn()[:, :3].detach().cpu()
+                        result.images[step] = image_fn().detach().cpu()
+    result.trace = torch.stack(trace).cpu().tolist()
     return result, image_fn
 
 
