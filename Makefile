@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mechscope-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-featvis clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,24 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/capture_early_exit.py
+
+# mechscope vs Lucent feature-visualization throughput.  Lucent needs torchvision, which has no build beside the dev
+# venv's torch 2.13.0, so this benchmark has its own venv (torch 2.14.1 + torchvision 0.29.1 from this machine's
+# disk).  `make bench-featvis ARGS=--quick` for a short smoke run.
+BENCH_VENV  := .venv-bench
+BENCH_BIN   := $(BENCH_VENV)/bin
+BENCH_STAMP := $(BENCH_VENV)/.featvis-installed
+
+$(BENCH_STAMP): pyproject.toml benchmarks/requirements-lucent.txt benchmarks/requirements-lucent-nodeps.txt
+	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/python -m pip install -q --upgrade pip
+	$(BENCH_BIN)/python -m pip install -q -r benchmarks/requirements-lucent.txt
+	$(BENCH_BIN)/python -m pip install -q --no-deps -r benchmarks/requirements-lucent-nodeps.txt
+	$(BENCH_BIN)/python -m pip install -q -e .
+	touch $(BENCH_STAMP)
+
+bench-featvis: $(BENCH_STAMP)
+	$(BENCH_BIN)/python benchmarks/featvis_vs_lucent.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

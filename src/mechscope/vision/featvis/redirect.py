@@ -47,8 +47,10 @@ class RedirectedReLUFunction(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         negative = x < 0
         relu_grad = grad.masked_fill(negative, 0)
+        alive = relu_grad.flatten(1).ne(0).any(1)  # per batch element: does the true gradient flow?
+        if bool(alive.all()):  # the common case once optimization is under way
+            return relu_grad
         redirected = grad.masked_fill(negative & (grad > 0), 0)
-        alive = relu_grad.flatten(1).abs().amax(1) > 0  # per batch element: does the true gradient flow?
         return torch.where(alive.view(-1, *([1] * (grad.dim() - 1))), relu_grad, redirected)
 
 
