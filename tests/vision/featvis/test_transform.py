@@ -284,3 +284,15 @@ def test_collapse_alpha_gradients_and_shape_check():
     assert x.grad[:, 3].abs().sum() > 0  # alpha gets gradient rgb - bg
     with pytest.raises(ValueError):
         T.collapse_alpha_random()(torch.rand(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("h, w", [(5, 5), (6, 6), (4, 6)])
+def test_random_rotate_quarter_turn_is_exact_on_small_inputs(h, w):
+    # a rotation by exactly pi/2 about the centre maps pixel centres onto pixel centres: compare with torch.rot90
+    x = torch.arange(h * w, dtype=torch.float32).view(1, 1, h, w) + 1
+    y = T.random_rotate([math.pi / 2], units="radians")(x)
+    if h == w:
+        turned = [torch.rot90(x, k, dims=(2, 3)) for k in (1, 3)]
+        assert any(torch.equal(y, t) for t in turned)
+    else:  # non-square: the central square window turns exactly, the rest falls outside (zeros)
+        assert y.shape == x.shape and set(y.unique().tolist()) - {0.0} <= set(x.unique().tolist())
