@@ -182,3 +182,18 @@ def test_native_padding_equals_explicit_same_padding(kernel):
         negative = -torch.rand(2, 4, 9, 11) - 1
         pooled = SameMaxPool2d(kernel, 1)(negative)
         assert torch.equal(pooled, F.max_pool2d(_pad_same(negative, kernel, 1, float("-inf")), kernel, 1))
+
+
+@pytest.mark.parametrize("channels", [64, 192, 7])
+def test_lrn_equals_torchs_local_response_norm_and_its_gradient(channels):
+    from mechscope.zoo.inceptionv1 import LocalResponseNorm
+
+    ours, torchs = LocalResponseNorm(channels), torch.nn.LocalResponseNorm(11, 0.0011, 0.5, 2.0)
+    x = (torch.randn(2, channels, 9, 7, dtype=torch.float64) * 20).requires_grad_(True)
+    ours_out = ours.double()(x)
+    torch.testing.assert_close(ours_out, torchs(x), rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ours_out)
+    (ga,) = torch.autograd.grad(ours_out, x, g)
+    (gb,) = torch.autograd.grad(torchs(x), x, g)
+    torch.testing.assert_close(ga, gb, rtol=1e-10, atol=1e-12)
+    assert "band" not in ours.state_dict()
