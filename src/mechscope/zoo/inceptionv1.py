@@ -121,8 +121,8 @@ class LocalResponseNorm(nn.Module):
         self.register_buffer("band", band[:, :, None, None], persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        window = F.conv2d(x * x, self.band)
-        return x * (self.bias + self.alpha * window).pow(-self.beta)
+        denominator = self.bias + self.alpha * F.conv2d(x * x, self.band)
+        return x * (denominator.rsqrt() if self.beta == 0.5 else denominator.pow(-self.beta))
 
 
 class ConvReLU(nn.Module):
