@@ -119,3 +119,16 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...], layers: Iterabl
     with torch.no_grad():
         acts = capture(shadow, torch.empty(1, *input_shape, device="meta"), names, early_exit=False)
     return {n: tuple(acts[n].shape[1:]) for n in names}
+
+
+def as_map(act: torch.Tensor, layer: str, purpose: str) -> torch.Tensor:
+    """A layer's output as a ``[batch, C, x, y]`` map: ``[batch, C]`` becomes ``[batch, C, 1, 1]``.
+
+    Other shapes raise ``MechscopeError`` saying what ``purpose`` (e.g. "dataset examples") needs.
+    """
+    if act.dim() == 2:
+        return act[:, :, None, None]
+    if act.dim() != 4:
+        raise MechscopeError(f"layer {layer!r} outputs shape {tuple(act.shape)}; {purpose} need "
+                             "[batch, channel, x, y] or [batch, channel] outputs")
+    return act

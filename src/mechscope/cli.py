@@ -108,7 +108,7 @@ def demo(
     """The main job on the bundled default: list the zoo, render one feature visualization into OUT."""
     from mechscope.vision.featvis.render import render
     from mechscope.zoo.registry import load
-    from mechscope.zoo.weights import atomic_write_bytes
+    from mechscope.artefacts import atomic_write_bytes
 
     models(as_json=False)
     typer.echo(f"\nInceptionV1 with random weights (seed {seed}): rendering {unit}, {steps} steps at {size}px")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mechscope.zoo.weights import atomic_write_bytes
+from mechscope.artefacts import atomic_write_bytes
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

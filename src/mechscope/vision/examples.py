@@ -40,10 +40,9 @@ Example::
 
 from __future__ import annotations
 
-import io
 import os
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,12 +52,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mechscope.capture import capture
+from mechscope.artefacts import load_npz, save_npz
+from mechscope.capture import as_map, capture
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError, unknown_name
 from mechscope.units import Layer, parse
 from mechscope.vision.receptive_field import RFGrid, receptive_field_map
-from mechscope.zoo.weights import atomic_write_bytes
 
 _FIELDS = ("top_values", "top_index", "top_pos", "bottom_values", "bottom_index", "bottom_pos")
 _FORMAT = 1
@@ -174,15 +173,6 @@ def _batch(item: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return index, item[1]
 
 
-def _spatial(act: torch.Tensor, layer: str) -> torch.Tensor:
-    if act.dim() == 2:
-        return act[:, :, None, None]
-    if act.dim() != 4:
-        raise MechscopeError(f"layer {layer!r} outputs shape {tuple(act.shape)}; dataset examples need "
-                             "[batch, C, x, y] or [batch, C] outputs")
-    return act
-
-
 def dataset_examples(
     model: nn.Module,
     batches: Iterable[Any],
@@ -246,7 +236,7 @@ def dataset_examples(
                         f"{state.last_index} (resume with batches(start=state.next_start))")
                 acts = capture(model, images.to(device), names)
                 for name in names:
-                    a = _spatial(acts[name], name)
+                    a = as_map(acts[name], name, "dataset examples")
                     ex = state.layers.get(name) or LayerExamples.empty(a.shape[1], state.k)
                     if ex.channels != a.shape[1]:
                         raise MechscopeError(f"layer {name!r} has {a.shape[1]} channels; the state has {ex.channels}")
@@ -268,39 +258,25 @@ def dataset_examples(
 
 def save_state(state: ExamplesState, path: str | os.PathLike) -> Path:
     """Save ``state`` to an ``.npz`` file of plain arrays, atomically (temporary file + rename)."""
-    path = Path(path)
     arrays: dict[str, np.ndarray] = {
-        "format": np.array(_FORMAT), "k": np.array(state.k), "seen": np.array(state.seen),
+        "k": np.array(state.k), "seen": np.array(state.seen),
         "last_index": np.array(state.last_index), "layers": np.array(list(state.layers), dtype=str),
     }
     for i, ex in enumerate(state.layers.values()):
         for name, t in ex.tensors().items():
             arrays[f"{i}.{name}"] = t.numpy()
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_npz(path, arrays, format=_FORMAT)
 
 
 def load_state(path: str | os.PathLike) -> ExamplesState:
     """Read a state written by ``save_state`` (e.g. a checkpoint of an interrupted scan)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MechscopeError(f"no dataset-examples file at {str(path)!r}; write one with save_state(state, path)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if int(data["format"]) != _FORMAT:
-                raise MechscopeError(f"examples file {str(path)!r} has format {int(data['format'])}; "
-                                     f"expected {_FORMAT}")
-            layers = {str(layer): LayerExamples(**{f: torch.from_numpy(data[f"{i}.{f}"].copy()) for f in _FIELDS})
-                      for i, layer in enumerate(data["layers"])}
-            return ExamplesState(k=int(data["k"]), layers=layers, seen=int(data["seen"]),
-                                 last_index=int(data["last_index"]))
-    except MechscopeError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a damaged or foreign file
-        raise MechscopeError(f"cannot read examples file {str(path)!r} ({type(e).__name__}: {e}); "
-                             "expected an .npz written by save_state") from e
+    def build(data: Mapping[str, np.ndarray]) -> ExamplesState:
+        layers = {str(layer): LayerExamples(**{f: torch.from_numpy(data[f"{i}.{f}"].copy()) for f in _FIELDS})
+                  for i, layer in enumerate(data["layers"])}
+        return ExamplesState(k=int(data["k"]), layers=layers, seen=int(data["seen"]),
+                             last_index=int(data["last_index"]))
+
+    return load_npz(path, kind="dataset-examples", writer="save_state(state, path)", format=_FORMAT, build=build)
 
 
 # ---- crops -----------------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from mechscope.capture import capture
+from mechscope.capture import as_map, capture
 from mechscope.errors import MechscopeError
 from mechscope.units import Unit, parse
 
@@ -140,16 +140,6 @@ def _device(model: nn.Module) -> dict[str, Any]:
     return {"device": torch.device("cpu"), "dtype": torch.float32}
 
 
-def _spatial(act: torch.Tensor, layer: str) -> torch.Tensor:
-    """``[batch, C, X, Y]``; a ``[batch, C]`` output is a 1x1 map."""
-    if act.dim() == 2:
-        return act[:, :, None, None]
-    if act.dim() != 4:
-        raise MechscopeError(f"layer {layer!r} has output shape {tuple(act.shape)}; receptive fields need "
-                             "[batch, channel, x, y] (or [batch, channel]) outputs")
-    return act
-
-
 def _probe(model: nn.Module, layer: str, size: tuple[int, int], positions: list[tuple[int, int]],
            channel: int | None, channels: int, samples: int, seed: int, chunk: int = 32) -> list[torch.Tensor]:
     """For each position, the ``[H, W]`` mask of pixels with a non-zero straight-through gradient."""
@@ -162,7 +152,7 @@ def _probe(model: nn.Module, layer: str, size: tuple[int, int], positions: list[
             batch = positions[start:start + chunk]
             x = noise.repeat(len(batch), 1, 1, 1).to(**where).requires_grad_(True)
             with _StraightThrough():
-                act = _spatial(capture(model, x, layer)[layer], layer)
+                act = as_map(capture(model, x, layer)[layer], layer, "receptive fields")
             xs = torch.tensor([p[0] for p in batch for _ in range(samples)], device=where["device"])
             ys = torch.tensor([p[1] for p in batch for _ in range(samples)], device=where["device"])
             picked = act[torch.arange(len(xs), device=xs.device), :, xs, ys]  # [batch, C]
@@ -283,7 +273,8 @@ def _resolve(layer: str, position: tuple[int, int] | None) -> tuple[str, int | N
 
 def _map_shape(model: nn.Module, layer: str, size: tuple[int, int], channels: int) -> tuple[int, int]:
     with torch.no_grad(), _eval_mode(model):
-        act = _spatial(capture(model, torch.zeros(1, channels, *size, **_device(model)), layer)[layer], layer)
+        act = as_map(capture(model, torch.zeros(1, channels, *size, **_device(model)), layer)[layer], layer,
+                     "receptive fields")
     return int(act.shape[2]), int(act.shape[3])
 
 

@@ -36,7 +36,6 @@ Example::
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -48,11 +47,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from mechscope.artefacts import load_npz, save_npz
 from mechscope.capture import capture
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError, unknown_name
 from mechscope.units import Layer, parse
-from mechscope.zoo.weights import atomic_write_bytes
 
 _ARRAYS = ("count", "mean", "m2", "positive", "min", "max", "low", "high", "hist", "underflow", "overflow")
 _COUNTS = ("count", "positive", "hist", "underflow", "overflow")  # int64 arrays; merge adds them
@@ -337,35 +336,22 @@ def activation_stats(
 
 def save_stats(stats: Mapping[str, UnitStats], path: str | os.PathLike) -> Path:
     """Save ``{layer: UnitStats}`` to an ``.npz`` file, atomically (temporary file + rename)."""
-    path = Path(path)
-    arrays: dict[str, np.ndarray] = {"format": np.array(_FORMAT), "layers": np.array(list(stats), dtype=str)}
+    arrays: dict[str, np.ndarray] = {"layers": np.array(list(stats), dtype=str)}
     for i, s in enumerate(stats.values()):
         for name in _ARRAYS:
             arrays[f"{i}.{name}"] = getattr(s, name)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_npz(path, arrays, format=_FORMAT)
 
 
 def load_stats(path: str | os.PathLike) -> dict[str, UnitStats]:
     """Read stats written by ``save_stats``."""
-    path = Path(path)
-    if not path.is_file():
-        raise MechscopeError(f"no stats file at {str(path)!r}; write one with save_stats(stats, path)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if int(data["format"]) != _FORMAT:
-                raise MechscopeError(f"stats file {str(path)!r} has format {int(data['format'])}; expected {_FORMAT}")
-            return {
-                str(layer): UnitStats(layer=str(layer), **{f: data[f"{i}.{f}"] for f in _ARRAYS})
-                for i, layer in enumerate(data["layers"])
-            }
-    except MechscopeError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a damaged or foreign file
-        raise MechscopeError(f"cannot read stats file {str(path)!r} ({type(e).__name__}: {e}); "
-                             "expected an .npz written by save_stats") from e
+    def build(data: Mapping[str, np.ndarray]) -> dict[str, UnitStats]:
+        return {
+            str(layer): UnitStats(layer=str(layer), **{f: data[f"{i}.{f}"] for f in _ARRAYS})
+            for i, layer in enumerate(data["layers"])
+        }
+
+    return load_npz(path, kind="stats", writer="save_stats(stats, path)", format=_FORMAT, build=build)
 
 
 def log_prob_plot(stats: Mapping[str, UnitStats] | UnitStats, layer: str, channel: int, *, ax: Any = None) -> Any:

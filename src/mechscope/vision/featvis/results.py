@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from mechscope.images import png_bytes, save_png
-from mechscope.zoo.weights import atomic_write_bytes
+from mechscope.artefacts import atomic_write_bytes
 
 
 @dataclass

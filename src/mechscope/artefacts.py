@@ -1,0 +1,73 @@
+"""Artefacts on disk: atomic writes, and versioned ``.npz`` files of plain arrays (no pickles).
+
+Everything mechscope saves goes through here, so nothing half-written is ever left behind: data goes to a
+temporary file in the destination folder and is renamed into place once complete.
+
+Example::
+
+    >>> import numpy as np, tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.npz"
+    >>> _ = save_npz(path, {"x": np.arange(3)}, format=1)
+    >>> load_npz(path, kind="demo", writer="save_npz", format=1, build=lambda d: d["x"].tolist())
+    [0, 1, 2]
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from mechscope.errors import MechscopeError
+
+T = TypeVar("T")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], *, format: int) -> Path:  # noqa: A002
+    """Save ``arrays`` plus a ``format`` number to an ``.npz`` file, atomically."""
+    path = Path(path)
+    buf = io.BytesIO()
+    np.savez(buf, format=np.array(format), **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def load_npz(
+    path: str | os.PathLike, *, kind: str, writer: str, format: int, build: Callable[[Mapping[str, np.ndarray]], T]  # noqa: A002
+) -> T:
+    """Open an ``.npz`` written by ``save_npz``, check its ``format`` and ``build`` the object it holds.
+
+    A missing, damaged or foreign file (wrong format, missing arrays) raises ``MechscopeError`` naming the
+    ``kind`` of file and the ``writer`` function that makes one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MechscopeError(f"no {kind} file at {str(path)!r}; write one with {writer}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if int(data["format"]) != format:
+                raise MechscopeError(f"{kind} file {str(path)!r} has format {int(data['format'])}; expected {format}")
+            return build(data)
+    except MechscopeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged or foreign file
+        raise MechscopeError(f"cannot read {kind} file {str(path)!r} ({type(e).__name__}: {e}); "
+                             f"expected an .npz written by {writer}") from e
