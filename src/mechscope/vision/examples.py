@@ -162,6 +162,23 @@ def _update(ex: LayerExamples, acts: torch.Tensor, index: torch.Tensor) -> Layer
     return LayerExamples(*out)
 
 
+def _check_order(index: torch.Tensor, last_index: int) -> None:
+    """Refuse a batch whose dataset indices ``[B]`` do not continue the scan strictly increasing."""
+    if int(index[0]) <= last_index or (len(index) > 1 and not bool((index.diff() > 0).all())):
+        raise MechscopeError(
+            f"dataset indices must increase strictly along the scan; got {index.tolist()} after index "
+            f"{last_index} (resume with batches(start=state.next_start))")
+
+
+def _update_layer(state: ExamplesState, name: str, acts: torch.Tensor, index: torch.Tensor) -> None:
+    """Merge one batch of layer ``name``'s output ``[B, C, ...]`` for items ``index [B]`` into ``state``."""
+    a = as_map(acts, name, "dataset examples")
+    ex = state.layers.get(name) or LayerExamples.empty(a.shape[1], state.k)
+    if ex.channels != a.shape[1]:
+        raise MechscopeError(f"layer {name!r} has {a.shape[1]} channels; the state has {ex.channels}")
+    state.layers[name] = _update(ex, a, index)
+
+
 def _batch(item: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``(indices [B] int64, images [B, ...])`` from an ``(indices, images)`` pair."""
     if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[1], torch.Tensor)):
@@ -230,17 +247,10 @@ def dataset_examples(
                 index, images = _batch(item)
                 if len(index) == 0:
                     continue
-                if int(index[0]) <= state.last_index or (len(index) > 1 and not bool((index.diff() > 0).all())):
-                    raise MechscopeError(
-                        f"dataset indices must increase strictly along the scan; got {index.tolist()} after index "
-                        f"{state.last_index} (resume with batches(start=state.next_start))")
+                _check_order(index, state.last_index)
                 acts = capture(model, images.to(device), names)
                 for name in names:
-                    a = as_map(acts[name], name, "dataset examples")
-                    ex = state.layers.get(name) or LayerExamples.empty(a.shape[1], state.k)
-                    if ex.channels != a.shape[1]:
-                        raise MechscopeError(f"layer {name!r} has {a.shape[1]} channels; the state has {ex.channels}")
-                    state.layers[name] = _update(ex, a, index)
+                    _update_layer(state, name, acts[name], index)
                 state.seen += len(index)
                 state.last_index = int(index[-1])
                 if checkpoint is not None and count % every == 0:
@@ -256,8 +266,8 @@ def dataset_examples(
 # ---- saving --------------------------------------------------------------------------------------------------
 
 
-def save_state(state: ExamplesState, path: str | os.PathLike) -> Path:
-    """Save ``state`` to an ``.npz`` file of plain arrays, atomically (temporary file + rename)."""
+def state_arrays(state: ExamplesState, prefix: str = "") -> dict[str, np.ndarray]:
+    """``state`` as plain arrays, names prefixed by ``prefix`` (to share one ``.npz`` with other states)."""
     arrays: dict[str, np.ndarray] = {
         "k": np.array(state.k), "seen": np.array(state.seen),
         "last_index": np.array(state.last_index), "layers": np.array(list(state.layers), dtype=str),
@@ -265,18 +275,26 @@ def save_state(state: ExamplesState, path: str | os.PathLike) -> Path:
     for i, ex in enumerate(state.layers.values()):
         for name, t in ex.tensors().items():
             arrays[f"{i}.{name}"] = t.numpy()
-    return save_npz(path, arrays, format=_FORMAT)
+    return {prefix + k: v for k, v in arrays.items()}
+
+
+def state_from_arrays(data: Mapping[str, np.ndarray], prefix: str = "") -> ExamplesState:
+    """The inverse of ``state_arrays``."""
+    layers = {str(layer): LayerExamples(**{f: torch.from_numpy(data[f"{prefix}{i}.{f}"].copy()) for f in _FIELDS})
+              for i, layer in enumerate(data[prefix + "layers"])}
+    return ExamplesState(k=int(data[prefix + "k"]), layers=layers, seen=int(data[prefix + "seen"]),
+                         last_index=int(data[prefix + "last_index"]))
+
+
+def save_state(state: ExamplesState, path: str | os.PathLike) -> Path:
+    """Save ``state`` to an ``.npz`` file of plain arrays, atomically (temporary file + rename)."""
+    return save_npz(path, state_arrays(state), format=_FORMAT)
 
 
 def load_state(path: str | os.PathLike) -> ExamplesState:
     """Read a state written by ``save_state`` (e.g. a checkpoint of an interrupted scan)."""
-    def build(data: Mapping[str, np.ndarray]) -> ExamplesState:
-        layers = {str(layer): LayerExamples(**{f: torch.from_numpy(data[f"{i}.{f}"].copy()) for f in _FIELDS})
-                  for i, layer in enumerate(data["layers"])}
-        return ExamplesState(k=int(data["k"]), layers=layers, seen=int(data["seen"]),
-                             last_index=int(data["last_index"]))
-
-    return load_npz(path, kind="dataset-examples", writer="save_state(state, path)", format=_FORMAT, build=build)
+    return load_npz(path, kind="dataset-examples", writer="save_state(state, path)", format=_FORMAT,
+                    build=state_from_arrays)
 
 
 # ---- crops -----------------------------------------------------------------------------------------------------
@@ -334,9 +352,29 @@ def example_crops(
     if not 0 <= channel < ex.channels:
         raise MechscopeError(f"channel {channel} is out of range for layer {layer!r} (valid: 0..{ex.channels - 1})")
     index, pos = getattr(ex, f"{which}_index")[channel], getattr(ex, f"{which}_pos")[channel]
-    images = [(dataset[int(i)], p) for i, p in zip(index, pos) if i >= 0]
-    if not images:
+    keep = index >= 0
+    if not bool(keep.any()):
         raise MechscopeError(f"layer {layer!r} has no examples yet: run dataset_examples over some batches")
+    return crops_at(dataset, index[keep].tolist(), pos[keep].tolist(), model, layer, input_size=input_size)
+
+
+def crops_at(
+    dataset: Any,
+    indices: list[int],
+    positions: list[tuple[int, int]] | list[list[int]],
+    model: nn.Module,
+    layer: str,
+    *,
+    input_size: int | tuple[int, int],
+) -> torch.Tensor:
+    """The receptive-field crops of ``layer`` at ``positions[n] = (x, y)`` of items ``indices[n]`` -> ``[n, C_img, h, w]``.
+
+    ``dataset`` is indexable by dataset index (``dataset[i] -> [C_img, H, W]``); borders are padded as in
+    ``example_crops``, which calls this.
+    """
+    if not indices:
+        raise MechscopeError("crops_at needs at least one (index, position)")
+    images = [(dataset[int(i)], p) for i, p in zip(indices, positions, strict=True)]
     first = torch.as_tensor(images[0][0])
     grid = _grid(model, layer, input_size, int(first.shape[0]))
     (h, w), (height, width) = grid.size, grid.input_size

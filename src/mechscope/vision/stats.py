@@ -252,6 +252,24 @@ def _resolve_range(value_range: Any, layer: str, channels: int) -> tuple[np.ndar
     return low, high
 
 
+def _accumulate(total: dict[str, UnitStats], ranges: dict[str, tuple[np.ndarray, np.ndarray]], name: str,
+                a: torch.Tensor, *, bins: int, value_range: Any, margin: float) -> None:
+    """Merge one batch of layer ``name``'s output ``[batch, C, ...]`` into ``total[name]`` (in place).
+
+    The histogram range of a layer is ``ranges[name]``, else ``total[name]``'s (a resumed scan), else fixed now
+    from ``value_range`` or this batch.
+    """
+    if a.dim() < 2:
+        raise MechscopeError(f"layer {name!r} outputs {tuple(a.shape)}; stats need [batch, C, ...]")
+    if name not in ranges:
+        ranges[name] = (tuple(np.array(v) for v in total[name].value_range) if name in total else
+                        _resolve_range(value_range, name, a.shape[1]) or _auto_range(a, margin))
+    if ranges[name][0].shape[0] != a.shape[1]:
+        raise MechscopeError(f"layer {name!r} changed width to {a.shape[1]} channels")
+    batch = _batch_stats(name, a, *ranges[name], bins)
+    total[name] = total[name].merge(batch) if name in total else batch
+
+
 def _images(item: Any) -> torch.Tensor:
     """A batch as yielded by the data: a tensor, ``(images, labels)`` or ``(indices, images)``."""
     if isinstance(item, torch.Tensor):
@@ -317,15 +335,7 @@ def activation_stats(
                 x = _images(item).to(device=device, dtype=dtype)
                 acts = capture(model, x, names)
                 for name in names:
-                    a = acts[name]
-                    if a.dim() < 2:
-                        raise MechscopeError(f"layer {name!r} outputs {tuple(a.shape)}; stats need [batch, C, ...]")
-                    if name not in ranges:
-                        ranges[name] = _resolve_range(value_range, name, a.shape[1]) or _auto_range(a, margin)
-                    if ranges[name][0].shape[0] != a.shape[1]:
-                        raise MechscopeError(f"layer {name!r} changed width to {a.shape[1]} channels")
-                    batch = _batch_stats(name, a, *ranges[name], bins)
-                    total[name] = total[name].merge(batch) if name in total else batch
+                    _accumulate(total, ranges, name, acts[name], bins=bins, value_range=value_range, margin=margin)
     finally:
         for module, mode in modes:  # restore each module's own mode
             module.training = mode
@@ -334,24 +344,31 @@ def activation_stats(
     return {name: total[name] for name in names}
 
 
-def save_stats(stats: Mapping[str, UnitStats], path: str | os.PathLike) -> Path:
-    """Save ``{layer: UnitStats}`` to an ``.npz`` file, atomically (temporary file + rename)."""
-    arrays: dict[str, np.ndarray] = {"layers": np.array(list(stats), dtype=str)}
+def stats_arrays(stats: Mapping[str, UnitStats], prefix: str = "") -> dict[str, np.ndarray]:
+    """``{layer: UnitStats}`` as plain arrays, names prefixed by ``prefix`` (to share one ``.npz``)."""
+    arrays: dict[str, np.ndarray] = {prefix + "layers": np.array(list(stats), dtype=str)}
     for i, s in enumerate(stats.values()):
         for name in _ARRAYS:
-            arrays[f"{i}.{name}"] = getattr(s, name)
-    return save_npz(path, arrays, format=_FORMAT)
+            arrays[f"{prefix}{i}.{name}"] = getattr(s, name)
+    return arrays
+
+
+def stats_from_arrays(data: Mapping[str, np.ndarray], prefix: str = "") -> dict[str, UnitStats]:
+    """The inverse of ``stats_arrays``."""
+    return {
+        str(layer): UnitStats(layer=str(layer), **{f: data[f"{prefix}{i}.{f}"] for f in _ARRAYS})
+        for i, layer in enumerate(data[prefix + "layers"])
+    }
+
+
+def save_stats(stats: Mapping[str, UnitStats], path: str | os.PathLike) -> Path:
+    """Save ``{layer: UnitStats}`` to an ``.npz`` file, atomically (temporary file + rename)."""
+    return save_npz(path, stats_arrays(stats), format=_FORMAT)
 
 
 def load_stats(path: str | os.PathLike) -> dict[str, UnitStats]:
     """Read stats written by ``save_stats``."""
-    def build(data: Mapping[str, np.ndarray]) -> dict[str, UnitStats]:
-        return {
-            str(layer): UnitStats(layer=str(layer), **{f: data[f"{i}.{f}"] for f in _ARRAYS})
-            for i, layer in enumerate(data["layers"])
-        }
-
-    return load_npz(path, kind="stats", writer="save_stats(stats, path)", format=_FORMAT, build=build)
+    return load_npz(path, kind="stats", writer="save_stats(stats, path)", format=_FORMAT, build=stats_from_arrays)
 
 
 def log_prob_plot(stats: Mapping[str, UnitStats] | UnitStats, layer: str, channel: int, *, ax: Any = None) -> Any:
