@@ -6,7 +6,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mechscope.cli import app
-from mechscope.errors import UnknownNameError
+from mechscope.errors import MechscopeError, UnknownNameError
 
 runner = CliRunner()
 
@@ -62,3 +62,64 @@ def test_vis_writes_pngs_and_json(tmp_path):
     record = json.loads((tmp_path / "mixed3b_5.json").read_text())
     assert record["settings"]["model"] == "inceptionv1" and record["settings"]["steps"] == 2
     assert len(record["final_activation"]) == 2 and len(record["trace"]) == 2
+
+
+def _image_folder(root, n=5):
+    import numpy as np
+
+    root.mkdir()
+    for i in range(n):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    (root / "broken.png").write_bytes(b"not a png")
+    (root / "empty.jpg").write_bytes(b"")
+    return root
+
+
+def test_examples_skips_and_counts_corrupt_files_and_resumes(tmp_path):
+    from mechscope.store import open_store, read_rows
+
+    data, out = _image_folder(tmp_path / "imgs"), tmp_path / "out"
+    args = ["examples", "inceptionv1", "conv2d0", "--dataset", str(data), "--top-k", "2", "--out", str(out),
+            "--weights", "random", "--size", "32", "--batch-size", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "scanned 5 images" in result.output and "skipped 2 unreadable files: UnidentifiedImageError x2" in result.output
+    with open_store(out) as store:
+        first = read_rows(store, "examples", layer="conv2d0")
+        assert len(first) == 64 * 2 * 2 and not read_rows(store, "stats")
+        assert {r["dataset_index"] for r in first} <= {0, 1, 2, 3, 4}  # 5, 6: broken.png, empty.jpg
+    again = runner.invoke(app, args)  # rerun: continues the finished checkpoint, same rows
+    assert again.exit_code == 0 and "continuing the scan" in again.output and "skipped 2" in again.output
+    with open_store(out) as store:
+        assert read_rows(store, "examples", layer="conv2d0") == first
+    other = runner.invoke(app, args[:6] + ["3"] + args[7:])  # another k into the same folder: refused
+    assert isinstance(other.exception, MechscopeError) and "different scan" in str(other.exception)
+
+
+def test_stats_writes_rows_and_plots(tmp_path):
+    from mechscope.store import open_store, read_rows
+
+    data, out = _image_folder(tmp_path / "imgs", n=3), tmp_path / "out"
+    result = runner.invoke(app, ["stats", "inceptionv1", "conv2d0_pre_relu", "--dataset", str(data), "--out", str(out),
+                                 "--weights", "random", "--size", "32", "--plot-units", "2"])
+    assert result.exit_code == 0, result.output
+    with open_store(out) as store:
+        rows = read_rows(store, "stats", layer="conv2d0_pre_relu")
+        assert len(rows) == 64 and rows[0]["count"] == 3 * 16 * 16
+    plots = sorted(p.name for p in (out / "plots" / "conv2d0_pre_relu").iterdir())
+    assert plots == ["0_log_prob.png", "0_quilt.png", "1_log_prob.png", "1_quilt.png", "layer_log_prob.png"]
+
+
+def test_scan_commands_refuse_a_corrupt_index_and_unknown_layers(tmp_path):
+    data, out = _image_folder(tmp_path / "imgs", n=2), tmp_path / "out"
+    out.mkdir()
+    (out / "index.sqlite").write_bytes(b"garbage" * 200)
+    result = runner.invoke(app, ["stats", "inceptionv1", "conv2d0", "--dataset", str(data), "--out", str(out),
+                                 "--weights", "random", "--size", "32"])
+    assert isinstance(result.exception, MechscopeError) and "not a readable SQLite database" in str(result.exception)
+    result = runner.invoke(app, ["stats", "inceptionv1", "mixed3x", "--dataset", str(data), "--out", str(tmp_path / "o"),
+                                 "--weights", "random", "--size", "32"])
+    assert isinstance(result.exception, UnknownNameError) and "mixed3a" in str(result.exception)
+    result = runner.invoke(app, ["stats", "inceptionv1", "conv2d0", "--dataset", "imagenet", "--out",
+                                 str(tmp_path / "o"), "--weights", "random", "--size", "32"])
+    assert isinstance(result.exception, MechscopeError) and "accepted forms" in str(result.exception)

@@ -374,7 +374,7 @@ def save_scan(
     settings: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Write ``state`` into ``store``, one transaction per layer (a layer's old rows are replaced).
+    """Write ``state`` into ``store``, one transaction per layer (the layer's old rows of each kind written are replaced).
 
     Args:
         store: an open store (``mechscope.store.open_store``).
@@ -444,9 +444,9 @@ def save_scan(
             rows["figures"].append({**key, "channel": -1, "kind": "log_prob", "settings": {"channels": chosen},
                                     "png": put_png(store, _layer_plot(s, chosen))})
         with transaction(store):
-            for table in ("stats", "examples", "figures") if stats and examples else (
-                    ("stats", "figures") if stats else ("examples", "figures")):
-                delete_rows(store, table, **key)
+            for table, replaced in (("stats", stats), ("examples", examples), ("figures", bool(chosen))):
+                if replaced:  # what this call writes replaces the layer's old rows; the rest is kept
+                    delete_rows(store, table, **key)
             put_rows(store, "layers", [{**key, "channels": s.channels, "settings": base}])
             for table, r in rows.items():
                 written[table] += put_rows(store, table, r)
