@@ -1,0 +1,134 @@
+"""The "shapes" organism: a small InceptionV1 for 64-px images of the shapes world, with InceptionV1's names.
+
+Layout (at a 64-px input): ``conv2d0`` 5×5 stride 2 (32 ch, 32×32) → ``conv2d1`` 1×1 (32) → ``conv2d2`` 3×3 (64)
+→ ``maxpool1`` (16×16) → ``mixed3a`` (128) → ``mixed3b`` (208) → ``maxpool4`` (8×8) → ``mixed4a`` (224) →
+``mixed4b`` (256) → ``avgpool0`` → ``softmax2_pre_activation`` (61 logits: the four tasks of the shapes world
+concatenated, ``TASKS`` order: shape 10, curve 40, boundary 9, colour 2; ``split_logits`` cuts them apart).
+The blocks are InceptionV1's own ``ConvReLU`` / ``Mixed`` modules, so every name Lucid gives InceptionV1
+(``mixed3b``, ``mixed3b_pre_relu``, ``mixed3b_5x5_bottleneck``, ``conv2d2_pre_relu``…) means the same here and
+every analysis runs on both models unchanged.  Input: RGB in ``[0, 1]``, ``[batch, 3, 64, 64]`` (any size works;
+the heads pool globally).
+
+Training uses batch normalisation after every convolution (``ShapesNet(batchnorm=True)``); ``fold_batchnorm``
+folds it into the convolutions afterwards, so the shipped model is a plain conv net whose weights read directly.
+
+Example::
+
+    >>> import torch
+    >>> from mechscope.zoo.organisms.shapes_net import ShapesNet, split_logits
+    >>> net = ShapesNet().eval()
+    >>> logits = net(torch.rand(2, 3, 64, 64))
+    >>> logits.shape, {k: v.shape[1] for k, v in split_logits(logits).items()}
+    (torch.Size([2, 61]), {'shape': 10, 'curve': 40, 'boundary': 9, 'colour': 2})
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mechscope.data.shapes import TASKS
+from mechscope.units import LayerInfo
+from mechscope.zoo.inceptionv1 import ConvReLU, Mixed, SameConv2d, SameMaxPool2d
+
+STEM = {"conv2d0": (3, 32, 5, 2), "conv2d1": (32, 32, 1, 1), "conv2d2": (32, 64, 3, 1)}
+MIXED = {  # c_in, 1x1, 3x3 bottleneck, 3x3, 5x5 bottleneck, 5x5, pool reduce
+    "mixed3a": (64, 32, 48, 64, 8, 16, 16),
+    "mixed3b": (128, 48, 64, 96, 16, 32, 32),
+    "mixed4a": (208, 64, 64, 96, 16, 32, 32),
+    "mixed4b": (224, 64, 80, 128, 16, 32, 32),
+}
+NUM_LOGITS = sum(TASKS.values())
+INPUT_MEAN, INPUT_STD = 0.5, 0.25
+
+
+def _width(name: str) -> int:
+    _, c1, _, c3, _, c5, cp = MIXED[name]
+    return c1 + c3 + c5 + cp
+
+
+def _layer_table() -> dict[str, LayerInfo]:
+    t: dict[str, LayerInfo] = {}
+
+    def conv(name: str, path: str, width: int, branch: bool = False) -> None:
+        t[f"{name}_pre_relu"] = LayerInfo(f"{path}.conv", width, pre_relu=True, branch=branch)
+        t[name] = LayerInfo(f"{path}.relu", width, branch=branch)
+
+    for name, (_, c_out, _, _) in STEM.items():
+        conv(name, name, c_out)
+    t["maxpool1"] = LayerInfo("maxpool1", STEM["conv2d2"][1])
+    for name, (c_in, c1, c3b, c3, c5b, c5, cp) in MIXED.items():
+        conv(f"{name}_1x1", f"{name}.b1x1", c1, branch=True)
+        conv(f"{name}_3x3_bottleneck", f"{name}.b3x3_bottleneck", c3b, branch=True)
+        conv(f"{name}_3x3", f"{name}.b3x3", c3, branch=True)
+        conv(f"{name}_5x5_bottleneck", f"{name}.b5x5_bottleneck", c5b, branch=True)
+        conv(f"{name}_5x5", f"{name}.b5x5", c5, branch=True)
+        t[f"{name}_pool"] = LayerInfo(f"{name}.pool", c_in, branch=True)
+        conv(f"{name}_pool_reduce", f"{name}.pool_reduce", cp, branch=True)
+        t[f"{name}_pre_relu"] = LayerInfo(f"{name}.pre_relu", _width(name), pre_relu=True)
+        t[name] = LayerInfo(name, _width(name))
+        if name == "mixed3b":
+            t["maxpool4"] = LayerInfo("maxpool4", _width(name))
+    t["avgpool0"] = LayerInfo("avgpool0", _width("mixed4b"))
+    t["softmax2_pre_activation"] = LayerInfo("softmax2_pre_activation", NUM_LOGITS)
+    return t
+
+
+class ConvBN(nn.Sequential):
+    """Convolution + batch norm used while training; ``fold_batchnorm`` turns it into one convolution."""
+
+    def __init__(self, conv: SameConv2d) -> None:
+        super().__init__(conv, nn.BatchNorm2d(conv.out_channels))
+
+
+class ShapesNet(nn.Module):
+    """The shapes organism.  Input ``[batch, 3, H, W]`` RGB in [0, 1]; output ``[batch, 61]`` logits."""
+
+    def __init__(self, batchnorm: bool = False) -> None:
+        super().__init__()
+        for name, (c_in, c_out, k, stride) in STEM.items():
+            setattr(self, name, ConvReLU(c_in, c_out, k, stride))
+        self.maxpool1 = SameMaxPool2d(3, 2)
+        self.mixed3a = Mixed(*MIXED["mixed3a"])
+        self.mixed3b = Mixed(*MIXED["mixed3b"])
+        self.maxpool4 = SameMaxPool2d(3, 2)
+        self.mixed4a = Mixed(*MIXED["mixed4a"])
+        self.mixed4b = Mixed(*MIXED["mixed4b"])
+        self.avgpool0 = nn.AdaptiveAvgPool2d(1)
+        self.softmax2_pre_activation = nn.Linear(_width("mixed4b"), NUM_LOGITS)
+        self.layer_table = _layer_table()
+        if batchnorm:
+            for module in list(self.modules()):
+                if isinstance(module, ConvReLU):
+                    module.conv = ConvBN(module.conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - INPUT_MEAN) / INPUT_STD
+        x = self.conv2d2(self.conv2d1(self.conv2d0(x)))
+        x = self.maxpool4(self.mixed3b(self.mixed3a(self.maxpool1(x))))
+        x = self.mixed4b(self.mixed4a(x))
+        return self.softmax2_pre_activation(self.avgpool0(x).flatten(1))
+
+
+def split_logits(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``[batch, 61]`` -> ``{task: [batch, classes]}`` in ``TASKS`` order."""
+    return dict(zip(TASKS, logits.split(list(TASKS.values()), dim=1), strict=True))
+
+
+@torch.no_grad()
+def fold_batchnorm(model: ShapesNet) -> ShapesNet:
+    """A copy of ``model`` without batch norm: each ``ConvBN`` replaced by one convolution computing the same
+    function in eval mode (``w' = w * g / sqrt(var + eps)``, ``b' = (b - mean) * g / sqrt(var + eps) + beta``)."""
+    folded = ShapesNet(batchnorm=False)
+    state = {}
+    for name, module in model.named_modules():
+        if isinstance(module, ConvBN):
+            conv, bn = module[0], module[1]
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            state[f"{name}.weight"] = conv.weight * scale[:, None, None, None]
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            state[f"{name}.bias"] = (bias - bn.running_mean) * scale + bn.bias
+    state["softmax2_pre_activation.weight"] = model.softmax2_pre_activation.weight
+    state["softmax2_pre_activation.bias"] = model.softmax2_pre_activation.bias
+    folded.load_state_dict({k: v.detach().clone() for k, v in state.items()})
+    return folded.eval()
