@@ -127,38 +127,60 @@ class ExamplesState:
 # ---- the streaming merge -----------------------------------------------------------------------------------
 
 
-def _extremes(acts: torch.Tensor, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per item and channel the max (or min) over positions of ``[B, C, X, Y]`` -> values ``[C, B]``, pos ``[C, B, 2]``."""
-    b, c, _, y = acts.shape
-    flat = acts.reshape(b, c, -1)
-    where = flat.argmax(-1) if largest else flat.argmin(-1)  # first position among equal values
-    values = flat.gather(-1, where[..., None])[..., 0]
-    pos = torch.stack([where // y, where % y], -1)
-    return values.T.float().cpu(), pos.transpose(0, 1).cpu()
+def _positions(flat: torch.Tensor, y: int, items: torch.Tensor, channels: torch.Tensor | None,
+               largest: bool) -> torch.Tensor:
+    """``(x, y)`` of the max (or min) over positions of ``flat [B, C, X*Y]`` at ``(items[m], channels[m])`` ->
+    ``[m, 2]``, or of every channel of ``items`` (``channels=None``) -> ``[m, C, 2]``.
+
+    The first position among equal values wins.  Only the items that enter a top-k need a position, so the
+    (slow) arg-reduction runs on those rows only, after the (fast) value reduction has chosen them.
+    """
+    items = items.to(flat.device)
+    rows = flat[items] if channels is None else flat[items, channels.to(flat.device)]
+    where = (rows.argmax(-1) if largest else rows.argmin(-1)).cpu()
+    return torch.stack([where // y, where % y], -1)
+
+
+def _extremes(acts: torch.Tensor, largest: bool) -> torch.Tensor:
+    """Per item and channel the max (or min) over positions of ``[B, C, X, Y]`` -> values ``[C, B]`` (float32)."""
+    flat = acts.reshape(acts.shape[0], acts.shape[1], -1)
+    return (flat.amax(-1) if largest else flat.amin(-1)).T.float().cpu()
 
 
 def _merge(values: torch.Tensor, index: torch.Tensor, pos: torch.Tensor, new_values: torch.Tensor,
-           new_index: torch.Tensor, new_pos: torch.Tensor, largest: bool) -> tuple[torch.Tensor, ...]:
-    """The best ``k`` of running ``[C, k]`` and new ``[C, B]`` candidates, ties broken by smaller index."""
-    k = values.shape[1]
+           new_index: torch.Tensor, acts: torch.Tensor, largest: bool) -> tuple[torch.Tensor, ...]:
+    """The best ``k`` of running ``[C, k]`` and new ``[C, B]`` candidates, ties broken by smaller index.
+
+    ``acts [B, C, X, Y]`` are the new candidates' activations, from which the positions of the new entries
+    are found.
+    """
+    c, k = values.shape
     vals = torch.cat([values, new_values], 1)
-    idx = torch.cat([index, new_index[None].expand(len(values), -1)], 1)
-    ps = torch.cat([pos, new_pos], 1)
+    idx = torch.cat([index, new_index[None].expand(c, -1)], 1)
     # Two stable sorts: by index, then by value; equal values stay in index order.  Empty slots sort last.
     order = torch.sort(torch.where(idx < 0, _NO_INDEX, idx), dim=1, stable=True).indices
     by_value = torch.sort(vals.gather(1, order), dim=1, descending=largest, stable=True).indices
     order = order.gather(1, by_value)[:, :k]
-    return vals.gather(1, order), idx.gather(1, order), ps.gather(1, order[..., None].expand(-1, -1, 2))
+    out_pos = pos.gather(1, order.clamp(max=k - 1)[..., None].expand(-1, -1, 2))
+    chans, slots = torch.nonzero(order >= k, as_tuple=True)
+    if len(chans):
+        flat = acts.reshape(acts.shape[0], c, -1)
+        out_pos[chans, slots] = _positions(flat, acts.shape[-1], order[chans, slots] - k, chans, largest)
+    return vals.gather(1, order), idx.gather(1, order), out_pos
 
 
-def _update(ex: LayerExamples, acts: torch.Tensor, index: torch.Tensor) -> LayerExamples:
-    """Merge one batch of activations ``[B, C, X, Y]`` of items ``index [B]`` into ``ex``."""
+def _update(ex: LayerExamples, acts: torch.Tensor, index: torch.Tensor,
+            extremes: tuple[torch.Tensor, torch.Tensor] | None = None) -> LayerExamples:
+    """Merge one batch of activations ``[B, C, X, Y]`` of items ``index [B]`` into ``ex``.
+
+    ``extremes``: the batch's ``(_extremes(acts, True), _extremes(acts, False))`` when already computed.
+    """
     acts = acts.detach()
+    extremes = extremes or (_extremes(acts, True), _extremes(acts, False))
     out = []
-    for largest, prefix in ((True, "top"), (False, "bottom")):
-        new_values, new_pos = _extremes(acts, largest)
+    for largest, prefix, new_values in ((True, "top", extremes[0]), (False, "bottom", extremes[1])):
         running = (getattr(ex, f"{prefix}_{f}") for f in ("values", "index", "pos"))
-        out.extend(_merge(*running, new_values, index, new_pos, largest))
+        out.extend(_merge(*running, new_values, index, acts, largest))
     return LayerExamples(*out)
 
 

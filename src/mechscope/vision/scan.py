@@ -56,13 +56,14 @@ from mechscope.errors import MechscopeError
 from mechscope.images import png_bytes
 from mechscope.store import Store, delete_rows, put_png, put_rows, transaction
 from mechscope.units import Layer, parse
+from mechscope.vision.examples import _update as _update_examples
 from mechscope.vision.examples import (
     ExamplesState,
     LayerExamples,
     _batch,
     _check_order,
     _extremes,
-    _merge,
+    _positions,
     crops_at,
     state_arrays,
     state_from_arrays,
@@ -107,15 +108,20 @@ class Sample:
             self.key = torch.full((self.size,), float("inf"), dtype=torch.float64)
 
     def update(self, index: torch.Tensor, maxima: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Offer items ``index [B]`` with ``maxima[layer] = (values [C, B], pos [C, B, 2])``; keep the ``size`` best."""
+        """Offer items ``index [B]`` with ``maxima[layer] = (spatial max [C, B], activations [B, C, X, Y])``."""
         keys = torch.cat([self.key, _keys(index, self.seed)])
         order = torch.sort(keys, stable=True).indices[: self.size]  # earlier (smaller) indices first on ties
         self.key, self.index = keys[order], torch.cat([self.index, index])[order]
-        for name, (v, p) in maxima.items():
+        new = order >= self.size
+        for name, (v, acts) in maxima.items():
             old_v = self.values.get(name, torch.full((self.size, v.shape[0]), float("nan")))
             old_p = self.pos.get(name, torch.full((self.size, v.shape[0], 2), -1, dtype=torch.int64))
             self.values[name] = torch.cat([old_v, v.T])[order]
-            self.pos[name] = torch.cat([old_p, p.transpose(0, 1)])[order]
+            pos = old_p[order.clamp(max=self.size - 1)]
+            if bool(new.any()):  # positions only for the items that came in
+                flat = acts.reshape(acts.shape[0], acts.shape[1], -1)
+                pos[new] = _positions(flat, acts.shape[-1], order[new] - self.size, None, True)
+            self.pos[name] = pos
 
 
 @dataclass(eq=False)
@@ -293,12 +299,9 @@ def _update(state: ScanState, acts: Mapping[str, torch.Tensor], index: torch.Ten
         layer = ex.layers.get(name) or LayerExamples.empty(a.shape[1], ex.k)
         if layer.channels != a.shape[1]:
             raise MechscopeError(f"layer {name!r} has {a.shape[1]} channels; the checkpoint has {layer.channels}")
-        top_v, top_p = _extremes(a, True)
-        bottom_v, bottom_p = _extremes(a, False)
-        ex.layers[name] = LayerExamples(
-            *_merge(layer.top_values, layer.top_index, layer.top_pos, top_v, index, top_p, True),
-            *_merge(layer.bottom_values, layer.bottom_index, layer.bottom_pos, bottom_v, index, bottom_p, False))
-        maxima[name] = (top_v, top_p)
+        top_v = _extremes(a, True)
+        ex.layers[name] = _update_examples(layer, a, index, (top_v, _extremes(a, False)))
+        maxima[name] = (top_v, a)
     state.sample.update(index, maxima)
     ex.seen += len(index)
     ex.last_index = int(index[-1])

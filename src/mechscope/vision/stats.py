@@ -56,7 +56,7 @@ from mechscope.units import Layer, parse
 _ARRAYS = ("count", "mean", "m2", "positive", "min", "max", "low", "high", "hist", "underflow", "overflow")
 _COUNTS = ("count", "positive", "hist", "underflow", "overflow")  # int64 arrays; merge adds them
 _FORMAT = 1
-_CHUNK = 1 << 23  # values per float64 working copy in _batch_stats (64 MB)
+_CHUNK = 1 << 17  # values per working copy in _batch_stats: stays in cache
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,34 +198,86 @@ class UnitStats:
         return int(channel)
 
 
+def _edges32(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 thresholds equivalent to the float64 range for float32 values: ``x < low`` iff ``x < lo32`` and
+    ``x > high`` iff ``x > hi32`` (``lo32`` = the smallest float32 >= low, ``hi32`` = the largest <= high)."""
+    lo32, hi32 = low.astype(np.float32), high.astype(np.float32)
+    lo32 = np.where(lo32 < low, np.nextafter(lo32, np.float32(np.inf)), lo32)
+    hi32 = np.where(hi32 > high, np.nextafter(hi32, np.float32(-np.inf)), hi32)
+    return lo32, hi32
+
+
+def _chunk_exact(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bins: int) -> dict[str, torch.Tensor]:
+    """Moments, firing, min/max and bin slots of float64 values ``x [k, n]`` (range ``lo``, ``hi`` ``[k, 1]``)."""
+    var, mean = torch.var_mean(x, 1, correction=0)
+    # bin of each value, with slot 0 for underflow (x < low) and slot bins + 1 for overflow (x > high, or nan);
+    # the last bin includes high, as in numpy.histogram
+    pos = ((x - lo) / (hi - lo) * bins).floor_().clamp_(-1, bins - 1).masked_fill_(x > hi, bins)
+    return {"mean": mean, "m2": var * x.shape[1], "positive": (x > 0).sum(1), "min": x.amin(1), "max": x.amax(1),
+            "slot": pos.nan_to_num_(nan=bins)}
+
+
+def _chunk_fast(x: torch.Tensor, lo32: torch.Tensor, hi32: torch.Tensor, scale: torch.Tensor,
+                bins: int) -> dict[str, torch.Tensor]:
+    """As ``_chunk_exact`` for float32 values, in float arithmetic only (no boolean masks: they are slow).
+
+    The batch's mean is a float32 sum corrected in float64 by the sum of the deviations from it, and ``m2`` the
+    sum of squared deviations minus that correction, so the moments keep float64's accuracy where it matters.
+    Under/overflow are decided exactly (``x - lo32 < 0``; ``x - hi32 > 0``, see ``_edges32``).
+    """
+    n = x.shape[1]
+    rough = x.sum(1, keepdim=True).div_(n)
+    d = x - rough
+    sd, m2 = d.sum(1).double(), d.mul_(d).sum(1).double()
+    mean = rough[:, 0].double() + sd / n
+    m2 = m2 - sd * sd / n
+    fire = torch.relu(x).sign_().nan_to_num_(0.0).sum(1) if n < 2**24 else (x > 0).sum(1)
+    pos = (x - lo32).mul_(scale).floor_().clamp_(-1, bins - 1)
+    over = (x - hi32).relu_().sign_()  # 1 where x > high, 0 else (nan where x is nan)
+    pos = pos.addcmul_(over, bins - pos).nan_to_num_(nan=bins)
+    return {"mean": mean, "m2": m2.clamp_(min=0), "positive": fire, "min": x.amin(1), "max": x.amax(1), "slot": pos}
+
+
 def _batch_stats(layer: str, acts: torch.Tensor, low: np.ndarray, high: np.ndarray, bins: int) -> UnitStats:
-    """Stats of one batch of activations ``[batch, C, ...]``, in float64 on their device, a few channels at a time."""
+    """Stats of one batch of activations ``[batch, C, ...]`` on their device, a few channels at a time.
+
+    float64 activations are worked on in float64 (``_chunk_exact``); lower precisions in float32 with the
+    moments corrected in float64 (``_chunk_fast``): under/overflow are decided exactly against the float64
+    range, the bin inside it by float32 arithmetic (a value within rounding of a bin edge may land in the
+    neighbouring bin).  Chunks of ``_CHUNK`` values stay in cache: several times faster than whole-tensor passes.
+    """
     acts = acts.detach().cpu() if acts.device.type == "mps" else acts.detach()  # no float64 on mps
+    exact = acts.dtype == torch.float64
     c = acts.shape[1]
-    step = max(1, _CHUNK // max(acts.numel() // max(c, 1), 1))  # channels per chunk: bounded float64 copies
-    parts: dict[str, list[np.ndarray]] = {}
+    x_all = acts.reshape(acts.shape[0], c, -1)
+    step = max(1, _CHUNK // max(acts.numel() // max(c, 1), 1))  # channels per chunk
+    dev = acts.device
+    if exact:
+        lo_t, hi_t = torch.as_tensor(np.array(low), device=dev)[:, None], torch.as_tensor(np.array(high), device=dev)[:, None]
+    else:
+        lo_t, hi_t = (torch.as_tensor(v, device=dev)[:, None] for v in _edges32(low, high))
+        scale = torch.as_tensor(bins / (high - low), dtype=torch.float32, device=dev)[:, None]
+    offsets = (torch.arange(min(step, c), device=dev) * (bins + 2) + 1).to(torch.int32)[:, None]
+    parts: dict[str, list[torch.Tensor]] = {}
     for c0 in range(0, c, step):
-        x = acts[:, c0 : c0 + step].transpose(0, 1).reshape(min(step, c - c0), -1).to(torch.float64)  # [k, samples]
-        k = x.shape[0]
-        lo = torch.as_tensor(low[c0 : c0 + k], device=x.device)[:, None]
-        hi = torch.as_tensor(high[c0 : c0 + k], device=x.device)[:, None]
-        # bin of each value, with slot 0 for underflow (x < low) and slot bins + 1 for overflow (x > high, or nan);
-        # the last bin includes high, as in numpy.histogram
-        pos = ((x - lo) / (hi - lo) * bins).floor_().clamp_(-1, bins - 1).masked_fill_(x > hi, bins)
-        idx = pos.nan_to_num_(nan=bins).long() + 1 + torch.arange(k, device=x.device)[:, None] * (bins + 2)
-        hist = torch.bincount(idx.reshape(-1), minlength=k * (bins + 2)).reshape(k, bins + 2)
-        found = {
-            "mean": x.mean(1), "m2": torch.var(x, 1, correction=0) * x.shape[1], "positive": (x > 0).sum(1),
-            "min": x.amin(1), "max": x.amax(1), "under": hist[:, 0], "over": hist[:, -1], "hist": hist[:, 1:-1],
-        }
+        k = min(step, c - c0)
+        part = slice(c0, c0 + k)
+        x = x_all[:, part].transpose(0, 1).reshape(k, -1)  # [k, samples]: a cache-sized copy
+        if exact:
+            found = _chunk_exact(x, lo_t[part], hi_t[part], bins)
+        else:
+            found = _chunk_fast(x.float(), lo_t[part], hi_t[part], scale[part], bins)
+        slot = found.pop("slot").to(torch.int32).add_(offsets[:k])
+        found["hist"] = torch.bincount(slot.reshape(-1), minlength=k * (bins + 2)).reshape(k, bins + 2)
         for key, value in found.items():
-            parts.setdefault(key, []).append(value.cpu().numpy())
-    joined = {k: np.concatenate(v) for k, v in parts.items()}
+            parts.setdefault(key, []).append(value)
+    joined = {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
+    hist = joined["hist"]
     n = acts.numel() // max(c, 1)
     return UnitStats(
         layer=layer, count=np.full(c, n, dtype=np.int64), mean=joined["mean"], m2=joined["m2"],
-        positive=joined["positive"], min=joined["min"], max=joined["max"], low=low, high=high,
-        hist=joined["hist"], underflow=joined["under"], overflow=joined["over"],
+        positive=joined["positive"].round().astype(np.int64), min=joined["min"], max=joined["max"], low=low,
+        high=high, hist=hist[:, 1:-1], underflow=hist[:, 0], overflow=hist[:, -1],
     )
 
 
