@@ -1,0 +1,49 @@
+import pytest
+import torch
+from torch import nn
+
+from mechscope.errors import MechscopeError
+from mechscope.vision.stimuli import curves, lines
+from mechscope.vision.tuning import (curve_detector_census, curve_detectors, orientation_coverage,
+                                     radial_tuning_curve)
+
+
+def _template_net(size=32):
+    """Channel 0 = overlap with a curve opening at 90 deg, channel 1 = with a line of normal 0 deg."""
+    net = nn.Sequential(nn.Conv2d(3, 2, size, bias=False), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight[0] = 1 - curves(torch.tensor([90.0]), 0.18, size=size)[0]
+        net[0].weight[1] = 1 - lines(torch.tensor([0.0]), size=size)[0]
+    return net.eval()
+
+
+def test_a_curve_template_is_a_curve_detector_of_its_orientation():
+    tc = radial_tuning_curve(_template_net(), "1", n_orientations=72, size=32,
+                             background=0.0, colour=1.0, progress=False)
+    assert tc.responses.shape == (2, 72) and tc.position == (0, 0)
+    assert float(tc.preferred[0]) == pytest.approx(90.0, abs=5.0)
+    assert float(tc.curve_preference[0]) > 1.3 and float(tc.curve_preference[1]) < 1.0
+    assert float(tc.width[0]) < 180 and float(tc.selectivity()[0]) > float(tc.selectivity()[1])
+    found = curve_detectors(tc, min_preference=1.3)
+    assert found.units == [0] and found.coverage(8) == 1
+
+
+def test_unit_names_positions_and_errors():
+    net = nn.Sequential(nn.Conv2d(3, 4, 5, padding=2), nn.ReLU())
+    tc = radial_tuning_curve(net, "1:2", n_orientations=8, radii=(0.2,), size=16, position="centre",
+                             progress=False)
+    assert tc.channels == [2] and tc.position == (8, 8)
+    with pytest.raises(MechscopeError, match="outside"):
+        radial_tuning_curve(net, "1", n_orientations=4, radii=(0.2,), size=16, position=(20, 0), progress=False)
+    with pytest.raises(MechscopeError, match="position must be"):
+        radial_tuning_curve(net, "1", n_orientations=4, radii=(0.2,), size=16, position="middle",
+                            progress=False)
+    with pytest.raises(KeyError):
+        radial_tuning_curve(net, "nope", n_orientations=4, size=16, progress=False)
+
+
+def test_coverage_and_census():
+    assert orientation_coverage([0, 10, 100, 359], 8) == 3
+    census = curve_detector_census(_template_net(), ["1"], size=32, n_orientations=36, min_preference=1.3,
+                                   stimulus={"background": 0.0, "colour": 1.0})
+    assert census["1"]["units"] == 2 and census["1"]["detectors"][0]["unit"] == "1:0"
