@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mechscope-installed
 
-.PHONY: demo test bench bench-featvis clean
+.PHONY: demo test bench bench-scan bench-featvis clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/capture_early_exit.py
+
+# Dataset-example + statistics scan vs the plain forward (throughput ratio, target >= 0.85) and peak memory at two
+# dataset sizes.  `make bench-scan ARGS="--model inceptionv1 --size 96"` to choose.
+bench-scan: $(STAMP)
+	$(BIN)/python benchmarks/examples_scan.py $(ARGS)
 
 # mechscope vs Lucent feature-visualization throughput.  Lucent needs torchvision, which has no build beside the dev
 # venv's torch 2.13.0, so this benchmark has its own venv (torch 2.14.1 + torchvision 0.29.1 from this machine's

@@ -218,3 +218,27 @@ def test_nan_and_inf_do_not_crash_the_histogram():
     s = activation_stats(Tap(), [x], "tap", bins=4, value_range=(0.0, 1.0), progress=False)["tap"]
     assert s.hist.sum() == 2 and s.underflow.tolist() == [1] and s.overflow.tolist() == [2]
     assert np.isnan(s.mean[0])
+
+
+def test_float32_fast_path_agrees_with_the_exact_float64_path():
+    from mechscope.vision.stats import _batch_stats
+
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(16, 40, 9, 9, generator=g) * 3 + 100).float()  # a large mean: moments need the correction
+    low, high = np.full(40, 94.0), np.full(40, 106.0)
+    x[0, :, 0, 0] = 94.0  # exactly low: first bin
+    x[0, :, 0, 1] = 106.0  # exactly high: last bin
+    x[0, 0, 1, 1] = float(np.nextafter(np.float32(106.0), np.float32(200)))  # just above high: overflow
+    x[0, 1, 1, 1] = float(np.nextafter(np.float32(94.0), np.float32(0)))  # just below low: underflow
+    fast, exact = _batch_stats("l", x, low, high, 64), _batch_stats("l", x.double(), low, high, 64)
+    for name in ("count", "positive", "min", "max", "underflow", "overflow"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(exact, name), err_msg=name)
+    np.testing.assert_allclose(fast.mean, exact.mean, rtol=1e-9)  # float32 alone: ~1e-7
+    np.testing.assert_allclose(fast.std, exact.std, rtol=1e-6)
+    assert fast.hist[:, 0].min() >= 1 and fast.hist[:, -1].min() >= 1
+    assert np.abs(fast.hist - exact.hist).sum() <= 4  # at most a few values within rounding of a bin edge
+    assert fast.overflow[0] >= 1 and fast.underflow[1] >= 1
+    x[2, 3, 4, 5] = float("nan")
+    with_nan = _batch_stats("l", x, low, high, 64)
+    assert with_nan.overflow[3] == exact.overflow[3] + 1 and np.isnan(with_nan.mean[3])
+    assert with_nan.positive[3] == exact.positive[3] - 1
