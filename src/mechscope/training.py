@@ -136,7 +136,7 @@ def train(
         if config.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         opt.step()
-        for k, v in {"loss": float(value), **metrics}.items():
+        for k, v in {"loss": float(value.detach()), **metrics}.items():
             sums[k] = sums.get(k, 0.0) + v
         count += 1
         bar.update(1)

@@ -46,7 +46,7 @@ class ShapesRecipe:
     """Everything that determines the trained organism."""
 
     seed: int = 0
-    steps: int = 1600
+    steps: int = 800
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
