@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="zoo model (default: shapes if bundled, else inceptionv1)")
     parser.add_argument("--layers", nargs="*", default=None)
     parser.add_argument("--size", type=int, default=None, help="input size (default: the card's; 64 for inceptionv1)")
-    parser.add_argument("--images", type=int, default=256, help="in-memory images per timed case")
+    parser.add_argument("--images", type=int, default=1024, help="in-memory images per timed case")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)

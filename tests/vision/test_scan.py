@@ -154,3 +154,21 @@ def test_skipped_files_are_collected(tmp_path):
     assert state.seen == 4 and len(state.skipped) == 2
     assert skipped_summary(state.skipped) == {"UnidentifiedImageError": 2}
     assert load_scan_state(tmp_path / "c.npz").skipped == state.skipped
+
+
+def test_items_of_a_dataset_without_indexing_are_read_through_batches(tmp_path):
+    class Stream:  # only batches(), as a procedural world may offer
+        def __init__(self):
+            self.inner = Images(n=6)
+
+        def batches(self, batch_size, start=0):
+            return self.inner.batches(batch_size, start)
+
+    net, data = _net(), Stream()
+    state = scan(net, data, ["2"], k=2, sample=3, batch_size=4, progress=False)
+    with open_store(tmp_path) as store:
+        save_scan(store, state, net, data, model_name="tiny", input_size=SIZE, plot_units=1, progress=False)
+        rows = read_rows(store, "examples", layer="2", channel=0, which="top")
+    crops = example_crops(state.examples, data.inner, net, "2", 0, input_size=SIZE)
+    expected = (crops.permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    assert all(np.array_equal(np.asarray(Image.open(tmp_path / r["png"])), e) for r, e in zip(rows, expected))

@@ -152,20 +152,46 @@ def _merge(values: torch.Tensor, index: torch.Tensor, pos: torch.Tensor, new_val
     """The best ``k`` of running ``[C, k]`` and new ``[C, B]`` candidates, ties broken by smaller index.
 
     ``acts [B, C, X, Y]`` are the new candidates' activations, from which the positions of the new entries
-    are found.
+    are found.  Only the channels where a candidate can enter are sorted: a new item (with a larger index than
+    every running one) enters only by beating the k-th running value, or into an empty slot.
     """
+    kth = values[:, -1:]
+    beats = (new_values > kth) | new_values.isnan() if largest else new_values < kth  # sort puts nan first
+    rows = torch.nonzero(beats.any(1) | (index[:, -1] < 0)).flatten()
+    if len(rows) == 0:
+        return values, index, pos
+    if len(rows) == len(values):
+        return _merge_rows(values, index, pos, new_values, new_index, acts, largest, None)
+    merged = _merge_rows(values[rows], index[rows], pos[rows], new_values[rows], new_index, acts, largest, rows)
+    out = (values.clone(), index.clone(), pos.clone())
+    for full, part in zip(out, merged):
+        full[rows] = part
+    return out
+
+
+def _merge_rows(values: torch.Tensor, index: torch.Tensor, pos: torch.Tensor, new_values: torch.Tensor,
+                new_index: torch.Tensor, acts: torch.Tensor, largest: bool,
+                channels: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """``_merge`` of the rows given (``channels``: their channels in ``acts``; ``None``: all, in order)."""
     c, k = values.shape
     vals = torch.cat([values, new_values], 1)
     idx = torch.cat([index, new_index[None].expand(c, -1)], 1)
-    # Two stable sorts: by index, then by value; equal values stay in index order.  Empty slots sort last.
-    order = torch.sort(torch.where(idx < 0, _NO_INDEX, idx), dim=1, stable=True).indices
-    by_value = torch.sort(vals.gather(1, order), dim=1, descending=largest, stable=True).indices
-    order = order.gather(1, by_value)[:, :k]
+    worst = float("-inf") if largest else float("inf")  # the value of an empty slot
+    if bool((index < 0).any()) and bool((new_values == worst).any()):
+        # Two stable sorts: by index, then by value; equal values stay in index order.  Empty slots sort last.
+        order = torch.sort(torch.where(idx < 0, _NO_INDEX, idx), dim=1, stable=True).indices
+        by_value = torch.sort(vals.gather(1, order), dim=1, descending=largest, stable=True).indices
+        order = order.gather(1, by_value)[:, :k]
+    else:
+        # The running items are sorted (equal values by index), the new ones come after them in index order and
+        # no new value ties an empty slot: one stable sort by value keeps equal values in index order.
+        order = torch.sort(vals, dim=1, descending=largest, stable=True).indices[:, :k]
     out_pos = pos.gather(1, order.clamp(max=k - 1)[..., None].expand(-1, -1, 2))
-    chans, slots = torch.nonzero(order >= k, as_tuple=True)
-    if len(chans):
-        flat = acts.reshape(acts.shape[0], c, -1)
-        out_pos[chans, slots] = _positions(flat, acts.shape[-1], order[chans, slots] - k, chans, largest)
+    rows, slots = torch.nonzero(order >= k, as_tuple=True)
+    if len(rows):
+        flat = acts.reshape(acts.shape[0], acts.shape[1], -1)
+        chans = rows if channels is None else channels[rows]
+        out_pos[rows, slots] = _positions(flat, acts.shape[-1], order[rows, slots] - k, chans, largest)
     return vals.gather(1, order), idx.gather(1, order), out_pos
 
 

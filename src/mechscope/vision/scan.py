@@ -277,6 +277,8 @@ def scan(
                 if path is not None and count % every == 0:
                     _note_skipped(state, dataset)
                     save_scan_state(state, path)
+        if total is not None and bar.n < total:
+            bar.update(total - bar.n)  # the files skipped as unreadable: the scan is complete
     finally:
         bar.close()
         for module, mode in modes:

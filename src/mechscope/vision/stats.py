@@ -217,25 +217,32 @@ def _chunk_exact(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bins: int)
             "slot": pos.nan_to_num_(nan=bins)}
 
 
-def _chunk_fast(x: torch.Tensor, lo32: torch.Tensor, hi32: torch.Tensor, scale: torch.Tensor,
-                bins: int) -> dict[str, torch.Tensor]:
-    """As ``_chunk_exact`` for float32 values, in float arithmetic only (no boolean masks: they are slow).
+def _chunk_fast(x: torch.Tensor, lo32: torch.Tensor, hi32: torch.Tensor, scale: torch.Tensor, bins: int,
+                work: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """As ``_chunk_exact`` for float32 values ``x [k, n]``, in float arithmetic only (no boolean masks: slow).
 
     The batch's mean is a float32 sum corrected in float64 by the sum of the deviations from it, and ``m2`` the
     sum of squared deviations minus that correction, so the moments keep float64's accuracy where it matters.
-    Under/overflow are decided exactly (``x - lo32 < 0``; ``x - hi32 > 0``, see ``_edges32``).
+    Under/overflow are decided exactly (``x - lo32 < 0``; ``x - hi32 > 0``, see ``_edges32``).  Every
+    elementwise result goes to the preallocated buffers ``work`` (three float32 and one int32, at least
+    ``[k, n]``): fresh tensors of this size cost more in page faults than the arithmetic.
     """
-    n = x.shape[1]
+    k, n = x.shape
+    b1, b2, b3, slot = (w[:k] for w in work)
     rough = x.sum(1, keepdim=True).div_(n)
-    d = x - rough
+    d = torch.sub(x, rough, out=b1)
     sd, m2 = d.sum(1).double(), d.mul_(d).sum(1).double()
     mean = rough[:, 0].double() + sd / n
     m2 = m2 - sd * sd / n
-    fire = torch.relu(x).sign_().nan_to_num_(0.0).sum(1) if n < 2**24 else (x > 0).sum(1)
-    pos = (x - lo32).mul_(scale).floor_().clamp_(-1, bins - 1)
-    over = (x - hi32).relu_().sign_()  # 1 where x > high, 0 else (nan where x is nan)
-    pos = pos.addcmul_(over, bins - pos).nan_to_num_(nan=bins)
-    return {"mean": mean, "m2": m2.clamp_(min=0), "positive": fire, "min": x.amin(1), "max": x.amax(1), "slot": pos}
+    if n < 2**24:  # a float32 sum of ones is exact below 2**24
+        fire = torch.clamp(x, min=0, out=b1).sign_().nan_to_num_(0.0).sum(1)
+    else:
+        fire = (x > 0).sum(1)
+    pos = torch.sub(x, lo32, out=b1).mul_(scale).floor_().clamp_(-1, bins - 1)
+    over = torch.sub(x, hi32, out=b2).clamp_(min=0).sign_()  # 1 where x > high, 0 else (nan where x is nan)
+    pos.addcmul_(over, torch.neg(pos, out=b3).add_(bins)).nan_to_num_(nan=bins)
+    slot.copy_(pos)
+    return {"mean": mean, "m2": m2.clamp_(min=0), "positive": fire, "min": x.amin(1), "max": x.amax(1), "slot": slot}
 
 
 def _batch_stats(layer: str, acts: torch.Tensor, low: np.ndarray, high: np.ndarray, bins: int) -> UnitStats:
@@ -248,32 +255,37 @@ def _batch_stats(layer: str, acts: torch.Tensor, low: np.ndarray, high: np.ndarr
     """
     acts = acts.detach().cpu() if acts.device.type == "mps" else acts.detach()  # no float64 on mps
     exact = acts.dtype == torch.float64
-    c = acts.shape[1]
-    x_all = acts.reshape(acts.shape[0], c, -1)
-    step = max(1, _CHUNK // max(acts.numel() // max(c, 1), 1))  # channels per chunk
+    b, c = acts.shape[:2]
+    x_all = acts.reshape(b, c, -1)
+    n = x_all.shape[0] * x_all.shape[2]
+    step = max(1, min(c, _CHUNK // max(n, 1)))  # channels per chunk
     dev = acts.device
     if exact:
         lo_t, hi_t = torch.as_tensor(np.array(low), device=dev)[:, None], torch.as_tensor(np.array(high), device=dev)[:, None]
     else:
         lo_t, hi_t = (torch.as_tensor(v, device=dev)[:, None] for v in _edges32(low, high))
         scale = torch.as_tensor(bins / (high - low), dtype=torch.float32, device=dev)[:, None]
-    offsets = (torch.arange(min(step, c), device=dev) * (bins + 2) + 1).to(torch.int32)[:, None]
+        work = (*(torch.empty(step, n, device=dev) for _ in range(3)), torch.empty(step, n, dtype=torch.int32, device=dev))
+        xbuf = torch.empty(step, b, x_all.shape[2], device=dev)
+    offsets = (torch.arange(step, device=dev) * (bins + 2) + 1).to(torch.int32)[:, None]
     parts: dict[str, list[torch.Tensor]] = {}
     for c0 in range(0, c, step):
         k = min(step, c - c0)
         part = slice(c0, c0 + k)
-        x = x_all[:, part].transpose(0, 1).reshape(k, -1)  # [k, samples]: a cache-sized copy
         if exact:
+            x = x_all[:, part].transpose(0, 1).reshape(k, -1)  # [k, samples]: a cache-sized copy
             found = _chunk_exact(x, lo_t[part], hi_t[part], bins)
+            slot = found.pop("slot").to(torch.int32)
         else:
-            found = _chunk_fast(x.float(), lo_t[part], hi_t[part], scale[part], bins)
-        slot = found.pop("slot").to(torch.int32).add_(offsets[:k])
+            x = xbuf[:k].copy_(x_all[:, part].transpose(0, 1)).reshape(k, -1)  # cast to float32 on the way
+            found = _chunk_fast(x, lo_t[part], hi_t[part], scale[part], bins, work)
+            slot = found.pop("slot")
+        slot.add_(offsets[:k])
         found["hist"] = torch.bincount(slot.reshape(-1), minlength=k * (bins + 2)).reshape(k, bins + 2)
         for key, value in found.items():
             parts.setdefault(key, []).append(value)
     joined = {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
     hist = joined["hist"]
-    n = acts.numel() // max(c, 1)
     return UnitStats(
         layer=layer, count=np.full(c, n, dtype=np.int64), mean=joined["mean"], m2=joined["m2"],
         positive=joined["positive"].round().astype(np.int64), min=joined["min"], max=joined["max"], low=low,
