@@ -167,32 +167,41 @@ class Mixed(nn.Module):
         return torch.cat([self.b1x1.relu(p1), self.b3x3.relu(p3), self.b5x5.relu(p5), self.pool_reduce.relu(pp)], 1)
 
 
+def add_conv_layers(t: dict[str, LayerInfo], name: str, path: str, width: int, branch: bool = False) -> None:
+    """Declare a ``ConvReLU`` at ``path``: ``<name>_pre_relu`` (its ``.conv``) and ``<name>`` (its ``.relu``)."""
+    t[f"{name}_pre_relu"] = LayerInfo(f"{path}.conv", width, pre_relu=True, branch=branch)
+    t[name] = LayerInfo(f"{path}.relu", width, branch=branch)
+
+
+def add_mixed_layers(t: dict[str, LayerInfo], name: str, widths: tuple[int, ...]) -> int:
+    """Declare a ``Mixed`` block (``widths = (c_in, 1x1, 3x3 bottleneck, 3x3, 5x5 bottleneck, 5x5, pool
+    reduce)``) with Lucid's branch names; returns the block's output width."""
+    c_in, c1, c3b, c3, c5b, c5, cp = widths
+    add_conv_layers(t, f"{name}_1x1", f"{name}.b1x1", c1, branch=True)
+    add_conv_layers(t, f"{name}_3x3_bottleneck", f"{name}.b3x3_bottleneck", c3b, branch=True)
+    add_conv_layers(t, f"{name}_3x3", f"{name}.b3x3", c3, branch=True)
+    add_conv_layers(t, f"{name}_5x5_bottleneck", f"{name}.b5x5_bottleneck", c5b, branch=True)
+    add_conv_layers(t, f"{name}_5x5", f"{name}.b5x5", c5, branch=True)
+    t[f"{name}_pool"] = LayerInfo(f"{name}.pool", c_in, branch=True)
+    add_conv_layers(t, f"{name}_pool_reduce", f"{name}.pool_reduce", cp, branch=True)
+    width = c1 + c3 + c5 + cp
+    t[f"{name}_pre_relu"] = LayerInfo(f"{name}.pre_relu", width, pre_relu=True)
+    t[name] = LayerInfo(name, width)
+    return width
+
+
 def _layer_table(num_classes: int) -> dict[str, LayerInfo]:
     """Lucid's layer names -> module paths and widths, in forward order."""
     t: dict[str, LayerInfo] = {}
-
-    def conv(name: str, path: str, width: int, branch: bool = False) -> None:
-        t[f"{name}_pre_relu"] = LayerInfo(f"{path}.conv", width, pre_relu=True, branch=branch)
-        t[name] = LayerInfo(f"{path}.relu", width, branch=branch)
-
-    conv("conv2d0", "conv2d0", 64)
+    add_conv_layers(t, "conv2d0", "conv2d0", 64)
     t["maxpool0"] = LayerInfo("maxpool0", 64)
     t["localresponsenorm0"] = LayerInfo("localresponsenorm0", 64)
-    conv("conv2d1", "conv2d1", 64)
-    conv("conv2d2", "conv2d2", 192)
+    add_conv_layers(t, "conv2d1", "conv2d1", 64)
+    add_conv_layers(t, "conv2d2", "conv2d2", 192)
     t["localresponsenorm1"] = LayerInfo("localresponsenorm1", 192)
     t["maxpool1"] = LayerInfo("maxpool1", 192)
-    for name, (c_in, c1, c3b, c3, c5b, c5, cp) in MIXED.items():
-        conv(f"{name}_1x1", f"{name}.b1x1", c1, branch=True)
-        conv(f"{name}_3x3_bottleneck", f"{name}.b3x3_bottleneck", c3b, branch=True)
-        conv(f"{name}_3x3", f"{name}.b3x3", c3, branch=True)
-        conv(f"{name}_5x5_bottleneck", f"{name}.b5x5_bottleneck", c5b, branch=True)
-        conv(f"{name}_5x5", f"{name}.b5x5", c5, branch=True)
-        t[f"{name}_pool"] = LayerInfo(f"{name}.pool", c_in, branch=True)
-        conv(f"{name}_pool_reduce", f"{name}.pool_reduce", cp, branch=True)
-        width = c1 + c3 + c5 + cp
-        t[f"{name}_pre_relu"] = LayerInfo(f"{name}.pre_relu", width, pre_relu=True)
-        t[name] = LayerInfo(name, width)
+    for name, widths in MIXED.items():
+        width = add_mixed_layers(t, name, widths)
         if name == "mixed3b":
             t["maxpool4"] = LayerInfo("maxpool4", width)
         if name == "mixed4e":

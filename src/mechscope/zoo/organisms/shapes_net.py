@@ -29,7 +29,8 @@ from torch import nn
 
 from mechscope.data.shapes import TASKS
 from mechscope.units import LayerInfo
-from mechscope.zoo.inceptionv1 import ConvReLU, Mixed, SameConv2d, SameMaxPool2d
+from mechscope.zoo.inceptionv1 import (ConvReLU, Mixed, SameConv2d, SameMaxPool2d, add_conv_layers,
+                                        add_mixed_layers)
 
 STEM = {"conv2d0": (3, 32, 5, 2), "conv2d1": (32, 32, 1, 1), "conv2d2": (32, 64, 3, 1)}
 MIXED = {  # c_in, 1x1, 3x3 bottleneck, 3x3, 5x5 bottleneck, 5x5, pool reduce
@@ -49,24 +50,11 @@ def _width(name: str) -> int:
 
 def _layer_table() -> dict[str, LayerInfo]:
     t: dict[str, LayerInfo] = {}
-
-    def conv(name: str, path: str, width: int, branch: bool = False) -> None:
-        t[f"{name}_pre_relu"] = LayerInfo(f"{path}.conv", width, pre_relu=True, branch=branch)
-        t[name] = LayerInfo(f"{path}.relu", width, branch=branch)
-
     for name, (_, c_out, _, _) in STEM.items():
-        conv(name, name, c_out)
+        add_conv_layers(t, name, name, c_out)
     t["maxpool1"] = LayerInfo("maxpool1", STEM["conv2d2"][1])
-    for name, (c_in, c1, c3b, c3, c5b, c5, cp) in MIXED.items():
-        conv(f"{name}_1x1", f"{name}.b1x1", c1, branch=True)
-        conv(f"{name}_3x3_bottleneck", f"{name}.b3x3_bottleneck", c3b, branch=True)
-        conv(f"{name}_3x3", f"{name}.b3x3", c3, branch=True)
-        conv(f"{name}_5x5_bottleneck", f"{name}.b5x5_bottleneck", c5b, branch=True)
-        conv(f"{name}_5x5", f"{name}.b5x5", c5, branch=True)
-        t[f"{name}_pool"] = LayerInfo(f"{name}.pool", c_in, branch=True)
-        conv(f"{name}_pool_reduce", f"{name}.pool_reduce", cp, branch=True)
-        t[f"{name}_pre_relu"] = LayerInfo(f"{name}.pre_relu", _width(name), pre_relu=True)
-        t[name] = LayerInfo(name, _width(name))
+    for name, widths in MIXED.items():
+        add_mixed_layers(t, name, widths)
         if name == "mixed3b":
             t["maxpool4"] = LayerInfo("maxpool4", _width(name))
     t["avgpool0"] = LayerInfo("avgpool0", _width("mixed4b"))
