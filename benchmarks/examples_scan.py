@@ -26,6 +26,7 @@ import torch
 import mechscope
 from _common import interleaved, machine, paired_ratio, write
 from mechscope.vision.scan import scan
+from mechscope.vision.stats import _ARRAYS
 
 
 class InMemory:
@@ -103,7 +104,11 @@ def memory_child(args: argparse.Namespace) -> None:
     state = scan(net, RandomStream(args.memory_child, size), layers, k=args.k, batch_size=args.batch, progress=False)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    print(json.dumps({"images": state.seen, "rss_before_mb": rss_before / 2**20,
+    held = [t for ex in state.examples.layers.values() for t in ex.tensors().values()]
+    held += [state.sample.index, state.sample.key, *state.sample.values.values(), *state.sample.pos.values()]
+    state_bytes = sum(t.numel() * t.element_size() for t in held)
+    state_bytes += sum(getattr(s, f).nbytes for s in state.stats.values() for f in _ARRAYS)
+    print(json.dumps({"images": state.seen, "state_mb": state_bytes / 2**20, "rss_before_mb": rss_before / 2**20,
                       "peak_rss_growth_mb": (_vm("VmHWM") - rss_before) / 2**20 if reset else None,
                       "peak_rss_mb": _vm("VmHWM") / 2**20, "tracemalloc_peak_mb": peak / 2**20}))
 
@@ -140,6 +145,7 @@ def main() -> None:
 
     times = interleaved({"forward": forward, "scan": full_scan}, args.rounds, warmup=1)
     ratio = paired_ratio(times["forward"], times["scan"])  # forward time / scan time = scan throughput / forward's
+    best = min(times["forward"]) / min(times["scan"])  # best-of-rounds: least disturbed by other load
     throughput = {k: args.images / statistics.median(v) for k, v in times.items()}
 
     memory = {}
@@ -158,6 +164,7 @@ def main() -> None:
         "machine": machine(),
         "images_per_second": throughput,
         "scan_over_forward_throughput": ratio,
+        "scan_over_forward_throughput_best_of_rounds": best,
         "target": 0.85,
         "memory": memory,
     }
@@ -165,11 +172,12 @@ def main() -> None:
     print(f"{name} at {size}px, layers {layers}, batch {args.batch}, k {args.k}, {args.rounds} interleaved rounds "
           f"on {result['machine']['device']} ({result['machine']['cpu']}, {args.threads} thread(s))")
     print(f"  forward {throughput['forward']:8.1f} img/s   scan {throughput['scan']:8.1f} img/s   "
-          f"ratio {ratio['median']:.3f} (min {ratio['min']:.3f}, max {ratio['max']:.3f}; target >= 0.85)")
+          f"ratio {ratio['median']:.3f} (min {ratio['min']:.3f}, max {ratio['max']:.3f}; best-of-rounds {best:.3f}; "
+          "target >= 0.85)")
     for n, m in memory.items():
         growth = m["peak_rss_growth_mb"]
-        print(f"  scan of {n:>5} images: peak RSS growth {growth if growth is None else round(growth, 1)} MB, "
-              f"tracemalloc peak {m['tracemalloc_peak_mb']:.2f} MB")
+        print(f"  scan of {n:>5} images: state {m['state_mb']:.2f} MB, peak RSS growth "
+              f"{growth if growth is None else round(growth, 1)} MB, tracemalloc peak {m['tracemalloc_peak_mb']:.2f} MB")
     print(f"wrote {path}")
 
 

@@ -299,6 +299,7 @@ def dataset_examples(
                 acts = capture(model, images.to(device), names)
                 for name in names:
                     _update_layer(state, name, acts[name], index)
+                del item, images, acts  # free this batch's tensors before the next forward allocates its own
                 state.seen += len(index)
                 state.last_index = int(index[-1])
                 if checkpoint is not None and count % every == 0:

@@ -272,6 +272,7 @@ def scan(
                 _check_order(index, state.examples.last_index)
                 acts = capture(model, images.to(device), names)
                 _update(state, acts, index, ranges, value_range, margin)
+                del item, images, acts  # free this batch's tensors before the next forward allocates its own
                 bar.update(len(index))
                 count += 1
                 if path is not None and count % every == 0:

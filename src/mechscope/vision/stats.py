@@ -406,6 +406,7 @@ def activation_stats(
                 acts = capture(model, x, names)
                 for name in names:
                     _accumulate(total, ranges, name, acts[name], bins=bins, value_range=value_range, margin=margin)
+                del item, x, acts  # free this batch's tensors before the next forward allocates its own
     finally:
         for module, mode in modes:  # restore each module's own mode
             module.training = mode
