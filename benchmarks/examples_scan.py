@@ -62,17 +62,17 @@ class RandomStream:
 
 
 def _model(name: str | None, size: int | None):
-    if name is None:
-        try:
-            net = mechscope.load("shapes", device="cpu")
-            name = "shapes"
-        except Exception:  # noqa: BLE001 - not registered (yet) or no bundled weights: fall back
-            name = "inceptionv1"
-    if name != "shapes" or "net" not in locals():
-        net = mechscope.load(name, weights="random", seed=0, device="cpu")
-    card = mechscope.zoo.registry.get_card(name)
+    """``(name, weights, model, size)``.  Default: the bundled ``shapes`` organism, else InceptionV1.  A named model
+    without bundled weights runs with random ones (the timing does not depend on the weights' values)."""
+    wanted = name or "shapes"
+    try:
+        net, weights = mechscope.load(wanted, device="cpu"), "bundled"
+    except Exception:  # noqa: BLE001 - not registered, or no bundled weights (yet)
+        wanted = name or "inceptionv1"
+        net, weights = mechscope.load(wanted, weights="random", seed=0, device="cpu"), "random"
+    card = mechscope.zoo.registry.get_card(wanted)
     size = size or (64 if card.name == "inceptionv1" else int(card.input_shape[-1]))
-    return card.name, net, size
+    return card.name, weights, net, size
 
 
 def _default_layers(net) -> list[str]:
@@ -91,7 +91,7 @@ def _vm(field: str) -> int:
 def memory_child(args: argparse.Namespace) -> None:
     """Scan ``args.memory_child`` procedural images; print peak RSS growth and tracemalloc peak as JSON."""
     torch.set_num_threads(args.threads)
-    name, net, size = _model(args.model, args.size)
+    name, weights, net, size = _model(args.model, args.size)
     layers = args.layers or _default_layers(net)
     scan(net, RandomStream(args.batch, size, seed=1), layers, k=args.k, batch_size=args.batch, progress=False)  # warm
     rss_before = _vm("VmRSS")
@@ -130,7 +130,7 @@ def main() -> None:
         return memory_child(args)
 
     torch.set_num_threads(args.threads)
-    name, net, size = _model(args.model, args.size)
+    name, weights, net, size = _model(args.model, args.size)
     layers = args.layers or _default_layers(net)
     images = next(RandomStream(args.images, size).batches(args.images))[1]
     deepest = layers  # capture stops after the last of them to run, as the scan's capture does
@@ -159,7 +159,7 @@ def main() -> None:
 
     result = {
         "benchmark": "examples_scan",
-        "setup": {"model": name, "layers": layers, "size": size, "images": args.images, "batch": args.batch,
+        "setup": {"model": name, "weights": weights, "layers": layers, "size": size, "images": args.images, "batch": args.batch,
                   "k": args.k, "rounds": args.rounds, "bins": 256, "sample": 64},
         "machine": machine(),
         "images_per_second": throughput,
@@ -169,7 +169,7 @@ def main() -> None:
         "memory": memory,
     }
     path = write("examples_scan", result)
-    print(f"{name} at {size}px, layers {layers}, batch {args.batch}, k {args.k}, {args.rounds} interleaved rounds "
+    print(f"{name} ({weights} weights) at {size}px, layers {layers}, batch {args.batch}, k {args.k}, {args.rounds} interleaved rounds "
           f"on {result['machine']['device']} ({result['machine']['cpu']}, {args.threads} thread(s))")
     print(f"  forward {throughput['forward']:8.1f} img/s   scan {throughput['scan']:8.1f} img/s   "
           f"ratio {ratio['median']:.3f} (min {ratio['min']:.3f}, max {ratio['max']:.3f}; best-of-rounds {best:.3f}; "

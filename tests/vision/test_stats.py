@@ -242,3 +242,18 @@ def test_float32_fast_path_agrees_with_the_exact_float64_path():
     with_nan = _batch_stats("l", x, low, high, 64)
     assert with_nan.overflow[3] == exact.overflow[3] + 1 and np.isnan(with_nan.mean[3])
     assert with_nan.positive[3] == exact.positive[3] - 1
+
+
+def test_fast_path_counts_under_and_overflow_exactly_when_the_range_is_narrow():
+    from mechscope.vision.stats import _batch_stats
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(8, 30, 5, 5, generator=g)
+    x[1, 2] = float("nan")
+    x[2, 3, 0, 0], x[3, 4, 0, 0] = float("inf"), float("-inf")
+    low, high = np.linspace(-0.5, 0.2, 30), np.linspace(0.3, 1.0, 30)  # most values fall outside
+    fast, exact = _batch_stats("l", x, low, high, 16), _batch_stats("l", x.double(), low, high, 16)
+    for name in ("count", "positive", "underflow", "overflow"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(exact, name), err_msg=name)
+    assert np.abs(fast.hist - exact.hist).sum() <= 2
+    assert (fast.hist.sum(1) + fast.underflow + fast.overflow == 200).all()
