@@ -21,7 +21,7 @@ Speed: each batch is worked on a few channels at a time in cache-sized, prealloc
 lower) activations take a float32 path without boolean masks whose moments are corrected in float64 and whose
 under/overflow counts are exact; only the bin of a value within float32 rounding of a bin edge may differ from
 the float64 path that float64 activations take (``vision/scan.py`` runs this beside the dataset examples at
-~0.88x the plain forward's throughput, ``benchmarks/examples_scan.py``).
+~0.9x the plain forward's throughput, ``benchmarks/examples_scan.py``).
 
 ``UnitStats.sigma(channel, value)`` expresses an activation in standard deviations of the dataset distribution,
 as the Circuits papers do; ``log_prob_plot`` draws the Curve Detectors paper's log probability density plot.
