@@ -24,7 +24,7 @@ def test_a_curve_template_is_a_curve_detector_of_its_orientation():
     assert float(tc.preferred[0]) == pytest.approx(90.0, abs=5.0)
     assert float(tc.curve_preference[0]) > 1.3 and float(tc.curve_preference[1]) < 1.0
     assert float(tc.width[0]) < 180 and float(tc.selectivity()[0]) > float(tc.selectivity()[1])
-    found = curve_detectors(tc, min_preference=1.3)
+    found = curve_detectors(tc, min_preference=1.3, max_opposite=0.6)   # a template overlaps its mirror image
     assert found.units == [0] and found.coverage(8) == 1
 
 
@@ -45,5 +45,13 @@ def test_unit_names_positions_and_errors():
 def test_coverage_and_census():
     assert orientation_coverage([0, 10, 100, 359], 8) == 3
     census = curve_detector_census(_template_net(), ["1"], size=32, n_orientations=36, min_preference=1.3,
+                                   max_opposite=0.6,
                                    stimulus={"background": 0.0, "colour": 1.0})
     assert census["1"]["units"] == 2 and census["1"]["detectors"][0]["unit"] == "1:0"
+
+
+def test_a_line_template_is_two_sided_and_not_a_curve_detector():
+    tc = radial_tuning_curve(_template_net(), "1", n_orientations=72, size=32,
+                             background=0.0, colour=1.0, progress=False)
+    assert float(tc.opposite[0]) < 0.5 < float(tc.opposite[1])
+    assert 1 not in curve_detectors(tc, min_preference=0.0).units

@@ -66,6 +66,15 @@ class RadialTuning:
         return self.responses.max(1).values / self.lines.max(1).values.clamp_min(1e-6)
 
     @property
+    def opposite(self) -> torch.Tensor:
+        """Response 180° away from the preferred orientation over the peak response ``[C]``: near 1 for line
+        and edge detectors (which answer both ways a curve can open), near 0 for a curve detector."""
+        n = self.responses.shape[1]
+        peak, arg = self.responses.max(1)
+        back = self.responses.gather(1, ((arg + n // 2) % n)[:, None])[:, 0]
+        return back / peak.clamp_min(1e-12)
+
+    @property
     def width(self) -> torch.Tensor:
         """Full width at half maximum of the tuning curve around its peak, degrees ``[C]`` (360 when the
         response never drops below half its peak)."""
@@ -207,14 +216,15 @@ def orientation_coverage(preferred: Sequence[float], sectors: int = 8) -> int:
 
 
 def curve_detectors(tuning: RadialTuning, *, min_preference: float = 1.5, max_width: float = 150.0,
-                    min_response: float | None = None) -> CurveDetectors:
+                    max_opposite: float = 0.25, min_response: float | None = None) -> CurveDetectors:
     """The units of ``tuning`` that respond to curves more than to any line (``curve_preference >=
-    min_preference``), with a tuning curve narrower than ``max_width`` degrees (FWHM) and a peak above
+    min_preference``), with a tuning curve narrower than ``max_width`` degrees (FWHM) that is one-sided (the
+    response to the curve opening the other way is at most ``max_opposite`` of the peak) and a peak above
     ``min_response`` (default: 10 % of the strongest unit's peak)."""
     peak = tuning.responses.max(1).values
     floor = float(peak.max()) * 0.1 if min_response is None else min_response
     pref, width = tuning.curve_preference, tuning.width
-    keep = (pref >= min_preference) & (width <= max_width) & (peak > floor)
+    keep = (pref >= min_preference) & (width <= max_width) & (tuning.opposite <= max_opposite) & (peak > floor)
     idx = torch.nonzero(keep)[:, 0].tolist()
     idx.sort(key=lambda i: float(tuning.preferred[i]))
     return CurveDetectors(
@@ -223,7 +233,8 @@ def curve_detectors(tuning: RadialTuning, *, min_preference: float = 1.5, max_wi
         preferred=[float(tuning.preferred[i]) for i in idx],
         curve_preference=[round(float(pref[i]), 3) for i in idx],
         width=[float(width[i]) for i in idx],
-        criteria={"min_preference": min_preference, "max_width": max_width, "min_response": floor},
+        criteria={"min_preference": min_preference, "max_width": max_width, "max_opposite": max_opposite,
+                  "min_response": floor},
     )
 
 
