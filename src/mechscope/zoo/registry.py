@@ -4,7 +4,7 @@ Example::
 
     >>> import mechscope
     >>> [card.name for card in mechscope.zoo.registry.cards()]
-    ['inceptionv1']
+    ['inceptionv1', 'shapes']
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
 """
 
@@ -22,7 +22,14 @@ from torch import nn
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError, WeightsError, unknown_name
 from mechscope.zoo import inceptionv1
-from mechscope.zoo.weights import download, read_state_dict, sha256_file
+from mechscope.zoo.organisms import shapes_net
+from mechscope.zoo.weights import check_state_dict, download, read_state_dict, sha256_file
+
+
+def _our_layout(state_dict: dict[str, torch.Tensor], model: nn.Module, source: str) -> dict[str, torch.Tensor]:
+    """Models saved only in mechscope's own layout: check the keys and shapes, nothing to convert."""
+    check_state_dict(state_dict, model.state_dict(), source=source)
+    return state_dict
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,17 @@ _CARDS: tuple[ModelCard, ...] = (
         ),
         license="architecture: Apache-2.0 (Lucid); weights: Google's inception5h release",
     ),
+    ModelCard(
+        name="shapes",
+        aliases=("shapes-organism",),
+        description="Our vision organism: a small InceptionV1 trained on the procedural shapes world (64 px)",
+        build=shapes_net.ShapesNet,
+        convert=_our_layout,
+        input_shape=(3, 64, 64),
+        bundled="shapes.safetensors",
+        bundled_sha256="d6ecb1016380d6a76c19d40d0762fa7e751658b63659bd1ea0f1fcf09bd7aa51",
+        license="MIT (trained by mechscope: `mechscope train shapes`)",
+    ),
 )
 
 
@@ -81,6 +99,17 @@ def get_card(name: str) -> ModelCard:
             return card
     valid = [c.name for c in _CARDS] + [a for c in _CARDS for a in c.aliases]
     raise unknown_name("model", name, valid, where="the zoo")
+
+
+def bundled_card(name: str) -> dict:
+    """The JSON model card shipped beside a model's bundled weights (recipe, seed, data, accuracy, sha256)."""
+    import json
+
+    card = get_card(name)
+    if card.bundled is None:
+        raise MechscopeError(f"{card.name} has no bundled weights, hence no bundled model card")
+    path = Path(str(importlib.resources.files("mechscope.zoo.organisms") / card.bundled)).with_suffix(".json")
+    return json.loads(path.read_text())
 
 
 def _weights_path(card: ModelCard, weights: str | os.PathLike, progress: bool) -> Path:
