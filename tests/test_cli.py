@@ -45,13 +45,15 @@ def test_unknown_model_is_one_line_on_stderr_with_exit_1():
     assert proc.stderr.startswith("error: unknown model 'inceptionv2'") and "Traceback" not in proc.stderr
 
 
-def test_demo_writes_image_and_config(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--steps", "3", "--size", "48"])
+def test_demo_on_the_bundled_organism(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--steps", "3", "--images", "64",
+                                 "--detectors", "3"])
     assert result.exit_code == 0, result.output
-    png = tmp_path / "inceptionv1_mixed3b_379.png"
-    assert Image.open(png).size == (48, 48)
-    config = json.loads(png.with_suffix(".json").read_text())
-    assert config["steps"] == 3 and config["unit"] == "mixed3b:379" and "objective_end" in config
+    assert "accuracy on 500 fresh held-out images" in result.output and "curve detectors" in result.output
+    assert Image.open(tmp_path / "shapes_mixed3b_curve_detectors_featvis.png").size[1] == 64
+    assert (tmp_path / "shapes_mixed3b_radial_tuning.png").exists()
+    assert (tmp_path / "evidence" / "index.sqlite").exists()
+    assert list((tmp_path / "evidence" / "plots" / "mixed3b_pre_relu").glob("*.png"))
 
 
 def test_vis_writes_pngs_and_json(tmp_path):

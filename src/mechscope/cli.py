@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import typer
 
 from mechscope.errors import MechscopeError
@@ -220,6 +221,10 @@ def train_shapes_command(
     net = load("shapes", weights=out / WEIGHTS_FILE, device="cpu")
     card["curve_detector_census"] = curve_detector_census(net, layers, size=recipe.size,
                                                           n_orientations=census_orientations)
+    card["curve_detector_census_strict"] = {
+        k: {f: v[f] for f in ("units", "curve_detectors", "coverage_of_8_sectors", "criteria")}
+        for k, v in curve_detector_census(net, layers, size=recipe.size, n_orientations=census_orientations,
+                                          min_preference=2.0, max_width=90.0).items()}
     untrained = load("shapes", weights="random", seed=seed, device="cpu")
     card["curve_detector_census_untrained"] = {
         k: {f: v[f] for f in ("units", "curve_detectors", "coverage_of_8_sectors")}
@@ -244,28 +249,74 @@ def train_shapes_command(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("out"), help="Folder for the demo's artefacts."),
-    unit: str = typer.Option("mixed3b:379", help="Unit to visualize."),
-    steps: int = typer.Option(64, help="Optimization steps."),
-    size: int = typer.Option(128, help="Image size in pixels."),
-    seed: int = typer.Option(0, help="Seed for weights, image and transforms."),
+    layer: str = typer.Option("mixed3b", help="Layer of the shapes organism to look into."),
+    detectors: int = typer.Option(8, help="Curve detectors to show."),
+    steps: int = typer.Option(128, help="Feature-visualization steps."),
+    images: int = typer.Option(1024, help="Images of the shapes world scanned for dataset examples and stats."),
+    seed: int = typer.Option(0, help="Seed of the images and transforms."),
 ) -> None:
-    """The main job on the bundled default: list the zoo, render one feature visualization into OUT."""
-    from mechscope.vision.featvis.render import render
-    from mechscope.zoo.registry import load
-    from mechscope.artefacts import atomic_write_bytes
+    """The main job on the bundled organism: accuracy, curve detectors (radial tuning + feature
+    visualization), dataset examples and activation statistics, into OUT."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mechscope.data.shapes import ShapesDataset
+    from mechscope.images import grid, save_png
+    from mechscope.vision.featvis.render import render_units
+    from mechscope.vision.tuning import curve_detectors, radial_tuning_curve
+    from mechscope.zoo.organisms.shapes_recipe import HELD_OUT_OFFSET, evaluate
+    from mechscope.zoo.registry import bundled_card, load
 
     models(as_json=False)
-    typer.echo(f"\nInceptionV1 with random weights (seed {seed}): rendering {unit}, {steps} steps at {size}px")
-    model = load("inceptionv1", weights="random", seed=seed, device="cpu")
+    card = bundled_card("shapes")
+    net = load("shapes", device="cpu")
     start = time.perf_counter()
-    result = render(model, unit, steps=steps, size=size, seed=seed)
-    png = result.save(out / f"inceptionv1_{unit.replace(':', '_').replace('@', '_at_')}.png")
-    config = {"model": "inceptionv1", "weights": "random", "seed": seed, "unit": unit, "steps": steps, "size": size,
-              "optimizer": "Adam(lr=0.05)", "param": "fft+decorrelated colour", "transforms": "lucid standard",
-              "objective_start": result.trace[0], "objective_end": result.trace[-1],
-              "seconds": round(time.perf_counter() - start, 2)}
-    atomic_write_bytes(png.with_suffix(".json"), json.dumps(config, indent=2).encode())
-    typer.echo(f"objective {result.trace[0]:.4f} -> {result.trace[-1]:.4f}; wrote {png} and {png.with_suffix('.json')}")
+    acc = evaluate(net, ShapesDataset(n=500, seed=card["recipe"]["seed"] + HELD_OUT_OFFSET + 1))
+    typer.echo(f"\nshapes organism (bundled, sha256 {card['sha256'][:12]}...): accuracy on 500 fresh held-out "
+               "images: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
+               + f"  (card: {', '.join(f'{k} {v:.3f}' for k, v in card['accuracy'].items())})")
+
+    tuning = radial_tuning_curve(net, layer, n_orientations=180, progress=False)
+    found = curve_detectors(tuning)
+    typer.echo(f"{layer}: {len(found.units)} of {len(tuning.channels)} units are curve detectors, their preferred "
+               f"orientations cover {found.coverage(8)}/8 sectors of the circle")
+    if found.units:
+        # the most sharply tuned detector of each of `detectors` equal sectors of orientation
+        best: dict[int, tuple[float, int]] = {}
+        for unit, pref, width in zip(found.units, found.preferred, found.width, strict=True):
+            sector = int(pref % 360 // (360 / detectors))
+            if sector not in best or width < best[sector][0]:
+                best[sector] = (width, unit)
+        picks = [best[k][1] for k in sorted(best)]
+        strict = curve_detectors(tuning, min_preference=2.0, max_width=90.0)
+        typer.echo(f"  with stricter criteria (curves >= 2x lines, FWHM <= 90 deg): {len(strict.units)} units, "
+                   f"covering {strict.coverage(8)}/8 sectors")
+        fig, axes = plt.subplots(1, len(picks), subplot_kw={"projection": "polar"},
+                                 figsize=(2.4 * len(picks), 2.8))
+        for ax, unit in zip(list(np.atleast_1d(axes)), picks, strict=True):
+            tuning.plot(unit, ax=ax)
+            ax.set_xticklabels([])
+            ax.set_yticklabels([])
+        fig.tight_layout()
+        out.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out / f"shapes_{layer}_radial_tuning.png", dpi=90)
+        plt.close(fig)
+        names = [f"{layer}:{u}" for u in picks]
+        result = render_units(net, names, size=64, steps=steps, seed=seed, progress=False)
+        save_png(grid(result.final, ncols=len(names)), out / f"shapes_{layer}_curve_detectors_featvis.png")
+        for name in names:
+            i = found.units.index(int(name.split(":")[1]))
+            typer.echo(f"  {name:<14} prefers {found.preferred[i]:5.1f} deg, FWHM {found.width[i]:5.1f} deg, "
+                       f"curves/lines {found.curve_preference[i]:.2g}")
+        typer.echo(f"wrote {out / f'shapes_{layer}_radial_tuning.png'} and "
+                   f"{out / f'shapes_{layer}_curve_detectors_featvis.png'}")
+
+    _scan_to_store("demo", "shapes", [layer, f"{layer}_pre_relu"], f"shapes:{images}:{seed + 7}", out / "evidence",
+                   top_k=8, weights="bundled", seed=seed, batch_size=128, device="cpu", size=None, plot_units=4,
+                   examples=True, stats=True)
+    typer.echo(f"demo took {time.perf_counter() - start:.0f} s")
 
 
 def main() -> None:
