@@ -333,6 +333,17 @@ class _Items:
     def __init__(self, dataset: Any) -> None:
         self.dataset, self.cache = dataset, {}
 
+    def prefetch(self, indices: Sequence[int], chunk: int = 256) -> None:
+        """Read many items at once where the dataset can (``dataset.sample(indices) -> (images, ...)``, as the
+        procedural ``ShapesDataset``, whose per-item cost is mostly fixed overhead)."""
+        if not hasattr(self.dataset, "sample"):
+            return
+        missing = sorted({int(i) for i in indices if int(i) >= 0} - set(self.cache))
+        for lo in range(0, len(missing), chunk):
+            part = missing[lo:lo + chunk]
+            images = self.dataset.sample(part)[0]
+            self.cache.update(zip(part, images, strict=True))
+
     def __getitem__(self, i: int) -> torch.Tensor:
         if i not in self.cache:
             if hasattr(self.dataset, "__getitem__"):
@@ -406,6 +417,10 @@ def save_scan(
         if name not in state.stats:
             raise MechscopeError(f"the scan has seen no items of layer {name!r}; nothing to save")
         s, ex, items = state.stats[name], state.examples[name], _Items(dataset)
+        if examples:
+            items.prefetch(np.concatenate([ex.top_index.reshape(-1), ex.bottom_index.reshape(-1)]).tolist())
+        if plot_units:
+            items.prefetch(state.sample.index.tolist())
         key = {"model": model_name, "layer": name}
         rows: dict[str, list[dict[str, Any]]] = {"stats": [], "examples": [], "figures": []}
         if stats:
