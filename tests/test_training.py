@@ -14,7 +14,7 @@ def _batch(step):
 
 def _loss(out, y):
     mse = (out - y).pow(2).mean()
-    return mse, {"mse": float(mse)}
+    return mse, {"mse": float(mse.detach())}
 
 
 def _model():

@@ -19,7 +19,7 @@ Example::
     ...     return x, x.sum(1, keepdim=True)
     >>> def loss(out, y):
     ...     mse = (out - y).pow(2).mean()
-    ...     return mse, {"mse": float(mse)}
+    ...     return mse, {"mse": float(mse.detach())}
     >>> log = train(model, batch, loss, TrainConfig(steps=200, lr=0.05, warmup=10), progress=False)
     >>> log[-1]["mse"] < 1e-3
     True
