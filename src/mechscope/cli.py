@@ -308,8 +308,9 @@ def demo(
         save_png(grid(result.final, ncols=len(names)), out / f"shapes_{layer}_curve_detectors_featvis.png")
         for name in names:
             i = found.units.index(int(name.split(":")[1]))
+            ratio = found.curve_preference[i]
             typer.echo(f"  {name:<14} prefers {found.preferred[i]:5.1f} deg, FWHM {found.width[i]:5.1f} deg, "
-                       f"curves/lines {found.curve_preference[i]:.2g}")
+                       + ("curves/lines " + (f"{ratio:.2g}" if ratio < 1e3 else "inf (no line response)")))
         typer.echo(f"wrote {out / f'shapes_{layer}_radial_tuning.png'} and "
                    f"{out / f'shapes_{layer}_curve_detectors_featvis.png'}")
 
