@@ -106,7 +106,8 @@ def _scan_to_store(verb: str, model: str, layer_names: list[str], dataset: str, 
     from mechscope.data.open import open_dataset
     from mechscope.store import open_store, read_rows
     from mechscope.units import validate
-    from mechscope.vision.scan import save_scan, scan, skipped_summary
+    from mechscope.vision.scan import scan, skipped_summary
+    from mechscope.vision.scan_store import save_scan
     from mechscope.zoo.registry import get_card, load
 
     card = get_card(model)

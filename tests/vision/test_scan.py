@@ -8,7 +8,8 @@ from mechscope.data.folders import ImageFolder
 from mechscope.errors import MechscopeError
 from mechscope.store import open_store, read_rows
 from mechscope.vision.examples import dataset_examples, example_crops
-from mechscope.vision.scan import load_scan_state, save_scan, scan, skipped_summary
+from mechscope.vision.scan import load_scan_state, scan, skipped_summary
+from mechscope.vision.scan_store import save_scan
 from mechscope.vision.stats import _ARRAYS, activation_stats
 
 SIZE = 12

@@ -174,7 +174,7 @@ def test_bad_arguments_say_what_is_valid():
 
 
 def test_channel_chunks_give_the_same_stats(monkeypatch):
-    import mechscope.vision.stats as stats_mod
+    import mechscope.vision.stats_kernels as stats_mod
 
     batches = _batches(n=2)
     whole = activation_stats(Tap(), batches, "tap", bins=20, progress=False)["tap"]

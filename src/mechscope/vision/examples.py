@@ -41,7 +41,6 @@ Example::
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +56,11 @@ from mechscope.capture import as_map, capture
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError, unknown_name
 from mechscope.units import Layer, parse
-from mechscope.vision.receptive_field import RFGrid, receptive_field_map
+from mechscope.vision.crops import GREY, crops_at  # noqa: F401  (GREY: re-exported)
 
 _FIELDS = ("top_values", "top_index", "top_pos", "bottom_values", "bottom_index", "bottom_pos")
 _FORMAT = 1
 _NO_INDEX = torch.iinfo(torch.int64).max  # sort key of an empty slot: after every real index
-GREY = 0.5
 """Fill value of the part of a receptive-field crop that lies outside the image."""
 
 
@@ -348,27 +346,6 @@ def load_state(path: str | os.PathLike) -> ExamplesState:
 
 # ---- crops -----------------------------------------------------------------------------------------------------
 
-_GRIDS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, Any], RFGrid]] = weakref.WeakKeyDictionary()
-
-
-def _grid(model: nn.Module, layer: str, input_size: int | tuple[int, int], channels: int) -> RFGrid:
-    """``receptive_field_map`` of ``layer``, computed once per model, layer and input size."""
-    key = (layer, input_size if isinstance(input_size, int) else tuple(input_size), channels)
-    cache = _GRIDS.setdefault(model, {})
-    if key not in cache:
-        cache[key] = receptive_field_map(model, layer, input_size, channels=channels)
-    return cache[key]
-
-
-def _offset(lo: int, hi: int, full: int, n: int) -> int:
-    """Where a clipped interval ``[lo, hi)`` of an axis of ``n`` pixels sits in the full field of ``full``."""
-    missing = full - (hi - lo)
-    if missing <= 0 or lo > 0:
-        return 0  # not clipped, or clipped at the far border only: pad after
-    if hi < n:
-        return missing  # clipped at the near border (lo == 0): pad before
-    return missing // 2  # field wider than the image: centre it
-
 
 def example_crops(
     state: ExamplesState,
@@ -405,31 +382,3 @@ def example_crops(
     if not bool(keep.any()):
         raise MechscopeError(f"layer {layer!r} has no examples yet: run dataset_examples over some batches")
     return crops_at(dataset, index[keep].tolist(), pos[keep].tolist(), model, layer, input_size=input_size)
-
-
-def crops_at(
-    dataset: Any,
-    indices: list[int],
-    positions: list[tuple[int, int]] | list[list[int]],
-    model: nn.Module,
-    layer: str,
-    *,
-    input_size: int | tuple[int, int],
-) -> torch.Tensor:
-    """The receptive-field crops of ``layer`` at ``positions[n] = (x, y)`` of items ``indices[n]`` -> ``[n, C_img, h, w]``.
-
-    ``dataset`` is indexable by dataset index (``dataset[i] -> [C_img, H, W]``); borders are padded as in
-    ``example_crops``, which calls this.
-    """
-    if not indices:
-        raise MechscopeError("crops_at needs at least one (index, position)")
-    images = [(dataset[int(i)], p) for i, p in zip(indices, positions, strict=True)]
-    first = torch.as_tensor(images[0][0])
-    grid = _grid(model, layer, input_size, int(first.shape[0]))
-    (h, w), (height, width) = grid.size, grid.input_size
-    out = torch.full((len(images), first.shape[0], h, w), GREY, dtype=first.dtype)
-    for n, (image, (x, y)) in enumerate(images):
-        top, left, bottom, right = grid.box(int(x), int(y))
-        r, c = _offset(top, bottom, h, height), _offset(left, right, w, width)
-        out[n, :, r:r + bottom - top, c:c + right - left] = torch.as_tensor(image)[:, top:bottom, left:right]
-    return out

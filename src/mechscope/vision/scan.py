@@ -7,14 +7,14 @@ same activations to three streaming accumulators, each of constant size in the d
 * activation statistics (``vision/stats.py``): per channel moments, firing, min/max, histogram;
 * a random sample of ``sample`` items (the same for every layer: the items with the smallest seeded hash of
   their dataset index, so the sample does not depend on batching or interruption) with every channel's spatial
-  maximum and its position, from which ``save_scan`` draws each unit's quilt (``vision/quilt.py``).
+  maximum and its position, from which ``scan_store.save_scan`` draws each unit's quilt (``vision/quilt.py``).
 
 ``ScanState`` holds all three and the scan's progress; with ``checkpoint=path`` it is saved (one ``.npz``,
 atomically) every ``every`` batches, and a later call with the same ``checkpoint`` continues where it stopped
 (``dataset.batches(batch_size, start=state.next_start)``), giving the same result as an uninterrupted scan.
 Files the dataset could not read (``dataset.skipped``) are collected in ``state.skipped``.
 
-``save_scan`` writes a state into a store (``mechscope.store``): per unit its top/bottom rows with receptive-field
+``scan_store.save_scan`` writes a state into a store (``mechscope.store``): per unit its top/bottom rows with receptive-field
 crops, its statistics, and for the units in ``plot_units`` a log-probability plot and a quilt, plus a per-layer
 grid of those log-probability plots.
 
@@ -36,10 +36,9 @@ Example::
 
 from __future__ import annotations
 
-import io
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,8 +52,6 @@ from mechscope.artefacts import load_npz, save_npz
 from mechscope.capture import as_map, capture
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError
-from mechscope.images import png_bytes
-from mechscope.store import Store, delete_rows, put_png, put_rows, transaction
 from mechscope.units import Layer, parse
 from mechscope.vision.examples import _update as _update_examples
 from mechscope.vision.examples import (
@@ -64,12 +61,10 @@ from mechscope.vision.examples import (
     _check_order,
     _extremes,
     _positions,
-    crops_at,
     state_arrays,
     state_from_arrays,
 )
-from mechscope.vision.quilt import quilt
-from mechscope.vision.stats import UnitStats, _accumulate, log_prob_plot, stats_arrays, stats_from_arrays
+from mechscope.vision.stats import UnitStats, _accumulate, stats_arrays, stats_from_arrays
 
 _FORMAT = 1
 QUANTILES = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999)
@@ -324,156 +319,4 @@ def skipped_summary(skipped: Mapping[str, str]) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-# ---- saving into a store -------------------------------------------------------------------------------------
-
-
-class _Items:
-    """Dataset items by index, each read once per layer: ``dataset[i]`` or, lacking it, ``batches(1, start=i)``."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset, self.cache = dataset, {}
-
-    def prefetch(self, indices: Sequence[int], chunk: int = 256) -> None:
-        """Read many items at once where the dataset can (``dataset.sample(indices) -> (images, ...)``, as the
-        procedural ``ShapesDataset``, whose per-item cost is mostly fixed overhead)."""
-        if not hasattr(self.dataset, "sample"):
-            return
-        missing = sorted({int(i) for i in indices if int(i) >= 0} - set(self.cache))
-        for lo in range(0, len(missing), chunk):
-            part = missing[lo:lo + chunk]
-            images = self.dataset.sample(part)[0]
-            self.cache.update(zip(part, images, strict=True))
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        if i not in self.cache:
-            if hasattr(self.dataset, "__getitem__"):
-                self.cache[i] = self.dataset[i]
-            else:
-                (got, images), *_ = [next(iter(self.dataset.batches(1, start=i)))]
-                if int(got[0]) != i:
-                    raise MechscopeError(f"dataset item {i} cannot be read back (got item {got[0]})")
-                self.cache[i] = images[0]
-        return self.cache[i]
-
-
-def _figure_png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return buf.getvalue()
-
-
-def _layer_plot(stats: UnitStats, channels: Sequence[int]) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    cols = min(4, len(channels))
-    rows = -(-len(channels) // cols)
-    fig = Figure(figsize=(4 * cols, 2.8 * rows), layout="tight")
-    FigureCanvasAgg(fig)
-    for n, c in enumerate(channels):
-        log_prob_plot(stats, stats.layer, c, ax=fig.add_subplot(rows, cols, n + 1))
-    return _figure_png(fig)
-
-
-def save_scan(
-    store: Store,
-    state: ScanState,
-    model: nn.Module,
-    dataset: Any,
-    *,
-    model_name: str,
-    input_size: int | tuple[int, int],
-    examples: bool = True,
-    stats: bool = True,
-    plot_units: int | Sequence[int] = 4,
-    quilt_bins: int = 6,
-    quilt_per_bin: int = 8,
-    settings: Mapping[str, Any] | None = None,
-    progress: bool = True,
-) -> dict[str, int]:
-    """Write ``state`` into ``store``, one transaction per layer (the layer's old rows of each kind written are replaced).
-
-    Args:
-        store: an open store (``mechscope.store.open_store``).
-        state: the result of ``scan``.
-        model, dataset: those the state was computed with (for receptive fields and crops; ``dataset[i]`` or
-            ``dataset.batches(1, start=i)`` reads item ``i``).
-        model_name: the ``model`` key of the rows.
-        input_size: ``H`` or ``(H, W)`` of the images.
-        examples: write top/bottom rows with receptive-field crop PNGs.
-        stats: write per-unit statistics.
-        plot_units: figures (a log-probability plot and a quilt per unit, and a per-layer grid of the plots) for
-            the first ``plot_units`` channels, or for these channels; ``0`` or ``[]`` for none.
-        quilt_bins, quilt_per_bin: rows and columns of each quilt.
-        settings: extra JSON-able facts stored in the ``layers`` rows.
-
-    Returns:
-        rows written per table.
-    """
-    written = {"layers": 0, "stats": 0, "examples": 0, "figures": 0}
-    base = {**state.settings, **dict(settings or {}), "k": state.examples.k, "bins": state.bins,
-            "sample": state.sample.size, "seen": state.seen, "skipped": len(state.skipped)}
-    for name in tqdm(state.layers, desc="save", disable=not progress):
-        if name not in state.stats:
-            raise MechscopeError(f"the scan has seen no items of layer {name!r}; nothing to save")
-        s, ex, items = state.stats[name], state.examples[name], _Items(dataset)
-        if examples:
-            items.prefetch(np.concatenate([ex.top_index.reshape(-1), ex.bottom_index.reshape(-1)]).tolist())
-        if plot_units:
-            items.prefetch(state.sample.index.tolist())
-        key = {"model": model_name, "layer": name}
-        rows: dict[str, list[dict[str, Any]]] = {"stats": [], "examples": [], "figures": []}
-        if stats:
-            qs = s.quantile(QUANTILES)
-            for c in range(s.channels):
-                rows["stats"].append({**key, "channel": c, "count": int(s.count[c]), "mean": float(s.mean[c]),
-                                      "std": float(s.std[c]), "fraction_firing": float(s.fraction_firing[c]),
-                                      "min": float(s.min[c]), "max": float(s.max[c]),
-                                      "quantiles": {str(q): float(v) for q, v in zip(QUANTILES, qs[:, c])},
-                                      "histogram": {"low": float(s.low[c]), "high": float(s.high[c]),
-                                                    "underflow": int(s.underflow[c]), "overflow": int(s.overflow[c]),
-                                                    "counts": s.hist[c].tolist()}})
-        if examples:
-            for c in range(ex.channels):
-                for which in ("top", "bottom"):
-                    index, pos = getattr(ex, f"{which}_index")[c], getattr(ex, f"{which}_pos")[c]
-                    values, n = getattr(ex, f"{which}_values")[c], int((index >= 0).sum())
-                    if n == 0:
-                        continue
-                    crops = crops_at(items, index[:n].tolist(), pos[:n].tolist(), model, name, input_size=input_size)
-                    for rank in range(n):
-                        rows["examples"].append({**key, "channel": c, "which": which, "rank": rank,
-                                                 "dataset_index": int(index[rank]), "value": float(values[rank]),
-                                                 "x": int(pos[rank, 0]), "y": int(pos[rank, 1]),
-                                                 "png": put_png(store, png_bytes(crops[rank]))})
-        chosen = list(range(min(plot_units, s.channels))) if isinstance(plot_units, int) else list(plot_units)
-        bad = [c for c in chosen if not 0 <= c < s.channels]
-        if bad:
-            raise MechscopeError(f"plot_units {bad} are out of range for layer {name!r} (valid: 0..{s.channels - 1})")
-        have = state.sample.index >= 0
-        for c in chosen:
-            plot = put_png(store, _figure_png(log_prob_plot(s, name, c)))
-            rows["figures"].append({**key, "channel": c, "kind": "log_prob", "png": plot, "settings": {}})
-            if bool(have.any()):
-                idx, pos = state.sample.index[have], state.sample.pos[name][have, c]
-                crops = crops_at(items, idx.tolist(), pos.tolist(), model, name, input_size=input_size)
-                image = quilt(crops, state.sample.values[name][have, c], bins=quilt_bins, per_bin=quilt_per_bin)
-                rows["figures"].append({**key, "channel": c, "kind": "quilt", "png": put_png(store, png_bytes(image)),
-                                        "settings": {"bins": quilt_bins, "per_bin": quilt_per_bin,
-                                                     "sample": int(have.sum()), "value": "spatial max"}})
-        if chosen:
-            rows["figures"].append({**key, "channel": -1, "kind": "log_prob", "settings": {"channels": chosen},
-                                    "png": put_png(store, _layer_plot(s, chosen))})
-        with transaction(store):
-            for table, replaced in (("stats", stats), ("examples", examples), ("figures", bool(chosen))):
-                if replaced:  # what this call writes replaces the layer's old rows; the rest is kept
-                    delete_rows(store, table, **key)
-            put_rows(store, "layers", [{**key, "channels": s.channels, "settings": base}])
-            for table, r in rows.items():
-                written[table] += put_rows(store, table, r)
-        written["layers"] += 1
-    return written
-
-
-__all__ = ["scan", "ScanState", "Sample", "save_scan", "save_scan_state", "load_scan_state", "skipped_summary",
-           "QUANTILES"]
+__all__ = ["scan", "ScanState", "Sample", "save_scan_state", "load_scan_state", "skipped_summary", "QUANTILES"]
