@@ -10,7 +10,7 @@ from mechscope.zoo.weights import sha256_file
 
 
 def test_table_and_aliases():
-    assert [c.name for c in mechscope.cards()] == ["inceptionv1", "shapes"]
+    assert [c.name for c in mechscope.cards()] == ["inceptionv1", "shapes", "shapes-seed1"]
     assert mechscope.get_card("shapes-organism").input_shape == (3, 64, 64)
     assert mechscope.get_card("googlenet") is mechscope.get_card("inceptionv1")
     assert mechscope.get_card("inception5h").input_shape == (3, 224, 224)

@@ -4,7 +4,7 @@ Example::
 
     >>> import mechscope
     >>> [card.name for card in mechscope.zoo.registry.cards()]
-    ['inceptionv1', 'shapes']
+    ['inceptionv1', 'shapes', 'shapes-seed1']
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
 """
 
@@ -83,6 +83,17 @@ _CARDS: tuple[ModelCard, ...] = (
         bundled="shapes.safetensors",
         bundled_sha256="d6ecb1016380d6a76c19d40d0762fa7e751658b63659bd1ea0f1fcf09bd7aa51",
         license="MIT (trained by mechscope: `mechscope train shapes`)",
+    ),
+    ModelCard(
+        name="shapes-seed1",
+        description="The shapes organism trained again with seed 1 (same recipe): a second network for "
+                    "universality and seed-robustness checks",
+        build=shapes_net.ShapesNet,
+        convert=_our_layout,
+        input_shape=(3, 64, 64),
+        bundled="shapes_seed1.safetensors",
+        bundled_sha256="8060eb72b6781c2610b2eb0f77a1bf4348c95bf4c8b06f8ca01c11885f57ff2d",
+        license="MIT (trained by mechscope: `mechscope train shapes --seed 1`)",
     ),
 )
 

@@ -38,3 +38,13 @@ def test_mixed3b_holds_a_rotation_family_of_curve_detectors(organism):
     found = curve_detectors(tuning)
     assert len(found.units) >= 20
     assert found.coverage(8) >= 7
+
+
+def test_the_seed_1_organism_matches_its_card_and_also_has_curve_detectors():
+    card = bundled_card("shapes-seed1")
+    assert card["recipe"]["seed"] == 1 and card["sha256"] == get_card("shapes-seed1").bundled_sha256
+    net = mechscope.load("shapes-seed1", device="cpu")
+    acc = evaluate(net, ShapesDataset(n=300, seed=1 + HELD_OUT_OFFSET + 2))
+    assert acc["shape"] >= 0.85
+    found = curve_detectors(radial_tuning_curve(net, "mixed3b", n_orientations=72, progress=False))
+    assert len(found.units) >= 20 and found.coverage(8) >= 7
