@@ -59,6 +59,16 @@ class ModelCard:
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
 
+def _shapes_organism(name: str, seed: int, sha256: str, description: str,
+                     aliases: tuple[str, ...] = ()) -> ModelCard:
+    """The card of a bundled shapes organism trained by ``mechscope train shapes --seed SEED``."""
+    return ModelCard(
+        name=name, aliases=aliases, description=description, build=shapes_net.ShapesNet, convert=_our_layout,
+        input_shape=(3, 64, 64), bundled="shapes.safetensors" if seed == 0 else f"shapes_seed{seed}.safetensors",
+        bundled_sha256=sha256, license=f"MIT (trained by mechscope: `mechscope train shapes --seed {seed}`)",
+    )
+
+
 _CARDS: tuple[ModelCard, ...] = (
     ModelCard(
         name="inceptionv1",
@@ -73,28 +83,14 @@ _CARDS: tuple[ModelCard, ...] = (
         ),
         license="architecture: Apache-2.0 (Lucid); weights: Google's inception5h release",
     ),
-    ModelCard(
-        name="shapes",
-        aliases=("shapes-organism",),
-        description="Our vision organism: a small InceptionV1 trained on the procedural shapes world (64 px)",
-        build=shapes_net.ShapesNet,
-        convert=_our_layout,
-        input_shape=(3, 64, 64),
-        bundled="shapes.safetensors",
-        bundled_sha256="d6ecb1016380d6a76c19d40d0762fa7e751658b63659bd1ea0f1fcf09bd7aa51",
-        license="MIT (trained by mechscope: `mechscope train shapes`)",
-    ),
-    ModelCard(
-        name="shapes-seed1",
-        description="The shapes organism trained again with seed 1 (same recipe): a second network for "
-                    "universality and seed-robustness checks",
-        build=shapes_net.ShapesNet,
-        convert=_our_layout,
-        input_shape=(3, 64, 64),
-        bundled="shapes_seed1.safetensors",
-        bundled_sha256="8060eb72b6781c2610b2eb0f77a1bf4348c95bf4c8b06f8ca01c11885f57ff2d",
-        license="MIT (trained by mechscope: `mechscope train shapes --seed 1`)",
-    ),
+    _shapes_organism(
+        "shapes", 0, "d6ecb1016380d6a76c19d40d0762fa7e751658b63659bd1ea0f1fcf09bd7aa51",
+        "Our vision organism: a small InceptionV1 trained on the procedural shapes world (64 px)",
+        aliases=("shapes-organism",)),
+    _shapes_organism(
+        "shapes-seed1", 1, "8060eb72b6781c2610b2eb0f77a1bf4348c95bf4c8b06f8ca01c11885f57ff2d",
+        "The shapes organism trained again with seed 1 (same recipe): a second network for universality and "
+        "seed-robustness checks"),
 )
 
 
