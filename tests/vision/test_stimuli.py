@@ -25,3 +25,21 @@ def test_black_on_white_with_anti_aliased_edges_and_options():
     inv = curves(torch.tensor([0.0]), 0.1, size=48, background=0.0, colour=1.0)
     torch.testing.assert_close(inv, 1 - x[:1])
     assert set(FAMILIES) >= {"curves", "lines"} and FAMILIES["curves"].grid["radius"]
+
+
+def test_angles_gratings_high_low_and_centre_surround():
+    from mechscope.vision.stimuli import angles, centre_surround, gratings, high_low
+
+    a = angles(torch.tensor([0.0, 90.0]), 90.0, size=32)
+    torch.testing.assert_close(torch.rot90(a[:1], 1, dims=(2, 3)), a[1:], atol=2e-4, rtol=0)
+    g = gratings(torch.tensor([0.0]), 4.0, size=64)
+    assert abs(float(g.mean()) - 0.5) < 0.01 and float(g.max()) > 0.99
+    # a 0-degree grating varies along x only: columns constant down the rows
+    assert float((g[0, 0] - g[0, 0, :1]).abs().max()) < 1e-5
+    hl = high_low(torch.tensor([0.0]), 8.0, size=64)[0, 0]
+    # high side (right, +x) changes much more from column to column than the low side
+    right, left = hl[:, 36:].diff(dim=1).abs().mean(), hl[:, :28].diff(dim=1).abs().mean()
+    assert float(right) > 4 * float(left)
+    cs = centre_surround(torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 1.0]]), size=32)
+    assert cs[0, :, 16, 16].tolist() == [1.0, 0.0, 0.0] and cs[0, :, 0, 0].tolist() == [0.0, 0.0, 1.0]
+    assert set(FAMILIES) >= {"angles", "gratings", "high_low"}

@@ -9,6 +9,11 @@ so the same call works at 64 px (the shapes organism) and 224 px (InceptionV1).
   ``radius``; arc length ``length``.  This is the stimulus of the Curve Detectors paper's radial tuning curves.
 * ``lines(orientation)`` — a straight segment through the centre whose **normal** points at ``orientation``
   (so ``lines(θ)`` is the limit of ``curves(θ, r)`` as ``r`` grows).
+* ``angles(orientation, opening)`` — a corner at the centre, its bisector pointing at ``orientation``.
+* ``gratings(orientation, frequency)`` — sine gratings (cycles per image side) varying along ``orientation``.
+* ``high_low(orientation, ratio)`` — a high/low-frequency boundary through the centre, the high-frequency side in
+  the direction ``orientation`` (the High-Low Frequency Detectors paper's stimulus).
+* ``centre_surround(centre, surround)`` — a coloured disc on a coloured background.
 
 Example::
 
@@ -31,7 +36,7 @@ import torch
 
 from mechscope.data import draw
 
-__all__ = ["curves", "lines", "FAMILIES", "Family"]
+__all__ = ["curves", "lines", "angles", "gratings", "high_low", "centre_surround", "FAMILIES", "Family"]
 
 
 def _t(value: torch.Tensor | float) -> torch.Tensor:
@@ -76,6 +81,66 @@ def lines(orientation: torch.Tensor | float, *, size: int = 64, length: float = 
     return _compose(draw.stroke(d, torch.full_like(o, max(1.0, width * size))), background, colour)
 
 
+def angles(orientation: torch.Tensor | float, opening: torch.Tensor | float, *, size: int = 64,
+           length: float = 0.3, width: float = 0.035, background: float = 1.0, colour: float = 0.0) -> torch.Tensor:
+    """Two strokes from the centre (a corner), bisector pointing at ``orientation`` degrees, ``opening``
+    degrees apart, each ``length`` of the side long; ``[N, 3, S, S]``."""
+    o, op = torch.broadcast_tensors(torch.deg2rad(_t(orientation)), torch.deg2rad(_t(opening)))
+    px, py = draw.pixel_grid(size)
+    c = torch.full_like(o, size / 2)
+    arms = [draw.segment_distance(px, py, c, c, c + length * size * torch.cos(a), c - length * size * torch.sin(a))
+            for a in (o - op / 2, o + op / 2)]
+    return _compose(draw.stroke(torch.minimum(*arms), torch.full_like(o, max(1.0, width * size))), background, colour)
+
+
+def _wave(proj: torch.Tensor, frequency: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    return torch.sin(2 * math.pi * frequency.view(-1, 1, 1) * proj + phase.view(-1, 1, 1))
+
+
+def _projection(orientation: torch.Tensor, size: int) -> torch.Tensor:
+    """Signed distance from the centre along direction ``orientation`` (radians), in image sides ``[N, S, S]``."""
+    px, py = draw.pixel_grid(size)
+    o = orientation.view(-1, 1, 1)
+    return ((px - size / 2) * torch.cos(o) - (py - size / 2) * torch.sin(o)) / size
+
+
+def gratings(orientation: torch.Tensor | float, frequency: torch.Tensor | float, *, size: int = 64,
+             phase: torch.Tensor | float = 0.0, contrast: float = 1.0) -> torch.Tensor:
+    """Sine gratings varying along ``orientation`` degrees, ``frequency`` cycles per image side, grey mean 0.5,
+    amplitude ``contrast / 2``; ``[N, 3, S, S]``."""
+    o, f, ph = torch.broadcast_tensors(torch.deg2rad(_t(orientation)), _t(frequency), torch.deg2rad(_t(phase)))
+    img = 0.5 + 0.5 * contrast * _wave(_projection(o, size), f, ph)
+    return img[:, None].expand(-1, 3, -1, -1).clamp(0, 1).contiguous()
+
+
+def high_low(orientation: torch.Tensor | float, ratio: torch.Tensor | float = 8.0, *, size: int = 64,
+             low_frequency: float = 1.5, contrast: float = 0.8) -> torch.Tensor:
+    """High-low frequency boundaries through the centre: a grating of ``low_frequency * ratio`` cycles per side
+    on the half-plane ``orientation`` degrees points into, one of ``low_frequency`` cycles on the other (both
+    varying along the boundary's normal, same mean and contrast); ``[N, 3, S, S]``."""
+    o, r = torch.broadcast_tensors(torch.deg2rad(_t(orientation)), _t(ratio))
+    proj = _projection(o, size)
+    zero = torch.zeros_like(o)
+    high = _wave(proj, low_frequency * r, zero)
+    low = _wave(proj, torch.full_like(o, low_frequency), zero)
+    side = draw.fill(-proj * size)  # 1 on the side the orientation points into, anti-aliased
+    img = 0.5 + 0.5 * contrast * (side * high + (1 - side) * low)
+    return img[:, None].expand(-1, 3, -1, -1).clamp(0, 1).contiguous()
+
+
+def centre_surround(centre: torch.Tensor, surround: torch.Tensor, *, size: int = 64,
+                    radius: float = 0.15) -> torch.Tensor:
+    """A disc of RGB colour ``centre [N, 3]`` on a background of ``surround [N, 3]`` (anti-aliased edge,
+    ``radius`` of the side); ``[N, 3, S, S]``."""
+    centre, surround = torch.as_tensor(centre, dtype=torch.float32), torch.as_tensor(surround, dtype=torch.float32)
+    centre, surround = torch.broadcast_tensors(centre.reshape(-1, 3), surround.reshape(-1, 3))
+    px, py = draw.pixel_grid(size)
+    c = torch.full((len(centre),), size / 2)
+    alpha = draw.fill(draw.circle_sdf(px, py, c, c, torch.full_like(c, radius * size)))
+    img = surround[:, :, None, None].expand(-1, -1, size, size)
+    return draw.paint(img, alpha, centre).clamp(0, 1).contiguous()
+
+
 @dataclass(frozen=True)
 class Family:
     """A stimulus family: its function and default grid (name -> values)."""
@@ -89,4 +154,10 @@ FAMILIES: dict[str, Family] = {
     "curves": Family("curves", curves, {"orientation": tuple(float(a) for a in range(0, 360, 5)),
                                         "radius": (0.08, 0.12, 0.18, 0.27, 0.4)}),
     "lines": Family("lines", lines, {"orientation": tuple(float(a) for a in range(0, 180, 5))}),
+    "angles": Family("angles", angles, {"orientation": tuple(float(a) for a in range(0, 360, 10)),
+                                        "opening": (45.0, 60.0, 90.0, 120.0, 150.0)}),
+    "gratings": Family("gratings", gratings, {"orientation": tuple(float(a) for a in range(0, 180, 10)),
+                                              "frequency": (2.0, 4.0, 8.0, 16.0)}),
+    "high_low": Family("high_low", high_low, {"orientation": tuple(float(a) for a in range(0, 360, 10)),
+                                              "ratio": (4.0, 8.0, 12.0)}),
 }
