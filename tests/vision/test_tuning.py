@@ -55,3 +55,17 @@ def test_a_line_template_is_two_sided_and_not_a_curve_detector():
                              background=0.0, colour=1.0, progress=False)
     assert float(tc.opposite[0]) < 0.5 < float(tc.opposite[1])
     assert 1 not in curve_detectors(tc, min_preference=0.0).units
+
+
+def test_orientation_by_curvature_map():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    tc = radial_tuning_curve(_template_net(), "1", n_orientations=36, radii=(0.1, 0.18, 0.3), size=32,
+                             background=0.0, colour=1.0, progress=False)
+    assert tc.by_radius.shape == (2, 3, 36) and tc.radii == (0.1, 0.18, 0.3)
+    torch.testing.assert_close(tc.by_radius.max(1).values, tc.responses)
+    # the template was drawn at radius 0.18: that row holds channel 0's peak
+    assert int(tc.by_radius[0].max(1).values.argmax()) == 1
+    ax = tc.plot_curvature(0)
+    assert len(ax.get_yticklabels()) == 4

@@ -45,7 +45,8 @@ DEFAULT_RADII = (0.08, 0.12, 0.18, 0.27, 0.4)
 class RadialTuning:
     """Responses ``[C, O]`` of ``channels`` to curves at ``orientations`` (degrees ``[O]``), max over radius;
     ``best_radius [C, O]`` the radius achieving it; ``lines [C, O]`` the responses to straight lines at the
-    same orientations (normal direction); ``position`` the ``(x, y)`` read."""
+    same orientations (normal direction); ``position`` the ``(x, y)`` read; ``by_radius [C, R, O]`` the
+    responses at each of ``radii`` (the orientation x curvature map; ``plot_curvature`` draws it)."""
 
     layer: str
     channels: list[int]
@@ -54,6 +55,8 @@ class RadialTuning:
     best_radius: torch.Tensor
     lines: torch.Tensor
     position: tuple[int, int]
+    by_radius: torch.Tensor | None = None
+    radii: tuple[float, ...] = ()
 
     @property
     def preferred(self) -> torch.Tensor:
@@ -101,6 +104,25 @@ class RadialTuning:
         z = torch.polar(torch.ones_like(self.orientations), torch.deg2rad(self.orientations))
         total = r.sum(1).clamp_min(1e-12)
         return ((r.to(torch.complex64) * z).sum(1).abs() / total).float()
+
+    def plot_curvature(self, channel: int, ax=None):
+        """Heatmap of one channel's response over orientation (x) and curvature = 1 / radius (y, straight
+        lines at the bottom row); returns the axes."""
+        import matplotlib.pyplot as plt
+
+        i = self.channels.index(channel)
+        if self.by_radius is None:
+            raise MechscopeError("this RadialTuning keeps no per-radius responses")
+        order = sorted(range(len(self.radii)), key=lambda r: -self.radii[r])  # large radius (flat) first
+        rows = torch.cat([self.lines[i][None], self.by_radius[i][order]])
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 2.4))
+        ax.imshow(rows.numpy(), aspect="auto", origin="lower", cmap="magma",
+                  extent=(0, 360, -0.5, len(order) + 0.5))
+        ax.set_yticks(range(len(order) + 1), ["line"] + [f"1/{self.radii[r]:.2g}" for r in order])
+        ax.set_xlabel("orientation (deg)")
+        ax.set_title(f"{self.layer}:{channel}", fontsize=9)
+        return ax
 
     def plot(self, channel: int, ax=None):
         """Polar plot of one channel's curve (and line) tuning; returns the axes."""
@@ -189,7 +211,8 @@ def radial_tuning_curve(model: nn.Module, layer: str, channels: Sequence[int] | 
     best, which = at.max(0)
     radius = torch.tensor(list(radii), dtype=torch.float32)[which]
     return RadialTuning(layer_name, chans, orientations, best.T.contiguous(), radius.T.contiguous(),
-                        line_maps[:, chans, x, y].T.contiguous(), (x, y))
+                        line_maps[:, chans, x, y].T.contiguous(), (x, y), at.permute(2, 0, 1).contiguous(),
+                        tuple(float(r) for r in radii))
 
 
 @dataclass(frozen=True)
