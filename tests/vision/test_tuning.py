@@ -69,3 +69,31 @@ def test_orientation_by_curvature_map():
     assert int(tc.by_radius[0].max(1).values.argmax()) == 1
     ax = tc.plot_curvature(0)
     assert len(ax.get_yticklabels()) == 4
+
+
+def test_rotate_images_quarter_turns_are_exact_and_counter_clockwise():
+    from mechscope.vision.tuning import rotate_images
+
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(rotate_images(x, 90.0), torch.rot90(x, 1, dims=(2, 3)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(rotate_images(x, 360.0), x, atol=1e-5, rtol=0)
+    corner = rotate_images(torch.zeros(1, 1, 16, 16), 45.0, fill=0.5)
+    assert float(corner[0, 0, 0, 0]) == pytest.approx(0.5) and float(corner[0, 0, 8, 8]) == 0.0
+
+
+def test_rotated_examples_reveal_a_rotation_family():
+    """Four channels whose kernels are quarter turns of one curve template: rotating the images by 90 deg moves
+    the response from channel k to channel k + 1."""
+    from mechscope.vision.tuning import rotated_tuning
+
+    base = 1 - curves(torch.tensor([90.0]), 0.18, size=32)[0]
+    net = nn.Sequential(nn.Conv2d(3, 4, 32, bias=False), nn.ReLU()).eval()
+    with torch.no_grad():
+        for k in range(4):
+            net[0].weight[k] = torch.rot90(base, k, dims=(1, 2))
+    images = 1 - curves(torch.tensor([90.0, 95.0]), 0.18, size=32)      # white curves on black
+    rt = rotated_tuning(net, "1", images, angles=[0.0, 90.0, 180.0, 270.0], progress=False)
+    assert rt.responses.shape == (4, 4) and rt.position == (0, 0)
+    peaks = rt.responses.argmax(1).tolist()         # channel k peaks at rotation 90 k
+    assert peaks == [0, 1, 2, 3]
+    torch.testing.assert_close(rt.responses[1, 1], rt.responses[0, 0], rtol=1e-4, atol=1e-4)

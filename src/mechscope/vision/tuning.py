@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -283,3 +284,76 @@ def curve_detector_census(model: nn.Module, layers: Sequence[str], *, size: int 
                                                 strict=True)],
         }
     return out
+
+
+def rotate_images(images: torch.Tensor, degrees: float, fill: float = 0.5) -> torch.Tensor:
+    """``images [N, C, H, W]`` rotated counter-clockwise (y up) by ``degrees`` about their centre, bilinear,
+    uncovered corners set to ``fill``.  Multiples of 90° on square images are exact permutations."""
+    theta = math.radians(degrees)
+    c, s = math.cos(theta), math.sin(theta)
+    n, _, h, w = images.shape
+    # output pixel (x, y) samples the input at R(-theta) (x, y), in normalised coordinates (y down on screen)
+    mat = torch.tensor([[c, -s * h / w, 0.0], [s * w / h, c, 0.0]], dtype=images.dtype, device=images.device)
+    grid = F.affine_grid(mat.expand(n, -1, -1), list(images.shape), align_corners=False)
+    ones = torch.ones_like(images[:, :1])
+    out = F.grid_sample(torch.cat([images, ones], 1), grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    inside = out[:, -1:]
+    return out[:, :-1] + fill * (1 - inside)
+
+
+@dataclass(frozen=True)
+class RotationTuning:
+    """Mean responses ``[C, A]`` of ``channels`` of ``layer`` to a set of images rotated by ``angles``
+    (degrees ``[A]``), read at ``position``."""
+
+    layer: str
+    channels: list[int]
+    angles: torch.Tensor
+    responses: torch.Tensor
+    position: tuple[int, int]
+
+    def plot(self, ax=None):
+        """Every channel's response against rotation; returns the axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 2.6))
+        for i, c in enumerate(self.channels):
+            ax.plot(self.angles.numpy(), self.responses[i].numpy(), label=f"{self.layer}:{c}", lw=1)
+        ax.set_xlabel("rotation (deg)")
+        ax.set_ylabel("response")
+        if len(self.channels) <= 12:
+            ax.legend(fontsize=6, ncol=2)
+        return ax
+
+
+@torch.no_grad()
+def rotated_tuning(model: nn.Module, layer: str, images: torch.Tensor, channels: Sequence[int] | None = None, *,
+                   angles: int | Sequence[float] = 360, position: str | tuple[int, int] = "centre",
+                   batch_size: int = 256, fill: float = 0.5, progress: bool = True) -> RotationTuning:
+    """The Curve Detectors paper's rotated dataset examples: rotate ``images [N, 3, H, W]`` (e.g. one unit's top
+    examples, centred on its receptive field) by each of ``angles`` (a count evenly over 360°, default 1° steps,
+    or explicit degrees) and record the mean response of ``channels`` (default all) of ``layer`` at
+    ``position`` (``"centre"``, ``"max"`` or ``(x, y)``, chosen on the unrotated images).  A rotation family
+    shows as curves that are shifted copies of each other."""
+    layer_name = parse(layer).layer
+    validate(model, layer_name)
+    grid = (torch.arange(angles, dtype=torch.float32) * (360.0 / angles) if isinstance(angles, int)
+            else torch.tensor([float(a) for a in angles]))
+    was_training = model.training
+    model.eval()
+    try:
+        first = _read(model, layer_name, images, batch_size)
+        chans = list(range(first.shape[1])) if channels is None else list(channels)
+        bad = [c for c in chans if not 0 <= c < first.shape[1]]
+        if bad:
+            raise MechscopeError(f"channels {bad} out of range: {layer_name} has {first.shape[1]} channels")
+        x, y = _position(first[:, chans], position)
+        rows = []
+        for a in tqdm(grid.tolist(), desc=f"rotations {layer_name}", disable=not progress):
+            maps = _read(model, layer_name, rotate_images(images, a, fill), batch_size)
+            rows.append(maps[:, chans, x, y].mean(0))
+    finally:
+        model.train(was_training)
+    return RotationTuning(layer_name, chans, grid, torch.stack(rows, 1), (x, y))
