@@ -1,0 +1,461 @@
+"""Weights between units: kernels, expanded weights, one-sided NMF to RGB, weight banding, heatmaps.
+
+The Circuits thread reads a network's weights directly ("Visualizing Weights", "Weight Banding").  This module
+gives those readings as pure functions over any conv model whose layers are named through ``mechscope.units``.
+
+- ``kernel_between(model, "conv2d1:3", "conv2d2_pre_relu:5")`` — the ``[kh, kw]`` kernel of the convolution that
+  connects an input channel to an output unit of *adjacent* layers; ``unit_weights`` gives all input channels
+  ``[C_in, kh, kw]``.  The target layer's module must be an ``nn.Conv2d``; a post-ReLU name whose
+  ``<name>_pre_relu`` is one (``conv2d2``) reads that convolution (a ReLU does not change the kernel).
+- ``expanded_weights(model, "mixed3a", "mixed3b:100", 64)`` — the weights between *non-adjacent* layers or
+  through bottlenecks, by a **linearized model**: the model runs with ReLU → identity and max-pool → average pool
+  over the same windows (``count_include_pad=False``; ``-inf`` padding of TF "SAME" pools counts as 0), which a
+  ``TorchFunctionMode`` applies to modules and functional calls alike.  The expanded weight from every channel of
+  layer A to one unit of layer B (its channel at the central position unless a position is given) is the gradient
+  of that unit with respect to A's activation, ``[C_A, h, w]``, cropped to the bounding box of its non-zero
+  entries.  Being a gradient, it ignores biases.  A's activation is replaced by a zero leaf tensor (a forward hook
+  on A's module) and B read with ``capture``'s early exit.  Other non-linearities (LRN, sigmoid…) are linearized
+  at that zero point.  For adjacent conv layers this is the kernel itself; for two linear convolutions it is their
+  composition (tests check both against explicit products).  Choose ``input_size`` large enough that B's central
+  unit sees no border, or the support is clipped.
+- ``nmf_rgb(weights, n=3)`` — one-sided NMF: the positive and negative parts of a unit's input weights are
+  stacked along channels (``[relu(W); relu(-W)]``, ``2*C_in`` non-negative features per spatial position), and
+  scikit-learn's NMF finds ``n`` factors; each factor's spatial map becomes one colour channel.  ``nmf_factors``
+  does the same over a family of units with shared factors (e.g. 2 factors for high-low frequency detectors).
+- ``banding(weights)`` — horizontal vs vertical structure of kernels (see its docstring for the definition).
+- ``kernel_heatmap(kernel, ax)`` — diverging blue/red (``RdBu_r``, symmetric limits) heatmap of one kernel or
+  a row of kernels.
+
+Example::
+
+    >>> import torch
+    >>> from torch import nn
+    >>> torch.manual_seed(0) and None
+    >>> net = nn.Sequential(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.ReLU(),
+    ...                     nn.Conv2d(4, 2, 3, padding=1, bias=False))
+    >>> torch.equal(kernel_between(net, "2:1", "3:0"), net[3].weight[0, 1].detach())
+    True
+    >>> expanded_weights(net, "0", "3:1", 16).shape      # 3x3 after 3x3: a 5x5 support over 3 channels
+    torch.Size([3, 5, 5])
+    >>> torch.allclose(expanded_weights(net, "2", "3:1", 16), net[3].weight[1])
+    True
+    >>> nmf_rgb(torch.randn(8, 5, 5)).image.shape
+    torch.Size([3, 5, 5])
+    >>> rows = torch.arange(5.0)[:, None].expand(5, 5)   # constant along each row: horizontal bands
+    >>> round(banding(rows).score, 3)
+    1.0
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from mechscope.capture import capture
+from mechscope.errors import MechscopeError
+from mechscope.units import Unit, layer_table, layer_width, module_path, validate
+
+# ---- kernels between adjacent layers -------------------------------------------------------------------------
+
+
+def _conv_of(model: nn.Module, layer: str) -> nn.Conv2d:
+    """The ``nn.Conv2d`` whose output is ``layer`` (or, for a post-ReLU name, its declared ``*_pre_relu``)."""
+    module = model.get_submodule(module_path(model, layer))
+    if isinstance(module, nn.Conv2d):
+        return module
+    pre = f"{layer}_pre_relu"
+    if pre in layer_table(model):
+        inner = model.get_submodule(module_path(model, pre))
+        if isinstance(inner, nn.Conv2d):
+            return inner
+    raise MechscopeError(
+        f"layer {layer!r} is the output of a {type(module).__name__} ({module_path(model, layer)!r}), not an "
+        "nn.Conv2d, so it has no kernel; name a convolution's output (e.g. a '*_pre_relu' layer), or use "
+        "expanded_weights for layers that are not adjacent"
+    )
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Every module in eval mode for the duration; each module's own flag restored afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _check_adjacent(model: nn.Module, layer_in: str, conv: nn.Conv2d, layer_out: str,
+                    input_shape: tuple[int, ...]) -> None:
+    """Run ``model`` on the meta device and check that ``conv`` reads exactly ``layer_in``'s output."""
+    import copy
+
+    shadow = copy.deepcopy(model).to("meta")
+    path_in = module_path(model, layer_in)
+    conv_path = next(p for p, m in model.named_modules() if m is conv)
+    seen: dict[str, Any] = {}
+    h1 = shadow.get_submodule(path_in).register_forward_hook(lambda _m, _i, out: seen.setdefault("out", out))
+    h2 = shadow.get_submodule(conv_path).register_forward_pre_hook(lambda _m, inp: seen.setdefault("in", inp[0]))
+    try:
+        with torch.no_grad():
+            capture(shadow, torch.empty(1, *input_shape, device="meta", dtype=_where(model)["dtype"]),
+                    [layer_out, layer_in])
+    finally:
+        h1.remove()
+        h2.remove()
+    if seen.get("in") is None or seen.get("in") is not seen.get("out"):
+        raise MechscopeError(
+            f"layer {layer_in!r} is not the input of the convolution behind {layer_out!r}; "
+            "use expanded_weights for layers that are not adjacent"
+        )
+
+
+def unit_weights(model: nn.Module, from_layer: str, to_unit: str | Unit,
+                 input_size: int | Sequence[int] | None = None) -> torch.Tensor:
+    """The weights from every channel of ``from_layer`` into the unit ``to_unit`` of the adjacent conv layer.
+
+    Args:
+        model: any ``nn.Module``; layers named by its ``layer_table`` or by module path.
+        from_layer: the layer the convolution reads (e.g. ``"mixed3a_3x3_bottleneck"``).
+        to_unit: ``"layer:channel"`` whose module is an ``nn.Conv2d`` (e.g. ``"mixed3a_3x3_pre_relu:5"``).
+        input_size: optional model input ``H`` / ``(H, W)`` / ``(C, H, W)`` (``C`` defaults to 3): when given,
+            the model runs on the meta device to check that the convolution reads exactly ``from_layer``'s
+            output; otherwise only the channel counts are checked.
+
+    Returns:
+        ``[C_in, kh, kw]`` (a detached copy of the kernel slice; zeros for input channels outside the unit's group).
+    """
+    unit = validate(model, to_unit)
+    if not isinstance(unit, Unit):
+        raise MechscopeError(f"expected a unit such as 'conv2d2_pre_relu:5' as the target, got {str(unit)!r}")
+    source = validate(model, from_layer).layer
+    conv = _conv_of(model, unit.layer)
+    width = layer_width(model, source)
+    if width is not None and width != conv.in_channels:
+        raise MechscopeError(
+            f"layer {source!r} has {width} channels but the convolution behind {unit.layer!r} reads "
+            f"{conv.in_channels}: they are not adjacent; use expanded_weights"
+        )
+    if input_size is not None:
+        _check_adjacent(model, source, conv, unit.layer, _input_shape(input_size))
+    w = conv.weight.detach()[unit.channel]  # [C_in / groups, kh, kw]
+    if conv.groups == 1:
+        return w.clone()
+    per_in, per_out = conv.in_channels // conv.groups, conv.out_channels // conv.groups
+    g = unit.channel // per_out
+    full = w.new_zeros(conv.in_channels, *w.shape[1:])
+    full[g * per_in:(g + 1) * per_in] = w
+    return full
+
+
+def kernel_between(model: nn.Module, from_unit: str | Unit, to_unit: str | Unit,
+                   input_size: int | Sequence[int] | None = None) -> torch.Tensor:
+    """The ``[kh, kw]`` kernel connecting channel ``from_unit`` to ``to_unit`` of the adjacent conv layer.
+
+    ``kernel_between(model, "mixed3a_3x3_bottleneck:12", "mixed3a_3x3_pre_relu:5")``; see ``unit_weights``.
+    """
+    src = validate(model, from_unit)
+    if not isinstance(src, Unit):
+        raise MechscopeError(f"expected a unit such as 'conv2d1:12' as the source, got {str(src)!r}")
+    return unit_weights(model, src.layer, to_unit, input_size)[src.channel]
+
+
+# ---- expanded weights through a linearized model --------------------------------------------------------------
+
+_IDENTITY: set[Callable] = {F.relu, F.relu6, torch.relu, torch.Tensor.relu, torch.relu_, torch.Tensor.relu_}
+if hasattr(F, "relu_"):
+    _IDENTITY.add(F.relu_)
+
+
+def _avg_stand_in(bound: dict[str, Any]) -> torch.Tensor:
+    """``avg_pool2d`` over the windows of the max-pool described by ``bound``."""
+    x = bound["input"]
+    dilation = bound.get("dilation", 1)
+    if dilation not in (1, (1, 1), [1, 1]):
+        raise MechscopeError("the linearized model cannot stand in for a dilated max-pool (dilation != 1)")
+    stride = bound.get("stride")
+    x = torch.where(torch.isfinite(x), x, torch.zeros_like(x))  # -inf padding of TF "SAME" pools
+    return F.avg_pool2d(x, bound["kernel_size"], stride if stride not in (None, [], ()) else None,
+                        bound.get("padding", 0), bound.get("ceil_mode", False), count_include_pad=False)
+
+
+class Linearized(TorchFunctionMode):
+    """Within this mode ReLU is the identity and max-pool an average pool over the same windows.
+
+    Covers ``nn.ReLU`` / ``nn.MaxPool2d`` modules and functional calls (``F.relu``, ``torch.relu``,
+    ``x.relu()``, ``F.max_pool2d``, ``F.adaptive_max_pool2d``); everything else runs unchanged.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = dict(kwargs or {})
+        if func in _IDENTITY:
+            return args[0] if args else kwargs["input"]
+        if func is F.max_pool2d:
+            names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+            bound = {**dict(zip(names, args)), **kwargs}
+            if bound.get("return_indices"):
+                raise MechscopeError("the linearized model cannot stand in for a max-pool that returns indices")
+            return _avg_stand_in(bound)
+        if func is F.adaptive_max_pool2d:
+            names = ("input", "output_size", "return_indices")
+            bound = {**dict(zip(names, args)), **kwargs}
+            return F.adaptive_avg_pool2d(bound["input"], bound["output_size"])
+        return func(*args, **kwargs)
+
+
+def _input_shape(input_size: int | Sequence[int]) -> tuple[int, int, int]:
+    size = (input_size,) * 2 if isinstance(input_size, int) else tuple(int(s) for s in input_size)
+    if len(size) == 2:
+        size = (3, *size)
+    if len(size) != 3 or min(size) < 1:
+        raise MechscopeError(f"input_size must be H, (H, W) or (C, H, W) of positive ints, not {input_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def _where(model: nn.Module) -> dict[str, Any]:
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.is_floating_point():
+            return {"device": t.device, "dtype": t.dtype}
+    return {"device": torch.device("cpu"), "dtype": torch.float32}
+
+
+def expanded_weights(model: nn.Module, layer_a: str, unit_b: str | Unit, input_size: int | Sequence[int],
+                     *, crop: bool = True) -> torch.Tensor:
+    """Expanded weights from every channel of ``layer_a`` to the unit ``unit_b``, through the linearized model.
+
+    Args:
+        model: any image model ``[batch, C, H, W] -> ...``; layers named as for ``capture``.
+        layer_a: the earlier layer (``"mixed3a"``; a unit name uses its layer).
+        unit_b: ``"layer:channel"`` or ``"layer:channel@x,y"`` (default position: the centre of the map).
+        input_size: model input ``H``, ``(H, W)`` or ``(C, H, W)`` (``C`` defaults to 3).
+        crop: crop to the bounding box of the non-zero weights (default); ``False`` keeps A's whole map.
+
+    Returns:
+        ``[C_A, h, w]``: the gradient of the unit with respect to A's activation in the linearized model
+        (bias-free), cropped to its support.
+    """
+    a_layer = validate(model, layer_a).layer
+    unit = validate(model, unit_b)
+    if not isinstance(unit, Unit):
+        raise MechscopeError(f"expected a unit such as 'mixed3b:5' as the target, got {str(unit)!r}")
+    where = _where(model)
+    x = torch.zeros(1, *_input_shape(input_size), **where)
+    a_module = model.get_submodule(module_path(model, a_layer))
+    leaf: dict[str, torch.Tensor] = {}
+
+    def replace(_m: nn.Module, _inputs: Any, output: Any) -> torch.Tensor | None:
+        if "a" in leaf:  # a module called again: only its first output is layer A
+            return None
+        if not isinstance(output, torch.Tensor):
+            raise MechscopeError(f"layer {a_layer!r} returned {type(output).__name__}, not a tensor")
+        leaf["a"] = torch.zeros_like(output).requires_grad_(True)
+        return leaf["a"]
+
+    handle = a_module.register_forward_hook(replace)
+    try:
+        with _eval_mode(model), torch.enable_grad(), Linearized():
+            b = capture(model, x, [unit.layer])[unit.layer]
+    finally:
+        handle.remove()
+    if "a" not in leaf:
+        raise MechscopeError(f"layer {a_layer!r} does not run before {unit.layer!r} in the forward pass")
+    if b.dim() != 4:
+        raise MechscopeError(f"layer {unit.layer!r} has shape {tuple(b.shape)}; expanded weights need a "
+                             "[batch, C, x, y] map")
+    px, py = unit.position if unit.position is not None else (b.shape[2] // 2, b.shape[3] // 2)
+    if not (0 <= px < b.shape[2] and 0 <= py < b.shape[3]):
+        raise MechscopeError(f"position ({px}, {py}) is outside layer {unit.layer!r}'s "
+                             f"{b.shape[2]}x{b.shape[3]} map at input size {input_size}")
+    (grad,) = torch.autograd.grad(b[0, unit.channel, px, py], leaf["a"], allow_unused=True)
+    if grad is None or leaf["a"].dim() != 4:
+        raise MechscopeError(f"{unit} does not depend on layer {a_layer!r} (its output is not used on the way "
+                             f"to {unit.layer!r}); name a layer on the path, e.g. the post-ReLU layer")
+    g = grad[0].detach()
+    if not crop:
+        return g
+    nz = g.abs().amax(0) > 0
+    if not nz.any():
+        return g[:, :0, :0]
+    rows, cols = nz.any(1).nonzero()[:, 0], nz.any(0).nonzero()[:, 0]
+    return g[:, int(rows[0]): int(rows[-1]) + 1, int(cols[0]): int(cols[-1]) + 1].clone()
+
+
+# ---- one-sided NMF ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NMFResult:
+    """One-sided NMF of input weights.
+
+    ``factors``: spatial maps ``[n, kh, kw]`` (``[units, n, kh, kw]`` for a family); ``components``:
+    ``[n, 2*C_in]``, each factor's loading on the positive (first ``C_in``) and negative (last ``C_in``) parts of
+    the input channels; ``image``: the first three factors as RGB in ``[0, 1]`` (``[3, kh, kw]`` or
+    ``[units, 3, kh, kw]``; zero channels where ``n < 3``; all factors share one scale); ``error``: sklearn's
+    reconstruction error (Frobenius).
+    """
+
+    factors: torch.Tensor
+    components: torch.Tensor
+    image: torch.Tensor
+    error: float
+
+    def enlarged(self, scale: int = 16) -> torch.Tensor:
+        """``image`` with each weight a ``scale x scale`` block (nearest neighbour), for display."""
+        img = self.image if self.image.dim() == 4 else self.image[None]
+        return img.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+
+    def _repr_png_(self) -> bytes:
+        from mechscope.images import png_bytes
+
+        return png_bytes(self.enlarged())
+
+    def save(self, path: str | os.PathLike, scale: int = 16) -> Path:
+        """Save the RGB picture (a grid for a family) as a PNG, atomically."""
+        from mechscope.images import save_png
+
+        return save_png(self.enlarged(scale), path)
+
+
+def _one_sided(w: torch.Tensor) -> torch.Tensor:
+    """``[C_in, kh, kw]`` -> ``[kh*kw, 2*C_in]``: positions as samples, positive/negative parts as features."""
+    if w.dim() != 3:
+        raise MechscopeError(f"weights must be [C_in, kh, kw], got shape {tuple(w.shape)}")
+    w = w.detach().double().cpu()
+    return torch.cat([w.clamp(min=0), (-w).clamp(min=0)]).flatten(1).T
+
+
+def _nmf(x: torch.Tensor, n: int, max_iter: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    from sklearn.decomposition import NMF
+
+    if n < 1:
+        raise MechscopeError(f"n must be a positive number of factors, not {n}")
+    model = NMF(n_components=n, init="nndsvda", max_iter=max_iter, random_state=0)
+    spatial = model.fit_transform(x.numpy())
+    return torch.from_numpy(spatial), torch.from_numpy(model.components_), float(model.reconstruction_err_)
+
+
+def _rgb(factors: torch.Tensor) -> torch.Tensor:
+    """``[..., n, kh, kw]`` -> ``[..., 3, kh, kw]`` in [0, 1] (one shared scale)."""
+    top = factors.max()
+    img = factors / top if top > 0 else factors
+    n = img.shape[-3]
+    if n >= 3:
+        return img[..., :3, :, :].float()
+    pad = img.new_zeros(*img.shape[:-3], 3 - n, *img.shape[-2:])
+    return torch.cat([img, pad], dim=-3).float()
+
+
+def nmf_rgb(weights: torch.Tensor, n: int = 3, max_iter: int = 1000) -> NMFResult:
+    """One-sided NMF of one unit's input weights ``[C_in, kh, kw]`` into ``n`` factors shown as RGB."""
+    kh, kw = weights.shape[-2:]
+    spatial, comps, err = _nmf(_one_sided(weights), n, max_iter)
+    factors = spatial.T.reshape(n, kh, kw).float()
+    return NMFResult(factors, comps.float(), _rgb(factors), err)
+
+
+def nmf_factors(weights_list: Sequence[torch.Tensor], n: int = 2, max_iter: int = 1000) -> NMFResult:
+    """Shared one-sided NMF factors of a family of units, each ``[C_in, kh, kw]`` (all the same shape).
+
+    The units' positions are stacked as samples, so the ``n`` components (``[n, 2*C_in]``) are shared and each
+    unit gets its own spatial maps: ``factors`` ``[units, n, kh, kw]``, ``image`` ``[units, 3, kh, kw]``.
+    """
+    if len(weights_list) == 0:
+        raise MechscopeError("nmf_factors needs at least one unit's weights")
+    shapes = {tuple(w.shape) for w in weights_list}
+    if len(shapes) != 1:
+        raise MechscopeError(f"all weights must have one shape [C_in, kh, kw], got {sorted(shapes)}")
+    kh, kw = weights_list[0].shape[-2:]
+    spatial, comps, err = _nmf(torch.cat([_one_sided(w) for w in weights_list]), n, max_iter)
+    factors = spatial.reshape(len(weights_list), kh * kw, n).transpose(1, 2).reshape(-1, n, kh, kw).float()
+    return NMFResult(factors, comps.float(), _rgb(factors), err)
+
+
+# ---- weight banding ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Banding:
+    """Horizontal vs vertical structure of a set of kernels (see ``banding``)."""
+
+    horizontal: float
+    vertical: float
+
+    @property
+    def score(self) -> float:
+        """``horizontal - vertical`` in ``[-1, 1]``: +1 pure horizontal bands, -1 pure vertical, ~0 neither."""
+        return self.horizontal - self.vertical
+
+
+def banding(weights: torch.Tensor) -> Banding:
+    """Weight banding of kernels ``[kh, kw]``, ``[C, kh, kw]`` or ``[C_out, C_in, kh, kw]``.
+
+    Definition.  For each kernel ``K`` (``kh x kw``, rows = first spatial axis), the total variance is
+    ``var(K)`` over its entries; the *row* variance is the variance of ``K``'s row means broadcast over the
+    kernel (``var(K.mean(1))``), the *column* variance that of its column means.  ``horizontal`` = Σ row variance
+    / Σ total variance over all kernels, ``vertical`` = Σ column variance / Σ total variance: the share of the
+    weights' variance explained by a kernel constant along each row (horizontal bands) or along each column
+    (vertical bands).  Kernels with zero variance contribute nothing.  Random kernels score about
+    ``(kh-1)/(kh*kw-1)`` on each side, so ``score`` ≈ 0 for square ones.
+    """
+    w = weights.detach().double()
+    if w.dim() < 2:
+        raise MechscopeError(f"weights must be [..., kh, kw], got shape {tuple(w.shape)}")
+    k = w.reshape(-1, *w.shape[-2:])
+    total = k.flatten(1).var(1, unbiased=False).sum()
+    if total <= 0:
+        return Banding(0.0, 0.0)
+    rows = k.mean(2).var(1, unbiased=False).sum()
+    cols = k.mean(1).var(1, unbiased=False).sum()
+    return Banding(float(rows / total), float(cols / total))
+
+
+# ---- pictures ----------------------------------------------------------------------------------------------------
+
+
+def kernel_heatmap(kernel: torch.Tensor, ax: Any = None, *, vmax: float | None = None,
+                   title: str | None = None) -> Any:
+    """Diverging blue/red heatmap (``RdBu_r``, limits ``±vmax``, default the largest ``|w|``) of a kernel
+    ``[kh, kw]``, or of ``[C, kh, kw]`` kernels side by side (one-pixel gaps).  Returns the matplotlib axes."""
+    import matplotlib.pyplot as plt
+
+    k = kernel.detach().float().cpu()
+    if k.dim() == 2:
+        k = k[None]
+    if k.dim() != 3:
+        raise MechscopeError(f"kernel must be [kh, kw] or [C, kh, kw], got shape {tuple(kernel.shape)}")
+    c, kh, kw = k.shape
+    grid = torch.full((kh, c * (kw + 1) - 1), float("nan"))
+    for i in range(c):
+        grid[:, i * (kw + 1): i * (kw + 1) + kw] = k[i]
+    top = float(vmax) if vmax is not None else float(k.abs().max()) or 1.0
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(1.5, 0.35 * grid.shape[1]), max(1.5, 0.35 * kh)))
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
+    ax.imshow(grid.numpy(), cmap=cmap, vmin=-top, vmax=top, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def banding_plot(weights: torch.Tensor, ax: Any = None, n: int = 16) -> Any:
+    """The picture of ``banding``: the ``n`` kernels of ``weights`` (``[..., kh, kw]``) with the largest variance,
+    each scaled to its own largest ``|w|``, side by side, titled with the horizontal / vertical shares."""
+    k = weights.detach().float().reshape(-1, *weights.shape[-2:])
+    top = k.flatten(1).var(1, unbiased=False).argsort(descending=True)[:n]
+    chosen = k[top] / k[top].flatten(1).abs().amax(1).clamp(min=1e-12)[:, None, None]
+    b = banding(weights)
+    return kernel_heatmap(chosen, ax, vmax=1.0,
+                          title=f"banding {b.score:+.2f} (horizontal {b.horizontal:.2f}, vertical {b.vertical:.2f})")
