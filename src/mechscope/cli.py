@@ -321,6 +321,29 @@ def demo(
     typer.echo(f"demo took {time.perf_counter() - start:.0f} s")
 
 
+@app.command()
+def reproduce(
+    claims: list[str] = typer.Argument(None, help="Claim names, or 'all' (default)."),
+    out: Path = typer.Option(Path("out/reproduce"), help="Folder for report.md, results.json and figures."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    list_only: bool = typer.Option(False, "--list", help="List the claims and their criteria, run nothing."),
+) -> None:
+    """Check the papers' claims on the bundled models: numbers, figures, pass/fail against stated criteria."""
+    from mechscope.reproduce.claims import run_claims
+    from mechscope.reproduce.registry import get_claims
+
+    chosen = get_claims(list(claims or ["all"]))
+    if list_only:
+        for c in chosen:
+            typer.echo(f"{c.name:<26} {c.statement}\n{'':<26} criterion: {c.criterion}")
+        return
+    rows = run_claims(chosen, out, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        typer.echo(f"{sum(r['passed'] for r in rows)} of {len(rows)} claims pass; wrote {out / 'report.md'}")
+
+
 def main() -> None:
     """Console entry point: a ``MechscopeError`` is one line on stderr and exit status 1, not a traceback."""
     try:
