@@ -9,7 +9,8 @@ from torch import nn  # noqa: E402
 import mechscope  # noqa: E402
 from mechscope.errors import MechscopeError, UnknownNameError  # noqa: E402
 from mechscope.vision.weights import (Linearized, banding, banding_plot, expanded_weights, kernel_between,  # noqa: E402
-                                      kernel_heatmap, nmf_factors, nmf_rgb, unit_weights)
+                                      kernel_heatmap, unit_weights)
+from mechscope.vision.nmf import nmf_factors, nmf_rgb  # noqa: E402
 
 
 def _compose(w2: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
