@@ -21,8 +21,8 @@ def test_report_lists_each_claim_with_numbers_and_failures_as_results(tmp_path):
 
 
 def test_registry_and_unknown_names():
-    assert claim_names() == ["curve-detectors-exist", "seeds-share-early-units"]
-    assert len(get_claims(["all"])) == 2
+    assert claim_names() == ["curve-detectors-exist", "handmade-curve-detector", "seeds-share-early-units"]
+    assert len(get_claims(["all"])) == 3
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 
@@ -42,3 +42,10 @@ def test_universality_claim_reports_per_layer_shares(tmp_path):
 def test_cli_lists_and_runs(tmp_path):
     listed = CliRunner().invoke(app, ["reproduce", "--list"])
     assert listed.exit_code == 0 and "criterion" in listed.output
+
+
+def test_handmade_curve_claim(tmp_path):
+    from mechscope.reproduce import handmade_curve
+
+    result = handmade_curve.check(tmp_path, n_orientations=36, designed=(0.0, 135.0))
+    assert result.numbers["max_orientation_error_deg"] <= 15 and result.numbers["learned_detectors"] > 0
