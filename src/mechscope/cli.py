@@ -344,6 +344,11 @@ def reproduce(
         typer.echo(f"{sum(r['passed'] for r in rows)} of {len(rows)} claims pass; wrote {out / 'report.md'}")
 
 
+from mechscope.cli_analyses import register as _register_analyses  # noqa: E402
+
+_register_analyses(app)
+
+
 def main() -> None:
     """Console entry point: a ``MechscopeError`` is one line on stderr and exit status 1, not a traceback."""
     try:
