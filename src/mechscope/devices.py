@@ -1,8 +1,26 @@
-"""Device and dtype defaults shared by every compute entry point: CUDA when available, else CPU."""
+"""Device, dtype and mode helpers shared by every compute entry point: CUDA when available, else CPU.
+
+Example::
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from mechscope.devices import eval_mode, placement
+    >>> net = nn.Sequential(nn.Dropout(), nn.Linear(2, 2)).train()
+    >>> with eval_mode(net):
+    ...     net[0].training
+    False
+    >>> net[0].training, placement(net)["dtype"]
+    (True, torch.float32)
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import torch
+from torch import nn
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -10,3 +28,24 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Every module in eval mode for the duration; each module's own flag restored afterwards (a model left
+    half in train mode stays so)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def placement(model: nn.Module) -> dict[str, Any]:
+    """``device`` and ``dtype`` of the model's first floating tensor (CPU float32 for a model with none)."""
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.is_floating_point():
+            return {"device": t.device, "dtype": t.dtype}
+    return {"device": torch.device("cpu"), "dtype": torch.float32}

@@ -32,8 +32,6 @@ Positions follow ``units.py``: ``x`` indexes the first spatial axis of ``[batch,
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +39,7 @@ import torch
 from torch import nn
 
 from mechscope.capture import as_map, capture
+from mechscope.devices import eval_mode, placement
 from mechscope.errors import MechscopeError
 from mechscope.units import Layer, Unit, parse, validate
 
@@ -105,25 +104,6 @@ class Attribution:
         return buf.getvalue()
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Every module in eval mode for the duration; each module's own flag restored afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-def _where(model: nn.Module) -> dict[str, Any]:
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.is_floating_point():
-            return {"device": t.device, "dtype": t.dtype}
-    return {"device": torch.device("cpu"), "dtype": torch.float32}
-
-
 def _order_error(model: nn.Module, unit: Unit, source: str, unit_act: torch.Tensor, src: torch.Tensor) -> MechscopeError:
     """Why the unit does not depend on the source layer: the source comes after it, or feeds elsewhere."""
     after = src.requires_grad and torch.autograd.grad(src.sum(), unit_act, allow_unused=True)[0] is not None
@@ -175,8 +155,8 @@ def attribute(model: nn.Module, images: torch.Tensor, unit: str | Unit, source_l
     if images.dim() != 4:
         raise MechscopeError(f"images must be [batch, 3, H, W], got shape {tuple(images.shape)}")
 
-    x = images.detach().to(**_where(model)).requires_grad_(True)
-    with _eval_mode(model), torch.enable_grad():
+    x = images.detach().to(**placement(model)).requires_grad_(True)
+    with eval_mode(model), torch.enable_grad():
         acts = capture(model, x, [parsed.layer, source_layer])
         unit_act = as_map(acts[parsed.layer], parsed.layer, "attribution")
         src = as_map(acts[source_layer], source_layer, "attribution")

@@ -41,7 +41,6 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +50,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from mechscope.capture import as_map, capture
+from mechscope.devices import eval_mode, placement
 from mechscope.errors import MechscopeError
 from mechscope.units import Unit, parse
 
@@ -110,18 +110,6 @@ class _StraightThrough(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-@contextmanager
-def _eval_mode(model: nn.Module):
-    """Put every module in eval mode for the duration; restore each module's own flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 # ---- probing -------------------------------------------------------------------------------------------------
 
 
@@ -132,22 +120,14 @@ def _size2(input_size: int | Sequence[int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _device(model: nn.Module) -> dict[str, Any]:
-    """``device`` and ``dtype`` of the model's first floating tensor (CPU float32 for a model with none)."""
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.is_floating_point():
-            return {"device": t.device, "dtype": t.dtype}
-    return {"device": torch.device("cpu"), "dtype": torch.float32}
-
-
 def _probe(model: nn.Module, layer: str, size: tuple[int, int], positions: list[tuple[int, int]],
            channel: int | None, channels: int, samples: int, seed: int, chunk: int = 32) -> list[torch.Tensor]:
     """For each position, the ``[H, W]`` mask of pixels with a non-zero straight-through gradient."""
-    where = _device(model)
+    where = placement(model)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.rand(samples, channels, *size, generator=gen)
     masks: list[torch.Tensor] = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for start in range(0, len(positions), chunk):
             batch = positions[start:start + chunk]
             x = noise.repeat(len(batch), 1, 1, 1).to(**where).requires_grad_(True)
@@ -272,8 +252,8 @@ def _resolve(layer: str, position: tuple[int, int] | None) -> tuple[str, int | N
 
 
 def _map_shape(model: nn.Module, layer: str, size: tuple[int, int], channels: int) -> tuple[int, int]:
-    with torch.no_grad(), _eval_mode(model):
-        act = as_map(capture(model, torch.zeros(1, channels, *size, **_device(model)), layer)[layer], layer,
+    with torch.no_grad(), eval_mode(model):
+        act = as_map(capture(model, torch.zeros(1, channels, *size, **placement(model)), layer)[layer], layer,
                      "receptive fields")
     return int(act.shape[2]), int(act.shape[3])
 

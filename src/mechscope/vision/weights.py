@@ -43,8 +43,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +53,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from mechscope.capture import capture
+from mechscope.devices import eval_mode, placement
 from mechscope.errors import MechscopeError
 from mechscope.units import Unit, layer_table, layer_width, module_path, validate
 
@@ -77,18 +77,6 @@ def _conv_of(model: nn.Module, layer: str) -> nn.Conv2d:
     )
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Every module in eval mode for the duration; each module's own flag restored afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 def _check_adjacent(model: nn.Module, layer_in: str, conv: nn.Conv2d, layer_out: str,
                     input_shape: tuple[int, ...]) -> None:
     """Run ``model`` on the meta device and check that ``conv`` reads exactly ``layer_in``'s output."""
@@ -102,7 +90,7 @@ def _check_adjacent(model: nn.Module, layer_in: str, conv: nn.Conv2d, layer_out:
     h2 = shadow.get_submodule(conv_path).register_forward_pre_hook(lambda _m, inp: seen.setdefault("in", inp[0]))
     try:
         with torch.no_grad():
-            capture(shadow, torch.empty(1, *input_shape, device="meta", dtype=_where(model)["dtype"]),
+            capture(shadow, torch.empty(1, *input_shape, device="meta", dtype=placement(model)["dtype"]),
                     [layer_out, layer_in])
     finally:
         h1.remove()
@@ -216,13 +204,6 @@ def _input_shape(input_size: int | Sequence[int]) -> tuple[int, int, int]:
     return size  # type: ignore[return-value]
 
 
-def _where(model: nn.Module) -> dict[str, Any]:
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.is_floating_point():
-            return {"device": t.device, "dtype": t.dtype}
-    return {"device": torch.device("cpu"), "dtype": torch.float32}
-
-
 def expanded_weights(model: nn.Module, layer_a: str, unit_b: str | Unit, input_size: int | Sequence[int],
                      *, crop: bool = True) -> torch.Tensor:
     """Expanded weights from every channel of ``layer_a`` to the unit ``unit_b``, through the linearized model.
@@ -242,7 +223,7 @@ def expanded_weights(model: nn.Module, layer_a: str, unit_b: str | Unit, input_s
     unit = validate(model, unit_b)
     if not isinstance(unit, Unit):
         raise MechscopeError(f"expected a unit such as 'mixed3b:5' as the target, got {str(unit)!r}")
-    where = _where(model)
+    where = placement(model)
     x = torch.zeros(1, *_input_shape(input_size), **where)
     a_module = model.get_submodule(module_path(model, a_layer))
     leaf: dict[str, torch.Tensor] = {}
@@ -257,7 +238,7 @@ def expanded_weights(model: nn.Module, layer_a: str, unit_b: str | Unit, input_s
 
     handle = a_module.register_forward_hook(replace)
     try:
-        with _eval_mode(model), torch.enable_grad(), Linearized():
+        with eval_mode(model), torch.enable_grad(), Linearized():
             b = capture(model, x, [unit.layer])[unit.layer]
     finally:
         handle.remove()
