@@ -21,8 +21,9 @@ def test_report_lists_each_claim_with_numbers_and_failures_as_results(tmp_path):
 
 
 def test_registry_and_unknown_names():
-    assert claim_names() == ["curve-detectors-exist", "handmade-curve-detector", "seeds-share-early-units"]
-    assert len(get_claims(["all"])) == 3
+    assert claim_names() == ["curve-detectors-exist", "featvis-many-sigma", "handmade-curve-detector",
+                             "seeds-share-early-units"]
+    assert len(get_claims(["all"])) == 4
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 
@@ -49,3 +50,12 @@ def test_handmade_curve_claim(tmp_path):
 
     result = handmade_curve.check(tmp_path, n_orientations=36, designed=(0.0, 135.0))
     assert result.numbers["max_orientation_error_deg"] <= 15 and result.numbers["learned_detectors"] > 0
+
+
+def test_featvis_sigma_claim_measures_each_unit_against_the_dataset(tmp_path):
+    from mechscope.reproduce import featvis_sigma
+
+    result = featvis_sigma.check(tmp_path, images=256, steps=4)
+    assert 1 <= len(result.numbers["units"]) <= 8 and (tmp_path / result.figures[0]).exists()
+    for row in result.numbers["units"].values():
+        assert set(row) == {"featvis_max", "dataset_max", "sigma"}

@@ -4,16 +4,16 @@ Example::
 
     >>> from mechscope.reproduce.registry import claim_names
     >>> claim_names()
-    ['curve-detectors-exist', 'handmade-curve-detector', 'seeds-share-early-units']
+    ['curve-detectors-exist', 'featvis-many-sigma', 'handmade-curve-detector', 'seeds-share-early-units']
 """
 
 from __future__ import annotations
 
 from mechscope.errors import unknown_name
-from mechscope.reproduce import curve_detectors, handmade_curve, universality
+from mechscope.reproduce import curve_detectors, featvis_sigma, handmade_curve, universality
 from mechscope.reproduce.claims import Claim
 
-CLAIMS: tuple[Claim, ...] = (curve_detectors.CLAIM, handmade_curve.CLAIM, universality.CLAIM)
+CLAIMS: tuple[Claim, ...] = (curve_detectors.CLAIM, featvis_sigma.CLAIM, handmade_curve.CLAIM, universality.CLAIM)
 
 
 def claim_names() -> list[str]:
