@@ -5,20 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 from mechscope.reproduce.claims import Claim, Result
+from mechscope.vision.equivariance import shift_scores
 from mechscope.vision.handmade import curve_circuit
 from mechscope.vision.tuning import curve_detectors, radial_tuning_curve
 from mechscope.zoo.registry import load
 
 DESIGNED = (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0)
 MAX_ERROR, MIN_PREFERENCE, MIN_MATCH = 10.0, 1.5, 0.8
-
-
-def _z(v: torch.Tensor) -> torch.Tensor:
-    v = v - v.mean(-1, keepdim=True)
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def check(out: Path, n_orientations: int = 180, designed: tuple[float, ...] = DESIGNED) -> Result:
@@ -32,9 +27,8 @@ def check(out: Path, n_orientations: int = 180, designed: tuple[float, ...] = DE
     learned = radial_tuning_curve(load("shapes", device="cpu"), "mixed3b", n_orientations=n_orientations,
                                   progress=False)
     found = curve_detectors(learned)
-    rows = _z(learned.responses[[learned.channels.index(u) for u in found.units]])
-    hand = curves[0]
-    best = torch.stack([(rows * _z(torch.roll(hand, s))).sum(-1) for s in range(n_orientations)]).max(0).values
+    rows = learned.responses[[learned.channels.index(u) for u in found.units]]
+    best = shift_scores(curves[0], rows)[0].max(-1).values.float()   # [detectors]: best over circular shifts
     numbers = {"max_orientation_error_deg": max(errors), "min_curve_preference": round(min(preferences), 3),
                "best_match_to_learned": round(float(best.max()), 3),
                "median_match_to_learned": round(float(best.median()), 3),
