@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from mechscope.reproduce.claims import Claim, Result
 from mechscope.vision.equivariance import shift_scores
 from mechscope.vision.handmade import curve_circuit
