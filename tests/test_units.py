@@ -85,3 +85,14 @@ def test_generic_module_widths_from_attributes():
     validate(model, "1:100")
     with pytest.raises(UnknownNameError, match="Closest valid names: 0"):
         validate(model, "00:1")
+
+
+def test_parse_layers_dedups_and_refuses_units_and_empty_lists():
+    from mechscope.units import parse_layers
+
+    assert parse_layers("mixed3b", "scan", "why") == ["mixed3b"]
+    assert parse_layers(["a", "b", "a"], "scan", "why") == ["a", "b"]
+    with pytest.raises(MechscopeError, match="scan needs at least one layer name"):
+        parse_layers([], "scan", "why")
+    with pytest.raises(MechscopeError, match=r"scan takes layer names .* not 'mixed3b:4': it covers"):
+        parse_layers(["mixed3b:4"], "scan", "it covers every channel")

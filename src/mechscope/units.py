@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from torch import nn
@@ -109,6 +110,18 @@ def parse(name: str | Name) -> Name:
         return Head(layer, int(index))
     position = (int(m["x"]), int(m["y"])) if m["x"] is not None else None
     return Unit(layer, int(index), position)
+
+
+def parse_layers(layers: str | Iterable[str], who: str, why: str) -> list[str]:
+    """Whole-layer names for an analysis that covers every channel: one name or many, duplicates dropped in
+    order; an empty list or a unit name is refused, the message saying ``who`` refuses it and ``why``."""
+    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
+    if not names:
+        raise MechscopeError(f"{who} needs at least one layer name")
+    for name in names:
+        if not isinstance(parse(name), Layer):
+            raise MechscopeError(f"{who} takes layer names such as 'mixed3b_pre_relu', not {name!r}: {why}")
+    return names
 
 
 def parse_unit(name: str | Unit) -> Unit:

@@ -55,7 +55,7 @@ from mechscope.artefacts import load_npz, save_npz
 from mechscope.capture import as_map, capture
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError, unknown_name
-from mechscope.units import Layer, parse
+from mechscope.units import parse_layers
 from mechscope.vision.crops import GREY, crops_at  # noqa: F401  (GREY: re-exported)
 
 _FIELDS = ("top_values", "top_index", "top_pos", "bottom_values", "bottom_index", "bottom_pos")
@@ -265,13 +265,7 @@ def dataset_examples(
     Returns:
         ``ExamplesState``; ``state[layer].top_index [C, k]`` etc.  See the module docstring for the ranking.
     """
-    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
-    if not names:
-        raise MechscopeError("dataset_examples needs at least one layer name")
-    for name in names:
-        if not isinstance(parse(name), Layer):
-            raise MechscopeError(f"dataset_examples takes layer names such as 'mixed4a', not {name!r}; "
-                                 "index the result by channel")
+    names = parse_layers(layers, "dataset_examples", "index the result by channel")
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise MechscopeError(f"k must be a positive int, got {k!r}")
     if not isinstance(every, int) or every < 1:

@@ -52,7 +52,7 @@ from mechscope.artefacts import load_npz, save_npz
 from mechscope.capture import as_map, capture
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError
-from mechscope.units import Layer, parse
+from mechscope.units import parse_layers
 from mechscope.vision.examples import _update as _update_examples
 from mechscope.vision.examples import (
     ExamplesState,
@@ -173,14 +173,7 @@ def load_scan_state(path: str | os.PathLike) -> ScanState:
 
 
 def _names(layers: str | Iterable[str]) -> list[str]:
-    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
-    if not names:
-        raise MechscopeError("scan needs at least one layer name")
-    for name in names:
-        if not isinstance(parse(name), Layer):
-            raise MechscopeError(f"scan takes layer names such as 'mixed4a_pre_relu', not {name!r}: it covers every "
-                                 "channel of a layer")
-    return names
+    return parse_layers(layers, "scan", "it covers every channel of a layer")
 
 
 def _resume(path: Path, names: list[str], k: int, bins: int, sample: int, seed: int,

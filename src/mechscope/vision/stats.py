@@ -57,7 +57,7 @@ from mechscope.artefacts import load_npz, save_npz
 from mechscope.capture import capture
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError, unknown_name
-from mechscope.units import Layer, parse
+from mechscope.units import parse_layers
 from mechscope.vision.stats_kernels import batch_arrays
 
 _ARRAYS = ("count", "mean", "m2", "positive", "min", "max", "low", "high", "hist", "underflow", "overflow")
@@ -301,15 +301,8 @@ def activation_stats(
     Returns:
         ``{layer: UnitStats}`` in the order of ``layers``.
     """
-    names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
-    if not names:
-        raise MechscopeError("activation_stats needs at least one layer name")
-    for name in names:
-        if not isinstance(parse(name), Layer):
-            raise MechscopeError(
-                f"activation_stats takes layer names such as 'mixed3b_pre_relu', not {name!r}: stats cover every "
-                "channel of a layer; index the result by channel"
-            )
+    names = parse_layers(layers, "activation_stats",
+                         "stats cover every channel of a layer; index the result by channel")
     if not isinstance(bins, int) or bins < 1:
         raise MechscopeError(f"bins must be a positive int, got {bins!r}")
     device = resolve_device(device) if device is not None else next((p.device for p in model.parameters()), "cpu")
