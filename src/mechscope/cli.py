@@ -136,18 +136,27 @@ def _scan_to_store(verb: str, model: str, layer_names: list[str], dataset: str, 
     typer.echo(f"wrote {out / 'index.sqlite'}" + (f" and {len(figures)} plots under {out / 'plots'}" if figures else ""))
 
 
+# options shared by the scan verbs (typer reads them as defaults)
+_DATASET = typer.Option(..., help="A folder of images, or shapes:N[:SEED].")
+_WEIGHTS = typer.Option("bundled", help="bundled | random | download | a path to a weights file.")
+_SEED = typer.Option(0, help="Seed of random weights.")
+_BATCH = typer.Option(64, help="Images per forward pass.")
+_SIZE = typer.Option(None, help="Image size (default: the model card's input size).")
+_DEVICE = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: CUDA when available).")
+
+
 @app.command()
 def examples(
     model: str = typer.Argument(..., help="A zoo model name, e.g. inceptionv1."),
     layer_names: list[str] = typer.Argument(..., metavar="LAYER...", help="Layers, e.g. mixed3b_pre_relu mixed4a."),
-    dataset: str = typer.Option(..., help="A folder of images, or shapes:N[:SEED]."),
+    dataset: str = _DATASET,
     top_k: int = typer.Option(16, "--top-k", help="Top and bottom examples kept per unit."),
     out: Path = typer.Option(Path("out/examples"), help="Results folder (SQLite index + PNGs); reruns resume."),
-    weights: str = typer.Option("bundled", help="bundled | random | download | a path to a weights file."),
-    seed: int = typer.Option(0, help="Seed of random weights."),
-    batch_size: int = typer.Option(64, help="Images per forward pass."),
-    size: int = typer.Option(None, help="Image size (default: the model card's input size)."),
-    device: str = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: CUDA when available)."),
+    weights: str = _WEIGHTS,
+    seed: int = _SEED,
+    batch_size: int = _BATCH,
+    size: int = _SIZE,
+    device: str = _DEVICE,
 ) -> None:
     """Dataset examples of every unit of LAYERS: top/bottom-k images with receptive-field crops, into OUT."""
     _scan_to_store("examples", model, layer_names, dataset, out, top_k=top_k, weights=weights, seed=seed,
@@ -159,14 +168,14 @@ def stats(
     model: str = typer.Argument(..., help="A zoo model name, e.g. inceptionv1."),
     layer_names: list[str] = typer.Argument(..., metavar="LAYER...", help="Layers; pre-ReLU ones show the whole "
                                             "distribution, e.g. mixed3b_pre_relu."),
-    dataset: str = typer.Option(..., help="A folder of images, or shapes:N[:SEED]."),
+    dataset: str = _DATASET,
     out: Path = typer.Option(Path("out/stats"), help="Results folder (SQLite index + PNGs); reruns resume."),
     plot_units: int = typer.Option(4, help="Plot the first N units of each layer (log-probability plot, quilt)."),
-    weights: str = typer.Option("bundled", help="bundled | random | download | a path to a weights file."),
-    seed: int = typer.Option(0, help="Seed of random weights."),
-    batch_size: int = typer.Option(64, help="Images per forward pass."),
-    size: int = typer.Option(None, help="Image size (default: the model card's input size)."),
-    device: str = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: CUDA when available)."),
+    weights: str = _WEIGHTS,
+    seed: int = _SEED,
+    batch_size: int = _BATCH,
+    size: int = _SIZE,
+    device: str = _DEVICE,
 ) -> None:
     """Activation statistics of every unit of LAYERS (moments, firing, quantiles, histogram) and plots, into OUT."""
     _scan_to_store("stats", model, layer_names, dataset, out, top_k=1, weights=weights, seed=seed,
