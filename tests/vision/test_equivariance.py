@@ -1,8 +1,10 @@
 import pytest
 import torch
+from torch import nn
 
 from mechscope.errors import MechscopeError
-from mechscope.vision.equivariance import (best_rotation, equivariance_matrix, families, shift_scores,
+from mechscope.vision.equivariance import (best_rotation, equivariance_matrix, families,
+                                           partnered_rotation_score, rotation_partners, shift_scores,
                                            tuning_shift_score, weight_equivariance_matrix,
                                            weight_rotation_score)
 from mechscope.vision.tuning import RadialTuning, rotate_images
@@ -91,3 +93,40 @@ def test_errors_are_clear():
         tuning_shift_score(torch.zeros(8), torch.zeros(9))
     with pytest.raises(MechscopeError, match="square"):
         families(torch.zeros(2, 3), 0.5)
+
+
+def _rotated_family(kernel: torch.Tensor) -> torch.Tensor:
+    """Four kernels, each the previous one turned a quarter turn counter-clockwise: ``[4, C_in, k, k]``."""
+    return torch.stack([torch.rot90(kernel, k, (-2, -1)) for k in range(4)])
+
+
+def test_rotation_partners_of_an_equivariant_layer_are_the_next_rotated_copy():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.copy_(_rotated_family(torch.randn(3, 3, 3)))
+    images = torch.rand(6, 3, 12, 12)
+    for q in (1, 2, 3):
+        p = rotation_partners(net, "1", images, q)
+        assert p.partner.tolist() == [(k + q) % 4 for k in range(4)]
+        assert torch.allclose(p.corr, torch.ones(4), atol=1e-5)
+        assert p.matched(0.99).tolist() == [0, 1, 2, 3]
+
+
+def test_partnered_rotation_score_is_one_for_rotated_weights_over_rotated_inputs():
+    torch.manual_seed(1)
+    w_a = torch.randn(4, 3, 3)
+    partners = torch.tensor([1, 2, 3, 0])          # input channel c turns into c + 1
+    w_b = torch.empty_like(w_a)
+    w_b[partners] = torch.rot90(w_a, 1, (-2, -1))   # b reads a's pattern, turned, from the turned inputs
+    assert partnered_rotation_score(w_a, w_b, 1, partners) == pytest.approx(1.0)
+    assert partnered_rotation_score(w_a, w_b, 1, partners, channels=torch.tensor([0, 2])) == pytest.approx(1.0)
+    assert partnered_rotation_score(w_a, w_b, 1, torch.arange(4)) < 0.9   # ignoring how inputs turn fails
+    with pytest.raises(MechscopeError, match="one channel per input channel"):
+        partnered_rotation_score(w_a, w_b, 1, torch.arange(3))
+
+
+def test_rotation_partners_needs_square_images():
+    net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1))
+    with pytest.raises(MechscopeError, match="square"):
+        rotation_partners(net, "0", torch.rand(2, 3, 8, 10), 1)

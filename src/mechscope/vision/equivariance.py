@@ -12,6 +12,14 @@ families) when either
   best Pearson correlation between ``b`` and a circular shift of ``a`` (``b(θ) ≈ a(θ - shift)``), computed
   for every shift at once by FFT; ``equivariance_matrix`` scores every pair of units of a ``RadialTuning``.
 
+Between layers, a unit's input weights cannot be compared with a plain rotation: the input channels are
+themselves features that rotate into one another (a horizontal-line unit becomes a vertical-line unit).
+``rotation_partners(model, layer, images, quarter)`` estimates that action from data: for each unit ``i`` of
+``layer``, the unit ``j`` whose map on the images turned by ``quarter`` quarter turns (turned back) correlates
+best with ``i``'s map on the originals.  ``partnered_rotation_score(w_a, w_b, quarter, partners)`` then asks
+the "Naturally Occurring Equivariance" question: is ``w_b[partner(c)] ≈ rot(w_a[c])`` over the input channels
+``c`` that have a partner?
+
 ``families(scores, threshold)`` groups units into families: the connected components of the graph whose edges
 are the pairs scoring at least ``threshold`` (single-linkage agglomerative clustering cut at ``threshold``).
 
@@ -41,7 +49,8 @@ from mechscope.errors import MechscopeError
 from mechscope.vision.tuning import RadialTuning, rotate_images
 
 __all__ = ["weight_rotation_score", "best_rotation", "weight_equivariance_matrix", "tuning_shift_score",
-           "shift_scores", "equivariance_matrix", "EquivarianceMatrix", "families", "QUARTER_TURNS"]
+           "shift_scores", "equivariance_matrix", "EquivarianceMatrix", "families", "QUARTER_TURNS",
+           "RotationPartners", "rotation_partners", "partnered_rotation_score"]
 
 QUARTER_TURNS = (0.0, 90.0, 180.0, 270.0)
 
@@ -236,3 +245,83 @@ def families(score_matrix: torch.Tensor, threshold: float, channels: Sequence[in
     if channels is not None:
         out = [[channels[i] for i in g] for g in out]
     return out
+
+
+@dataclass(frozen=True)
+class RotationPartners:
+    """How ``quarter`` counter-clockwise quarter turns of the input act on a layer's units: unit ``i`` becomes
+    ``partner[i]`` (``[C]``), with Pearson correlation ``corr[i]`` (``[C]``) between ``i``'s map on the images and
+    ``partner[i]``'s map on the turned images, turned back (over images and interior positions)."""
+
+    layer: str
+    quarter: int
+    partner: torch.Tensor
+    corr: torch.Tensor
+
+    def matched(self, min_corr: float) -> torch.Tensor:
+        """Indices ``[K]`` of the units whose partner correlates at least ``min_corr``."""
+        return (self.corr >= min_corr).nonzero()[:, 0]
+
+
+@torch.no_grad()
+def rotation_partners(model: torch.nn.Module, layer: str, images: torch.Tensor, quarter: int, *,
+                      border: int = 2, batch_size: int = 128) -> RotationPartners:
+    """Estimate which unit of ``layer`` each unit turns into when the input ``images [N, 3, H, W]`` (square) is
+    rotated by ``quarter`` x 90° counter-clockwise (exact permutations of pixels, as ``rotate_images``).
+
+    The turned images' maps are turned back and correlated, position by position (``border`` positions dropped
+    on each side, where padding breaks the symmetry), with the originals' maps; each unit's partner is its most
+    correlated unit.  An equivariant layer has partners with correlation near 1; a layer of rotation-invariant
+    units has each unit its own partner.
+    """
+    from mechscope.capture import as_map, capture
+    from mechscope.devices import eval_mode
+    from mechscope.units import parse, validate
+
+    name = parse(layer).layer
+    validate(model, name)
+    if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
+        raise MechscopeError(f"rotation_partners needs square images [N, C, H, H], got {tuple(images.shape)}")
+    q = int(quarter) % 4
+    sums: dict[str, torch.Tensor] = {}
+    n = 0
+    with eval_mode(model):
+        for lo in range(0, len(images), batch_size):
+            x = images[lo:lo + batch_size]
+            a = as_map(capture(model, x, [name])[name], name, "rotation partners").double()
+            b = as_map(capture(model, torch.rot90(x, q, (2, 3)), [name])[name], name, "rotation partners")
+            b = torch.rot90(b.double(), -q, (2, 3))
+            if border and min(a.shape[-2:]) > 2 * border:
+                a, b = a[..., border:-border, border:-border], b[..., border:-border, border:-border]
+            a = a.permute(1, 0, 2, 3).reshape(a.shape[1], -1)
+            b = b.permute(1, 0, 2, 3).reshape(b.shape[1], -1)
+            for key, value in (("a", a.sum(1)), ("b", b.sum(1)), ("aa", (a * a).sum(1)), ("bb", (b * b).sum(1)),
+                               ("ab", a @ b.T)):
+                sums[key] = sums[key] + value if key in sums else value
+            n += a.shape[1]
+    if n < 2:
+        raise MechscopeError("rotation_partners needs at least two samples")
+    ma, mb = sums["a"] / n, sums["b"] / n
+    cov = sums["ab"] / n - ma[:, None] * mb[None]
+    sa = (sums["aa"] / n - ma**2).clamp_min(0).sqrt()
+    sb = (sums["bb"] / n - mb**2).clamp_min(0).sqrt()
+    corr = (cov / (sa[:, None] * sb[None]).clamp_min(1e-12)).masked_fill((sa[:, None] == 0) | (sb[None] == 0), 0.0)
+    best, partner = corr.max(1)
+    return RotationPartners(name, q, partner, best.float())
+
+
+def partnered_rotation_score(w_a: torch.Tensor, w_b: torch.Tensor, quarter: int, partners: torch.Tensor,
+                             channels: torch.Tensor | None = None) -> float:
+    """Cosine similarity between ``w_b [C_in, k, k]`` read at the partners of ``channels`` and ``w_a [C_in, k, k]``
+    turned by ``quarter`` quarter turns: 1 when unit b's weights are unit a's rotated, with every input channel
+    replaced by the channel it rotates into (``partners [C_in]``, e.g. ``rotation_partners(...).partner``).
+    ``channels`` (default all) restricts the comparison, e.g. to ``RotationPartners.matched(0.8)``."""
+    a, b = _kernel(w_a, "w_a"), _kernel(w_b, "w_b")
+    if a.shape != b.shape or a.shape[-1] != a.shape[-2]:
+        raise MechscopeError(f"kernels must be square and of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    p = torch.as_tensor(partners).long()
+    if p.shape != (a.shape[0],):
+        raise MechscopeError(f"partners must give one channel per input channel ({a.shape[0]}), got shape "
+                             f"{tuple(p.shape)}")
+    c = torch.arange(a.shape[0]) if channels is None else torch.as_tensor(channels).long()
+    return _cosine(torch.rot90(a[c], int(quarter) % 4, (-2, -1)), b[p[c]])
