@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from mechscope.errors import MechscopeError
-from mechscope.vision.detectors import classify_units, group_by_orientation, high_low_tuning, in_sigma
+from mechscope.vision.detectors import (classify_units, frequency_preference, group_by_orientation, high_low_tuning,
+                                       in_sigma)
 from mechscope.vision.stimuli import curves, high_low, lines
 from mechscope.vision.stats import activation_stats
 from mechscope.vision.tuning import radial_tuning_curve
@@ -44,3 +45,17 @@ def test_mismatched_tunings_are_refused_and_sigma_uses_the_stats():
     s = in_sigma(rt.responses, rt.channels, stats)
     expected = (rt.responses[0] - float(stats.mean[0])) / float(stats.std[0])
     np.testing.assert_allclose(s[0].numpy(), expected.numpy(), rtol=1e-5)
+
+
+def test_frequency_preference_tells_a_fine_texture_unit_from_a_coarse_edge_unit():
+    net = nn.Sequential(nn.Conv2d(3, 2, 17, padding=8, bias=False), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].weight[0, :, 7:10, 7:10] = -1.0        # 3x3 Laplacian: answers fine texture only
+        net[0].weight[0, :, 8, 8] = 8.0
+        net[0].weight[1, :, :, :8] = 1.0               # wide edge, each half two periods of the fine grating
+        net[0].weight[1, :, :, 9:] = -1.0
+    pref = frequency_preference(net, "1", low=1.5, high=16.0, size=64)
+    assert pref[0] > 0.5 and pref[1] < -0.5
+    with pytest.raises(MechscopeError, match="layer"):
+        frequency_preference(net, "nope")

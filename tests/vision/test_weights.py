@@ -186,3 +186,15 @@ def test_kernel_heatmap_is_diverging_and_symmetric():
     plt.close("all")
     with pytest.raises(MechscopeError, match="kh, kw"):
         kernel_heatmap(torch.randn(2, 2, 3, 3))
+
+
+def test_factor_offset_points_up_at_ninety_degrees_and_refuses_negative_maps():
+    from mechscope.vision.nmf import factor_offset
+
+    m = torch.zeros(2, 5, 5)
+    m[0, 0, 2] = 1.0                       # top row: up
+    m[1, 2, 0] = m[1, 2, 4] = 1.0          # left and right: balanced
+    assert factor_offset(m, 90.0).tolist() == [2.0, 0.0]
+    assert factor_offset(torch.zeros(3, 3), 45.0).item() == 0.0
+    with pytest.raises(MechscopeError, match="non-negative"):
+        factor_offset(-m, 0.0)

@@ -9,6 +9,9 @@
   either side (``stimuli.gratings`` at the low and the high frequency, every orientation): a detector answers the
   boundary at least ``min_ratio`` times as strongly as any uniform texture, one-sidedly.
 
+``frequency_preference`` scores how much each unit of a layer prefers fine to coarse gratings (the inputs that a
+high-low detector's two NMF factors should sort into; ``nmf.factor_offset`` measures on which side each lies).
+
 ``classify_units`` returns every unit's kind and scores in one JSON-ready table, ``group_by_orientation`` puts the
 units of one kind into sectors of the circle, and ``in_sigma`` reports responses in standard deviations of the
 unit's dataset distribution (``vision/stats.py``) when statistics exist.
@@ -93,6 +96,33 @@ def high_low_tuning(model: nn.Module, layer: str, channels: Sequence[int] | None
     x, y = _position(maps[:, chans], position)
     return HighLowTuning(name, chans, orientations, maps[:, chans, x, y].T.contiguous(),
                          tex[:, chans, x, y].max(0).values, (x, y))
+
+
+@torch.no_grad()
+def frequency_preference(model: nn.Module, layer: str, *, low: float = 1.5, high: float = 12.0, size: int = 64,
+                         orientations: int = 8, phases: int = 4, border: int = 4,
+                         batch_size: int = 256) -> torch.Tensor:
+    """``(r_high - r_low) / (r_high + r_low)`` per unit of ``layer`` (``[C]``, in ``[-1, 1]`` for non-negative
+    responses): ``r`` is the unit's mean response over its map (``border`` positions dropped on each side) to
+    gratings (``stimuli.gratings``, contrast 0.8) at ``high`` or ``low`` cycles per image side, averaged over
+    ``orientations`` x ``phases``.  +1: answers only fine texture; -1: only coarse."""
+    name = parse(layer).layer
+    validate(model, name)
+    o = torch.arange(orientations, dtype=torch.float32) * (180.0 / orientations)
+    p = torch.arange(phases, dtype=torch.float32) * (360.0 / phases)
+    grid_o, grid_p = (g.flatten() for g in torch.meshgrid(o, p, indexing="ij"))
+    r = []
+    was_training = model.training
+    model.eval()
+    try:
+        for f in (low, high):
+            maps = _read(model, name, stimuli.gratings(grid_o, f, phase=grid_p, size=size, contrast=0.8), batch_size)
+            if border and min(maps.shape[-2:]) > 2 * border:
+                maps = maps[..., border:-border, border:-border]
+            r.append(maps.mean((0, 2, 3)))
+    finally:
+        model.train(was_training)
+    return (r[1] - r[0]) / (r[1].abs() + r[0].abs()).clamp_min(1e-12)
 
 
 def line_selectivity(tuning: RadialTuning) -> torch.Tensor:

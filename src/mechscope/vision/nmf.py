@@ -4,7 +4,8 @@
 stacked along channels (``[relu(W); relu(-W)]``, ``2*C_in`` non-negative features per spatial position), and
 scikit-learn's NMF finds ``n`` factors; each factor's spatial map becomes one colour channel.  ``nmf_factors``
 does the same over a family of units with shared factors (e.g. 2 factors for high-low frequency detectors).
-Weights come from ``vision/weights.py`` (``unit_weights``, ``expanded_weights``).
+``factor_offset(maps, angle)`` is the centroid of each factor's spatial map along a direction: a high-low
+detector's high-frequency factor should lie toward the high side.  Weights come from ``vision/weights.py`` (``unit_weights``, ``expanded_weights``).
 
 Example::
 
@@ -16,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,3 +113,27 @@ def nmf_factors(weights_list: Sequence[torch.Tensor], n: int = 2, max_iter: int 
     spatial, comps, err = _nmf(torch.cat([_one_sided(w) for w in weights_list]), n, max_iter)
     factors = spatial.reshape(len(weights_list), kh * kw, n).transpose(1, 2).reshape(-1, n, kh, kw).float()
     return NMFResult(factors, comps.float(), _rgb(factors), err)
+
+
+def factor_offset(maps: torch.Tensor, angle_deg: float) -> torch.Tensor:
+    """Centroid of each non-negative spatial map ``[..., kh, kw]`` along the direction ``angle_deg``
+    (counter-clockwise from the +column axis, rows pointing down as in an image, so 90° is up), in pixels from
+    the map's centre: ``[...]``.  An all-zero map has offset 0.
+
+    >>> m = torch.zeros(1, 3, 3); m[0, 1, 2] = 1.0      # mass right of centre
+    >>> factor_offset(m, 0.0).tolist(), factor_offset(m, 180.0).tolist()
+    ([1.0], [-1.0])
+    """
+
+    m = torch.as_tensor(maps, dtype=torch.float64)
+    if m.dim() < 2:
+        raise MechscopeError(f"maps must be [..., kh, kw], got shape {tuple(m.shape)}")
+    if (m < 0).any():
+        raise MechscopeError("factor_offset takes non-negative maps (NMF factors)")
+    kh, kw = m.shape[-2:]
+    rows = torch.arange(kh, dtype=torch.float64) - (kh - 1) / 2
+    cols = torch.arange(kw, dtype=torch.float64) - (kw - 1) / 2
+    t = math.radians(angle_deg)
+    proj = cols[None, :] * math.cos(t) - rows[:, None] * math.sin(t)
+    mass = m.sum((-2, -1))
+    return torch.where(mass > 0, (m * proj).sum((-2, -1)) / mass.clamp_min(1e-300), torch.zeros_like(mass))
