@@ -21,9 +21,10 @@ def test_report_lists_each_claim_with_numbers_and_failures_as_results(tmp_path):
 
 
 def test_registry_and_unknown_names():
-    assert claim_names() == ["curve-detectors-exist", "featvis-many-sigma", "handmade-curve-detector",
-                             "seeds-share-early-units"]
-    assert len(get_claims(["all"])) == 4
+    assert claim_names() == ["curve-detectors-exist", "curve-family-rotated-copies", "featvis-many-sigma",
+                             "high-low-detectors-split", "final-layer-banding", "seeds-share-early-units",
+                             "handmade-curve-detector"]
+    assert len(get_claims(["all"])) == 7
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 
@@ -59,3 +60,45 @@ def test_featvis_sigma_claim_measures_each_unit_against_the_dataset(tmp_path):
     assert 1 <= len(result.numbers["units"]) <= 8 and (tmp_path / result.figures[0]).exists()
     for row in result.numbers["units"].values():
         assert set(row) == {"featvis_max", "dataset_max", "sigma"}
+
+
+def test_curve_family_claim_measures_tuning_and_weights(tmp_path):
+    from mechscope.reproduce import curve_family
+
+    result = curve_family.check(tmp_path, n_orientations=72, images=32)
+    n = result.numbers
+    assert n["curve_detectors"] > 10 and n["quarter_turn_pairs"] > 0
+    assert n["tuning_median_shifted_corr"] >= 0.8          # the tuning half of the claim holds on the organism
+    assert -1 <= n["weights_median_cosine"] <= 1 and (tmp_path / "curve_family.png").exists()
+
+
+def test_high_low_claim_holds_on_the_organism(tmp_path):
+    from mechscope.reproduce import high_low
+
+    result = high_low.check(tmp_path)
+    assert result.passed, result.numbers
+    assert result.numbers["high_low_detectors"] == len(result.numbers["offsets_px"])
+    assert (tmp_path / "high_low_nmf.png").exists()
+
+
+def test_layer_banding_finds_a_banded_conv_by_construction():
+    import torch
+    from torch import nn
+
+    from mechscope.reproduce.banding import layer_banding
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 2, 3))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.randn(4, 3, 3, 1).expand(-1, -1, -1, 3))   # constant along rows
+    rows = layer_banding(net)
+    assert set(rows) == {"0", "2"}                                            # 1x1 convs have no spatial structure
+    assert rows["0"]["score"] == pytest.approx(1.0) and abs(rows["2"]["score"]) < 0.5
+
+
+def test_banding_claim_reports_every_layer(tmp_path):
+    from mechscope.reproduce import banding
+
+    result = banding.check(tmp_path)
+    assert result.numbers["final_layer"] == "mixed4b" and "conv2d0" in result.numbers["per_layer_strength"]
+    assert result.passed == (result.numbers["final_strength"] >= banding.MIN_STRENGTH
+                             and result.numbers["final_strength"] > result.numbers["strongest_earlier"])

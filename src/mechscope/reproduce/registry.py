@@ -4,16 +4,20 @@ Example::
 
     >>> from mechscope.reproduce.registry import claim_names
     >>> claim_names()
-    ['curve-detectors-exist', 'featvis-many-sigma', 'handmade-curve-detector', 'seeds-share-early-units']
+    ['curve-detectors-exist', 'curve-family-rotated-copies', 'featvis-many-sigma', 'high-low-detectors-split',
+     'final-layer-banding', 'seeds-share-early-units', 'handmade-curve-detector']
 """
 
 from __future__ import annotations
 
 from mechscope.errors import unknown_name
-from mechscope.reproduce import curve_detectors, featvis_sigma, handmade_curve, universality
+from mechscope.reproduce import (banding, curve_detectors, curve_family, featvis_sigma, handmade_curve, high_low,
+                                 universality)
 from mechscope.reproduce.claims import Claim
 
-CLAIMS: tuple[Claim, ...] = (curve_detectors.CLAIM, featvis_sigma.CLAIM, handmade_curve.CLAIM, universality.CLAIM)
+# In the order of the issue's list of claims; the hand-written circuit last.
+CLAIMS: tuple[Claim, ...] = (curve_detectors.CLAIM, curve_family.CLAIM, featvis_sigma.CLAIM, high_low.CLAIM,
+                             banding.CLAIM, universality.CLAIM, handmade_curve.CLAIM)
 
 
 def claim_names() -> list[str]:
