@@ -157,26 +157,109 @@ def circuit(model: str = typer.Argument(..., help="A zoo model name."),
     typer.echo(f"circuit of {unit}: {len(graph.to_json()['nodes'])} units; wrote {out}")
 
 
+def _score_picture(score: Any, labels: list[str], title: str, path: Path) -> Path:
+    fig, ax = _figure(figsize=(6, 5))
+    image = ax.imshow(score.numpy(), cmap="viridis", vmin=-1 if float(score.min()) < 0 else 0, vmax=1)
+    if len(labels) <= 48:
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=5)
+        ax.set_yticks(range(len(labels)), labels, fontsize=5)
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return _save_fig(fig, path)
+
+
 def families_command(model: str = typer.Argument(..., help="A zoo model name."),
                      layer: str = typer.Argument(..., help="The layer, e.g. mixed3b."),
-                     threshold: float = typer.Option(0.8, help="Tuning-curve correlation (after shift) to link."),
-                     orientations: int = typer.Option(180, help="Orientations over 360 degrees."),
+                     by: str = typer.Option("tuning", help="tuning: curve detectors whose radial tuning curves "
+                                            "are shifted copies; weights: kernels that are rotated copies (for a "
+                                            "layer whose inputs do not rotate, e.g. the first conv)."),
+                     threshold: float = typer.Option(0.8, help="Score (shifted correlation or rotated cosine) "
+                                                     "that links two units into one family."),
+                     orientations: int = typer.Option(180, help="Orientations over 360 degrees (--by tuning)."),
+                     angles: int = typer.Option(8, help="Rotations tried over 360 degrees (--by weights)."),
+                     branches: bool = typer.Option(False, help="Also count colour units and curve detectors per "
+                                                   "branch of an inception block, with hypergeometric p-values."),
+                     compare: str = typer.Option("", help="Another zoo model (e.g. shapes-seed1): match LAYER's "
+                                                 "units by activation correlation (universality)."),
+                     images: int = typer.Option(512, help="Shapes-world images for --compare."),
                      weights: str = WEIGHTS, seed: int = typer.Option(0, help="Seed of random weights."),
                      out: Path = OUT) -> None:
-    """Curve-detector families of LAYER: units whose radial tuning curves are rotated copies (JSON)."""
-    from mechscope.vision.equivariance import equivariance_matrix
+    """Families of LAYER's units (rotation-equivariant copies), optionally branch specialization and
+    universality against another model (JSON + pictures)."""
+    from mechscope.errors import MechscopeError
+    from mechscope.vision import equivariance as eqv
     from mechscope.vision.tuning import curve_detectors, radial_tuning_curve
 
+    if by not in ("tuning", "weights"):
+        raise MechscopeError(f"--by must be 'tuning' or 'weights', not {by!r}")
     net, size = _model_and_size(model, weights, seed)
     name = parse(layer).layer
-    tc = radial_tuning_curve(net, name, n_orientations=orientations, size=size, progress=False)
-    found = curve_detectors(tc)
-    eq = equivariance_matrix(tc, found.units) if found.units else None
-    fams = eq.families(threshold) if eq is not None else []
-    _save_json({"layer": name, "curve_detectors": found.units, "preferred_deg": found.preferred,
-                "threshold": threshold, "families": fams}, out / f"{name}_families.json")
-    typer.echo(f"{name}: {len(found.units)} curve detectors in {len(fams)} families "
-               f"(largest {max((len(f) for f in fams), default=0)}); wrote {out / f'{name}_families.json'}")
+    tc = (radial_tuning_curve(net, name, n_orientations=orientations, size=size, progress=False)
+          if by == "tuning" or branches else None)
+    found = curve_detectors(tc) if tc is not None else None
+    if by == "tuning":
+        eq = eqv.equivariance_matrix(tc, found.units) if found.units else None
+        units, order = found.units, sorted(range(len(found.units)), key=lambda i: found.preferred[i])
+        score = eq.score if eq is not None else None
+        extra = {"curve_detectors": found.units, "preferred_deg": found.preferred}
+    else:
+        from mechscope.vision.weights import layer_kernels
+
+        kernels = layer_kernels(net, name)
+        grid = [k * 360.0 / angles for k in range(angles)]
+        score, angle = eqv.weight_equivariance_matrix(kernels, grid)
+        units = list(range(kernels.shape[0]))
+        extra = {"angles_deg": grid, "best_angle_deg": angle.tolist()}
+    fams = eqv.families(score, threshold, units) if score is not None else []
+    if score is not None and by == "weights":
+        order = [units.index(u) for f in fams for u in f]
+    payload = {"layer": name, "by": by, "threshold": threshold, "families": fams, **extra}
+    written = [_save_json(payload, out / f"{name}_families.json")]
+    if score is not None:
+        written.append(_score_picture(score[order][:, order], [str(units[i]) for i in order],
+                                      f"{name}: {by} equivariance ({len(fams)} families at {threshold})",
+                                      out / f"{name}_families.png"))
+    typer.echo(f"{name}: {len(units)} units ({by}) in {len(fams)} families "
+               f"(largest {max((len(f) for f in fams), default=0)})")
+    if branches:
+        from mechscope.vision.branches import branch_specialization, colour_vs_grey
+
+        colour = colour_vs_grey(net, name, size=size)
+        splits = {"colour": branch_specialization(net, name, colour).as_dict(),
+                  "curve": branch_specialization(net, name, {c: True for c in found.units}).as_dict()}
+        written.append(_save_json(splits, out / f"{name}_branches.json"))
+        fig, ax = _figure(figsize=(5, 2.6))
+        for k, (kind, split) in enumerate(splits.items()):
+            rows = split["branches"]
+            ax.bar([i + 0.4 * k for i in range(len(rows))], [r["count"] / max(r["width"], 1) for r in rows],
+                   width=0.4, label=kind)
+            ax.set_xticks([i + 0.2 for i in range(len(rows))], [r["branch"] for r in rows])
+        ax.set_ylabel("share of branch")
+        ax.legend(fontsize=7)
+        written.append(_save_fig(fig, out / f"{name}_branches.png"))
+        for kind, split in splits.items():
+            typer.echo(f"  {kind}: " + ", ".join(f"{r['branch']} {r['count']}/{r['width']} (p={r['p_value']:.2g})"
+                                                 for r in split["branches"]))
+    if compare:
+        from mechscope.data.shapes import ShapesDataset
+        from mechscope.vision.families import activation_correlation, universality
+
+        other, _ = _model_and_size(compare, "bundled", 0)
+        corr = activation_correlation(net, other, name, name, ShapesDataset(images, size=size).batches(128),
+                                      progress=False)
+        u = universality(corr, threshold)
+        written.append(_save_json({"layer": name, "model": model, "other": compare, "threshold": threshold,
+                                   "share": u.share, "best_match": u.best_match.tolist(),
+                                   "best_corr": [round(float(c), 4) for c in u.best_corr]},
+                                  out / f"{name}_universality.json"))
+        fig, ax = _figure(figsize=(4, 2.6))
+        ax.hist(u.best_corr.numpy(), bins=20, range=(-1, 1))
+        ax.axvline(threshold, color="k", lw=0.8)
+        ax.set_xlabel(f"best correlation with a unit of {compare}")
+        ax.set_title(f"{name}: {u.share:.0%} matched at {threshold}", fontsize=8)
+        written.append(_save_fig(fig, out / f"{name}_universality.png"))
+        typer.echo(f"  universality vs {compare}: {u.share:.0%} of units matched at r >= {threshold}")
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
 
 
 def register(app: typer.Typer) -> None:

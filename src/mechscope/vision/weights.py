@@ -77,6 +77,13 @@ def _conv_of(model: nn.Module, layer: str) -> nn.Conv2d:
     )
 
 
+def layer_kernels(model: nn.Module, layer: str) -> torch.Tensor:
+    """All kernels ``[C_out, C_in / groups, kh, kw]`` of the convolution whose output is ``layer`` (a post-ReLU
+    name reads its ``*_pre_relu`` convolution), e.g. to compare them under rotation
+    (``equivariance.weight_equivariance_matrix``)."""
+    return _conv_of(model, validate(model, layer).layer).weight.detach().clone()
+
+
 def _check_adjacent(model: nn.Module, layer_in: str, conv: nn.Conv2d, layer_out: str,
                     input_shape: tuple[int, ...]) -> None:
     """Run ``model`` on the meta device and check that ``conv`` reads exactly ``layer_in``'s output."""
