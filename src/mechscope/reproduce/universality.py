@@ -21,11 +21,21 @@ def check(out: Path, images: int = IMAGES) -> Result:
     for layer in LAYERS:
         corr = activation_correlation(a, b, layer, layer, data.batches(128), progress=False)
         u = universality(corr, THRESHOLD)
-        shares[layer] = {"share_matched": round(u.share, 3), "median_best_corr": round(float(u.best_corr.median()), 3)}
+        shares[layer] = {"share_matched": round(u.share, 3), "median_best_corr": round(float(u.best_corr.median()), 3),
+                         "share_at": {t: round(float((u.best_corr >= t).double().mean()), 3) for t in (0.5, 0.7, 0.9)}}
+    # the chance level: two untrained networks of the same architecture (seeds 0 and 1), first layer
+    r0, r1 = (load("shapes", weights="random", seed=s, device="cpu") for s in (0, 1))
+    chance = universality(activation_correlation(r0, r1, "conv2d0", "conv2d0", data.batches(128), progress=False),
+                          THRESHOLD)
     passed = shares["conv2d0"]["share_matched"] > MIN_SHARE
-    return Result({"threshold": THRESHOLD, "images": images, **shares}, passed, [],
+    return Result({"threshold": THRESHOLD, "images": images, **shares,
+                   "untrained_pair_conv2d0": {"share_matched": round(chance.share, 3),
+                                              "median_best_corr": round(float(chance.best_corr.median()), 3)}},
+                  passed, [],
                   "Correlation over every spatial position of the 64-px images (the two maps align: same "
-                  "architecture); each unit of seed 0 is matched to its most correlated unit of seed 1.")
+                  "architecture); each unit of seed 0 is matched to its most correlated unit of seed 1. "
+                  "share_at: the share matched at other thresholds; untrained_pair_conv2d0: the same measure "
+                  "between two untrained networks (seeds 0 and 1), the level chance gives.")
 
 
 CLAIM = Claim(
