@@ -46,3 +46,24 @@ def test_families_by_weights_with_branches_and_universality(tmp_path):
     assert (tmp_path / "mixed3a_universality.png").exists() and (tmp_path / "mixed3a_branches.png").exists()
     r = runner.invoke(app, ["families", "shapes", "mixed3a", "--by", "colour", "--out", str(tmp_path)])
     assert r.exit_code != 0 and "--by must be" in str(r.exception)
+
+
+def test_tuning_finds_detectors_in_a_layer_rotates_examples_and_reports_sigma(tmp_path):
+    stats_dir = tmp_path / "stats"
+    r = runner.invoke(app, ["stats", "shapes", "mixed3b", "--dataset", "shapes:64", "--plot-units", "0",
+                            "--out", str(stats_dir)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["tuning", "shapes", "mixed3a", "mixed3b:45", "mixed3b:52", "--orientations", "36",
+                            "--rotated", "4", "--dataset", "shapes:64", "--stats", str(stats_dir),
+                            "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    found = json.loads((tmp_path / "mixed3a_detectors.json").read_text())
+    assert len(found["units"]) == 128 and {u["kind"] for u in found["units"]} <= {"curve", "high_low", "line", "other"}
+    assert (tmp_path / "mixed3a_detectors.png").exists()
+    unit = json.loads((tmp_path / "mixed3b_45_tuning.json").read_text())
+    assert len(unit["responses_sigma"]) == 36 and unit["peak_sigma"] == max(unit["responses_sigma"])
+    rotated = json.loads((tmp_path / "mixed3b_45_rotated.json").read_text())
+    assert len(rotated["angles"]) == 360 and set(rotated["responses"]) == {"mixed3b:45", "mixed3b:52"}
+    r = runner.invoke(app, ["tuning", "shapes", "mixed3a:1", "--orientations", "8", "--stats", str(stats_dir),
+                            "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "no statistics of shapes mixed3a:1" in str(r.exception)

@@ -54,31 +54,124 @@ WEIGHTS = typer.Option("bundled", help="bundled | random | download | a path to 
 OUT = typer.Option(Path("out/analyses"), help="Output folder.")
 
 
-def tuning(model: str = typer.Argument(..., help="A zoo model name."),
-           units: list[str] = typer.Argument(..., help="Units, e.g. mixed3b:45."),
-           orientations: int = typer.Option(720, help="Orientations over 360 degrees."),
-           weights: str = WEIGHTS, seed: int = typer.Option(0, help="Seed of random weights."),
-           out: Path = OUT) -> None:
-    """Radial tuning curves of UNITS: polar plot, orientation x curvature map and JSON per unit."""
+def _sigma_of(stats_dir: Path | None, model: str, layer: str, channel: int) -> tuple[float, float] | None:
+    """``(mean, std)`` of a unit from the store that ``mechscope stats`` wrote at ``stats_dir``."""
+    if stats_dir is None:
+        return None
+    from mechscope.errors import MechscopeError
+    from mechscope.store import open_store, read_rows
+
+    with open_store(stats_dir, create=False) as store:
+        rows = read_rows(store, "stats", model=model, layer=layer, channel=channel)
+        if not rows:
+            have = sorted({(r["model"], r["layer"]) for r in read_rows(store, "stats")})
+            raise MechscopeError(f"{stats_dir} holds no statistics of {model} {layer}:{channel}; it has "
+                                 f"{have or 'none'} (run `mechscope stats {model} {layer} --out {stats_dir}`)")
+    return float(rows[0]["mean"]), float(rows[0]["std"])
+
+
+def _tuning_unit(net: Any, model: str, unit: str, size: int, orientations: int, stats: Path | None,
+                 out: Path) -> dict:
     from mechscope.vision.tuning import radial_tuning_curve
 
+    tc = radial_tuning_curve(net, unit, n_orientations=orientations, size=size, progress=False)
+    c = tc.channels[0]
+    fig, ax = _figure(subplot_kw={"projection": "polar"}, figsize=(3.4, 3.4))
+    tc.plot(c, ax=ax)
+    _save_fig(fig, out / f"{_stem(unit)}_radial.png")
+    fig, ax = _figure(figsize=(5, 2.4))
+    tc.plot_curvature(c, ax=ax)
+    _save_fig(fig, out / f"{_stem(unit)}_curvature.png")
+    row = {"unit": unit, "position": list(tc.position), "preferred_deg": float(tc.preferred[0]),
+           "curve_preference": float(tc.curve_preference[0]), "fwhm_deg": float(tc.width[0]),
+           "opposite": float(tc.opposite[0]), "orientations": tc.orientations.tolist(),
+           "responses": tc.responses[0].tolist(), "lines": tc.lines[0].tolist()}
+    moments = _sigma_of(stats, model, tc.layer, c)
+    note = ""
+    if moments is not None and moments[1] > 0:
+        mean, std = moments
+        row["responses_sigma"] = ((tc.responses[0] - mean) / std).tolist()
+        row["peak_sigma"] = float((tc.responses[0].max() - mean) / std)
+        note = f", peak {row['peak_sigma']:.1f} sigma above the dataset mean"
+    _save_json(row, out / f"{_stem(unit)}_tuning.json")
+    typer.echo(f"{unit}: prefers {row['preferred_deg']:.1f} deg, curves/lines {row['curve_preference']:.3g}, "
+               f"FWHM {row['fwhm_deg']:.0f} deg{note}")
+    return row
+
+
+def _tuning_layer(net: Any, layer: str, size: int, orientations: int, out: Path) -> None:
+    import math
+
+    from mechscope.vision.detectors import classify_units, group_by_orientation, high_low_tuning
+    from mechscope.vision.tuning import radial_tuning_curve
+
+    tc = radial_tuning_curve(net, layer, n_orientations=orientations, size=size, progress=False)
+    rows = classify_units(tc, high_low_tuning(net, layer, size=size))
+    kinds = ("curve", "high_low", "line")
+    groups = {k: group_by_orientation(rows, k) for k in kinds}
+    _save_json({"layer": layer, "units": rows, "by_orientation": groups}, out / f"{layer}_detectors.json")
+    fig, ax = _figure(subplot_kw={"projection": "polar"}, figsize=(3.8, 3.8))
+    bottom = [0] * 8
+    for kind in kinds:
+        counts = [len(groups[kind].get(s, [])) for s in range(8)]
+        ax.bar([math.radians(45 * s + 22.5) for s in range(8)], counts, width=math.radians(40), bottom=bottom,
+               label=kind)
+        bottom = [b + c for b, c in zip(bottom, counts)]
+    ax.set_title(f"{layer}: detectors by preferred orientation", fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
+    _save_fig(fig, out / f"{layer}_detectors.png")
+    counts = {k: sum(r["kind"] == k for r in rows) for k in (*kinds, "other")}
+    typer.echo(f"{layer}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+def tuning(model: str = typer.Argument(..., help="A zoo model name."),
+           targets: list[str] = typer.Argument(..., metavar="UNIT_OR_LAYER...",
+                                               help="Units (mixed3b:45) for their tuning curves, or layers "
+                                                    "(mixed3b) to rank every unit as a curve, high-low or line "
+                                                    "detector."),
+           orientations: int = typer.Option(720, help="Orientations over 360 degrees."),
+           rotated: int = typer.Option(0, help="Also turn each unit's top K centred dataset examples through "
+                                       "360 deg (1 deg steps), recording every listed unit of its layer."),
+           dataset: str = typer.Option("shapes:2048", help="Images for --rotated: a folder or shapes:N[:SEED]."),
+           stats: Path = typer.Option(None, help="The folder `mechscope stats` wrote: responses also in sigma."),
+           weights: str = WEIGHTS, seed: int = typer.Option(0, help="Seed of random weights."),
+           out: Path = OUT) -> None:
+    """Radial tuning curves of units (polar plot, orientation x curvature map, JSON) or detector finders over
+    whole layers; rotated dataset examples with --rotated."""
+    from mechscope.units import Unit
+
     net, size = _model_and_size(model, weights, seed)
-    for unit in units:
-        tc = radial_tuning_curve(net, unit, n_orientations=orientations, size=size, progress=False)
-        c = tc.channels[0]
-        fig, ax = _figure(subplot_kw={"projection": "polar"}, figsize=(3.4, 3.4))
-        tc.plot(c, ax=ax)
-        _save_fig(fig, out / f"{_stem(unit)}_radial.png")
-        fig, ax = _figure(figsize=(5, 2.4))
-        tc.plot_curvature(c, ax=ax)
-        _save_fig(fig, out / f"{_stem(unit)}_curvature.png")
-        _save_json({"unit": unit, "position": list(tc.position), "preferred_deg": float(tc.preferred[0]),
-                    "curve_preference": float(tc.curve_preference[0]), "fwhm_deg": float(tc.width[0]),
-                    "opposite": float(tc.opposite[0]), "orientations": tc.orientations.tolist(),
-                    "responses": tc.responses[0].tolist(), "lines": tc.lines[0].tolist()},
-                   out / f"{_stem(unit)}_tuning.json")
-        typer.echo(f"{unit}: prefers {float(tc.preferred[0]):.1f} deg, curves/lines "
-                   f"{float(tc.curve_preference[0]):.3g}, FWHM {float(tc.width[0]):.0f} deg")
+    units = [t for t in targets if isinstance(parse(t), Unit)]
+    for target in targets:
+        if target in units:
+            _tuning_unit(net, model, target, size, orientations, stats, out)
+        else:
+            _tuning_layer(net, parse(target).layer, size, orientations, out)
+    if rotated and units:
+        from mechscope.data.open import open_dataset
+        from mechscope.vision.tuning import centred_top_examples, rotated_tuning
+
+        data = open_dataset(dataset, size)
+        by_layer: dict[str, list[int]] = {}
+        for u in units:
+            unit = parse(u)
+            by_layer.setdefault(unit.layer, []).append(unit.channel)
+        for layer, channels in by_layer.items():
+            tops = centred_top_examples(net, layer, channels, data.batches(256), k=rotated, progress=False)
+            for c in channels:
+                rt = rotated_tuning(net, layer, tops[c], channels, position="centre", progress=False)
+                fig, ax = _figure(figsize=(5, 2.6))
+                rt.plot(ax=ax)
+                ax.set_title(f"top {rotated} examples of {layer}:{c}, rotated", fontsize=8)
+                _save_fig(fig, out / f"{layer}_{c}_rotated.png")
+                _save_json({"examples_of": f"{layer}:{c}", "dataset": dataset, "k": rotated,
+                            "angles": rt.angles.tolist(),
+                            "responses": {f"{layer}:{ch}": rt.responses[i].tolist()
+                                          for i, ch in enumerate(rt.channels)}},
+                           out / f"{layer}_{c}_rotated.json")
+                peak = rt.angles[rt.responses.argmax(1)].tolist()
+                typer.echo(f"{layer}:{c} examples rotated: each unit peaks at " +
+                           ", ".join(f"{layer}:{ch} {p:.0f} deg" for ch, p in zip(rt.channels, peak)))
     typer.echo(f"wrote {out}")
 
 

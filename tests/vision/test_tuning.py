@@ -97,3 +97,22 @@ def test_rotated_examples_reveal_a_rotation_family():
     peaks = rt.responses.argmax(1).tolist()         # channel k peaks at rotation 90 k
     assert peaks == [0, 1, 2, 3]
     torch.testing.assert_close(rt.responses[1, 1], rt.responses[0, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_centred_top_examples_rank_images_by_the_centre_unit_across_batches():
+    from mechscope.vision.tuning import centred_top_examples
+
+    net = nn.Sequential(nn.Conv2d(3, 2, 1, bias=False)).eval()
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].weight[0] = 1.0                    # brightness
+        net[0].weight[1] = -1.0                   # darkness
+    levels = torch.tensor([0.3, 0.9, 0.1, 0.6, 0.5, 0.2])
+    images = levels[:, None, None, None].expand(-1, 3, 8, 8).clone()
+    images[0, :, 4, 4] = 1.0                      # brightest at the centre only: ranks first for channel 0
+    batches = [(list(range(3)), images[:3]), (list(range(3, 6)), images[3:])]
+    top = centred_top_examples(net, "0", [0, 1], batches, k=3, progress=False)
+    assert top[0][:, 0, 0, 0].tolist() == pytest.approx([0.3, 0.9, 0.6])
+    assert top[1][:, 0, 4, 4].tolist() == pytest.approx([0.1, 0.2, 0.5])
+    with pytest.raises(MechscopeError, match="out of range"):
+        centred_top_examples(net, "0", [5], batches, progress=False)

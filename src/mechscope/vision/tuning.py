@@ -26,8 +26,9 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -300,6 +301,41 @@ def rotate_images(images: torch.Tensor, degrees: float, fill: float = 0.5) -> to
                         align_corners=False)
     inside = out[:, -1:]
     return out[:, :-1] + fill * (1 - inside)
+
+
+@torch.no_grad()
+def centred_top_examples(model: nn.Module, layer: str, channels: Sequence[int], batches: Iterable[Any], *,
+                         k: int = 16, progress: bool = True) -> dict[int, torch.Tensor]:
+    """For each of ``channels`` of ``layer``, the ``k`` images among ``batches`` (image tensors or
+    ``(indices, images)`` pairs) on which the unit at the *centre* of the map responds most: ``{channel:
+    [k, 3, H, W]}``, strongest first.  Centred on the unit's receptive field, they are what ``rotated_tuning``
+    turns about the image centre (the Curve Detectors paper's rotated dataset examples)."""
+    name = parse(layer).layer
+    validate(model, name)
+    if k < 1:
+        raise MechscopeError(f"k must be at least 1, got {k}")
+    chans = list(channels)
+    best: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        for item in tqdm(batches, desc=f"examples {name}", disable=not progress):
+            x = item[1] if isinstance(item, (tuple, list)) else item
+            maps = as_map(capture(model, x, [name])[name], name, "centred examples").float()
+            if not chans or max(chans) >= maps.shape[1] or min(chans) < 0:
+                raise MechscopeError(f"channels {chans} out of range: {name} has {maps.shape[1]} channels")
+            at = maps[:, chans, maps.shape[2] // 2, maps.shape[3] // 2]          # [B, C]
+            for i, c in enumerate(chans):
+                values, images = at[:, i], x
+                if c in best:
+                    values, images = torch.cat([best[c][0], values]), torch.cat([best[c][1], images])
+                top = values.argsort(descending=True)[:k]
+                best[c] = (values[top], images[top])
+    finally:
+        model.train(was_training)
+    if not best:
+        raise MechscopeError("centred_top_examples got no images")
+    return {c: best[c][1] for c in chans}
 
 
 @dataclass(frozen=True)
