@@ -198,3 +198,12 @@ def test_factor_offset_points_up_at_ninety_degrees_and_refuses_negative_maps():
     assert factor_offset(torch.zeros(3, 3), 45.0).item() == 0.0
     with pytest.raises(MechscopeError, match="non-negative"):
         factor_offset(-m, 0.0)
+
+
+def test_layer_kernels_reads_the_convolution_behind_a_post_relu_name():
+    from mechscope.vision.weights import layer_kernels
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    assert torch.equal(layer_kernels(net, "0"), net[0].weight.detach())
+    with pytest.raises(MechscopeError, match="not an nn.Conv2d"):
+        layer_kernels(net, "1")
