@@ -1,0 +1,1 @@
+"""Analyses of transformers: factored matrices, QK/OV circuits, composition, head detectors, path expansion."""
