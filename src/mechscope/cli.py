@@ -27,7 +27,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instea
         {
             "name": c.name,
             "aliases": list(c.aliases),
-            "input": list(c.input_shape),
+            "input": list(c.input_shape) if c.input_kind == "image" else [f"{c.input_shape[0]} tokens"],
             "weights": [w for w, ok in (("bundled", c.bundled), ("download", c.download), ("random", True)) if ok],
             "description": c.description,
         }
@@ -51,6 +51,19 @@ def layers(
 
     card = get_card(model)
     net = load(card.name, weights="random", device="cpu")
+    if card.input_kind == "tokens":   # a language model: its hook points, by path, at n_ctx positions
+        import torch
+
+        with torch.no_grad():
+            _, cache = net.run_with_cache(torch.zeros(1, card.input_shape[0], dtype=torch.long))
+        hooks = [{"name": n, "shape": list(v.shape[1:])} for n, v in cache.items()]
+        if as_json:
+            typer.echo(json.dumps(hooks, indent=2))
+            return
+        typer.echo(f"{'hook point':<36} shape (without batch; {card.input_shape[0]} positions)")
+        for h in hooks:
+            typer.echo(f"{h['name']:<36} {'x'.join(map(str, h['shape']))}")
+        return
     shapes = layer_shapes(net, card.input_shape)
     rows = [
         {
@@ -354,8 +367,10 @@ def reproduce(
 
 
 from mechscope.cli_analyses import register as _register_analyses  # noqa: E402
+from mechscope.cli_transformer import register as _register_transformer  # noqa: E402
 
 _register_analyses(app)
+_register_transformer(app, train_app)
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Example::
 
     >>> import mechscope
     >>> [card.name for card in mechscope.zoo.registry.cards()]
-    ['inceptionv1', 'shapes', 'shapes-seed1']
+    ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l']
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
 """
 
@@ -57,6 +57,7 @@ class ModelCard:
     download: Download | None = None
     license: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    input_kind: str = "image"   # "image": [batch, *input_shape] floats; "tokens": [batch, pos] token ids
 
 
 def _shapes_organism(name: str, seed: int, sha256: str, description: str,
@@ -66,6 +67,36 @@ def _shapes_organism(name: str, seed: int, sha256: str, description: str,
         name=name, aliases=aliases, description=description, build=shapes_net.ShapesNet, convert=_our_layout,
         input_shape=(3, 64, 64), bundled="shapes.safetensors" if seed == 0 else f"shapes_seed{seed}.safetensors",
         bundled_sha256=sha256, license=f"MIT (trained by mechscope: `mechscope train shapes --seed {seed}`)",
+    )
+
+
+def _attn_only_build(n_layers: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        from mechscope.zoo.attn_only import AttnOnlyTransformer
+        from mechscope.zoo.organisms.attn_only_recipe import AttnOnlyRecipe
+
+        return AttnOnlyTransformer(AttnOnlyRecipe(n_layers=n_layers).config())
+
+    return build
+
+
+def _attn_only_layout(state_dict: dict[str, torch.Tensor], model: nn.Module, source: str) -> dict[str, torch.Tensor]:
+    """Our files and TransformerLens state dicts share one layout (less TL's mask buffers)."""
+    from mechscope.zoo.attn_only import from_transformer_lens
+
+    try:
+        return from_transformer_lens(state_dict, model.cfg)
+    except MechscopeError as e:
+        raise WeightsError(f"{source}: {e}") from None
+
+
+def _attn_only_organism(n_layers: int, sha256: str | None, description: str) -> ModelCard:
+    """The card of a bundled attention-only organism trained by ``mechscope train attn-only --layers N``."""
+    return ModelCard(
+        name=f"attn-only-{n_layers}l", description=description, build=_attn_only_build(n_layers),
+        convert=_attn_only_layout, input_shape=(128,), input_kind="tokens",
+        bundled=f"attn_only_{n_layers}l.safetensors", bundled_sha256=sha256,
+        license=f"MIT (trained by mechscope: `mechscope train attn-only --layers {n_layers}`)",
     )
 
 
@@ -91,6 +122,12 @@ _CARDS: tuple[ModelCard, ...] = (
         "shapes-seed1", 1, "8060eb72b6781c2610b2eb0f77a1bf4348c95bf4c8b06f8ca01c11885f57ff2d",
         "The shapes organism trained again with seed 1 (same recipe): a second network for universality and "
         "seed-robustness checks"),
+    _attn_only_organism(
+        1, None, "Our 1-layer attention-only transformer (4 heads, d_model 128, BPE 1024) trained on the offline "
+        "corpus with an induction curriculum: the Mathematical Framework's 1-layer model"),
+    _attn_only_organism(
+        2, None, "Our 2-layer attention-only transformer (4 heads per layer, d_model 128, BPE 1024): a layer-0 "
+        "previous-token head and a layer-1 induction head"),
 )
 
 
@@ -117,6 +154,17 @@ def bundled_card(name: str) -> dict:
         raise MechscopeError(f"{card.name} has no bundled weights, hence no bundled model card")
     path = Path(str(importlib.resources.files("mechscope.zoo.organisms") / card.bundled)).with_suffix(".json")
     return json.loads(path.read_text())
+
+
+def bundled_tokenizer(name: str):
+    """The tokenizer shipped beside a language organism's bundled weights (``<weights>.tokenizer.json``)."""
+    from mechscope.data.tokenizer import load_tokenizer
+
+    card = get_card(name)
+    if card.bundled is None or card.input_kind != "tokens":
+        raise MechscopeError(f"{card.name} ships no tokenizer (only the bundled language organisms do)")
+    path = Path(str(importlib.resources.files("mechscope.zoo.organisms") / card.bundled))
+    return load_tokenizer(path.with_suffix(".tokenizer.json"))
 
 
 def _weights_path(card: ModelCard, weights: str | os.PathLike, progress: bool) -> Path:
