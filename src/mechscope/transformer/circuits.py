@@ -209,8 +209,14 @@ def composition_baseline(d_model: int, d_head: int, samples: int = 1000, seed: i
 def ov_eigenvalues(model: Any) -> Tensor:
     """Eigenvalues of each head's full OV circuit ``W_E W_V W_O W_U``, complex ``[L, H, d_head]``: the
     eigenvalues of the ``d_head x d_head`` matrix ``W_O W_U W_E W_V`` (the non-zero eigenvalues of the
-    ``d_vocab x d_vocab`` circuit, plus zeros), unordered as ``torch.linalg.eigvals`` returns them."""
-    return ov_circuit(model).eigenvalues
+    ``d_vocab x d_vocab`` circuit, plus zeros), unordered as ``torch.linalg.eigvals`` returns them.
+
+    ``W_U W_E`` (``d_model x d_model``) is formed once and shared by every head, so the cost is one
+    ``d_model x d_vocab x d_model`` product plus ``d_head``-sized work per head — not two ``d_vocab``-sized
+    products per head, as multiplying each head's factored circuit out would be."""
+    w = weights(model)
+    shared = w["W_U"] @ w["W_E"]                                          # [d_model, d_model]
+    return torch.linalg.eigvals(w["W_O"] @ shared @ w["W_V"])             # [L, H, dh, dh] -> [L, H, dh]
 
 
 def copying_scores(model: Any) -> Tensor:
