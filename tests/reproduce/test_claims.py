@@ -23,8 +23,9 @@ def test_report_lists_each_claim_with_numbers_and_failures_as_results(tmp_path):
 def test_registry_and_unknown_names():
     assert claim_names() == ["curve-detectors-exist", "curve-family-rotated-copies", "featvis-many-sigma",
                              "high-low-detectors-split", "final-layer-banding", "seeds-share-early-units",
-                             "handmade-curve-detector"]
-    assert len(get_claims(["all"])) == 7
+                             "handmade-curve-detector", "two-layer-induction-heads", "k-composition-prev-to-induction",
+                             "induction-head-copies", "ablating-prev-token-head", "one-layer-heads-copy"]
+    assert len(get_claims(["all"])) == 12
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 
@@ -102,3 +103,17 @@ def test_banding_claim_reports_every_layer(tmp_path):
     assert result.numbers["final_layer"] == "mixed4b" and "conv2d0" in result.numbers["per_layer_strength"]
     assert result.passed == (result.numbers["final_strength"] >= banding.MIN_STRENGTH
                              and result.numbers["final_strength"] > result.numbers["strongest_earlier"])
+
+
+def test_induction_claims_measure_the_attention_only_organisms(tmp_path):
+    from mechscope.reproduce import induction
+
+    m = induction.measure()
+    two = m["attn-only-2l"]
+    assert len(two["scores"]["induction"]) == 2 and len(m["attn-only-1l"]["copying"]) == 1
+    layer, head = (int(x) for x in two["induction_head"].split("."))
+    assert layer == 1 and two["scores"]["induction"][1][head] == max(two["scores"]["induction"][1])
+    rows = {c.name: c.check(tmp_path) for c in induction.CLAIMS}
+    assert rows["two-layer-induction-heads"].numbers["induction_score"] >= 0.4      # the organism's induction head
+    assert rows["ablating-prev-token-head"].numbers["induction_after"] <= rows["ablating-prev-token-head"].numbers[
+        "induction_before"]
