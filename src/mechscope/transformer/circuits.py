@@ -176,15 +176,18 @@ def composition_scores(model: Any, kind: str = "v") -> Tensor:
     A2, B2 = _right_factors(w, kind)
     R1 = torch.linalg.qr(w["W_V"], mode="r").R                            # [L, H, dh, dh]
     R2 = torch.linalg.qr(B2.mT, mode="r").R                               # [L, H, dh, dh]
-    middle = torch.einsum("ahem,cgmf->ahcgef", w["W_O"], A2)   # W_O1 A2 [L,H,L,H,dh,dh]
-    pair = R1[:, :, None, None] @ middle @ R2.mT[None, None]              # [L, H, L, H, dh, dh]
-    comp = torch.linalg.matrix_norm(pair, ord="fro")
     left = FactoredMatrix(w["W_V"], w["W_O"]).norm()                      # [L, H]
     right = FactoredMatrix(A2, B2).norm()                                 # [L, H]
-    scores = comp / left[:, :, None, None] / right[None, None]
-    n_layers = scores.shape[0]
-    earlier = torch.arange(n_layers)[:, None] < torch.arange(n_layers)[None, :]
-    return torch.where(earlier[:, None, :, None].to(scores.device), scores, torch.zeros_like(scores))
+    n_layers, n_heads = left.shape
+    scores = torch.zeros(n_layers, n_heads, n_layers, n_heads, dtype=left.dtype, device=left.device)
+    for l1 in range(n_layers):                # only earlier -> later layers: l1 >= l2 stays 0 and is not computed
+        if l1 + 1 == n_layers:
+            break
+        middle = torch.einsum("hem,lgmf->hlgef", w["W_O"][l1], A2[l1 + 1:])   # W_O1 A2 [H, L', H, dh, dh]
+        pair = R1[l1][:, None, None] @ middle @ R2[l1 + 1:].mT[None]          # [H, L', H, dh, dh]
+        comp = torch.linalg.matrix_norm(pair, ord="fro")
+        scores[l1, :, l1 + 1:] = comp / left[l1][:, None, None] / right[l1 + 1:][None]
+    return scores
 
 
 def composition_baseline(d_model: int, d_head: int, samples: int = 1000, seed: int = 0) -> float:
