@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mechscope-installed
 
-.PHONY: demo test bench bench-scan bench-featvis clean
+.PHONY: demo test bench bench-scan bench-featvis bench-transformer clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ bench: $(STAMP)
 # dataset sizes.  `make bench-scan ARGS="--model inceptionv1 --size 96"` to choose.
 bench-scan: $(STAMP)
 	$(BIN)/python benchmarks/examples_scan.py $(ARGS)
+
+# mechscope vs TransformerLens on its attn-only-2l configuration: forward, training, composition and copying scores
+# (ratios, peak memory).  `make bench-transformer ARGS=--quick` for a smoke run.
+bench-transformer: $(STAMP)
+	$(BIN)/python benchmarks/transformer_vs_tl.py $(ARGS)
 
 # mechscope vs Lucent feature-visualization throughput.  Lucent needs torchvision, which has no build beside the dev
 # venv's torch 2.13.0, so this benchmark has its own venv (torch 2.14.1 + torchvision 0.29.1 from this machine's

@@ -53,6 +53,9 @@ def _save_fig(fig: Any, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)   # pyplot keeps every figure alive until closed
     return path
 
 
