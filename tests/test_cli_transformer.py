@@ -45,3 +45,20 @@ def test_layers_lists_hook_points_of_a_language_model(name):
     assert r.exit_code == 0, r.output
     hooks = {h["name"]: h["shape"] for h in json.loads(r.output)}
     assert hooks["blocks.1.attn.hook_pattern"] == [4, 128, 128]
+
+
+def test_train_attn_only_writes_weights_tokenizer_and_card_and_resumes(tmp_path):
+    args = ["train", "attn-only", "--layers", "1", "--steps", "3", "--corpus-mb", "0.2", "--vocab", "300",
+            "--threads", "1", "--out", str(tmp_path)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    card = json.loads((tmp_path / "attn-only-1l.json").read_text())
+    assert card["recipe"]["steps"] == 3 and card["data"]["tokens_seen"] == 3 * 32 * 128
+    assert {"previous_token", "induction", "held_out_loss"} <= set(card["final"])
+    from mechscope.zoo.attn_only import load
+
+    model = load(tmp_path / "attn-only-1l.safetensors")
+    assert model.cfg.d_vocab == 300 and model.cfg.n_layers == 1
+    again = runner.invoke(app, args)                                   # resumes from the finished checkpoint
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "attn-only-1l.json").read_text())["sha256"] == card["sha256"]

@@ -196,13 +196,16 @@ def train_attn_only_command(
     steps: int = typer.Option(None, help="Training steps (default: the recipe's)."),
     seed: int = typer.Option(0, help="Seed of the initialisation, the corpus split and the batches."),
     threads: int = typer.Option(2, help="CPU threads."),
+    corpus_mb: float = typer.Option(20.0, help="Size of the offline corpus to build, in MB."),
+    vocab: int = typer.Option(1024, help="BPE vocabulary size."),
 ) -> None:
     """Train an attention-only organism with the recipe's curriculum (seeded, resumable, progress bar)."""
     from dataclasses import replace
 
     from mechscope.zoo.organisms.attn_only_recipe import AttnOnlyRecipe, train_attn_only
 
-    recipe = replace(AttnOnlyRecipe(n_layers=layers, seed=seed, threads=threads),
+    recipe = replace(AttnOnlyRecipe(n_layers=layers, seed=seed, threads=threads, d_vocab=vocab,
+                                    corpus_bytes=int(corpus_mb * 1e6)),
                      **({"steps": steps} if steps is not None else {}))
     folder = out or Path(f"out/train/attn-only-{layers}l")
     card = train_attn_only(folder, recipe)
