@@ -115,3 +115,10 @@ def test_logits_and_activations_match_transformer_lens_both_ways(overrides):
     back = AttnOnlyTransformer(cfg)
     back.load_state_dict(from_transformer_lens(theirs.state_dict(), cfg))
     torch.testing.assert_close(back(tokens), their_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_the_same_model_saves_to_the_same_bytes(tmp_path):
+    model = _model()
+    a, b = save(model, tmp_path / "a.safetensors"), save(load(save(model, tmp_path / "c.safetensors")),
+                                                         tmp_path / "b.safetensors")
+    assert a.read_bytes() == b.read_bytes()

@@ -350,8 +350,12 @@ def _config_dict(cfg: AttnOnlyConfig) -> dict:
     return asdict(cfg)
 
 
+META_KEY = "mechscope.attn_only.config"   # one metadata key: safetensors writes a dict's keys in random order
+
+
 def save(model: AttnOnlyTransformer, path: str | os.PathLike) -> Path:
-    """Weights and config in one safetensors file (config as JSON metadata), written atomically."""
+    """Weights and config in one safetensors file (config as JSON metadata), written atomically; the same
+    model always gives the same bytes."""
     import json
 
     from safetensors.torch import save
@@ -359,7 +363,7 @@ def save(model: AttnOnlyTransformer, path: str | os.PathLike) -> Path:
     from mechscope.artefacts import atomic_write_bytes
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    data = save(tensors, metadata={"mechscope": "attn_only", "config": json.dumps(_config_dict(model.cfg))})
+    data = save(tensors, metadata={META_KEY: json.dumps(_config_dict(model.cfg), sort_keys=True)})
     atomic_write_bytes(Path(path), data)
     return Path(path)
 
@@ -377,8 +381,9 @@ def load(path: str | os.PathLike) -> AttnOnlyTransformer:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:   # safetensors raises several types for truncated or foreign files
         raise MechscopeError(f"{path} is not a readable safetensors file ({e})") from None
-    if meta.get("mechscope") != "attn_only" or "config" not in meta:
+    config = meta.get(META_KEY, meta.get("config") if meta.get("mechscope") == "attn_only" else None)
+    if config is None:
         raise MechscopeError(f"{path} holds no attention-only transformer config (metadata {sorted(meta)})")
-    model = AttnOnlyTransformer(AttnOnlyConfig(**json.loads(meta["config"])))
+    model = AttnOnlyTransformer(AttnOnlyConfig(**json.loads(config)))
     model.load_state_dict(from_transformer_lens(tensors, model.cfg))
     return model.eval()

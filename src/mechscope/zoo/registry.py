@@ -123,10 +123,10 @@ _CARDS: tuple[ModelCard, ...] = (
         "The shapes organism trained again with seed 1 (same recipe): a second network for universality and "
         "seed-robustness checks"),
     _attn_only_organism(
-        1, "943e0f358016357677c127f0ac0995b97fc3eb0a7e4f247dfbfaa0dfa71ce828", "Our 1-layer attention-only transformer (4 heads, d_model 128, BPE 1024) trained on the offline "
+        1, "16cb93ac748a43a955a7655fab5d820ab889c48d5a412c21727cc288f1bb226e", "Our 1-layer attention-only transformer (4 heads, d_model 128, BPE 1024) trained on the offline "
         "corpus with an induction curriculum: the Mathematical Framework's 1-layer model"),
     _attn_only_organism(
-        2, "b0235d050cec386a673b584464986542ddac819823b54b6788186e5709004026", "Our 2-layer attention-only transformer (4 heads per layer, d_model 128, BPE 1024): a layer-0 "
+        2, "37c75ee674c36a6e0a3b928f0699df9c64006b0864a91b2a84643294cd734cea", "Our 2-layer attention-only transformer (4 heads per layer, d_model 128, BPE 1024): a layer-0 "
         "previous-token head and a layer-1 induction head"),
 )
 
