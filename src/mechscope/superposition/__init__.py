@@ -1,0 +1,1 @@
+"""Superposition: toy models, their metrics and experiments, and sparse autoencoders."""
