@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -187,3 +188,76 @@ def test_best_of_keeps_lowest_loss_seed():
     assert best.log[-1]["event"] == "best_of" and best.log[-1]["chosen"] == chosen.tolist()
     with pytest.raises(MechscopeError):
         best_of(0, cfg, imp, p, **kwargs)
+
+
+# ---- the fast training path: closed-form gradients and the hand-written AdamW --------------------------------------
+
+from mechscope.superposition.toy import _batches, _data_seed, _FastToy  # noqa: E402
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_closed_form_gradients_equal_autograd(kind):
+    cfg = ToyConfig(n_features=5, n_hidden=3, n_instances=2, model=kind)
+    model = ToyModel(cfg, seed=0).double()
+    with torch.no_grad():
+        model.b_final.normal_(generator=gen(1))
+    x = generate_batch(cfg, 9, 0.6, generator=gen(2)).double()  # [B, I, F]
+    imp = torch.rand(2, 5, generator=gen(3), dtype=torch.float64)
+    per_instance = ((model(x) - targets(cfg, x)).square() * imp).mean(dim=(0, 2))
+    per_instance.sum().backward()
+    params = [q.detach().clone() for q in model.parameters()]
+    grads = [torch.full_like(q, float("nan")) for q in params]
+    fast = _FastToy(kind, params, grads, imp, batch_size=9)
+    xa = torch.cat([x.permute(1, 2, 0), torch.ones(2, 1, 9, dtype=torch.float64)], dim=1)  # [I, F+1, B]
+    losses = fast.backward(xa, want_loss=True)
+    assert torch.allclose(losses, per_instance.detach(), rtol=1e-12, atol=1e-14)
+    assert fast.backward(xa, want_loss=False) is None
+    for (name, q), grad in zip(model.named_parameters(), grads, strict=True):
+        assert torch.allclose(grad, q.grad, rtol=1e-10, atol=1e-13), name
+
+
+def test_batches_distribution_and_layout():
+    cfg = ToyConfig(n_features=4, n_hidden=2, n_instances=3)
+    p = torch.tensor([[0.1], [0.5], [0.0]]).expand(3, 4)
+    xs = [xa.clone() for xa in _batches(cfg, 2000, p, gen(), "cpu", steps=7)]
+    assert len(xs) == 7 and xs[0].shape == (3, 5, 2000)
+    x = torch.stack(xs)
+    assert (x[:, :, 4] == 1).all()  # the ones row
+    on = (x[:, :, :4] != 0).float().mean(dim=(0, 3))  # [I, F]
+    assert torch.allclose(on, p, atol=0.01)
+    values = x[:, :2, :4][x[:, :2, :4] != 0]
+    assert values.min() >= 0 and values.max() <= 1 and abs(values.mean().item() - 0.5) < 0.01
+    assert not torch.equal(xs[0], xs[1])
+    abs_x = torch.stack([xa.clone() for xa in _batches(dataclasses.replace(cfg, model="abs"), 2000, p, gen(), "cpu", 2)])
+    nz = abs_x[:, :2, :4][abs_x[:, :2, :4] != 0]
+    assert nz.min() < -0.9 and nz.max() > 0.9 and abs(nz.mean().item()) < 0.02
+
+
+@pytest.mark.parametrize(
+    "kind, pairs", [("relu_output", 0), ("linear", 0), ("relu_hidden", 0), ("abs", 0), ("relu_output", 1)]
+)
+def test_fast_training_matches_autograd_and_torch_adamw(kind, pairs):
+    """train_toy's steps equal a plain autograd + torch.optim.AdamW loop on the same batches (same seed)."""
+    cfg = ToyConfig(n_features=5, n_hidden=2, n_instances=3, model=kind, n_correlated_pairs=pairs,
+                    n_anticorrelated_pairs=pairs)
+    imp, p = importance_decay(5, 0.8), torch.tensor([[1.0], [0.3], [0.05]])
+    steps, batch, lr, wd, seed = 12, 64, 1e-2, 0.05, 3
+    run = train_toy(cfg, imp, p, steps=steps, batch_size=batch, lr=lr, weight_decay=wd, schedule="cosine",
+                    seed=seed, progress=False)
+    model = ToyModel(cfg, seed=seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
+    data = _batches(cfg, batch, p.expand(3, 5), torch.Generator().manual_seed(_data_seed(seed)), "cpu", steps)
+    tail = []
+    for step, xa in enumerate(data):
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        x = xa[:, :5].permute(2, 0, 1)  # [B, I, F]
+        per_instance = ((model(x) - targets(cfg, x)).square() * imp).mean(dim=(0, 2))
+        opt.zero_grad()
+        per_instance.sum().backward()
+        opt.step()
+        tail.append(per_instance.detach())
+    for (name, q), mine in zip(model.named_parameters(), run.model.parameters(), strict=True):
+        assert not torch.equal(q, getattr(ToyModel(cfg, seed=seed), name)), name  # it did train
+        assert torch.allclose(mine, q, atol=1e-5, rtol=0), name
+    assert torch.allclose(run.losses, torch.stack(tail).mean(0), atol=1e-5, rtol=1e-5)
