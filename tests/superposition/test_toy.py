@@ -195,19 +195,21 @@ def test_best_of_keeps_lowest_loss_seed():
 from mechscope.superposition.toy import _batches, _data_seed, _FastToy  # noqa: E402
 
 
-@pytest.mark.parametrize("kind", MODELS)
-def test_closed_form_gradients_equal_autograd(kind):
-    cfg = ToyConfig(n_features=5, n_hidden=3, n_instances=2, model=kind)
+@pytest.mark.parametrize("kind, n, m", [(k, 5, 3) for k in MODELS] + [("relu_output", 12, 2), ("linear", 12, 2)])
+def test_closed_form_gradients_equal_autograd(kind, n, m):
+    """(n=12, m=2 takes the factored route through h = Wᵀx, the others the W Wᵀ route.)"""
+    cfg = ToyConfig(n_features=n, n_hidden=m, n_instances=2, model=kind)
     model = ToyModel(cfg, seed=0).double()
     with torch.no_grad():
         model.b_final.normal_(generator=gen(1))
     x = generate_batch(cfg, 9, 0.6, generator=gen(2)).double()  # [B, I, F]
-    imp = torch.rand(2, 5, generator=gen(3), dtype=torch.float64)
+    imp = torch.rand(2, n, generator=gen(3), dtype=torch.float64)
     per_instance = ((model(x) - targets(cfg, x)).square() * imp).mean(dim=(0, 2))
     per_instance.sum().backward()
     params = [q.detach().clone() for q in model.parameters()]
     grads = [torch.full_like(q, float("nan")) for q in params]
     fast = _FastToy(kind, params, grads, imp, batch_size=9)
+    assert fast.factored == (n == 12)
     xa = torch.cat([x.permute(1, 2, 0), torch.ones(2, 1, 9, dtype=torch.float64)], dim=1)  # [I, F+1, B]
     losses = fast.backward(xa, want_loss=True)
     assert torch.allclose(losses, per_instance.detach(), rtol=1e-12, atol=1e-14)

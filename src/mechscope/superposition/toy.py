@@ -318,7 +318,10 @@ class _FastToy:
     ``dL/dM = xᵀ G``, ``dL/dW = (dM + dMᵀ) W``, ``dL/db = sum_batch G`` with ``G = dL/dpre``; the
     ``[M | b]`` matrix meets the ones row of the batch (see :func:`_batches`), so the forward is one batched
     matmul and ``xᵀ G`` carries ``dL/db`` in its last row.  The importance weights scale the small
-    ``[instances, features, features]`` products, not the batch-sized tensors.
+    ``[instances, features, features]`` products, not the batch-sized tensors.  That costs about ``2 F² B`` per
+    step; when the hidden layer is narrow (``5 H < 2 F``, e.g. n=200, m=20) the factored route through
+    ``h = Wᵀ x`` costs ``5 F H B`` and is used instead (``factored``):
+    ``dL/dW = G hᵀ + x (Wᵀ G)ᵀ``, ``dL/db = sum_batch G``.
     """
 
     def __init__(self, kind: str, params: list[Tensor], grads: list[Tensor], imp: Tensor, batch_size: int) -> None:
@@ -327,13 +330,14 @@ class _FastToy:
         self.nf = nf
         self.imp = imp.to(params[0].dtype)
         self.scale = self.imp * (2.0 / (batch_size * nf))  # [I, F]: dL/dout = scale * (out - target)
-        if kind in ("relu_output", "linear"):
+        self.factored = kind in ("relu_output", "linear") and 5 * params[0].shape[-1] < 2 * nf
+        if kind in ("relu_output", "linear") and not self.factored:
             self.Q = torch.empty((inst, nf + 1, nf), dtype=params[0].dtype, device=params[0].device)  # [M; bᵀ]
             self.refresh()
 
     def refresh(self) -> None:
         """Recompute what the forward needs from the parameters (after they changed)."""
-        if self.kind in ("relu_output", "linear"):
+        if self.kind in ("relu_output", "linear") and not self.factored:
             W, b = self.params
             torch.bmm(W, W.transpose(1, 2), out=self.Q[:, : self.nf])
             self.Q[:, self.nf].copy_(b)
@@ -343,7 +347,14 @@ class _FastToy:
         per-instance losses ``[instances]`` when ``want_loss``, else ``None``."""
         kind, nf, grads = self.kind, self.nf, self.grads
         x = xa[:, :nf]  # [I, F, B]
-        if kind in ("relu_output", "linear"):
+        if self.factored:
+            W, b = self.params
+            h = torch.bmm(W.transpose(1, 2), x)  # [I, H, B]
+            out = torch.baddbmm(b[:, :, None], W, h)
+            if kind == "relu_output":
+                out.relu_()
+            d = out - x
+        elif kind in ("relu_output", "linear"):
             out = torch.bmm(self.Q.transpose(1, 2), xa)  # (x M + b)ᵀ: [I, F, B]
             if kind == "relu_output":
                 out.relu_()
@@ -359,6 +370,13 @@ class _FastToy:
         if want_loss:
             losses = (d.square().mean(dim=2) * self.imp).mean(dim=1)
         g = d if kind == "linear" else torch.ops.aten.threshold_backward(d, out, 0)  # dL/dpre / scale
+        if self.factored:
+            G = g.mul_(self.scale[:, :, None])  # dL/dpre [I, F, B]
+            W = self.params[0]
+            torch.bmm(G, h.transpose(1, 2), out=grads[0])  # G hᵀ
+            grads[0].baddbmm_(x, torch.bmm(W.transpose(1, 2), G).transpose(1, 2))  # + x (Wᵀ G)ᵀ
+            torch.sum(G, dim=2, out=grads[1])
+            return losses
         if kind in ("relu_output", "linear"):
             D = torch.bmm(xa, g.transpose(1, 2)).mul_(self.scale[:, None, :])  # [xᵀ G; sum_batch G]: [I, F+1, F]
             dM = D[:, :nf]
