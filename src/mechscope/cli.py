@@ -367,10 +367,12 @@ def reproduce(
 
 
 from mechscope.cli_analyses import register as _register_analyses  # noqa: E402
+from mechscope.cli_superposition import register as _register_superposition  # noqa: E402
 from mechscope.cli_transformer import register as _register_transformer  # noqa: E402
 
 _register_analyses(app)
 _register_transformer(app, train_app)
+_register_superposition(app)
 
 
 def main() -> None:
