@@ -24,8 +24,10 @@ def test_registry_and_unknown_names():
     assert claim_names() == ["curve-detectors-exist", "curve-family-rotated-copies", "featvis-many-sigma",
                              "high-low-detectors-split", "final-layer-banding", "seeds-share-early-units",
                              "handmade-curve-detector", "two-layer-induction-heads", "k-composition-prev-to-induction",
-                             "induction-head-copies", "ablating-prev-token-head", "one-layer-heads-copy"]
-    assert len(get_claims(["all"])) == 12
+                             "induction-head-copies", "ablating-prev-token-head", "one-layer-heads-copy",
+                             "tms-dense-keeps-two", "tms-sparse-pentagon", "tms-linear-no-superposition",
+                             "tms-sticky-dimensions", "tms-phase-boundary", "sae-recovers-toy-features"]
+    assert len(get_claims(["all"])) == 18
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 
@@ -117,3 +119,26 @@ def test_induction_claims_measure_the_attention_only_organisms(tmp_path):
     assert rows["two-layer-induction-heads"].numbers["induction_score"] >= 0.4      # the organism's induction head
     assert rows["ablating-prev-token-head"].numbers["induction_after"] <= rows["ablating-prev-token-head"].numbers[
         "induction_before"]
+
+
+def test_superposition_claims_read_their_experiments(tmp_path, monkeypatch):
+    """The claims' logic on short runs (the real check trains 10,000 steps: `mechscope reproduce`)."""
+    from mechscope.reproduce import superposition
+    from mechscope.superposition import experiments
+
+    short = {}
+
+    def run(name):
+        if name not in short:
+            short[name] = (experiments.sae_recovery(steps=30, k=1, progress=False, sae_steps=20)
+                           if name == "sae_recovery" else experiments.run_experiment(name, steps=30, k=1,
+                                                                                        progress=False))
+        return short[name]
+
+    monkeypatch.setattr(superposition, "_run", run)
+    for claim in superposition.CLAIMS:
+        if claim.name in ("tms-sticky-dimensions",):   # n=200 x 16 settings: left to the real run
+            continue
+        result = claim.check(tmp_path)
+        assert isinstance(result.passed, bool) and result.numbers, claim.name
+        assert all((tmp_path / f).exists() for f in result.figures), claim.name
