@@ -180,7 +180,7 @@ def _phase_of(W: Tensor) -> list[str]:
     return out
 
 
-def phase(steps: int = 10_000, k: int = 4, progress: bool = True) -> ExperimentResult:
+def phase(steps: int = 10_000, k: int = 10, progress: bool = True) -> ExperimentResult:
     rel = torch.logspace(-1, 1, 9)                                      # importance of feature 2 / feature 1
     dens = torch.logspace(-2, 0, 9)
     R, D = torch.meshgrid(rel, dens, indexing="ij")
