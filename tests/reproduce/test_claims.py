@@ -26,8 +26,9 @@ def test_registry_and_unknown_names():
                              "handmade-curve-detector", "two-layer-induction-heads", "k-composition-prev-to-induction",
                              "induction-head-copies", "ablating-prev-token-head", "one-layer-heads-copy",
                              "tms-dense-keeps-two", "tms-sparse-pentagon", "tms-linear-no-superposition",
-                             "tms-sticky-dimensions", "tms-phase-boundary", "sae-recovers-toy-features"]
-    assert len(get_claims(["all"])) == 18
+                             "tms-sticky-dimensions", "tms-phase-boundary", "tms-correlated-pairs",
+                             "tms-privileged-basis", "sae-recovers-toy-features"]
+    assert len(get_claims(["all"])) == 20
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 

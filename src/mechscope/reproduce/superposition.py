@@ -95,6 +95,27 @@ def _phase(out: Path) -> Result:
                   "antipodally, above it only one is kept. 13 densities from 0.3 to 0.9, best of 10 seeds each (with 4, local minima left the transition ragged between 0.55 and 0.75).")
 
 
+def _correlated(out: Path) -> Result:
+    r = _run("correlated")
+    corr = [c for x in r.instances if x["pairs"] == "correlated" for c in x["cosine_within_pairs"]]
+    anti = [c for x in r.instances if x["pairs"] == "anticorrelated" for c in x["cosine_within_pairs"]]
+    return Result({"cosine_within_correlated_pairs": corr, "cosine_within_anticorrelated_pairs": anti,
+                   "densities": r.settings["densities"]},
+                  max(abs(c) for c in corr) <= 0.1 and max(anti) <= -0.9, _figure(r, "geometry", out),
+                  "n=4, m=2, uniform importance: features that occur together take orthogonal directions; features "
+                  "that never co-occur share one direction with opposite signs.")
+
+
+def _privileged(out: Path) -> Result:
+    r = _run("privileged")
+    mono = [x["monosemantic"] for x in r.instances]
+    poly = [x["polysemantic"] for x in r.instances]
+    return Result({"sparsities": r.settings["sparsities"], "monosemantic": mono, "polysemantic": poly},
+                  mono[0] == r.settings["n_hidden"] and mono[-1] == 0, _figure(r, "neuron_weights", out),
+                  "n=10, m=5 with a ReLU hidden layer (a privileged basis), importance 0.75^i: a neuron is "
+                  "monosemantic when one feature alone has |weight| >= half the neuron's largest.")
+
+
 def _sae(out: Path) -> Result:
     r = _run("sae_recovery")
     rows = [x for x in r.instances if x["n_features"] == 5 and x["density"] == 0.05]
@@ -122,6 +143,11 @@ CLAIMS = (
           ">= 2 of 16 densities with m/||W||_F^2 within 0.05 of 1, and >= 2 within 0.05 of 1/2", _sticky),
     Claim("tms-phase-boundary", PAPER, "the n=2/m=1 phase boundary at equal importance lies near the analytic "
           "4/7", "a clean transition whose midpoint lies in [0.45, 0.70]", _phase),
+    Claim("tms-correlated-pairs", PAPER, "correlated features are placed orthogonally, anticorrelated ones "
+          "antipodally", "|cos| <= 0.1 within every correlated pair and cos <= -0.9 within every anticorrelated pair",
+          _correlated),
+    Claim("tms-privileged-basis", PAPER, "with a privileged basis, neurons are monosemantic when features are dense "
+          "and polysemantic when they are sparse", "all m neurons monosemantic at S=0, none at S=0.999", _privileged),
     Claim("sae-recovers-toy-features", "Sparse dictionary learning (after Toy Models of Superposition)",
           "a sparse autoencoder recovers the pentagon's five feature directions",
           "mean max cosine >= 0.95 with 10 latents", _sae),
