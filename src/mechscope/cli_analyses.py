@@ -4,26 +4,15 @@ writes pictures and JSON into ``--out``; no logic of its own."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from mechscope.plots import new_figure as _figure
+from mechscope.plots import save_figure as _save_fig
 from mechscope.units import parse
-
-
-def _save_fig(fig: Any, path: Path) -> Path:
-    from mechscope.artefacts import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)   # pyplot keeps every figure alive until closed
-    return path
 
 
 def _save_json(payload: Any, path: Path) -> Path:
@@ -35,15 +24,6 @@ def _save_json(payload: Any, path: Path) -> Path:
 
 def _stem(unit: str) -> str:
     return unit.replace(":", "_").replace("@", "_at_").replace(",", "_")
-
-
-def _figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(*args, **kwargs)
 
 
 def _model_and_size(model: str, weights: str, seed: int) -> tuple[Any, int]:

@@ -11,6 +11,8 @@ from typing import Any
 import typer
 
 from mechscope.errors import MechscopeError
+from mechscope.plots import new_figure as _figure
+from mechscope.plots import save_figure as _save_fig
 
 WEIGHTS = typer.Option("bundled", help="bundled | random | a path to a weights file (ours or TransformerLens's).")
 OUT = typer.Option(Path("out/transformer"), help="Output folder for pictures and JSON.")
@@ -43,29 +45,6 @@ def _head(spec: str, model: Any) -> tuple[int, int]:
         raise MechscopeError(f"head {spec} does not exist: the model has layers 0..{cfg.n_layers - 1} and heads "
                              f"0..{cfg.n_heads - 1}")
     return layer, head
-
-
-def _save_fig(fig: Any, path: Path) -> Path:
-    import io
-
-    from mechscope.artefacts import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)   # pyplot keeps every figure alive until closed
-    return path
-
-
-def _figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(*args, **kwargs)
 
 
 def heads(model: str = typer.Argument(..., help="attn-only-1l, attn-only-2l, ..."), weights: str = WEIGHTS,

@@ -282,9 +282,10 @@ def rotation_partners(model: torch.nn.Module, layer: str, images: torch.Tensor, 
     validate(model, name)
     if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
         raise MechscopeError(f"rotation_partners needs square images [N, C, H, H], got {tuple(images.shape)}")
+    from mechscope.vision.families import CrossCorrelation
+
     q = int(quarter) % 4
-    sums: dict[str, torch.Tensor] = {}
-    n = 0
+    acc = CrossCorrelation()
     with eval_mode(model):
         for lo in range(0, len(images), batch_size):
             x = images[lo:lo + batch_size]
@@ -293,20 +294,8 @@ def rotation_partners(model: torch.nn.Module, layer: str, images: torch.Tensor, 
             b = torch.rot90(b.double(), -q, (2, 3))
             if border and min(a.shape[-2:]) > 2 * border:
                 a, b = a[..., border:-border, border:-border], b[..., border:-border, border:-border]
-            a = a.permute(1, 0, 2, 3).reshape(a.shape[1], -1)
-            b = b.permute(1, 0, 2, 3).reshape(b.shape[1], -1)
-            for key, value in (("a", a.sum(1)), ("b", b.sum(1)), ("aa", (a * a).sum(1)), ("bb", (b * b).sum(1)),
-                               ("ab", a @ b.T)):
-                sums[key] = sums[key] + value if key in sums else value
-            n += a.shape[1]
-    if n < 2:
-        raise MechscopeError("rotation_partners needs at least two samples")
-    ma, mb = sums["a"] / n, sums["b"] / n
-    cov = sums["ab"] / n - ma[:, None] * mb[None]
-    sa = (sums["aa"] / n - ma**2).clamp_min(0).sqrt()
-    sb = (sums["bb"] / n - mb**2).clamp_min(0).sqrt()
-    corr = (cov / (sa[:, None] * sb[None]).clamp_min(1e-12)).masked_fill((sa[:, None] == 0) | (sb[None] == 0), 0.0)
-    best, partner = corr.max(1)
+            acc.add(a.permute(1, 0, 2, 3).reshape(a.shape[1], -1), b.permute(1, 0, 2, 3).reshape(b.shape[1], -1))
+    best, partner = acc.result("rotation_partners").max(1)
     return RotationPartners(name, q, partner, best.float())
 
 

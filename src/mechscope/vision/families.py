@@ -45,6 +45,33 @@ def _images(item: Any) -> torch.Tensor:
     raise MechscopeError("batches must yield image tensors [B, 3, H, W] or (indices, images) pairs")
 
 
+class CrossCorrelation:
+    """Streaming Pearson correlations between two sets of variables: ``add(a [A, samples], b [B, samples])``
+    accumulates float64 sums batch by batch; ``result(what)`` is ``[A, B]`` (0 where either side is constant)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n = 0
+
+    def add(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        a, b = a.double(), b.double()
+        for key, value in (("a", a.sum(1)), ("b", b.sum(1)), ("aa", (a * a).sum(1)), ("bb", (b * b).sum(1)),
+                           ("ab", a @ b.T)):
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.n += a.shape[1]
+
+    def result(self, what: str = "correlations") -> torch.Tensor:
+        n, s = self.n, self.sums
+        if n < 2:
+            raise MechscopeError(f"{what} needs at least two samples")
+        mean_a, mean_b = s["a"] / n, s["b"] / n
+        cov = s["ab"] / n - mean_a[:, None] * mean_b[None]
+        std_a = (s["aa"] / n - mean_a**2).clamp_min(0).sqrt()
+        std_b = (s["bb"] / n - mean_b**2).clamp_min(0).sqrt()
+        corr = cov / (std_a[:, None] * std_b[None]).clamp_min(1e-12)
+        return corr.masked_fill((std_a[:, None] == 0) | (std_b[None] == 0), 0.0)
+
+
 @torch.no_grad()
 def activation_correlation(model_a: nn.Module, model_b: nn.Module, layer_a: str, layer_b: str,
                            batches: Iterable[Any], *, progress: bool = True) -> torch.Tensor:
@@ -56,8 +83,7 @@ def activation_correlation(model_a: nn.Module, model_b: nn.Module, layer_a: str,
     modes = (model_a.training, model_b.training)
     model_a.eval()
     model_b.eval()
-    sums: dict[str, torch.Tensor] = {}
-    n = 0
+    acc = CrossCorrelation()
     try:
         for item in tqdm(batches, desc="correlation", disable=not progress):
             x = _images(item)
@@ -65,24 +91,12 @@ def activation_correlation(model_a: nn.Module, model_b: nn.Module, layer_a: str,
             b = as_map(capture(model_b, x, [name_b])[name_b], name_b, "correlations").double()
             if a.shape[-2:] != b.shape[-2:]:
                 a, b = a.mean((2, 3), keepdim=True), b.mean((2, 3), keepdim=True)
-            a = a.permute(1, 0, 2, 3).reshape(a.shape[1], -1)  # [C_a, samples]
-            b = b.permute(1, 0, 2, 3).reshape(b.shape[1], -1)
-            for key, value in (("a", a.sum(1)), ("b", b.sum(1)), ("aa", (a * a).sum(1)), ("bb", (b * b).sum(1)),
-                               ("ab", a @ b.T)):
-                sums[key] = sums[key] + value if key in sums else value
-            n += a.shape[1]
+            acc.add(a.permute(1, 0, 2, 3).reshape(a.shape[1], -1),   # [C_a, samples]
+                    b.permute(1, 0, 2, 3).reshape(b.shape[1], -1))
     finally:
         model_a.train(modes[0])
         model_b.train(modes[1])
-    if n < 2:
-        raise MechscopeError("activation_correlation needs at least two samples")
-    mean_a, mean_b = sums["a"] / n, sums["b"] / n
-    cov = sums["ab"] / n - mean_a[:, None] * mean_b[None]
-    std_a = (sums["aa"] / n - mean_a**2).clamp_min(0).sqrt()
-    std_b = (sums["bb"] / n - mean_b**2).clamp_min(0).sqrt()
-    corr = cov / (std_a[:, None] * std_b[None]).clamp_min(1e-12)
-    dead = (std_a[:, None] == 0) | (std_b[None] == 0)
-    return corr.masked_fill(dead, 0.0).float()
+    return acc.result("activation_correlation").float()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,42 @@
+"""The two matplotlib chores every command that draws shares: a headless figure, and saving it as a PNG.
+
+Example::
+
+    >>> import tempfile, pathlib
+    >>> from mechscope.plots import new_figure, save_figure
+    >>> fig, ax = new_figure(figsize=(2, 2))
+    >>> _ = ax.plot([0, 1], [1, 0])
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = save_figure(fig, pathlib.Path(d) / "line.png")
+    ...     path.read_bytes()[:4] == b"\\x89PNG"
+    True
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+
+def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """``plt.subplots(*args, **kwargs)`` on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 90) -> Path:
+    """Write ``fig`` to ``path`` as a PNG (atomically, tight bounding box) and close it; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    from mechscope.artefacts import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+    plt.close(fig)   # pyplot keeps every figure alive until closed
+    return path
