@@ -192,7 +192,8 @@ def test_best_of_keeps_lowest_loss_seed():
 
 # ---- the fast training path: closed-form gradients and the hand-written AdamW --------------------------------------
 
-from mechscope.superposition.toy import _batches, _data_seed, _FastToy  # noqa: E402
+from mechscope.superposition.fast import FastToy  # noqa: E402
+from mechscope.superposition.toy import _batches, _data_seed  # noqa: E402
 
 
 @pytest.mark.parametrize("kind, n, m", [(k, 5, 3) for k in MODELS] + [("relu_output", 12, 2), ("linear", 12, 2)])
@@ -208,7 +209,7 @@ def test_closed_form_gradients_equal_autograd(kind, n, m):
     per_instance.sum().backward()
     params = [q.detach().clone() for q in model.parameters()]
     grads = [torch.full_like(q, float("nan")) for q in params]
-    fast = _FastToy(kind, params, grads, imp, batch_size=9)
+    fast = FastToy(kind, params, grads, imp, batch_size=9)
     assert fast.factored == (n == 12)
     xa = torch.cat([x.permute(1, 2, 0), torch.ones(2, 1, 9, dtype=torch.float64)], dim=1)  # [I, F+1, B]
     losses = fast.backward(xa, want_loss=True)
