@@ -35,6 +35,13 @@ def _model(name: str, weights: str) -> tuple[Any, Any]:
     return net, tokenizer
 
 
+def _folded(net: Any) -> Any:
+    """The model with LayerNorm folded into its weights (the weights-only analyses then include its scale)."""
+    from mechscope.zoo.attn_only import fold_layer_norm
+
+    return fold_layer_norm(net) if net.cfg.normalization == "LN" else net
+
+
 def _head(spec: str, model: Any) -> tuple[int, int]:
     try:
         layer, head = (int(x) for x in spec.split("."))
@@ -52,14 +59,13 @@ def heads(model: str = typer.Argument(..., help="attn-only-1l, attn-only-2l, ...
     """Every head's previous-token, duplicate-token and induction score (on [BOS] r r) and OV copying score."""
     from mechscope.transformer.circuits import copying_scores
     from mechscope.transformer.heads import classify_heads, head_scores, repeated_tokens
-    from mechscope.zoo.attn_only import fold_layer_norm
 
     net, tok = _model(model, weights)
     low = 3 if tok is not None else 0
     tokens = repeated_tokens(net.cfg.d_vocab, min(50, (net.cfg.n_ctx - 1) // 2), 16,
                              bos=tok.bos_id if tok is not None else 0, seed=1, low=low)
     scores = head_scores(net, tokens)
-    folded = fold_layer_norm(net) if net.cfg.normalization == "LN" else net
+    folded = _folded(net)
     scores["copying"] = copying_scores(folded)
     kinds = {f"{r['head']}": r["kind"] for r in classify_heads({k: v for k, v in scores.items() if k != "copying"})}
     rows = [{"head": f"{l}.{h}", **{k: round(float(v[l, h]), 4) for k, v in scores.items()},
@@ -90,14 +96,13 @@ def composition(model: str = typer.Argument(..., help="A model with at least two
                 top: int = typer.Option(5, help="Strongest head pairs to list."), out: Path = OUT) -> None:
     """Composition scores between every pair of heads in different layers, with the random-matrix baseline."""
     from mechscope.transformer.circuits import composition_baseline, composition_scores
-    from mechscope.zoo.attn_only import fold_layer_norm
 
     if kind not in ("q", "k", "v"):
         raise MechscopeError(f"--kind must be q, k or v, not {kind!r}")
     net, _ = _model(model, weights)
     if net.cfg.n_layers < 2:
         raise MechscopeError(f"{model} has one layer: composition needs heads in two layers")
-    folded = fold_layer_norm(net) if net.cfg.normalization == "LN" else net
+    folded = _folded(net)
     scores = composition_scores(folded, kind)                           # [L, H, L, H]
     baseline = composition_baseline(net.cfg.d_model, net.cfg.d_head)
     L, H = net.cfg.n_layers, net.cfg.n_heads
@@ -129,11 +134,10 @@ def composition(model: str = typer.Argument(..., help="A model with at least two
 
 def _circuit_verb(which: str, model: str, head: str, top: int, weights: str, as_json: bool) -> None:
     from mechscope.transformer.circuits import copying_scores, ov_circuit, qk_circuit, top_token_pairs
-    from mechscope.zoo.attn_only import fold_layer_norm
 
     net, tok = _model(model, weights)
     layer, h = _head(head, net)
-    folded = fold_layer_norm(net) if net.cfg.normalization == "LN" else net
+    folded = _folded(net)
     circuit = (ov_circuit if which == "ov" else qk_circuit)(folded, layer, h)
     pairs = top_token_pairs(circuit, top, tok)
     names = ("source", "logit") if which == "ov" else ("query", "key")
