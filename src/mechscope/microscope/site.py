@@ -1,0 +1,599 @@
+"""HTML pages of the Microscope, rendered from a results store, and their export as a self-contained static site.
+
+This is the presentation layer only: it reads a store (``mechscope.store``) that a build step filled, and never
+writes to it.
+
+Store contract (what the pages read; anything absent is simply not shown):
+
+* ``layers`` rows ``(model, layer, channels, settings)``: one per browsable layer.  ``channels`` is the number of
+  units (``0..channels-1``); when it is ``None`` the units are the channels that have any row in ``figures``,
+  ``examples`` or ``stats``.  ``settings`` may hold ``{"kind": "vision" | "heads" | "toy", ...}``.
+* ``figures`` rows ``(model, layer, channel, kind, png, settings)``; ``channel = -1`` is a layer-wide figure
+  (shown on the layer page).  Kinds with a dedicated caption: ``"featvis"`` (the unit's feature visualization, its
+  thumbnail in the layer grid; ``settings`` may hold ``{"score": float, "score_name": str}``, which sorts the grid),
+  ``"featvis_diversity"``, ``"featvis_negative"``, ``"histogram"``, ``"tuning"``, ``"attribution"``, and
+  ``"upstream"`` / ``"downstream"``: a weight heatmap whose ``settings = {"units": [{"unit": "mixed3a:12",
+  "weight": 0.8}, ...]}`` are the circuit links (``"layer:channel"`` names in the same model; a link to a unit the
+  store does not have is shown as plain text).  Any other kind is shown with its kind as caption.
+* ``examples`` rows ``(model, layer, channel, which, rank, dataset_index, value, x, y, png)`` with ``which`` in
+  ``"top"`` / ``"bottom"``.
+* ``stats`` rows ``(model, layer, channel, count, mean, std, fraction_firing, min, max, quantiles, histogram)``.
+
+Site layout (every URL relative to the site root; every link in a page relative to that page, so the site works
+from ``file://`` and any static host)::
+
+    index.html                          the models and their layers, with a client-side unit search
+    <model>/<layer>/index.html          a layer: the grid of its units' feature visualizations
+    <model>/<layer>/<channel>.html      a unit: all its figures, examples, statistics and circuit links
+    png/ab/<sha256>.png                 the store's PNGs, under the same content-addressed names
+
+Names become path segments through ``slug``: letters, digits, ``-`` and ``.`` are kept, every other byte of the
+UTF-8 name is written ``_XX`` (``_`` itself included, a leading ``.`` too), so slugs are injective, URL-safe
+without further quoting, and never ``..``; ``png`` / ``index.html`` are escaped so that they cannot clash with the
+site's own files.  All text goes through Jinja2 with autoescaping.
+
+Example::
+
+    >>> unit_url("inceptionv1", "mixed3b", 379)
+    'inceptionv1/mixed3b/379.html'
+    >>> slug("<b>x</b>"), slug("blocks.0_attn"), slug("..")
+    ('_3Cb_3Ex_3C_2Fb_3E', 'blocks.0_5Fattn', '_2E.')
+    >>> relative_url(unit_url("m", "conv1", 3), unit_url("m", "conv2", 7))
+    '../../m/conv2/7.html'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import string
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import jinja2
+
+from mechscope.artefacts import atomic_write_bytes
+from mechscope.errors import MechscopeError
+from mechscope.store import Store, open_store, read_png, read_rows
+
+HTML = "text/html; charset=utf-8"
+PNG = "image/png"
+
+_SAFE = frozenset(string.ascii_letters + string.digits + "-.")
+_RESERVED = frozenset({"png", "index.html"})  # top-level names of the site itself
+_PNG_PATH = re.compile(r"png/([0-9a-f]{2})/([0-9a-f]{64})\.png")
+_UNIT_FILE = re.compile(r"(0|[1-9][0-9]*)\.html")
+
+CAPTIONS: dict[str, str] = {
+    "featvis": "Feature visualization",
+    "featvis_diversity": "Diversity: different images that all excite the unit",
+    "featvis_negative": "Negative feature visualization: what suppresses the unit",
+    "histogram": "Histogram of activations",
+    "tuning": "Tuning curve",
+    "attribution": "Attribution",
+    "upstream": "Upstream: the units that feed this one (weights)",
+    "downstream": "Downstream: the units this one feeds (weights)",
+}
+"""Caption of each known figure kind; figures are shown in this order, other kinds after them by name."""
+
+
+# ---------------------------------------------------------------------------------------------------- URLs
+
+def slug(name: str) -> str:
+    """A file- and URL-safe, injective path segment for ``name`` (see the module docstring)."""
+    out = []
+    for i, ch in enumerate(str(name)):
+        if ch in _SAFE and not (i == 0 and ch == "."):
+            out.append(ch)
+        else:
+            out.extend(f"_{b:02X}" for b in ch.encode("utf-8"))
+    s = "".join(out)
+    if not s:
+        return "_"  # not a valid ``_XX``, so no other name gives it
+    if s.lower() in _RESERVED:
+        s = f"_{ord(s[0]):02X}{s[1:]}"
+    return s
+
+
+def index_url() -> str:
+    """The site's front page, relative to the site root."""
+    return "index.html"
+
+
+def layer_url(model: str, layer: str) -> str:
+    """The page of a layer, relative to the site root."""
+    return f"{slug(model)}/{slug(layer)}/index.html"
+
+
+def unit_url(model: str, layer: str, channel: int) -> str:
+    """The page of one unit, relative to the site root (``channel >= 0``; layer-wide figures have no page)."""
+    if isinstance(channel, bool) or not isinstance(channel, int) or channel < 0:
+        raise MechscopeError(f"a unit page needs a channel >= 0, not {channel!r}")
+    return f"{slug(model)}/{slug(layer)}/{channel}.html"
+
+
+def png_url(rel: str) -> str:
+    """The site URL of a store PNG path ``png/ab/<sha256>.png`` (the same path); other paths are refused."""
+    if not _is_png_path(rel):
+        raise MechscopeError(f"{rel!r} is not a store PNG path png/ab/<sha256>.png")
+    return rel
+
+
+def relative_url(page: str, target: str) -> str:
+    """``target`` (relative to the site root) as a link from the page at ``page`` (relative to the site root)."""
+    return "../" * page.count("/") + target
+
+
+def _is_png_path(rel: Any) -> bool:
+    m = _PNG_PATH.fullmatch(rel) if isinstance(rel, str) else None
+    return bool(m) and m.group(2).startswith(m.group(1))
+
+
+# ---------------------------------------------------------------------------------------------------- store view
+
+@dataclass
+class _View:
+    """What the pages need from one store, read once: its layers and (lazily) their units."""
+
+    store: Store
+    layers: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    _units: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, store: Store) -> _View:
+        view = cls(store)
+        for row in read_rows(store, "layers"):
+            view.layers[(row["model"], row["layer"])] = row
+        return view
+
+    def units(self, model: str, layer: str) -> list[int]:
+        key = (model, layer)
+        if key not in self.layers:
+            return []
+        if key not in self._units:
+            n = self.layers[key].get("channels")
+            if isinstance(n, int) and n > 0:
+                self._units[key] = list(range(n))
+            else:
+                sql = " UNION ".join(f"SELECT channel FROM {t} WHERE model = ? AND layer = ? AND channel >= 0"
+                                     for t in ("figures", "examples", "stats"))
+                rows = self.store.db.execute(sql, key * 3).fetchall()
+                self._units[key] = sorted(int(r[0]) for r in rows)
+        return self._units[key]
+
+    def has_unit(self, model: str, layer: str, channel: int) -> bool:
+        units = self.units(model, layer)
+        if units and units[-1] == len(units) - 1:  # a range
+            return 0 <= channel < len(units)
+        return channel in units
+
+    def kind(self, model: str, layer: str) -> str:
+        settings = self.layers.get((model, layer), {}).get("settings")
+        return str(settings.get("kind", "")) if isinstance(settings, dict) else ""
+
+    def png_ok(self, rel: Any) -> bool:
+        """Whether ``rel`` is a store PNG path whose file exists (else the page shows no image)."""
+        return _is_png_path(rel) and (self.store.root / rel).is_file()
+
+    def require_layer(self, model: str, layer: str) -> None:
+        if (model, layer) not in self.layers:
+            known = ", ".join(f"{m}/{name}" for m, name in self.layers) or "none"
+            raise MechscopeError(f"the store {str(self.store.root)!r} has no layer {model}/{layer}; layers: {known}")
+
+
+def _number(x: Any) -> str:
+    if isinstance(x, bool) or x is None:
+        return "" if x is None else str(x)
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        return f"{x:.4g}" if math.isfinite(x) else str(x)
+    text = json.dumps(x) if isinstance(x, (list, dict)) else str(x)
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _score(settings: Any) -> tuple[float | None, str]:
+    if not isinstance(settings, dict):
+        return None, ""
+    score = settings.get("score")
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        return None, ""
+    return float(score), str(settings.get("score_name") or "score")
+
+
+def _parse_unit(name: Any) -> tuple[str, int] | None:
+    """``"mixed3a:12"`` -> ``("mixed3a", 12)``; ``None`` when not of that form."""
+    if not isinstance(name, str) or ":" not in name:
+        return None
+    layer, _, ch = name.rpartition(":")
+    return (layer, int(ch)) if re.fullmatch(r"0|[1-9][0-9]*", ch) else None
+
+
+# ---------------------------------------------------------------------------------------------------- templates
+
+_BASE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{% block title %}{% endblock %} · mechscope Microscope</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:72em;padding:0 1em;color:#222}
+a{color:#1558b0;text-decoration:none}a:hover{text-decoration:underline}
+nav{font-size:.9em;margin-bottom:1em;color:#666}
+table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left}
+.grid{display:flex;flex-wrap:wrap;gap:.6em}
+.cell{width:128px;font-size:.8em;text-align:center;color:#222}
+.cell img,.cell .blank{width:128px;height:128px;object-fit:contain;background:#eee;display:block;image-rendering:pixelated}
+figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top;max-width:100%}
+figure img{max-width:min(100%,480px);image-rendering:pixelated}
+figcaption{font-size:.85em;color:#444;max-width:480px}
+.examples img{width:64px;height:64px;image-rendering:pixelated}
+.muted{color:#888}
+</style></head><body>
+<nav>{% block nav %}{% endblock %}</nav>
+{% block body %}{% endblock %}
+</body></html>
+"""
+
+_INDEX = """{% extends "base.html" %}
+{% block title %}Index{% endblock %}
+{% block nav %}mechscope Microscope{% endblock %}
+{% block body %}
+<h1>Microscope</h1>
+<form id="search" autocomplete="off">
+<label for="q">Go to a unit</label> <input id="q" placeholder="{{ example }}" size="30">
+<button type="submit">Go</button> <span id="msg" class="muted"></span>
+</form>
+{% for model, layers in models %}
+<h2>{{ model }}</h2>
+<table><tr><th>layer</th><th>kind</th><th>units</th></tr>
+{% for l in layers %}<tr><td><a href="{{ l.href }}">{{ l.name }}</a></td><td>{{ l.kind }}</td><td>{{ l.count }}</td></tr>
+{% endfor %}</table>
+{% else %}
+<p class="muted">This store has no layers yet: build it first.</p>
+{% endfor %}
+<script>
+const LAYERS = {{ search|tojson }};
+function find(q) {
+  q = q.trim();
+  for (const [model, layer, dir, units] of LAYERS) {
+    for (const name of [layer, model + "/" + layer]) {
+      if (q === name) return dir + "index.html";
+      if (q.startsWith(name + ":")) {
+        const rest = q.slice(name.length + 1);
+        if (/^(0|[1-9][0-9]*)$/.test(rest)) {
+          const c = Number(rest);
+          if (typeof units === "number" ? c < units : units.includes(c)) return dir + c + ".html";
+        }
+      }
+    }
+  }
+  return null;
+}
+document.getElementById("search").addEventListener("submit", function (e) {
+  e.preventDefault();
+  const url = find(document.getElementById("q").value);
+  if (url) window.location.href = url;
+  else document.getElementById("msg").textContent = "no such unit or layer (type layer:channel)";
+});
+</script>
+{% endblock %}
+"""
+
+_LAYER = """{% extends "base.html" %}
+{% block title %}{{ model }}/{{ layer }}{% endblock %}
+{% block nav %}<a href="{{ home }}">Microscope</a> › {{ model }} › {{ layer }}{% endblock %}
+{% block body %}
+<h1>{{ layer }} <span class="muted">{{ model }}</span></h1>
+<p>{{ units|length }} {{ noun }}s{% if kind %} · {{ kind }}{% endif %} ·
+sort by <button type="button" data-sort="score">score</button> <button type="button" data-sort="channel">{{ noun }}</button></p>
+{% for f in figures %}<figure><img src="{{ f.src }}" alt="{{ f.caption }}" loading="lazy"><figcaption>{{ f.caption }}</figcaption></figure>
+{% endfor %}
+<div class="grid" id="grid">
+{% for u in units %}<a class="cell" href="{{ u.href }}" data-channel="{{ u.channel }}" data-score="{{ u.score if u.score is not none else '' }}">
+{% if u.src %}<img src="{{ u.src }}" alt="{{ layer }}:{{ u.channel }}" loading="lazy">{% else %}<span class="blank"></span>{% endif %}
+{{ u.channel }}{% if u.score is not none %} · {{ u.score_name }} {{ u.score_text }}{% endif %}</a>
+{% endfor %}</div>
+<script>
+document.querySelectorAll("button[data-sort]").forEach(function (b) {
+  b.addEventListener("click", function () {
+    const grid = document.getElementById("grid");
+    const cells = Array.from(grid.children);
+    const key = b.dataset.sort;
+    cells.sort(function (a, c) {
+      if (key === "score") {
+        const x = parseFloat(a.dataset.score), y = parseFloat(c.dataset.score);
+        if (isNaN(x) !== isNaN(y)) return isNaN(x) ? 1 : -1;
+        if (!isNaN(x) && x !== y) return y - x;
+      }
+      return Number(a.dataset.channel) - Number(c.dataset.channel);
+    });
+    cells.forEach(function (c) { grid.appendChild(c); });
+  });
+});
+</script>
+{% endblock %}
+"""
+
+_UNIT = """{% extends "base.html" %}
+{% block title %}{{ layer }}:{{ channel }}{% endblock %}
+{% block nav %}<a href="{{ home }}">Microscope</a> › {{ model }} › <a href="{{ layer_href }}">{{ layer }}</a> › {{ channel }}
+{% if prev %} · <a href="{{ prev }}" rel="prev">previous</a>{% endif %}{% if next %} · <a href="{{ next }}" rel="next">next</a>{% endif %}{% endblock %}
+{% block body %}
+<h1>{{ layer }}:{{ channel }} <span class="muted">{{ model }}{% if kind %} · {{ kind }}{% endif %}</span></h1>
+{% for f in figures %}<figure id="{{ f.kind }}">
+{% if f.src %}<img src="{{ f.src }}" alt="{{ f.caption }}" loading="lazy">{% endif %}<figcaption>{{ f.caption }}{% if f.score is not none %} · {{ f.score_name }} {{ f.score_text }}{% endif %}</figcaption>
+{% if f.links %}<table class="links"><tr><th>unit</th><th>weight</th></tr>
+{% for l in f.links %}<tr><td>{% if l.href %}<a href="{{ l.href }}">{{ l.name }}</a>{% else %}{{ l.name }}{% endif %}</td><td>{{ l.weight }}</td></tr>
+{% endfor %}</table>{% endif %}
+</figure>
+{% else %}<p class="muted">No figures for this {{ noun }} yet.</p>
+{% endfor %}
+{% for which, rows in examples %}
+<h2>{{ which|capitalize }} examples</h2>
+<table class="examples"><tr><th>rank</th><th>image</th><th>value</th><th>dataset index</th><th>position</th></tr>
+{% for e in rows %}<tr><td>{{ e.rank }}</td><td>{% if e.src %}<img src="{{ e.src }}" alt="example {{ e.dataset_index }}" loading="lazy">{% endif %}</td>
+<td>{{ e.value }}</td><td>{{ e.dataset_index }}</td><td>{{ e.position }}</td></tr>
+{% endfor %}</table>
+{% endfor %}
+{% if stats %}<h2>Statistics</h2>
+<table class="stats">{% for name, value in stats %}<tr><th>{{ name }}</th><td>{{ value }}</td></tr>
+{% endfor %}</table>{% endif %}
+{% endblock %}
+"""
+
+_ENV = jinja2.Environment(loader=jinja2.DictLoader({"base.html": _BASE, "index.html": _INDEX, "layer.html": _LAYER,
+                                                    "unit.html": _UNIT}),
+                          autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+# ---------------------------------------------------------------------------------------------------- pages
+
+def _noun(kind: str) -> str:
+    return "head" if kind == "heads" else "unit"
+
+
+def _figure_order(kind: str) -> tuple[int, str]:
+    order = list(CAPTIONS)
+    return (order.index(kind), "") if kind in order else (len(order), kind)
+
+
+def _index(view: _View) -> str:
+    page = index_url()
+    models: dict[str, list[dict[str, Any]]] = {}
+    search = []
+    for (model, layer), row in view.layers.items():
+        href = relative_url(page, layer_url(model, layer))
+        n = row.get("channels")
+        count: Any = n if isinstance(n, int) and n > 0 else len(view.units(model, layer))
+        models.setdefault(model, []).append({"name": layer, "href": href, "kind": view.kind(model, layer),
+                                             "count": count})
+        units = view.units(model, layer)
+        ranged = not units or units[-1] == len(units) - 1
+        search.append([model, layer, href[: -len("index.html")], len(units) if ranged else units])
+    example = next((f"{layer}:0" for (_, layer) in view.layers), "mixed3b:379")
+    return _ENV.get_template("index.html").render(models=list(models.items()), search=search, example=example)
+
+
+def _layer(view: _View, model: str, layer: str, sort: str) -> str:
+    if sort not in ("score", "channel"):
+        raise MechscopeError(f"sort must be 'score' or 'channel', not {sort!r}")
+    view.require_layer(model, layer)
+    page = layer_url(model, layer)
+    featvis: dict[int, dict[str, Any]] = {}
+    figures = []
+    for row in read_rows(view.store, "figures", model=model, layer=layer):
+        if row["channel"] == -1 and view.png_ok(row["png"]):
+            figures.append({"kind": row["kind"], "src": relative_url(page, png_url(row["png"])),
+                            "caption": CAPTIONS.get(row["kind"], row["kind"])})
+        elif row["kind"] == "featvis":
+            featvis[row["channel"]] = row
+    figures.sort(key=lambda f: _figure_order(f["kind"]))
+    units = []
+    for ch in view.units(model, layer):
+        row = featvis.get(ch)
+        score, score_name = _score(row["settings"]) if row else (None, "")
+        src = relative_url(page, png_url(row["png"])) if row and view.png_ok(row["png"]) else None
+        units.append({"channel": ch, "href": relative_url(page, unit_url(model, layer, ch)), "src": src,
+                      "score": score, "score_name": score_name, "score_text": _number(score)})
+    if sort == "score":
+        units.sort(key=lambda u: (u["score"] is None, -(u["score"] or 0.0), u["channel"]))
+    kind = view.kind(model, layer)
+    return _ENV.get_template("layer.html").render(
+        model=model, layer=layer, kind=kind, noun=_noun(kind), units=units, figures=figures,
+        home=relative_url(page, index_url()))
+
+
+def _links(view: _View, page: str, model: str, settings: Any) -> list[dict[str, Any]]:
+    entries = settings.get("units") if isinstance(settings, dict) else None
+    links = []
+    for entry in entries if isinstance(entries, list) else []:
+        name, weight = (entry.get("unit"), entry.get("weight")) if isinstance(entry, dict) else (entry, None)
+        if name is None:
+            continue
+        parsed = _parse_unit(name)
+        href = (relative_url(page, unit_url(model, *parsed))
+                if parsed and view.has_unit(model, *parsed) else None)
+        links.append({"name": str(name), "href": href, "weight": _number(weight)})
+    return links
+
+
+def _unit(view: _View, model: str, layer: str, channel: int) -> str:
+    view.require_layer(model, layer)
+    if isinstance(channel, bool) or not isinstance(channel, int) or not view.has_unit(model, layer, channel):
+        units = view.units(model, layer)
+        span = f"0..{units[-1]}" if units else "none"
+        raise MechscopeError(f"layer {model}/{layer} has no unit {channel!r}; units: {span}")
+    page = unit_url(model, layer, channel)
+    store = view.store
+    figures = []
+    for row in sorted(read_rows(store, "figures", model=model, layer=layer, channel=channel),
+                      key=lambda r: _figure_order(r["kind"])):
+        links = _links(view, page, model, row["settings"]) if row["kind"] in ("upstream", "downstream") else []
+        if not view.png_ok(row["png"]) and not links:
+            continue
+        score, score_name = _score(row["settings"])
+        figures.append({"kind": slug(row["kind"]), "caption": CAPTIONS.get(row["kind"], row["kind"]),
+                        "src": relative_url(page, png_url(row["png"])) if view.png_ok(row["png"]) else None,
+                        "score": score, "score_name": score_name, "score_text": _number(score), "links": links})
+    examples: dict[str, list[dict[str, Any]]] = {}
+    for row in read_rows(store, "examples", model=model, layer=layer, channel=channel):
+        position = f"({row['x']}, {row['y']})" if row["x"] is not None and row["y"] is not None else ""
+        examples.setdefault(str(row["which"]), []).append({
+            "rank": row["rank"], "value": _number(row["value"]), "dataset_index": _number(row["dataset_index"]),
+            "position": position,
+            "src": relative_url(page, png_url(row["png"])) if view.png_ok(row["png"]) else None})
+    ordered = sorted(examples.items(), key=lambda kv: ({"top": 0, "bottom": 1}.get(kv[0], 2), kv[0]))
+    stats = []
+    for row in read_rows(store, "stats", model=model, layer=layer, channel=channel)[:1]:
+        stats = [(name.replace("_", " "), _number(value)) for name, value in row.items()
+                 if name not in ("model", "layer", "channel") and value is not None]
+    units = view.units(model, layer)
+    i = units.index(channel)
+    prev = relative_url(page, unit_url(model, layer, units[i - 1])) if i > 0 else None
+    nxt = relative_url(page, unit_url(model, layer, units[i + 1])) if i + 1 < len(units) else None
+    kind = view.kind(model, layer)
+    return _ENV.get_template("unit.html").render(
+        model=model, layer=layer, channel=channel, kind=kind, noun=_noun(kind), figures=figures,
+        examples=ordered, stats=stats, prev=prev, next=nxt, home=relative_url(page, index_url()),
+        layer_href=relative_url(page, layer_url(model, layer)))
+
+
+def render_index(store: Store) -> str:
+    """The front page: every model and layer of ``store``, and a search box (client-side) for ``layer:channel``."""
+    return _index(_View.of(store))
+
+
+def render_layer(store: Store, model: str, layer: str, *, sort: str = "score") -> str:
+    """A layer's page: its layer-wide figures and the grid of its units' feature visualizations.
+
+    ``sort="score"`` orders the grid by the featvis score (highest first, units without one last),
+    ``sort="channel"`` by channel; the page can re-sort itself either way.
+    """
+    return _layer(_View.of(store), model, layer, sort)
+
+
+def render_unit(store: Store, model: str, layer: str, channel: int) -> str:
+    """A unit's page: its figures with captions, top/bottom examples, statistics and circuit links."""
+    return _unit(_View.of(store), model, layer, channel)
+
+
+# ---------------------------------------------------------------------------------------------------- serving
+
+def page_for_path(store: Store, path: str) -> tuple[bytes, str] | None:
+    """What a server answers for the site path ``path`` -> ``(body, content type)``, or ``None`` (404).
+
+    ``path`` is the URL path relative to the site root, i.e. without its leading ``/`` (``""`` is the index); a
+    query or fragment is ignored; it is percent-decoded once, then any ``..`` or ``.`` segment, a leading ``/``,
+    a backslash, a NUL or a path that is not a page of the site (or a ``png/ab/<sha256>.png`` file of the store)
+    gives ``None``.
+    """
+    if not isinstance(path, str):
+        return None
+    raw = path.split("#", 1)[0].split("?", 1)[0]
+    try:
+        decoded = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    for p in (raw, decoded):
+        if "\\" in p or "\x00" in p or p.startswith("/") or ":" in p.split("/", 1)[0]:
+            return None
+        if any(seg in ("..", ".") for seg in p.split("/")):
+            return None
+    if decoded in ("", index_url()):
+        return render_index(store).encode("utf-8"), HTML
+    if _is_png_path(decoded):
+        if not (store.root / decoded).is_file():
+            return None
+        try:
+            return read_png(store, decoded), PNG
+        except MechscopeError:
+            return None
+    parts = decoded.split("/")
+    if len(parts) != 3:
+        return None
+    view = _View.of(store)
+    names = {(slug(m), slug(layer)): (m, layer) for m, layer in view.layers}
+    key = names.get((parts[0], parts[1]))
+    if key is None:
+        return None
+    if parts[2] in ("", "index.html"):
+        return _layer(view, *key, "score").encode("utf-8"), HTML
+    m = _UNIT_FILE.fullmatch(parts[2])
+    if m and view.has_unit(*key, int(m.group(1))):
+        return _unit(view, *key, int(m.group(1))).encode("utf-8"), HTML
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- export
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _referenced_pngs(view: _View) -> Iterable[str]:
+    seen: set[str] = set()
+    for model, layer in view.layers:
+        for table in ("figures", "examples"):
+            for row in read_rows(view.store, table, model=model, layer=layer):
+                rel = row["png"]
+                if rel not in seen and view.png_ok(rel):
+                    seen.add(rel)
+                    yield rel
+
+
+def export(store_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, int]:
+    """Write the whole site of the store in ``store_dir`` into ``out_dir`` -> counts of what was written.
+
+    Every page and every PNG a page shows go into ``out_dir`` (each file written atomically), so the folder opens
+    from ``file://`` or any static host.  Files already in ``out_dir`` are overwritten, others left alone; a PNG
+    already there (same name, so same content, same size) is not copied again.  Refuses a missing store and an
+    ``out_dir`` that is the store or inside it.  Returns ``{"layers", "units", "pages", "pngs"}``.
+    """
+    store_path, out = Path(store_dir), Path(out_dir)
+    if not store_path.is_dir():
+        raise MechscopeError(f"no store at {str(store_path)!r}: the folder does not exist; build the store first")
+    if _inside(out.resolve(), store_path.resolve()):
+        raise MechscopeError(f"the export folder {str(out)!r} is the store {str(store_path)!r} or inside it; "
+                             "export to a folder outside the store")
+    if out.exists() and not out.is_dir():
+        raise MechscopeError(f"the export folder {str(out)!r} exists and is not a folder")
+    with open_store(store_path, create=False) as store:
+        view = _View.of(store)
+        folded: dict[tuple[str, str], tuple[str, str]] = {}
+        for model, layer in view.layers:  # case-insensitive file systems would merge such folders
+            key = (slug(model).lower(), slug(layer).lower())
+            if key in folded:
+                raise MechscopeError(f"layers {folded[key]} and {(model, layer)} differ only by letter case; their "
+                                     "folders would clash on case-insensitive file systems; rename one")
+            folded[key] = (model, layer)
+        counts = {"layers": 0, "units": 0, "pages": 0, "pngs": 0}
+        _write_text(out / index_url(), _index(view))
+        atomic_write_bytes(out / ".nojekyll", b"")  # GitHub Pages: serve folders starting with "_" too
+        counts["pages"] += 1
+        for model, layer in view.layers:
+            _write_text(out / layer_url(model, layer), _layer(view, model, layer, "score"))
+            counts["layers"] += 1
+            counts["pages"] += 1
+            for ch in view.units(model, layer):
+                _write_text(out / unit_url(model, layer, ch), _unit(view, model, layer, ch))
+                counts["units"] += 1
+                counts["pages"] += 1
+        for rel in _referenced_pngs(view):
+            target = out / rel
+            if not (target.is_file() and target.stat().st_size == (store.root / rel).stat().st_size):
+                atomic_write_bytes(target, read_png(store, rel))
+            counts["pngs"] += 1
+    return counts
+
+
+__all__ = ["CAPTIONS", "slug", "index_url", "layer_url", "unit_url", "png_url", "relative_url", "render_index",
+           "render_layer", "render_unit", "page_for_path", "export"]
