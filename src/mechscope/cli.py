@@ -367,12 +367,14 @@ def reproduce(
 
 
 from mechscope.cli_analyses import register as _register_analyses  # noqa: E402
+from mechscope.cli_microscope import register as _register_microscope  # noqa: E402
 from mechscope.cli_superposition import register as _register_superposition  # noqa: E402
 from mechscope.cli_transformer import register as _register_transformer  # noqa: E402
 
 _register_analyses(app)
 _register_transformer(app, train_app)
 _register_superposition(app)
+_register_microscope(app)
 
 
 def main() -> None:

@@ -1,0 +1,82 @@
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from mechscope.errors import MechscopeError
+from mechscope.microscope.serve import make_server
+from mechscope.store import open_store, put_png, put_rows, transaction
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"0" * 32
+
+
+@pytest.fixture
+def served(tmp_path):
+    root = tmp_path / "store"
+    with open_store(root) as store:
+        png = put_png(store, PNG)
+        with transaction(store):
+            put_rows(store, "layers", [{"model": "m", "layer": "conv", "channels": 2, "settings": {"kind": "vision"}}])
+            put_rows(store, "figures", [{"model": "m", "layer": "conv", "channel": c, "kind": "featvis", "png": png,
+                                         "settings": {"score": float(c)}} for c in range(2)])
+    (tmp_path / "secret.txt").write_text("not for the web")
+    server = make_server(root, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", png
+    server.shutdown()
+    server.server_close()
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+
+
+def test_serves_pages_and_store_pngs(served):
+    base, png = served
+    status, body = _get(base + "/")
+    assert status == 200 and b"conv" in body
+    assert _get(base + "/m/conv/index.html")[0] == 200 and _get(base + "/m/conv/1.html")[0] == 200
+    assert _get(base + "/" + png) == (200, PNG)
+
+
+@pytest.mark.parametrize("path", ["/../secret.txt", "/%2e%2e/secret.txt", "/png/../index.sqlite", "/index.sqlite",
+                                  "//etc/passwd", "/m/conv/%2e%2e/%2e%2e/index.sqlite", "/m/conv/9.html"])
+def test_refuses_paths_outside_the_site(served, path):
+    base, _ = served
+    assert _get(base + path)[0] == 404
+
+
+def test_binds_to_localhost_by_default_and_refuses_a_missing_store(tmp_path):
+    server = make_server(_store(tmp_path), port=0)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.server_close()
+    with pytest.raises(MechscopeError):
+        make_server(tmp_path / "nothing", port=0)
+
+
+def _store(tmp_path):
+    open_store(tmp_path / "s").close()
+    return tmp_path / "s"
+
+
+def test_export_verb_writes_a_site_from_a_scan_store(tmp_path):
+    """`mechscope examples` writes a store; `microscope export` turns it into pages that link to each other."""
+    from typer.testing import CliRunner
+
+    from mechscope.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["examples", "shapes", "mixed3a", "--dataset", "shapes:8", "--top-k", "2",
+                            "--out", str(tmp_path / "store")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["microscope", "export", str(tmp_path / "store"), str(tmp_path / "site")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "site" / "index.html").exists() and "mixed3a" in (tmp_path / "site" / "index.html").read_text()
