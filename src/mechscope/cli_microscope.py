@@ -1,6 +1,7 @@
-"""The Microscope verbs (registered by ``register``): ``microscope serve STORE`` and ``microscope export STORE
-OUT``.  (``microscope build`` — computing the evidence into the store — is not written yet; a store written by
-``mechscope examples`` / ``stats`` already has layers, examples, statistics and plots to browse.)"""
+"""The Microscope verbs (registered by ``register``): ``microscope build MODEL LAYER...`` (feature visualizations
+and upstream/downstream links of an image model's units into a results store; ``mechscope examples`` / ``stats``
+add dataset examples and statistics to the same store), ``microscope serve STORE`` and ``microscope export STORE
+OUT``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,32 @@ import typer
 
 microscope_app = typer.Typer(help="Browse a results store as an atlas of units: serve it locally or export a "
                                   "static site.", no_args_is_help=True)
+
+
+@microscope_app.command("build")
+def build_command(model: str = typer.Argument(..., help="A zoo image model, e.g. shapes."),
+                  layers: list[str] = typer.Argument(..., help="Layers, e.g. mixed3a mixed3b."),
+                  out: Path = typer.Option(Path("out/microscope"), help="The results store to add to."),
+                  units: int = typer.Option(None, help="Units per layer (default: all)."),
+                  steps: int = typer.Option(128, help="Feature-visualization steps."),
+                  upstream: list[str] = typer.Option([], help="LAYER=SOURCE: link LAYER's units to their strongest "
+                                                         "units of SOURCE (repeat the option)."),
+                  k: int = typer.Option(4, help="Upstream units kept per unit."),
+                  weights: str = typer.Option("bundled", help="bundled | random | download | a weights file.")) -> None:
+    """Compute the evidence of LAYERS' units into OUT (units already built with the same settings are skipped)."""
+    from mechscope.errors import MechscopeError
+    from mechscope.microscope.build import build
+    from mechscope.zoo.registry import get_card, load
+
+    card = get_card(model)
+    pairs = dict(u.split("=", 1) for u in upstream if "=" in u)
+    if len(pairs) != len(upstream):
+        raise MechscopeError(f"--upstream takes LAYER=SOURCE, e.g. mixed3b=mixed3a; got {upstream}")
+    net = load(card.name, weights=weights, device="cpu")
+    counts = build(net, card.name, layers, out, units_per_layer=units, featvis_steps=steps,
+                   size=int(card.input_shape[-1]), upstream_layer=pairs or None, k=k)
+    typer.echo(f"built {counts['built']} units, skipped {counts['skipped']} already built; store {out} "
+               f"(browse: mechscope microscope serve {out})")
 
 
 @microscope_app.command("serve")

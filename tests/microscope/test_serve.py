@@ -80,3 +80,24 @@ def test_export_verb_writes_a_site_from_a_scan_store(tmp_path):
     r = runner.invoke(app, ["microscope", "export", str(tmp_path / "store"), str(tmp_path / "site")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "site" / "index.html").exists() and "mixed3a" in (tmp_path / "site" / "index.html").read_text()
+
+
+def test_build_verb_then_export_links_units_along_the_circuit(tmp_path):
+    from typer.testing import CliRunner
+
+    from mechscope.cli import app
+
+    runner = CliRunner()
+    store = tmp_path / "store"
+    r = runner.invoke(app, ["microscope", "build", "shapes", "mixed3a", "mixed3b", "--units", "2", "--steps", "2",
+                            "--upstream", "mixed3b=mixed3a", "--k", "2", "--out", str(store)])
+    assert r.exit_code == 0, r.output
+    again = runner.invoke(app, ["microscope", "build", "shapes", "mixed3a", "mixed3b", "--units", "2", "--steps", "2",
+                                "--upstream", "mixed3b=mixed3a", "--k", "2", "--out", str(store)])
+    assert again.exit_code == 0 and "built 0 units" in again.output
+    r = runner.invoke(app, ["microscope", "export", str(store), str(tmp_path / "site")])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "site" / "shapes" / "mixed3b" / "0.html").read_text()
+    assert "mixed3a/" in page        # an upstream link into the earlier layer
+    bad = runner.invoke(app, ["microscope", "build", "shapes", "mixed3b", "--upstream", "mixed3b", "--out", str(store)])
+    assert bad.exit_code != 0 and "LAYER=SOURCE" in str(bad.exception)

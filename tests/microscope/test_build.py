@@ -1,0 +1,117 @@
+"""Tests of mechscope.microscope.build: featvis and circuit figures of a tiny conv net, incremental rebuild, export."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from mechscope.errors import MechscopeError
+from mechscope.microscope.build import build
+from mechscope.microscope.site import export, relative_url, unit_url
+from mechscope.store import open_store, read_png, read_rows
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1), nn.ReLU()).eval()
+
+
+def _build(net: nn.Module, out, **kw):
+    args = dict(featvis_steps=4, size=16, upstream_layer={"3": "1"}, k=2, progress=False)
+    return build(net, "tiny", ["1", "3"], out, **{**args, **kw})
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("store")
+    net = _net()
+    counts = _build(net, out)
+    return net, out, counts
+
+
+def test_build_writes_layers_featvis_and_circuits(built):
+    _, out, counts = built
+    assert counts == {"built": 7, "skipped": 0}
+    with open_store(out, create=False) as store:
+        layers = {r["layer"]: r for r in read_rows(store, "layers", model="tiny")}
+        assert {n: r["channels"] for n, r in layers.items()} == {"1": 4, "3": 3}
+        assert all(r["settings"]["kind"] == "vision" for r in layers.values())
+        featvis = read_rows(store, "figures", model="tiny", kind="featvis")
+        assert sorted((r["layer"], r["channel"]) for r in featvis) == [("1", c) for c in range(4)] + [
+            ("3", c) for c in range(3)]
+        for r in featvis:
+            s = r["settings"]
+            assert s["steps"] == 4 and s["size"] == 16 and s["score_name"] == "activation"
+            assert isinstance(s["score"], float)
+            assert read_png(store, r["png"]).startswith(b"\x89PNG")
+        ups = read_rows(store, "figures", model="tiny", layer="3", kind="upstream")
+        assert [r["channel"] for r in ups] == [0, 1, 2]
+        named = set()
+        for r in ups:
+            units = r["settings"]["units"]
+            assert 1 <= len(units) <= 2 and r["settings"]["layer"] == "1"
+            assert all(re.fullmatch(r"1:[0-3]", u["unit"]) and isinstance(u["weight"], float) for u in units)
+            assert read_png(store, r["png"]).startswith(b"\x89PNG")
+            named |= {(u["unit"], f"3:{r['channel']}", u["weight"]) for u in units}
+        downs = read_rows(store, "figures", model="tiny", layer="1", kind="downstream")
+        back = {(f"1:{r['channel']}", u["unit"], u["weight"]) for r in downs for u in r["settings"]["units"]}
+        assert back == named  # both ways, same weights
+        assert not read_rows(store, "figures", model="tiny", layer="1", kind="upstream")
+
+
+def test_rebuild_skips_everything(built):
+    net, out, _ = built
+    with open_store(out, create=False) as store:
+        before = {(r["layer"], r["channel"], r["kind"]): r["png"] for r in read_rows(store, "figures")}
+    assert _build(net, out) == {"built": 0, "skipped": 7}
+    with open_store(out, create=False) as store:
+        after = {(r["layer"], r["channel"], r["kind"]): r["png"] for r in read_rows(store, "figures")}
+    assert after == before
+
+
+def test_changed_steps_rebuild_only_featvis_and_keep_downstream(tmp_path):
+    net = _net()
+    assert _build(net, tmp_path, channels={"1": [0, 1], "3": [0]}) == {"built": 3, "skipped": 0}
+    with open_store(tmp_path, create=False) as store:
+        downs0 = read_rows(store, "figures", model="tiny", layer="1", kind="downstream")
+    # another unit of layer 3 joins: its links are merged into the downstream rows, the old ones kept
+    assert _build(net, tmp_path, channels={"1": [0, 1], "3": [0, 1]}) == {"built": 1, "skipped": 3}
+    with open_store(tmp_path, create=False) as store:
+        downs = read_rows(store, "figures", model="tiny", layer="1", kind="downstream")
+        listed = {u["unit"] for r in downs for u in r["settings"]["units"]}
+        assert listed == {"3:0", "3:1"}
+        assert {u["unit"] for r in downs0 for u in r["settings"]["units"]} == {"3:0"}
+    assert _build(net, tmp_path, channels={"1": [0], "3": [0]}, featvis_steps=5) == {"built": 2, "skipped": 0}
+    with open_store(tmp_path, create=False) as store:
+        fv = {(r["layer"], r["channel"]): r["settings"]["steps"] for r in read_rows(store, "figures", kind="featvis")}
+    assert fv == {("1", 0): 5, ("1", 1): 4, ("3", 0): 5, ("3", 1): 4}
+
+
+def test_units_per_layer_and_errors(tmp_path):
+    net = _net()
+    assert build(net, "tiny", ["1"], tmp_path, units_per_layer=2, featvis_steps=2, size=16,
+                 progress=False) == {"built": 2, "skipped": 0}
+    with pytest.raises(MechscopeError):
+        build(net, "tiny", ["1"], tmp_path, channels={"1": [9]}, featvis_steps=2, size=16, progress=False)
+    with pytest.raises(MechscopeError):
+        build(net, "tiny", ["1"], tmp_path, upstream_layer={"3": "1"}, featvis_steps=2, size=16, progress=False)
+    with pytest.raises(MechscopeError):
+        build(net, "tiny", ["nope"], tmp_path, featvis_steps=2, size=16, progress=False)
+
+
+def test_export_links_upstream_units(built, tmp_path):
+    _, out, _ = built
+    site = tmp_path / "site"
+    counts = export(out, site)
+    assert counts["units"] == 7
+    with open_store(out, create=False) as store:
+        up, = read_rows(store, "figures", model="tiny", layer="3", channel=0, kind="upstream")
+    first = int(up["settings"]["units"][0]["unit"].split(":")[1])
+    here, there = unit_url("tiny", "3", 0), unit_url("tiny", "1", first)
+    page = (site / here).read_text()
+    assert f'href="{relative_url(here, there)}"' in page and (site / there).is_file()
+    down = (site / there).read_text()
+    assert f'href="{relative_url(there, here)}"' in down
