@@ -1,8 +1,8 @@
 """Microscope build time per unit, split by kind of evidence, on the bundled shapes organism.
 
-Each kind is timed on its own, in one run: feature visualizations (a fresh store, ``build`` without links),
-upstream/downstream links (``build`` again on that store: the visualizations are then skipped, so the time is
-the links'), a rebuild with nothing to do (the incremental check), and the static export of the whole site.
+Each kind is timed on its own, in one run, by building the same store in steps (what is already there is
+skipped): feature visualizations (positive and negative, one batch per layer), then tuning curves, then
+upstream/downstream links; then a rebuild with nothing to do (the incremental check) and the static export.
 Dataset examples and statistics come from ``mechscope examples`` / ``stats`` (``benchmarks/examples_scan.py``
 measures that scan).
 
@@ -39,30 +39,29 @@ def main() -> None:
     times = {}
     with tempfile.TemporaryDirectory() as d:
         store = Path(d) / "store"
+        common = {"units_per_layer": args.units, "featvis_steps": args.steps, "size": 64, "progress": False}
+        for kind, extra in (("featvis", {"tuning": False}), ("tuning", {}),
+                            ("links", {"upstream_layer": {"mixed3b": "mixed3a"}, "k": args.k})):
+            start = time.perf_counter()
+            build(net, "shapes", LAYERS, store, **common, **extra)
+            times[kind] = time.perf_counter() - start
         start = time.perf_counter()
-        build(net, "shapes", LAYERS, store, units_per_layer=args.units, featvis_steps=args.steps, size=64,
-              progress=False)
-        times["featvis"] = time.perf_counter() - start
-        start = time.perf_counter()
-        build(net, "shapes", LAYERS, store, units_per_layer=args.units, featvis_steps=args.steps, size=64,
-              upstream_layer={"mixed3b": "mixed3a"}, k=args.k, progress=False)
-        times["links"] = time.perf_counter() - start
-        start = time.perf_counter()
-        counts = build(net, "shapes", LAYERS, store, units_per_layer=args.units, featvis_steps=args.steps, size=64,
-                       upstream_layer={"mixed3b": "mixed3a"}, k=args.k, progress=False)
+        counts = build(net, "shapes", LAYERS, store, **common, upstream_layer={"mixed3b": "mixed3a"}, k=args.k)
         times["rebuild_nothing_to_do"] = time.perf_counter() - start
         assert counts["built"] == 0, counts
         start = time.perf_counter()
         site = export(store, Path(d) / "site")
         times["export"] = time.perf_counter() - start
     linked = args.units   # only mixed3b's units get upstream links (mixed3a is their source)
-    per_unit = {"featvis": times["featvis"] / units, "links": times["links"] / linked}
-    total = times["featvis"] + times["links"]
-    split = {"featvis": times["featvis"] / total, "links": times["links"] / total}
+    per_unit = {"featvis": times["featvis"] / units, "tuning": times["tuning"] / units, "links": times["links"] / linked}
+    total = times["featvis"] + times["tuning"] + times["links"]
+    split = {k: times[k] / total for k in ("featvis", "tuning", "links")}
     print(f"shapes {', '.join(LAYERS)}: {args.units} units per layer, {args.steps} feature-visualization steps at "
           f"64 px, {args.k} upstream units, {args.threads} threads")
-    print(f"  feature visualizations  {times['featvis']:7.2f} s  ({per_unit['featvis']:.2f} s per unit, "
-          f"{100 * split['featvis']:.0f} % of the build)")
+    print(f"  feature visualizations  {times['featvis']:7.2f} s  ({per_unit['featvis']:.2f} s per unit, positive "
+          f"and negative, {100 * split['featvis']:.0f} % of the build)")
+    print(f"  tuning curves           {times['tuning']:7.2f} s  ({per_unit['tuning']:.2f} s per unit, "
+          f"{100 * split['tuning']:.0f} %)")
     print(f"  upstream/downstream     {times['links']:7.2f} s  ({per_unit['links']:.2f} s per linked unit, "
           f"{100 * split['links']:.0f} %)")
     print(f"  rebuild, nothing to do  {times['rebuild_nothing_to_do']:7.2f} s")

@@ -62,6 +62,54 @@ def test_build_writes_layers_featvis_and_circuits(built):
         assert not read_rows(store, "figures", model="tiny", layer="1", kind="upstream")
 
 
+def test_build_writes_negative_and_tuning(built):
+    _, out, _ = built
+    units = [("1", c) for c in range(4)] + [("3", c) for c in range(3)]
+    with open_store(out, create=False) as store:
+        neg = read_rows(store, "figures", model="tiny", kind="featvis_negative")
+        assert sorted((r["layer"], r["channel"]) for r in neg) == units
+        for r in neg:
+            s = r["settings"]
+            assert s["steps"] == 4 and s["size"] == 16 and s["score_name"] == "activation"
+            assert isinstance(s["score"], float)
+            assert read_png(store, r["png"]).startswith(b"\x89PNG")
+        pos = {(r["layer"], r["channel"]): r["png"] for r in read_rows(store, "figures", kind="featvis")}
+        assert all(pos[(r["layer"], r["channel"])] != r["png"] for r in neg)
+        tuning = read_rows(store, "figures", model="tiny", kind="tuning")
+        assert sorted((r["layer"], r["channel"]) for r in tuning) == units
+        for r in tuning:
+            s = r["settings"]
+            assert s["orientations"] == 72 and s["size"] == 16
+            assert isinstance(s["preferred_deg"], float) and 0 <= s["preferred_deg"] < 360
+            assert isinstance(s["curve_preference"], float)
+            assert read_png(store, r["png"]).startswith(b"\x89PNG")
+
+
+def test_negative_and_tuning_off_and_non_spatial(tmp_path):
+    net = _net()
+    assert _build(net, tmp_path, channels={"1": [0], "3": [0]}, negative=False, tuning=False) == {
+        "built": 2, "skipped": 0}
+    with open_store(tmp_path, create=False) as store:
+        kinds = {r["kind"] for r in read_rows(store, "figures")}
+        before = {(r["layer"], r["kind"]): r["png"] for r in read_rows(store, "figures")}
+    assert kinds == {"featvis", "upstream", "downstream"}
+    # turning them on later builds only the missing figures
+    assert _build(net, tmp_path, channels={"1": [0], "3": [0]}, featvis_steps=4) == {"built": 2, "skipped": 0}
+    assert _build(net, tmp_path, channels={"1": [0], "3": [0]}) == {"built": 0, "skipped": 2}
+    with open_store(tmp_path, create=False) as store:
+        after = {(r["layer"], r["kind"]): r["png"] for r in read_rows(store, "figures")}
+        assert {key: after[key] for key in before} == before  # featvis and circuits not rewritten
+        kinds = {(r["layer"], r["kind"]) for r in read_rows(store, "figures", channel=0)}
+    assert {("1", "featvis_negative"), ("1", "tuning"), ("3", "featvis_negative"), ("3", "tuning")} <= kinds
+    # a layer with [B, C] outputs gets no tuning figure
+    flat = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    assert build(flat, "flat", ["2"], tmp_path, featvis_steps=2, size=16, progress=False) == {
+        "built": 2, "skipped": 0}
+    with open_store(tmp_path, create=False) as store:
+        kinds = {r["kind"] for r in read_rows(store, "figures", model="flat")}
+    assert kinds == {"featvis", "featvis_negative"}
+
+
 def test_rebuild_skips_everything(built):
     net, out, _ = built
     with open_store(out, create=False) as store:
@@ -115,3 +163,6 @@ def test_export_links_upstream_units(built, tmp_path):
     assert f'href="{relative_url(here, there)}"' in page and (site / there).is_file()
     down = (site / there).read_text()
     assert f'href="{relative_url(there, here)}"' in down
+    assert page.count("<img") >= 4  # featvis, negative, tuning, upstream
+    for caption in ("Feature visualization", "Negative feature visualization", "Tuning curve", "Upstream"):
+        assert caption in page

@@ -9,6 +9,13 @@ its store contract):
 * a ``featvis`` figure per unit: all the layer's selected units are optimized in one ``render_units`` batch;
   ``settings = {"steps", "size", "seed", "score", "score_name": "activation"}`` where ``score`` is the unit's
   activation on its own visualization (it sorts the layer grid);
+* with ``negative=True`` (default), a ``featvis_negative`` figure per unit: the image that *minimizes* it, from the
+  same ``render_units`` batch as the positives (``negative=True`` there), same ``settings`` keys (``score`` is the
+  unit's activation on its negative image);
+* with ``tuning=True`` (default), a ``tuning`` figure per unit of a layer with spatial maps (``[B, C, H, W]``;
+  layers with ``[B, C]`` outputs get none): the polar plot of its radial tuning curve
+  (``vision.tuning.radial_tuning_curve`` with 72 orientations, computed once per layer), ``settings =
+  {"orientations": 72, "size", "preferred_deg", "curve_preference"}``;
 * with ``upstream_layer={layer: earlier_layer}``, an ``upstream`` figure per unit: a heatmap of the expanded-weight
   kernels of its ``k`` strongest units of ``earlier_layer`` (``vision.circuits.upstream``), ``settings = {"units":
   [{"unit": "earlier:c", "weight": signed strength}, ...], "layer": earlier_layer, "k": k, "size": size}``; and on
@@ -16,11 +23,12 @@ its store contract):
   lists the units that named it as upstream (merged with what the store already had), so the circuit can be
   walked both ways.
 
-Dataset examples and activation statistics are *not* made here: the ``mechscope examples`` / ``mechscope stats``
+Dataset examples and activation statistics (and so ``histogram`` figures) are *not* made here: the ``mechscope examples`` / ``mechscope stats``
 verbs (``vision.scan_store.save_scan``) fill the ``examples`` / ``stats`` tables of the same store.
 
-Incremental: a unit whose ``featvis`` row has the same ``steps`` and ``size`` is not rendered again, and one whose
-``upstream`` row has the same ``layer``, ``k`` and ``size`` is not recomputed; a unit needing neither counts as
+Incremental: a unit whose ``featvis`` (``featvis_negative``) row has the same ``steps`` and ``size`` is not rendered
+again, one whose ``tuning`` row has the same ``orientations`` and ``size`` is not recomputed, and one whose
+``upstream`` row has the same ``layer``, ``k`` and ``size`` is not recomputed; a unit needing none counts as
 skipped.  Each layer is written in one ``transaction`` (PNGs first, then rows), so an interruption leaves no
 half-written layer.
 
@@ -53,9 +61,11 @@ from mechscope.store import Store, open_store, put_png, put_rows, read_rows, tra
 from mechscope.units import validate
 from mechscope.vision.circuits import upstream as upstream_units
 from mechscope.vision.featvis.render import render_units
+from mechscope.vision.tuning import radial_tuning_curve
 from mechscope.vision.weights import kernel_heatmap
 
 DEFAULT_SIZE = 128
+TUNING_ORIENTATIONS = 72
 
 
 def _fig_png(fig: Any) -> bytes:
@@ -98,6 +108,13 @@ def _bars_png(units: Sequence[dict[str, Any]], title: str) -> bytes:
     return _fig_png(fig)
 
 
+def _tuning_png(tuning: Any, channel: int) -> bytes:
+    """Polar plot of one channel's radial tuning curve."""
+    fig = _new_figure(3.2, 3.2)
+    tuning.plot(channel, ax=fig.add_subplot(1, 1, 1, projection="polar"))
+    return _fig_png(fig)
+
+
 def _split(unit: str) -> tuple[str, int]:
     layer, _, channel = unit.rpartition(":")
     return layer, int(channel)
@@ -133,6 +150,8 @@ def build(
     upstream_layer: dict[str, str] | None = None,
     k: int = 4,
     seed: int | None = 0,
+    negative: bool = True,
+    tuning: bool = True,
     progress: bool = True,
 ) -> dict[str, int]:
     """Write feature visualizations and circuit links of ``layers`` of ``model`` into the store ``out_dir``.
@@ -150,6 +169,8 @@ def build(
         upstream_layer: ``{layer: earlier_layer}``: link each unit of ``layer`` to its ``k`` strongest units of
             ``earlier_layer`` (``upstream`` figures) and those back to it (``downstream`` figures).
         k: upstream units per unit.
+        negative: also write ``featvis_negative`` figures (rendered in the same batch as the positives).
+        tuning: also write ``tuning`` figures (radial tuning curves; layers without spatial maps are skipped).
         progress: show a progress bar over the layers.
 
     Returns:
@@ -157,15 +178,15 @@ def build(
     """
     if isinstance(out_dir, Store):
         return _build(out_dir, model, model_name, layers, units_per_layer, channels, featvis_steps, size,
-                      upstream_layer, k, seed, progress)
+                      upstream_layer, k, seed, negative, tuning, progress)
     with open_store(out_dir) as store:
         return _build(store, model, model_name, layers, units_per_layer, channels, featvis_steps, size,
-                      upstream_layer, k, seed, progress)
+                      upstream_layer, k, seed, negative, tuning, progress)
 
 
 def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], units_per_layer: int | None,
            channels: dict[str, list[int]] | None, steps: int, size: int | None, upstream_layer: dict[str, str] | None,
-           k: int, seed: int | None, progress: bool) -> dict[str, int]:
+           k: int, seed: int | None, negative: bool, tuning: bool, progress: bool) -> dict[str, int]:
     size = int(size or DEFAULT_SIZE)
     if steps < 1:
         raise MechscopeError(f"featvis_steps must be at least 1, not {steps}")
@@ -179,6 +200,7 @@ def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], u
     shapes = layer_shapes(model, (3, size, size), sorted(set(names) | set(links.values())))
     counts = {"built": 0, "skipped": 0}
     featvis_want = {"steps": steps, "size": size}
+    tuning_want = {"orientations": TUNING_ORIENTATIONS, "size": size}
     bar = tqdm(names, desc="microscope", disable=not progress)
     for layer in bar:
         width = int(shapes[layer][0])
@@ -189,7 +211,12 @@ def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], u
         need_featvis = [c for c in chosen if not _same(figures.get((c, "featvis"), {}).get("settings"), featvis_want)]
         need_upstream = [] if source is None else [
             c for c in chosen if not _same(figures.get((c, "upstream"), {}).get("settings"), upstream_want)]
-        todo = sorted(set(need_featvis) | set(need_upstream))
+        need_negative = [c for c in chosen if negative and not _same(
+            figures.get((c, "featvis_negative"), {}).get("settings"), featvis_want)]
+        spatial = len(shapes[layer]) == 3  # [C, H, W]
+        need_tuning = [c for c in chosen if tuning and spatial and not _same(
+            figures.get((c, "tuning"), {}).get("settings"), tuning_want)]
+        todo = sorted(set(need_featvis) | set(need_negative) | set(need_tuning) | set(need_upstream))
         counts["skipped"] += len(chosen) - len(todo)
         counts["built"] += len(todo)
         bar.set_postfix_str(f"{layer}: {len(todo)} units")
@@ -200,13 +227,27 @@ def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], u
         # compute everything first (the slow part), outside the transaction
         rows: list[dict[str, Any]] = []
         pngs: list[tuple[dict[str, Any], bytes]] = []  # (row, its PNG bytes): written first, then the rows
-        if need_featvis:
-            units = [f"{layer}:{c}" for c in need_featvis]
-            result = render_units(model, units, size=size, steps=steps, seed=seed, progress=False)
-            for i, c in enumerate(need_featvis):
-                pngs.append(({"model": model_name, "layer": layer, "channel": c, "kind": "featvis",
-                              "settings": {**featvis_want, "seed": seed, "score": float(result.activations[i]),
-                                           "score_name": "activation"}}, png_bytes(result.final[i])))
+        render = sorted(set(need_featvis) | set(need_negative))
+        if render:
+            # one batch: positives (and negatives, labelled "<unit>#neg") of every unit that needs either
+            units = [f"{layer}:{c}" for c in render]
+            result = render_units(model, units, size=size, steps=steps, seed=seed, negative=bool(need_negative),
+                                  progress=False)
+            index = {label: i for i, label in enumerate(result.labels)}
+            for kind, need, suffix in (("featvis", need_featvis, ""), ("featvis_negative", need_negative, "#neg")):
+                for c in need:
+                    i = index[f"{layer}:{c}{suffix}"]
+                    pngs.append(({"model": model_name, "layer": layer, "channel": c, "kind": kind,
+                                  "settings": {**featvis_want, "seed": seed, "score": float(result.activations[i]),
+                                               "score_name": "activation"}}, png_bytes(result.final[i])))
+        if need_tuning:
+            curves = radial_tuning_curve(model, layer, need_tuning, n_orientations=TUNING_ORIENTATIONS, size=size,
+                                         progress=False)
+            preferred, preference = curves.preferred, curves.curve_preference
+            for i, c in enumerate(need_tuning):
+                pngs.append(({"model": model_name, "layer": layer, "channel": c, "kind": "tuning",
+                              "settings": {**tuning_want, "preferred_deg": float(preferred[i]),
+                                           "curve_preference": float(preference[i])}}, _tuning_png(curves, c)))
         downstream: dict[int, list[dict[str, Any]]] = {}  # upstream channel -> [{"unit", "weight"}] from this run
         for c in need_upstream:
             found = upstream_units(model, f"{layer}:{c}", source, size, k=k)
