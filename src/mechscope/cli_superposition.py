@@ -65,24 +65,16 @@ def sae_toy(features: int = typer.Option(5, help="Toy model features n."),
             toy_steps: int = typer.Option(10_000, help="Toy model steps."),
             out: Path = typer.Option(Path("out/sae/toy"), help="Output folder.")) -> None:
     """Train a toy model, then an SAE on its hidden activations; score the recovery of the true features."""
-    import torch
-
     from mechscope.artefacts import atomic_write_bytes
-    from mechscope.superposition.sae import SAEConfig, recovery_score, train_sae
-    from mechscope.superposition.toy import ToyConfig, best_of, generate_batch, importance_decay
+    from mechscope.superposition.experiments import sae_on_toy
+    from mechscope.superposition.sae import SAEConfig
+    from mechscope.superposition.toy import ToyConfig, best_of, importance_decay
 
-    cfg = ToyConfig(features, hidden, 1)
-    toy = best_of(3, cfg, importance_decay(features, decay), density, steps=toy_steps)
+    toy = best_of(3, ToyConfig(features, hidden, 1), importance_decay(features, decay), density, steps=toy_steps)
     W = toy.model.W.detach()[0]
-
-    def batch(step: int, g: torch.Generator) -> torch.Tensor:
-        with torch.no_grad():
-            return toy.model.hidden(generate_batch(cfg, 1024, density, generator=g))[:, 0]
-
     config = SAEConfig(d_in=hidden, n_latents=latents, kind=kind, l1=l1, k=topk, lr=3e-3, steps=steps,
                        resample_every=500, dead_after=250)
-    trained = train_sae(batch, config)
-    score = recovery_score(trained.sae.W_dec.detach(), W, min_norm=0.5)
+    trained, score = sae_on_toy(toy, 0, config, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save
 

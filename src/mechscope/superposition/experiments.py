@@ -289,32 +289,38 @@ def computation(steps: int = 10_000, k: int = 1, progress: bool = True) -> Exper
                             {"neuron_weights": _neuron_figure(W1[:, :20], [f"1-S = {d}" for d in densities])})
 
 
+def sae_on_toy(trained: TrainedToy, instance: int, config, *, progress: bool = False):
+    """A sparse autoencoder (``sae.SAEConfig``) trained on one instance's hidden activations, streamed fresh each
+    step at that instance's feature probability, and its ``recovery_score`` against the instance's true feature
+    directions ``W_i`` (features with norm below 0.5, i.e. not represented, excluded).
+    Returns ``(TrainedSAE, RecoveryScore)``."""
+    from mechscope.superposition.sae import recovery_score, train_sae
+    from mechscope.superposition.toy import generate_batch
+
+    def batch(step: int, g: torch.Generator) -> Tensor:
+        x = generate_batch(trained.config, config.batch_size, trained.feature_probability, generator=g)
+        with torch.no_grad():
+            return trained.model.hidden(x)[:, instance]
+
+    sae = train_sae(batch, config, progress=progress)
+    return sae, recovery_score(sae.sae.W_dec.detach(), _weights(trained)[0][instance], min_norm=0.5)
+
+
 def sae_recovery(steps: int = 10_000, k: int = 3, progress: bool = True, sae_steps: int = 3000) -> ExperimentResult:
     """Sparse autoencoders on toy models' hidden activations (streamed fresh each step): how well the decoder
     recovers the true feature directions ``W_i`` (mean max cosine), by feature density and dictionary size."""
-    from mechscope.superposition.sae import SAEConfig, recovery_score, train_sae
-    from mechscope.superposition.toy import generate_batch
+    from mechscope.superposition.sae import SAEConfig
 
     rows, weights = [], {}
     for n, m, densities, sizes in ((5, 2, (1.0, 0.3, 0.1, 0.05, 0.02), (5, 10, 20)), (20, 5, (0.1, 0.03, 0.01), (20, 40))):
         cfg = ToyConfig(n, m, len(densities))
         p = torch.tensor(densities)
         t = _train(cfg, importance_decay(n, 0.9 if n == 5 else 0.7), p[:, None], steps, k, progress)
-        W, _ = _weights(t)
-        weights[f"W_n{n}_m{m}"] = W
+        weights[f"W_n{n}_m{m}"] = _weights(t)[0]
         for i, d in enumerate(densities):
-            one = ToyConfig(n, m, 1)
-
-            def batch(step: int, g: torch.Generator, i: int = i, d: float = d) -> Tensor:
-                x = generate_batch(cfg, 1024, p[:, None].expand(-1, n), generator=g)
-                with torch.no_grad():
-                    return t.model.hidden(x)[:, i]
-
-            del one
             for size in sizes:
-                sae = train_sae(batch, SAEConfig(d_in=m, n_latents=size, kind="relu", l1=0.3, lr=3e-3,
-                                                 steps=sae_steps, resample_every=500, dead_after=250), progress=False)
-                score = recovery_score(sae.sae.W_dec.detach(), W[i], min_norm=0.5)
+                sae, score = sae_on_toy(t, i, SAEConfig(d_in=m, n_latents=size, kind="relu", l1=0.3, lr=3e-3,
+                                                        steps=sae_steps, resample_every=500, dead_after=250))
                 rows.append({"n_features": n, "n_hidden": m, "density": d, "n_latents": size,
                              "mean_max_cosine": _r(score.mean_max_cosine), "excluded_features": score.excluded,
                              "per_feature": _r(score.per_feature), "final": {k_: _r(v) for k_, v in sae.log[-1].items()}})
