@@ -7,14 +7,24 @@ Store contract (what the pages read; anything absent is simply not shown):
 
 * ``layers`` rows ``(model, layer, channels, settings)``: one per browsable layer.  ``channels`` is the number of
   units (``0..channels-1``); when it is ``None`` the units are the channels that have any row in ``figures``,
-  ``examples`` or ``stats``.  ``settings`` may hold ``{"kind": "vision" | "heads" | "toy", ...}``.
+  ``examples`` or ``stats``.  ``settings`` may hold ``{"kind": "vision" | "heads" | "toy", ...}`` and
+  ``"thumbnail"``: the figure kind shown in the layer grid (default ``"featvis"``).
 * ``figures`` rows ``(model, layer, channel, kind, png, settings)``; ``channel = -1`` is a layer-wide figure
-  (shown on the layer page).  Kinds with a dedicated caption: ``"featvis"`` (the unit's feature visualization, its
-  thumbnail in the layer grid; ``settings`` may hold ``{"score": float, "score_name": str}``, which sorts the grid),
-  ``"featvis_diversity"``, ``"featvis_negative"``, ``"histogram"``, ``"tuning"``, ``"attribution"``, and
-  ``"upstream"`` / ``"downstream"``: a weight heatmap whose ``settings = {"units": [{"unit": "mixed3a:12",
-  "weight": 0.8}, ...]}`` are the circuit links (``"layer:channel"`` names in the same model; a link to a unit the
-  store does not have is shown as plain text).  Any other kind is shown with its kind as caption.
+  (shown on the layer page).  Kinds with a dedicated caption are listed in ``CAPTIONS`` (shown in that order,
+  other kinds after them by name, captioned by their kind): ``"featvis"`` (the unit's feature visualization, its
+  thumbnail in the layer grid), ``"featvis_diversity"``, ``"featvis_negative"``, ``"histogram"``, ``"tuning"``,
+  ``"attribution"``, ``"upstream"`` / ``"downstream"`` (weight heatmaps), the head kinds ``"attention"``,
+  ``"head_scores"``, ``"composition"``, ``"qk_pairs"``, ``"ov_pairs"`` and the toy-model kinds ``"geometry"``,
+  ``"gram"``, ``"norms"``.  ``settings`` (a JSON object) may hold:
+
+  - ``"score"`` (float) and ``"score_name"`` (str): shown beside the caption; the thumbnail figure's score sorts
+    the layer grid;
+  - ``"caption"`` (str): replaces the kind's caption; ``"note"`` (str): a line of text under it;
+  - ``"units"``: circuit links ``[{"unit": "mixed3a:12", "weight": 0.8}, ...]`` (``"layer:channel"`` names in
+    the same model; a link to a unit the store does not have is shown as plain text);
+  - ``"table"``: ``{"columns": [str, ...], "rows": [[cell, ...], ...]}``, shown as a table (cells as text).
+
+  A figure with no PNG is still shown when it has links, a table or a note.
 * ``examples`` rows ``(model, layer, channel, which, rank, dataset_index, value, x, y, png)`` with ``which`` in
   ``"top"`` / ``"bottom"``.
 * ``stats`` rows ``(model, layer, channel, count, mean, std, fraction_firing, min, max, quantiles, histogram)``.
@@ -73,9 +83,17 @@ CAPTIONS: dict[str, str] = {
     "featvis": "Feature visualization",
     "featvis_diversity": "Diversity: different images that all excite the unit",
     "featvis_negative": "Negative feature visualization: what suppresses the unit",
+    "attention": "Attention pattern on sample text",
+    "head_scores": "Detector scores (previous-token, induction, duplicate-token)",
+    "composition": "Composition with heads of earlier layers",
+    "qk_pairs": "Top QK token pairs (query ← key)",
+    "ov_pairs": "Top OV token pairs (source → logit)",
+    "geometry": "Feature geometry in the hidden space",
+    "gram": "WᵀW: how features overlap",
+    "norms": "Feature norms and superposition",
     "histogram": "Histogram of activations",
     "tuning": "Tuning curve",
-    "attribution": "Attribution",
+    "attribution": "Attribution of the top dataset example",
     "upstream": "Upstream: the units that feed this one (weights)",
     "downstream": "Downstream: the units this one feeds (weights)",
 }
@@ -233,6 +251,7 @@ figure img{max-width:min(100%,480px);image-rendering:pixelated}
 figcaption{font-size:.85em;color:#444;max-width:480px}
 .examples img{width:64px;height:64px;image-rendering:pixelated}
 .muted{color:#888}
+.note{font-size:.85em;margin:.2em 0}table.data td{font-family:ui-monospace,monospace;white-space:pre}
 </style></head><body>
 <nav>{% block nav %}{% endblock %}</nav>
 {% block body %}{% endblock %}
@@ -291,7 +310,7 @@ _LAYER = """{% extends "base.html" %}
 <h1>{{ layer }} <span class="muted">{{ model }}</span></h1>
 <p>{{ units|length }} {{ noun }}s{% if kind %} · {{ kind }}{% endif %} ·
 sort by <button type="button" data-sort="score">score</button> <button type="button" data-sort="channel">{{ noun }}</button></p>
-{% for f in figures %}<figure><img src="{{ f.src }}" alt="{{ f.caption }}" loading="lazy"><figcaption>{{ f.caption }}</figcaption></figure>
+{% for f in figures %}{% include "figure.html" %}
 {% endfor %}
 <div class="grid" id="grid">
 {% for u in units %}<a class="cell" href="{{ u.href }}" data-channel="{{ u.channel }}" data-score="{{ u.score if u.score is not none else '' }}">
@@ -325,12 +344,7 @@ _UNIT = """{% extends "base.html" %}
 {% if prev %} · <a href="{{ prev }}" rel="prev">previous</a>{% endif %}{% if next %} · <a href="{{ next }}" rel="next">next</a>{% endif %}{% endblock %}
 {% block body %}
 <h1>{{ layer }}:{{ channel }} <span class="muted">{{ model }}{% if kind %} · {{ kind }}{% endif %}</span></h1>
-{% for f in figures %}<figure id="{{ f.kind }}">
-{% if f.src %}<img src="{{ f.src }}" alt="{{ f.caption }}" loading="lazy">{% endif %}<figcaption>{{ f.caption }}{% if f.score is not none %} · {{ f.score_name }} {{ f.score_text }}{% endif %}</figcaption>
-{% if f.links %}<table class="links"><tr><th>unit</th><th>weight</th></tr>
-{% for l in f.links %}<tr><td>{% if l.href %}<a href="{{ l.href }}">{{ l.name }}</a>{% else %}{{ l.name }}{% endif %}</td><td>{{ l.weight }}</td></tr>
-{% endfor %}</table>{% endif %}
-</figure>
+{% for f in figures %}{% include "figure.html" %}
 {% else %}<p class="muted">No figures for this {{ noun }} yet.</p>
 {% endfor %}
 {% for which, rows in examples %}
@@ -346,8 +360,20 @@ _UNIT = """{% extends "base.html" %}
 {% endblock %}
 """
 
+_FIGURE = """<figure id="{{ f.kind }}">
+{% if f.src %}<img src="{{ f.src }}" alt="{{ f.caption }}" loading="lazy">{% endif %}<figcaption>{{ f.caption }}{% if f.score is not none %} · {{ f.score_name }} {{ f.score_text }}{% endif %}</figcaption>
+{% if f.note %}<p class="note">{{ f.note }}</p>{% endif %}
+{% if f.table %}<table class="data"><tr>{% for c in f.table.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for r in f.table.rows %}<tr>{% for v in r %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endif %}
+{% if f.links %}<table class="links"><tr><th>unit</th><th>weight</th></tr>
+{% for l in f.links %}<tr><td>{% if l.href %}<a href="{{ l.href }}">{{ l.name }}</a>{% else %}{{ l.name }}{% endif %}</td><td>{{ l.weight }}</td></tr>
+{% endfor %}</table>{% endif %}
+</figure>
+"""
+
 _ENV = jinja2.Environment(loader=jinja2.DictLoader({"base.html": _BASE, "index.html": _INDEX, "layer.html": _LAYER,
-                                                    "unit.html": _UNIT}),
+                                                    "unit.html": _UNIT, "figure.html": _FIGURE}),
                           autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
@@ -384,18 +410,21 @@ def _layer(view: _View, model: str, layer: str, sort: str) -> str:
         raise MechscopeError(f"sort must be 'score' or 'channel', not {sort!r}")
     view.require_layer(model, layer)
     page = layer_url(model, layer)
-    featvis: dict[int, dict[str, Any]] = {}
+    settings = view.layers[(model, layer)].get("settings")
+    thumbnail = str(settings.get("thumbnail") or "featvis") if isinstance(settings, dict) else "featvis"
+    thumbs: dict[int, dict[str, Any]] = {}
     figures = []
     for row in read_rows(view.store, "figures", model=model, layer=layer):
-        if row["channel"] == -1 and view.png_ok(row["png"]):
-            figures.append({"kind": row["kind"], "src": relative_url(page, png_url(row["png"])),
-                            "caption": CAPTIONS.get(row["kind"], row["kind"])})
-        elif row["kind"] == "featvis":
-            featvis[row["channel"]] = row
+        if row["channel"] == -1:
+            shown = _figure(view, page, model, row)
+            if shown is not None:
+                figures.append(shown)
+        elif row["kind"] == thumbnail:
+            thumbs[row["channel"]] = row
     figures.sort(key=lambda f: _figure_order(f["kind"]))
     units = []
     for ch in view.units(model, layer):
-        row = featvis.get(ch)
+        row = thumbs.get(ch)
         score, score_name = _score(row["settings"]) if row else (None, "")
         src = relative_url(page, png_url(row["png"])) if row and view.png_ok(row["png"]) else None
         units.append({"channel": ch, "href": relative_url(page, unit_url(model, layer, ch)), "src": src,
@@ -406,6 +435,31 @@ def _layer(view: _View, model: str, layer: str, sort: str) -> str:
     return _ENV.get_template("layer.html").render(
         model=model, layer=layer, kind=kind, noun=_noun(kind), units=units, figures=figures,
         home=relative_url(page, index_url()))
+
+
+def _table(settings: Any) -> dict[str, list[Any]] | None:
+    table = settings.get("table") if isinstance(settings, dict) else None
+    if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
+        return None
+    columns = table.get("columns")
+    rows = [[_number(v) for v in r] if isinstance(r, list) else [_number(r)] for r in table["rows"]]
+    return {"columns": [str(c) for c in columns] if isinstance(columns, list) else [], "rows": rows}
+
+
+def _figure(view: _View, page: str, model: str, row: dict[str, Any]) -> dict[str, Any] | None:
+    """What a page shows of one ``figures`` row, or ``None`` when it has nothing to show."""
+    settings = row["settings"] if isinstance(row["settings"], dict) else {}
+    links = _links(view, page, model, settings)
+    table = _table(settings)
+    note = str(settings["note"]) if isinstance(settings.get("note"), str) else ""
+    src = relative_url(page, png_url(row["png"])) if view.png_ok(row["png"]) else None
+    if src is None and not links and table is None and not note:
+        return None
+    caption = settings.get("caption")
+    score, score_name = _score(settings)
+    return {"kind": slug(row["kind"]), "src": src, "note": note, "table": table, "links": links,
+            "caption": caption if isinstance(caption, str) else CAPTIONS.get(row["kind"], row["kind"]),
+            "score": score, "score_name": score_name, "score_text": _number(score)}
 
 
 def _links(view: _View, page: str, model: str, settings: Any) -> list[dict[str, Any]]:
@@ -433,13 +487,9 @@ def _unit(view: _View, model: str, layer: str, channel: int) -> str:
     figures = []
     for row in sorted(read_rows(store, "figures", model=model, layer=layer, channel=channel),
                       key=lambda r: _figure_order(r["kind"])):
-        links = _links(view, page, model, row["settings"]) if row["kind"] in ("upstream", "downstream") else []
-        if not view.png_ok(row["png"]) and not links:
-            continue
-        score, score_name = _score(row["settings"])
-        figures.append({"kind": slug(row["kind"]), "caption": CAPTIONS.get(row["kind"], row["kind"]),
-                        "src": relative_url(page, png_url(row["png"])) if view.png_ok(row["png"]) else None,
-                        "score": score, "score_name": score_name, "score_text": _number(score), "links": links})
+        shown = _figure(view, page, model, row)
+        if shown is not None:
+            figures.append(shown)
     examples: dict[str, list[dict[str, Any]]] = {}
     for row in read_rows(store, "examples", model=model, layer=layer, channel=channel):
         position = f"({row['x']}, {row['y']})" if row["x"] is not None and row["y"] is not None else ""
