@@ -22,6 +22,12 @@ def build_command(model: str = typer.Argument(..., help="A zoo image model, e.g.
                   upstream: list[str] = typer.Option([], help="LAYER=SOURCE: link LAYER's units to their strongest "
                                                          "units of SOURCE (repeat the option)."),
                   k: int = typer.Option(4, help="Upstream units kept per unit."),
+                  dataset: str = typer.Option(None, help="Dataset examples, statistics and the top example's "
+                                                         "attribution from this dataset: a folder of images or "
+                                                         "shapes:N[:SEED]."),
+                  examples_k: int = typer.Option(8, help="Top and bottom dataset examples per unit."),
+                  diversity: int = typer.Option(0, help="Images per unit in a diversity set (0: none)."),
+                  workers: int = typer.Option(1, help="Local worker processes."),
                   weights: str = typer.Option("bundled", help="bundled | random | download | a weights file.")) -> None:
     """Compute the evidence of LAYERS' units into OUT (units already built with the same settings are skipped)."""
     from mechscope.errors import MechscopeError
@@ -32,9 +38,16 @@ def build_command(model: str = typer.Argument(..., help="A zoo image model, e.g.
     pairs = dict(u.split("=", 1) for u in upstream if "=" in u)
     if len(pairs) != len(upstream):
         raise MechscopeError(f"--upstream takes LAYER=SOURCE, e.g. mixed3b=mixed3a; got {upstream}")
+    size = int(card.input_shape[-1])
+    data = None
+    if dataset is not None:
+        from mechscope.data.open import open_dataset
+
+        data = open_dataset(dataset, size)
     net = load(card.name, weights=weights, device="cpu")
-    counts = build(net, card.name, layers, out, units_per_layer=units, featvis_steps=steps,
-                   size=int(card.input_shape[-1]), upstream_layer=pairs or None, k=k)
+    counts = build(net, card.name, layers, out, units_per_layer=units, featvis_steps=steps, size=size,
+                   upstream_layer=pairs or None, k=k, dataset=data, dataset_name=dataset, examples_k=examples_k,
+                   diversity=diversity, workers=workers)
     typer.echo(f"built {counts['built']} units, skipped {counts['skipped']} already built; store {out} "
                f"(browse: mechscope microscope serve {out})")
 

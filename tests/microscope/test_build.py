@@ -166,3 +166,76 @@ def test_export_links_upstream_units(built, tmp_path):
     assert page.count("<img") >= 4  # featvis, negative, tuning, upstream
     for caption in ("Feature visualization", "Negative feature visualization", "Tuning curve", "Upstream"):
         assert caption in page
+
+
+class _Images:
+    """A dataset of ``n`` random 16 px images in the protocol ``vision.scan`` reads."""
+
+    skipped: list = []
+
+    def __init__(self, n: int = 12) -> None:
+        self.images = torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+    def batches(self, n: int, start: int = 0):
+        for lo in range(start, len(self.images), n):
+            yield list(range(lo, min(lo + n, len(self.images)))), self.images[lo:lo + n]
+
+
+def test_dataset_examples_stats_and_attribution(tmp_path):
+    net, data = _net(), _Images()
+    assert _build(net, tmp_path, dataset=data, dataset_name="random:12", examples_k=3) == {"built": 7, "skipped": 0}
+    with open_store(tmp_path) as store:
+        layer = read_rows(store, "layers", model="tiny", layer="3")[0]
+        assert layer["settings"]["kind"] == "vision"  # the scan's layer row did not lose the build's kind
+        assert layer["settings"]["scan"] == {"dataset": "random:12", "examples_k": 3, "size": 16}
+        top = read_rows(store, "examples", model="tiny", layer="3", which="top")
+        assert sorted({r["channel"] for r in top}) == [0, 1, 2] and max(r["rank"] for r in top) == 2
+        assert len(read_rows(store, "stats", model="tiny", layer="1")) == 4
+        kinds = {(r["layer"], r["kind"]) for r in read_rows(store, "figures", model="tiny")}
+        assert {("1", "log_prob"), ("1", "quilt"), ("3", "log_prob"), ("3", "quilt"), ("3", "attribution")} <= kinds
+        assert ("1", "attribution") not in kinds  # layer 1 has no upstream layer to attribute to
+        assert {("1", "featvis"), ("3", "featvis"), ("3", "upstream")} <= kinds  # the scan kept the build's figures
+        for row in read_rows(store, "figures", model="tiny", layer="3", kind="attribution"):
+            s = row["settings"]
+            first = next(r for r in top if r["channel"] == row["channel"] and r["rank"] == 0)
+            assert s["dataset_index"] == first["dataset_index"] and s["position"] == [first["x"], first["y"]]
+            assert abs(s["total"] - first["value"]) < 1e-4  # attributed the unit at its top example's maximum
+            assert 1 <= len(s["units"]) <= 2 and all(re.fullmatch(r"1:[0-3]", u["unit"]) for u in s["units"])
+            assert read_png(store, row["png"]).startswith(b"\x89PNG")
+    # the same dataset again: nothing to do; another dataset: the scan (and so the units) again
+    assert _build(net, tmp_path, dataset=data, dataset_name="random:12", examples_k=3) == {"built": 0, "skipped": 7}
+    assert _build(net, tmp_path, dataset=_Images(8), dataset_name="random:8", examples_k=3) == {
+        "built": 7, "skipped": 0}
+
+
+def test_workers_split_layers_and_give_the_same_links(tmp_path):
+    net = _net()
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _build(net, one, diversity=2) == _build(net, two, diversity=2, workers=2) == {"built": 7, "skipped": 0}
+
+    def summary(path):
+        with open_store(path) as store:
+            rows = read_rows(store, "figures", model="tiny")
+            links = {(r["layer"], r["channel"], r["kind"]): [(u["unit"], round(u["weight"], 5))
+                                                              for u in r["settings"]["units"]]
+                     for r in rows if r["kind"] in ("upstream", "downstream")}
+            return sorted((r["layer"], r["channel"], r["kind"]) for r in rows), links
+
+    assert summary(one) == summary(two)
+    kinds, _ = summary(two)
+    assert [(layer, c) for layer, c, kind in kinds if kind == "featvis_diversity"] == [
+        ("1", 0), ("1", 1), ("1", 2), ("1", 3), ("3", 0), ("3", 1), ("3", 2)]
+    assert _build(net, two, diversity=2, workers=2) == {"built": 0, "skipped": 7}
+
+
+def test_build_option_errors(tmp_path):
+    net = _net()
+    for kw, words in (({"workers": 0}, "workers"), ({"diversity": 1}, "diversity"), ({"examples_k": 0}, "examples_k")):
+        with pytest.raises(MechscopeError, match=words):
+            _build(net, tmp_path, **kw)

@@ -89,15 +89,19 @@ def test_build_verb_then_export_links_units_along_the_circuit(tmp_path):
 
     runner = CliRunner()
     store = tmp_path / "store"
-    r = runner.invoke(app, ["microscope", "build", "shapes", "mixed3a", "mixed3b", "--units", "2", "--steps", "2",
-                            "--upstream", "mixed3b=mixed3a", "--k", "2", "--out", str(store)])
+    args = ["microscope", "build", "shapes", "mixed3a", "mixed3b", "--units", "2", "--steps", "2",
+            "--upstream", "mixed3b=mixed3a", "--k", "2", "--dataset", "shapes:16", "--examples-k", "2",
+            "--out", str(store)]
+    r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
-    again = runner.invoke(app, ["microscope", "build", "shapes", "mixed3a", "mixed3b", "--units", "2", "--steps", "2",
-                                "--upstream", "mixed3b=mixed3a", "--k", "2", "--out", str(store)])
+    again = runner.invoke(app, args)
     assert again.exit_code == 0 and "built 0 units" in again.output
     r = runner.invoke(app, ["microscope", "export", str(store), str(tmp_path / "site")])
     assert r.exit_code == 0, r.output
     page = (tmp_path / "site" / "shapes" / "mixed3b" / "0.html").read_text()
     assert "mixed3a/" in page        # an upstream link into the earlier layer
+    for caption in ("Attribution of the top dataset example", "Top examples", "Bottom examples", "Statistics",
+                    "Quilt", "Distribution of activations"):
+        assert caption in page
     bad = runner.invoke(app, ["microscope", "build", "shapes", "mixed3b", "--upstream", "mixed3b", "--out", str(store)])
     assert bad.exit_code != 0 and "LAYER=SOURCE" in str(bad.exception)

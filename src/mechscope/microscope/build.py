@@ -1,36 +1,33 @@
-"""Fill a results store with the Microscope's per-unit figures of an image model: feature visualizations and
-circuit links (upstream / downstream weights).
+"""Fill a results store with the Microscope's per-unit evidence of an image model.
 
 ``build`` writes, for every selected unit of every layer, the rows that ``mechscope.microscope.site`` reads (see
-its store contract):
+its store contract); the figures themselves are computed by ``mechscope.microscope.evidence``:
 
-* a ``layers`` row per layer (``channels`` = the layer's width, ``settings = {"kind": "vision", "size": ...}``),
-  unless the layer already has one (e.g. written by ``mechscope examples``);
-* a ``featvis`` figure per unit: all the layer's selected units are optimized in one ``render_units`` batch;
-  ``settings = {"steps", "size", "seed", "score", "score_name": "activation"}`` where ``score`` is the unit's
-  activation on its own visualization (it sorts the layer grid);
-* with ``negative=True`` (default), a ``featvis_negative`` figure per unit: the image that *minimizes* it, from the
-  same ``render_units`` batch as the positives (``negative=True`` there), same ``settings`` keys (``score`` is the
-  unit's activation on its negative image);
-* with ``tuning=True`` (default), a ``tuning`` figure per unit of a layer with spatial maps (``[B, C, H, W]``;
-  layers with ``[B, C]`` outputs get none): the polar plot of its radial tuning curve
-  (``vision.tuning.radial_tuning_curve`` with 72 orientations, computed once per layer), ``settings =
-  {"orientations": 72, "size", "preferred_deg", "curve_preference"}``;
-* with ``upstream_layer={layer: earlier_layer}``, an ``upstream`` figure per unit: a heatmap of the expanded-weight
-  kernels of its ``k`` strongest units of ``earlier_layer`` (``vision.circuits.upstream``), ``settings = {"units":
-  [{"unit": "earlier:c", "weight": signed strength}, ...], "layer": earlier_layer, "k": k, "size": size}``; and on
-  each of those upstream units a ``downstream`` figure (a bar chart of the weights) whose ``settings["units"]``
-  lists the units that named it as upstream (merged with what the store already had), so the circuit can be
-  walked both ways.
+* a ``layers`` row per layer (``channels`` = the layer's width, ``settings`` with ``{"kind": "vision", "size",
+  "shape"}`` merged into whatever an earlier scan recorded there);
+* a ``featvis`` figure per unit: all the units of a layer (or of a worker's slice of it) are optimized in one
+  ``render_units`` batch; ``settings = {"steps", "size", "seed", "score", "score_name": "activation"}`` where
+  ``score`` is the unit's activation on its own visualization (it sorts the layer grid);
+* with ``negative=True`` (default), a ``featvis_negative`` figure per unit (same batch, same settings keys);
+* with ``diversity=n`` (``n >= 2``), a ``featvis_diversity`` figure: ``n`` images per unit pushed apart by
+  Lucid's diversity penalty, side by side;
+* with ``tuning=True`` (default), a ``tuning`` figure per unit of a layer with spatial maps: the polar plot of
+  its radial tuning curve (72 orientations), ``settings = {"orientations", "size", "preferred_deg",
+  "curve_preference"}``;
+* with ``upstream_layer={layer: earlier_layer}``, an ``upstream`` figure per unit (heatmap of the expanded-weight
+  kernels of its ``k`` strongest units of ``earlier_layer``; ``settings["units"]`` are the links) and on each of
+  those a ``downstream`` figure listing the units that named it (merged with what the store had), so the circuit
+  can be walked both ways;
+* with a ``dataset``: per unit its top/bottom ``examples_k`` dataset examples (receptive-field crops),
+  statistics, a ``log_prob`` figure (the log-probability density of its activations) and a ``quilt``
+  (``vision.scan_store.save_scan``), and, where the layer has an upstream layer, an ``attribution`` figure: its top
+  example's activation x gradient over the upstream layer, with links to the strongest source units.
 
-Dataset examples and activation statistics (and so ``histogram`` figures) are *not* made here: the ``mechscope examples`` / ``mechscope stats``
-verbs (``vision.scan_store.save_scan``) fill the ``examples`` / ``stats`` tables of the same store.
-
-Incremental: a unit whose ``featvis`` (``featvis_negative``) row has the same ``steps`` and ``size`` is not rendered
-again, one whose ``tuning`` row has the same ``orientations`` and ``size`` is not recomputed, and one whose
-``upstream`` row has the same ``layer``, ``k`` and ``size`` is not recomputed; a unit needing none counts as
-skipped.  Each layer is written in one ``transaction`` (PNGs first, then rows), so an interruption leaves no
-half-written layer.
+Incremental: a unit whose rows hold the same settings (steps and size of the visualizations; orientations of the
+tuning; layer, ``k`` and size of the links; dataset, ``examples_k`` and size of the scan) is not computed again;
+a unit needing nothing counts as skipped.  Each layer is written in one ``transaction`` (PNGs first, then rows),
+so an interruption leaves no half-written layer, and a rerun resumes with the layers still missing.  With
+``workers > 1`` each layer's units are split over that many spawned processes; the parent writes.
 
 Example::
 
@@ -46,78 +43,26 @@ Example::
 
 from __future__ import annotations
 
-import io
+import multiprocessing
 import os
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from mechscope.capture import layer_shapes
 from mechscope.errors import MechscopeError
-from mechscope.images import png_bytes
+from mechscope.microscope.evidence import (TUNING_ORIENTATIONS, Computed, Job, attribution_figure, bars_png,
+                                           compute)
 from mechscope.store import Store, open_store, put_png, put_rows, read_rows, transaction
 from mechscope.units import validate
-from mechscope.vision.circuits import upstream as upstream_units
-from mechscope.vision.featvis.render import render_units
-from mechscope.vision.tuning import radial_tuning_curve
-from mechscope.vision.weights import kernel_heatmap
 
 DEFAULT_SIZE = 128
-TUNING_ORIENTATIONS = 72
-
-
-def _fig_png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return buf.getvalue()
-
-
-def _new_figure(width: float, height: float) -> Any:
-    """A matplotlib figure not registered with pyplot (nothing to close, no global state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="tight")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _heatmap_png(rows: Sequence[Any], title: str) -> bytes:
-    """Kernels of the upstream rows side by side, one shared colour scale."""
-    import torch
-
-    kernels = torch.stack([r.weights.detach().float().cpu() for r in rows])  # [k, h, w]
-    c, kh, kw = kernels.shape
-    fig = _new_figure(max(2.0, 0.35 * c * (kw + 1)), max(1.5, 0.35 * kh + 0.6))
-    kernel_heatmap(kernels, fig.add_subplot(1, 1, 1), title=title)
-    return _fig_png(fig)
-
-
-def _bars_png(units: Sequence[dict[str, Any]], title: str) -> bytes:
-    """Bar chart of the signed weights of ``units`` (red excitatory, blue inhibitory)."""
-    names = [u["unit"] for u in units]
-    weights = [float(u["weight"]) for u in units]
-    fig = _new_figure(max(2.5, 0.5 * len(units) + 1), 2.2)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.bar(range(len(units)), weights, color=["#b2182b" if w >= 0 else "#2166ac" for w in weights])
-    ax.set_xticks(range(len(units)), names, rotation=45, ha="right", fontsize=7)
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.set_title(title, fontsize=8)
-    return _fig_png(fig)
-
-
-def _tuning_png(tuning: Any, channel: int) -> bytes:
-    """Polar plot of one channel's radial tuning curve."""
-    fig = _new_figure(3.2, 3.2)
-    tuning.plot(channel, ax=fig.add_subplot(1, 1, 1, projection="polar"))
-    return _fig_png(fig)
-
-
-def _split(unit: str) -> tuple[str, int]:
-    layer, _, channel = unit.rpartition(":")
-    return layer, int(channel)
+EXAMPLES_K = 8
 
 
 def _select(layer: str, width: int, units_per_layer: int | None,
@@ -137,6 +82,16 @@ def _same(settings: Any, want: dict[str, Any]) -> bool:
     return isinstance(settings, dict) and all(settings.get(key) == value for key, value in want.items())
 
 
+@dataclass(frozen=True)
+class _Settings:
+    model_name: str
+    size: int
+    steps: int
+    seed: int | None
+    k: int
+    diversity: int
+
+
 def build(
     model: nn.Module,
     model_name: str,
@@ -152,12 +107,18 @@ def build(
     seed: int | None = 0,
     negative: bool = True,
     tuning: bool = True,
+    diversity: int = 0,
+    dataset: Any = None,
+    dataset_name: str | None = None,
+    examples_k: int = EXAMPLES_K,
+    workers: int = 1,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Write feature visualizations and circuit links of ``layers`` of ``model`` into the store ``out_dir``.
+    """Write the evidence of ``layers``' units of ``model`` into the store ``out_dir``.
 
     Args:
         model: an image model ``[B, 3, H, W] -> ...`` (put it in ``eval()`` mode); layers named as for ``capture``.
+            With ``workers > 1`` it must pickle (any plain ``nn.Module`` does).
         model_name: the ``model`` key of the rows (e.g. the model card's name).
         layers: the layers to build, in any order.
         out_dir: the store folder (created if need be), or an open ``Store``.
@@ -165,125 +126,264 @@ def build(
         channels: ``{layer: [channel, ...]}``: exactly these channels of that layer (overrides
             ``units_per_layer`` for it).
         featvis_steps, size, seed: of the feature visualizations (``size`` default 128 px, also the input size
-            of the expanded weights).
+            of the expanded weights and tuning stimuli).
         upstream_layer: ``{layer: earlier_layer}``: link each unit of ``layer`` to its ``k`` strongest units of
-            ``earlier_layer`` (``upstream`` figures) and those back to it (``downstream`` figures).
+            ``earlier_layer`` (``upstream`` figures) and those back to it (``downstream`` figures); with a
+            dataset, the top example's attribution is taken over ``earlier_layer``.
         k: upstream units per unit.
         negative: also write ``featvis_negative`` figures (rendered in the same batch as the positives).
         tuning: also write ``tuning`` figures (radial tuning curves; layers without spatial maps are skipped).
-        progress: show a progress bar over the layers.
+        diversity: with ``n > 1``, a ``featvis_diversity`` figure per unit: ``n`` images pushed apart by Lucid's
+            diversity penalty (a second batch; costs about ``n`` feature visualizations).
+        dataset: a dataset (``ImageFolder``, ``ShapesDataset``, anything ``vision.scan.scan`` reads): top/bottom
+            dataset examples, statistics and activation-distribution figures of the built units, and the
+            attribution of each unit's top example.  ``dataset_name`` (e.g. ``"shapes:1024"``) is recorded so a
+            rebuild with the same dataset skips the scan.
+        examples_k: top and bottom examples kept per unit.
+        workers: local worker processes for the feature visualizations, tuning curves and links (each a slice
+            of a layer's units; the parent writes each layer once all its slices are done).  ``1`` runs in this
+            process.
+        progress: a progress bar over the units.
 
     Returns:
         ``{"built": units for which something was written, "skipped": units already up to date}``.
     """
     if isinstance(out_dir, Store):
         return _build(out_dir, model, model_name, layers, units_per_layer, channels, featvis_steps, size,
-                      upstream_layer, k, seed, negative, tuning, progress)
+                      upstream_layer, k, seed, negative, tuning, diversity, dataset, dataset_name, examples_k,
+                      workers, progress)
     with open_store(out_dir) as store:
         return _build(store, model, model_name, layers, units_per_layer, channels, featvis_steps, size,
-                      upstream_layer, k, seed, negative, tuning, progress)
+                      upstream_layer, k, seed, negative, tuning, diversity, dataset, dataset_name, examples_k,
+                      workers, progress)
 
 
 def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], units_per_layer: int | None,
            channels: dict[str, list[int]] | None, steps: int, size: int | None, upstream_layer: dict[str, str] | None,
-           k: int, seed: int | None, negative: bool, tuning: bool, progress: bool) -> dict[str, int]:
+           k: int, seed: int | None, negative: bool, tuning: bool, diversity: int, dataset: Any,
+           dataset_name: str | None, examples_k: int, workers: int, progress: bool) -> dict[str, int]:
     size = int(size or DEFAULT_SIZE)
     if steps < 1:
         raise MechscopeError(f"featvis_steps must be at least 1, not {steps}")
     if not isinstance(k, int) or k < 1:
         raise MechscopeError(f"k is the number of upstream units to keep, at least 1 (got {k!r})")
-    names = [validate(model, name).layer for name in layers]
+    if not isinstance(workers, int) or workers < 1:
+        raise MechscopeError(f"workers is a number of processes, at least 1 (got {workers!r})")
+    if diversity < 0 or diversity == 1:
+        raise MechscopeError(f"diversity is the size of each unit's diversity set, 0 (none) or >= 2, not {diversity}")
+    if examples_k < 1:
+        raise MechscopeError(f"examples_k must be at least 1, not {examples_k}")
+    names = list(dict.fromkeys(validate(model, name).layer for name in layers))
     links = {validate(model, a).layer: validate(model, b).layer for a, b in (upstream_layer or {}).items()}
     unknown = sorted(set(links) - set(names))
     if unknown:
         raise MechscopeError(f"upstream_layer names layers {unknown} that are not being built; layers: {names}")
     shapes = layer_shapes(model, (3, size, size), sorted(set(names) | set(links.values())))
+    config = _Settings(model_name, size, steps, seed, k, diversity)
+    chosen = {layer: _select(layer, int(shapes[layer][0]), units_per_layer, channels) for layer in names}
+    jobs = {layer: _plan(store, config, layer, chosen[layer], links.get(layer), negative,
+                         tuning and len(shapes[layer]) == 3) for layer in names}
     counts = {"built": 0, "skipped": 0}
-    featvis_want = {"steps": steps, "size": size}
-    tuning_want = {"orientations": TUNING_ORIENTATIONS, "size": size}
-    bar = tqdm(names, desc="microscope", disable=not progress)
-    for layer in bar:
-        width = int(shapes[layer][0])
-        chosen = _select(layer, width, units_per_layer, channels)
-        figures = {(r["channel"], r["kind"]): r for r in read_rows(store, "figures", model=model_name, layer=layer)}
-        source = links.get(layer)
-        upstream_want = {"layer": source, "k": k, "size": size}
-        need_featvis = [c for c in chosen if not _same(figures.get((c, "featvis"), {}).get("settings"), featvis_want)]
-        need_upstream = [] if source is None else [
-            c for c in chosen if not _same(figures.get((c, "upstream"), {}).get("settings"), upstream_want)]
-        need_negative = [c for c in chosen if negative and not _same(
-            figures.get((c, "featvis_negative"), {}).get("settings"), featvis_want)]
-        spatial = len(shapes[layer]) == 3  # [C, H, W]
-        need_tuning = [c for c in chosen if tuning and spatial and not _same(
-            figures.get((c, "tuning"), {}).get("settings"), tuning_want)]
-        todo = sorted(set(need_featvis) | set(need_negative) | set(need_tuning) | set(need_upstream))
-        counts["skipped"] += len(chosen) - len(todo)
-        counts["built"] += len(todo)
-        bar.set_postfix_str(f"{layer}: {len(todo)} units")
-        has_layer_row = bool(read_rows(store, "layers", model=model_name, layer=layer))
-        if not todo and has_layer_row:
-            continue
-
-        # compute everything first (the slow part), outside the transaction
-        rows: list[dict[str, Any]] = []
-        pngs: list[tuple[dict[str, Any], bytes]] = []  # (row, its PNG bytes): written first, then the rows
-        render = sorted(set(need_featvis) | set(need_negative))
-        if render:
-            # one batch: positives (and negatives, labelled "<unit>#neg") of every unit that needs either
-            units = [f"{layer}:{c}" for c in render]
-            result = render_units(model, units, size=size, steps=steps, seed=seed, negative=bool(need_negative),
-                                  progress=False)
-            index = {label: i for i, label in enumerate(result.labels)}
-            for kind, need, suffix in (("featvis", need_featvis, ""), ("featvis_negative", need_negative, "#neg")):
-                for c in need:
-                    i = index[f"{layer}:{c}{suffix}"]
-                    pngs.append(({"model": model_name, "layer": layer, "channel": c, "kind": kind,
-                                  "settings": {**featvis_want, "seed": seed, "score": float(result.activations[i]),
-                                               "score_name": "activation"}}, png_bytes(result.final[i])))
-        if need_tuning:
-            curves = radial_tuning_curve(model, layer, need_tuning, n_orientations=TUNING_ORIENTATIONS, size=size,
-                                         progress=False)
-            preferred, preference = curves.preferred, curves.curve_preference
-            for i, c in enumerate(need_tuning):
-                pngs.append(({"model": model_name, "layer": layer, "channel": c, "kind": "tuning",
-                              "settings": {**tuning_want, "preferred_deg": float(preferred[i]),
-                                           "curve_preference": float(preference[i])}}, _tuning_png(curves, c)))
-        downstream: dict[int, list[dict[str, Any]]] = {}  # upstream channel -> [{"unit", "weight"}] from this run
-        for c in need_upstream:
-            found = upstream_units(model, f"{layer}:{c}", source, size, k=k)
-            linked = [{"unit": r.unit, "weight": r.strength if r.sign == "+" else -r.strength} for r in found]
-            for link in linked:
-                downstream.setdefault(_split(link["unit"])[1], []).append(
-                    {"unit": f"{layer}:{c}", "weight": link["weight"]})
-            row = {"model": model_name, "layer": layer, "channel": c, "kind": "upstream",
-                   "settings": {"units": linked, **upstream_want}}
-            if found:
-                pngs.append((row, _heatmap_png(found, f"{source} -> {layer}:{c}")))
-            else:
-                rows.append({**row, "png": None})
-        if source is not None and need_upstream:
-            # downstream rows of the upstream units: drop this run's units from what was stored, add the new links
-            rebuilt = {f"{layer}:{c}" for c in need_upstream}
-            old = {r["channel"]: r for r in read_rows(store, "figures", model=model_name, layer=source,
-                                                      kind="downstream")}
-            for channel in sorted(set(old) | set(downstream)):
-                kept = [u for u in ((old.get(channel) or {}).get("settings") or {}).get("units", [])
-                        if u.get("unit") not in rebuilt]
-                merged = sorted(kept + downstream.get(channel, []), key=lambda u: -abs(float(u["weight"])))
-                row = {"model": model_name, "layer": source, "channel": channel, "kind": "downstream",
-                       "settings": {"units": merged}}
-                if merged:
-                    pngs.append((row, _bars_png(merged, f"{source}:{channel} -> downstream")))
-                else:
-                    rows.append({**row, "png": None})
-        with transaction(store):
-            written = [{**row, "png": put_png(store, data)} for row, data in pngs]
-            if not has_layer_row:
-                put_rows(store, "layers", [{"model": model_name, "layer": layer, "channels": width,
-                                            "settings": {"kind": "vision", "size": size,
-                                                         "shape": list(shapes[layer])}}])
-            put_rows(store, "figures", written + rows)
+    todo_units = {layer: set(job.units) for layer, job in jobs.items()}
+    if dataset is not None:
+        spatial = {layer: len(shapes[layer]) == 3 for layer in names}
+        for layer, units in _scan_dataset(store, model, config, chosen, links, spatial, dataset, dataset_name,
+                                          examples_k, progress).items():
+            todo_units[layer] |= units
+    for layer in names:
+        counts["built"] += len(todo_units[layer])
+        counts["skipped"] += len(chosen[layer]) - len(todo_units[layer])
+    bar = tqdm(total=sum(len(job.units) for job in jobs.values()), desc="microscope", unit="unit",
+               disable=not progress)
+    for layer, done in _run(model, config, jobs, workers, bar):
+        _write(store, config, layer, done, shapes[layer])
+    bar.close()
     return counts
 
 
-__all__ = ["build"]
+def _plan(store: Store, config: _Settings, layer: str, chosen: list[int], source: str | None, negative: bool,
+          tuning: bool) -> Job:
+    """What each of ``chosen`` still needs (nothing when its rows hold the same settings)."""
+    figures = {(r["channel"], r["kind"]): r for r in read_rows(store, "figures", model=config.model_name, layer=layer)}
+
+    def need(kind: str, want: dict[str, Any], on: bool = True) -> tuple[int, ...]:
+        return tuple(c for c in chosen if on and not _same(figures.get((c, kind), {}).get("settings"), want))
+
+    featvis = {"steps": config.steps, "size": config.size}
+    return Job(layer, featvis=need("featvis", featvis), negative=need("featvis_negative", featvis, negative),
+               tuning=need("tuning", {"orientations": TUNING_ORIENTATIONS, "size": config.size}, tuning),
+               upstream=need("upstream", {"layer": source, "k": config.k, "size": config.size}, source is not None),
+               source=source,
+               diversity=need("featvis_diversity", {**featvis, "n": config.diversity}, config.diversity > 1))
+
+
+# ---------------------------------------------------------------------------------------------------- workers
+
+_WORKER_MODEL: nn.Module | None = None
+
+
+def _init_worker(model: nn.Module, threads: int) -> None:
+    global _WORKER_MODEL
+    torch.set_num_threads(threads)
+    _WORKER_MODEL = model
+
+
+def _work(job: Job, config: _Settings) -> Computed:
+    assert _WORKER_MODEL is not None
+    return compute(_WORKER_MODEL, job, size=config.size, steps=config.steps, seed=config.seed, k=config.k,
+                   diversity=config.diversity)
+
+
+def _merge(parts: Sequence[Computed]) -> Computed:
+    out = Computed()
+    for part in parts:
+        out.pngs += part.pngs
+        out.rows += part.rows
+        for channel, linked in part.downstream.items():
+            out.downstream.setdefault(channel, []).extend(linked)
+    return out
+
+
+def _run(model: nn.Module, config: _Settings, jobs: dict[str, Job], workers: int, bar: Any):
+    """Yield ``(layer, Computed)`` per layer with work: in this process, or over ``workers`` spawned processes
+    (each layer split into one slice per worker; a layer is yielded once all its slices are back)."""
+    pending = {layer: job for layer, job in jobs.items()}
+    if workers == 1:
+        for layer, job in pending.items():
+            bar.set_postfix_str(layer)
+            done = compute(model, job, size=config.size, steps=config.steps, seed=config.seed, k=config.k,
+                           diversity=config.diversity)
+            bar.update(len(job.units))
+            yield layer, done
+        return
+    threads = max(1, torch.get_num_threads() // workers)
+    context = multiprocessing.get_context("spawn")  # fork after torch has run threads can deadlock
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(model, threads)) as pool:
+        futures: dict[Future, tuple[str, int]] = {}
+        parts: dict[str, list[Computed]] = {}
+        left: dict[str, int] = {}
+        for layer, job in list(pending.items()):
+            if not job.units:  # nothing to compute: written at once
+                yield layer, Computed()
+                continue
+            slices = job.split(workers)
+            left[layer] = len(slices)
+            parts[layer] = []
+            for piece in slices:
+                futures[pool.submit(_work, piece, config)] = (layer, len(piece.units))
+        while futures:
+            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in finished:
+                layer, n = futures.pop(future)
+                parts[layer].append(future.result())
+                bar.update(n)
+                left[layer] -= 1
+                if left[layer] == 0:
+                    yield layer, _merge(parts.pop(layer))
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+
+def _write(store: Store, config: _Settings, layer: str, done: Computed, shape: Sequence[int]) -> None:
+    """One transaction: the layer's PNGs and rows, the merged downstream rows of its upstream layer, and its
+    ``layers`` row (kind ``vision``, merged into what an earlier scan wrote)."""
+    name = config.model_name
+    pngs = [({**row, "model": name}, data) for row, data in done.pngs]
+    rows = [{**row, "model": name} for row in done.rows]
+    sources = {row["settings"]["layer"] for row, _ in done.pngs + [(r, b"") for r in done.rows]
+               if row["kind"] == "upstream"}
+    rebuilt = {f"{layer}:{row['channel']}" for row, _ in done.pngs + [(r, b"") for r in done.rows]
+               if row["kind"] == "upstream"}
+    for source in sources:  # drop this run's units from what was stored, add the new links
+        old = {r["channel"]: r for r in read_rows(store, "figures", model=name, layer=source, kind="downstream")}
+        for channel in sorted(set(old) | set(done.downstream)):
+            kept = [u for u in ((old.get(channel) or {}).get("settings") or {}).get("units", [])
+                    if u.get("unit") not in rebuilt]
+            merged = sorted(kept + done.downstream.get(channel, []), key=lambda u: -abs(float(u["weight"])))
+            row = {"model": name, "layer": source, "channel": channel, "kind": "downstream",
+                   "settings": {"units": merged}}
+            if merged:
+                pngs.append((row, bars_png(merged, f"{source}:{channel} -> downstream")))
+            else:
+                rows.append({**row, "png": None})
+    old_layer = read_rows(store, "layers", model=name, layer=layer)
+    settings = dict(old_layer[0]["settings"] or {}) if old_layer else {}
+    want = {"kind": "vision", "size": config.size, "shape": list(shape)}
+    with transaction(store):
+        written = [{**row, "png": put_png(store, data)} for row, data in pngs]
+        if not old_layer or not _same(settings, want):
+            put_rows(store, "layers", [{"model": name, "layer": layer, "channels": int(shape[0]),
+                                        "settings": {**settings, **want}}])
+        put_rows(store, "figures", written + rows)
+
+
+# ---------------------------------------------------------------------------------------------------- dataset
+
+def _scan_dataset(store: Store, model: nn.Module, config: _Settings, chosen: dict[str, list[int]],
+                  links: dict[str, str], spatial: dict[str, bool], dataset: Any, dataset_name: str | None, examples_k: int,
+                  progress: bool) -> dict[str, set[int]]:
+    """Dataset examples, statistics and distribution plots of the chosen units (``vision.scan_store``) and the
+    attribution of each one's top example to its upstream layer -> the units written, per layer."""
+    from mechscope.vision.scan import scan
+    from mechscope.vision.scan_store import save_scan
+
+    name = config.model_name
+    tag = {"dataset": dataset_name or type(dataset).__name__, "examples_k": examples_k, "size": config.size}
+    stale = []
+    for layer, units in chosen.items():
+        row = read_rows(store, "layers", model=name, layer=layer)
+        have = {r["channel"] for r in read_rows(store, "examples", model=name, layer=layer, which="top", rank=0)}
+        attributed = {r["channel"]: r for r in read_rows(store, "figures", model=name, layer=layer,
+                                                         kind="attribution")}
+        source = links.get(layer)
+        fresh = row and _same((row[0]["settings"] or {}).get("scan"), tag) and set(units) <= have and (
+            source is None or all(_same(attributed.get(c, {}).get("settings"), {**tag, "source": source})
+                                  for c in units))
+        if not fresh:
+            stale.append(layer)
+    if not stale:
+        return {}
+    state = scan(model, dataset, stale, k=examples_k, progress=progress, settings={"scan": tag})
+    save_scan(store, state, model, dataset, model_name=name, input_size=config.size,
+              plot_units={layer: chosen[layer] for layer in stale}, settings={"scan": tag}, progress=False)
+    for layer in stale:
+        if layer in links:
+            _attribute_top_examples(store, model, config, layer, links[layer], chosen[layer], state, dataset, tag,
+                                    spatial[layer])
+    return {layer: set(chosen[layer]) for layer in stale}
+
+
+def _attribute_top_examples(store: Store, model: nn.Module, config: _Settings, layer: str, source: str,
+                            units: list[int], state: Any, dataset: Any, tag: dict[str, Any], spatial: bool) -> None:
+    from mechscope.vision.attribution import attribute
+
+    examples = state.examples[layer]
+    pngs = []
+    for c in units:
+        index = int(examples.top_index[c][0])
+        if index < 0:
+            continue
+        image = _item(dataset, index)
+        x, y = (int(v) for v in examples.top_pos[c][0])
+        unit = f"{layer}:{c}@{x},{y}" if spatial else f"{layer}:{c}"
+        attr = attribute(model, image[None], unit, source)
+        top = attr.top(config.k)
+        pngs.append(({"model": config.model_name, "layer": layer, "channel": c, "kind": "attribution",
+                      "settings": {**tag, "source": source, "dataset_index": index, "position": [x, y],
+                                   "total": float(attr.total[0]),
+                                   "units": [{"unit": f"{source}:{s}", "weight": v} for s, v in top]}},
+                     attribution_figure(attr, image)))
+    with transaction(store):
+        put_rows(store, "figures", [{**row, "png": put_png(store, data)} for row, data in pngs])
+
+
+def _item(dataset: Any, index: int) -> torch.Tensor:
+    """Item ``index`` of ``dataset`` as ``[3, H, W]`` (``dataset[i]`` or ``dataset.sample([i])``)."""
+    if hasattr(dataset, "sample"):
+        return dataset.sample([index])[0][0]
+    item = dataset[index]
+    return item[0] if isinstance(item, tuple) else item
+
+
+__all__ = ["build", "DEFAULT_SIZE", "EXAMPLES_K"]

@@ -91,6 +91,8 @@ CAPTIONS: dict[str, str] = {
     "geometry": "Feature geometry in the hidden space",
     "gram": "WᵀW: how features overlap",
     "norms": "Feature norms and superposition",
+    "log_prob": "Distribution of activations over the dataset (log probability density)",
+    "quilt": "Quilt: dataset examples ordered by how much they activate the unit",
     "histogram": "Histogram of activations",
     "tuning": "Tuning curve",
     "attribution": "Attribution of the top dataset example",

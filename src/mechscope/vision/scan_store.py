@@ -48,6 +48,10 @@ from mechscope.vision.scan import QUANTILES, ScanState
 from mechscope.vision.stats import UnitStats, log_prob_plot
 
 
+LAYER_PLOT_UNITS = 16
+"""At most this many units in a layer's grid of log-probability plots."""
+
+
 class _Items:
     """Dataset items by index, each read once per layer: ``dataset[i]`` or, lacking it, ``batches(1, start=i)``."""
 
@@ -106,7 +110,7 @@ def save_scan(
     input_size: int | tuple[int, int],
     examples: bool = True,
     stats: bool = True,
-    plot_units: int | Sequence[int] = 4,
+    plot_units: int | Sequence[int] | Mapping[str, Sequence[int]] = 4,
     quilt_bins: int = 6,
     quilt_per_bin: int = 8,
     settings: Mapping[str, Any] | None = None,
@@ -124,7 +128,9 @@ def save_scan(
         examples: write top/bottom rows with receptive-field crop PNGs.
         stats: write per-unit statistics.
         plot_units: figures (a log-probability plot and a quilt per unit, and a per-layer grid of the plots) for
-            the first ``plot_units`` channels, or for these channels; ``0`` or ``[]`` for none.
+            the first ``plot_units`` channels, or for these channels, or ``{layer: channels}`` per layer (a layer
+            not named gets none); ``0`` or ``[]`` for none.  The layer grid shows at most the first
+            ``LAYER_PLOT_UNITS`` of them.
         quilt_bins, quilt_per_bin: rows and columns of each quilt.
         settings: extra JSON-able facts stored in the ``layers`` rows.
 
@@ -140,7 +146,8 @@ def save_scan(
         s, ex, items = state.stats[name], state.examples[name], _Items(dataset)
         if examples:
             items.prefetch(np.concatenate([ex.top_index.reshape(-1), ex.bottom_index.reshape(-1)]).tolist())
-        if plot_units:
+        wanted = plot_units.get(name, []) if isinstance(plot_units, Mapping) else plot_units
+        if wanted:
             items.prefetch(state.sample.index.tolist())
         key = {"model": model_name, "layer": name}
         rows: dict[str, list[dict[str, Any]]] = {"stats": [], "examples": [], "figures": []}
@@ -167,7 +174,7 @@ def save_scan(
                                                  "dataset_index": int(index[rank]), "value": float(values[rank]),
                                                  "x": int(pos[rank, 0]), "y": int(pos[rank, 1]),
                                                  "png": put_png(store, png_bytes(crops[rank]))})
-        chosen = list(range(min(plot_units, s.channels))) if isinstance(plot_units, int) else list(plot_units)
+        chosen = list(range(min(wanted, s.channels))) if isinstance(wanted, int) else list(wanted)
         bad = [c for c in chosen if not 0 <= c < s.channels]
         if bad:
             raise MechscopeError(f"plot_units {bad} are out of range for layer {name!r} (valid: 0..{s.channels - 1})")
@@ -183,12 +190,15 @@ def save_scan(
                                         "settings": {"bins": quilt_bins, "per_bin": quilt_per_bin,
                                                      "sample": int(have.sum()), "value": "spatial max"}})
         if chosen:
-            rows["figures"].append({**key, "channel": -1, "kind": "log_prob", "settings": {"channels": chosen},
-                                    "png": put_png(store, _layer_plot(s, chosen))})
+            shown = chosen[:LAYER_PLOT_UNITS]
+            rows["figures"].append({**key, "channel": -1, "kind": "log_prob", "settings": {"channels": shown},
+                                    "png": put_png(store, _layer_plot(s, shown))})
         with transaction(store):
-            for table, replaced in (("stats", stats), ("examples", examples), ("figures", bool(chosen))):
+            for table, replaced in (("stats", stats), ("examples", examples)):
                 if replaced:  # what this call writes replaces the layer's old rows; the rest is kept
                     delete_rows(store, table, **key)
+            for kind in ("log_prob", "quilt") if chosen else ():  # only the figure kinds written here
+                delete_rows(store, "figures", **key, kind=kind)
             put_rows(store, "layers", [{**key, "channels": s.channels, "settings": base}])
             for table, r in rows.items():
                 written[table] += put_rows(store, table, r)
