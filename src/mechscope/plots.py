@@ -40,3 +40,21 @@ def save_figure(fig: Any, path: Path, dpi: int = 90) -> Path:
     atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)   # pyplot keeps every figure alive until closed
     return path
+
+
+def agg_figure(width: float, height: float, layout: str | None = "tight") -> Any:
+    """A matplotlib ``Figure`` of ``width x height`` inches on its own Agg canvas, not registered with pyplot
+    (nothing to close, no global state: safe in worker processes and threads)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout=layout)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png_of(fig: Any, dpi: int = 80) -> bytes:
+    """The PNG bytes of ``fig`` (as drawn, no bounding-box trimming)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

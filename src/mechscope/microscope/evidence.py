@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from mechscope.images import grid, png_bytes
+from mechscope.plots import agg_figure, png_of
 from mechscope.vision.circuits import upstream as upstream_units
 from mechscope.vision.featvis.render import render_units
 from mechscope.vision.tuning import radial_tuning_curve
@@ -81,42 +81,26 @@ class Computed:
 
 # ---------------------------------------------------------------------------------------------------- figures
 
-def new_figure(width: float, height: float) -> Any:
-    """A matplotlib figure not registered with pyplot (nothing to close, no global state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="tight")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def figure_png(fig: Any, dpi: int = 80) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
 def heatmap_png(rows: Sequence[Any], title: str) -> bytes:
     """Kernels of ``vision.circuits.upstream`` rows side by side, one shared colour scale."""
     kernels = torch.stack([r.weights.detach().float().cpu() for r in rows])  # [k, h, w]
     c, kh, kw = kernels.shape
-    fig = new_figure(max(2.0, 0.35 * c * (kw + 1)), max(1.5, 0.35 * kh + 0.6))
+    fig = agg_figure(max(2.0, 0.35 * c * (kw + 1)), max(1.5, 0.35 * kh + 0.6))
     kernel_heatmap(kernels, fig.add_subplot(1, 1, 1), title=title)
-    return figure_png(fig)
+    return png_of(fig)
 
 
 def bars_png(units: Sequence[dict[str, Any]], title: str) -> bytes:
     """Bar chart of the signed weights of ``units`` (red excitatory, blue inhibitory)."""
     names = [u["unit"] for u in units]
     weights = [float(u["weight"]) for u in units]
-    fig = new_figure(max(2.5, 0.5 * len(units) + 1), 2.2)
+    fig = agg_figure(max(2.5, 0.5 * len(units) + 1), 2.2)
     ax = fig.add_subplot(1, 1, 1)
     ax.bar(range(len(units)), weights, color=["#b2182b" if w >= 0 else "#2166ac" for w in weights])
     ax.set_xticks(range(len(units)), names, rotation=45, ha="right", fontsize=7)
     ax.axhline(0, color="black", linewidth=0.5)
     ax.set_title(title, fontsize=8)
-    return figure_png(fig)
+    return png_of(fig)
 
 
 def attribution_figure(attr: Any, image: torch.Tensor, k: int = 8) -> bytes:
@@ -126,7 +110,7 @@ def attribution_figure(attr: Any, image: torch.Tensor, k: int = 8) -> bytes:
     """
     from mechscope.vision.attribution import attribution_map_plot, top_contributors_plot
 
-    fig = new_figure(9.0, 3.0)
+    fig = agg_figure(9.0, 3.0)
     ax = fig.add_subplot(1, 3, 1)
     ax.imshow(image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
     if attr.positions is not None:  # the unit's cell, in input pixels (x = rows, y = columns)
@@ -138,7 +122,7 @@ def attribution_figure(attr: Any, image: torch.Tensor, k: int = 8) -> bytes:
     ax.set_axis_off()
     attribution_map_plot(attr, 0, ax=fig.add_subplot(1, 3, 2))
     top_contributors_plot(attr, k, 0, ax=fig.add_subplot(1, 3, 3))
-    return figure_png(fig)
+    return png_of(fig)
 
 
 def _rectangle(centre: tuple[float, float], width: float, height: float) -> Any:
@@ -149,9 +133,9 @@ def _rectangle(centre: tuple[float, float], width: float, height: float) -> Any:
 
 
 def _tuning_png(tuning: Any, channel: int) -> bytes:
-    fig = new_figure(3.2, 3.2)
+    fig = agg_figure(3.2, 3.2)
     tuning.plot(channel, ax=fig.add_subplot(1, 1, 1, projection="polar"))
-    return figure_png(fig)
+    return png_of(fig)
 
 
 # ---------------------------------------------------------------------------------------------------- compute
@@ -208,5 +192,4 @@ def compute(model: nn.Module, job: Job, *, size: int, steps: int, seed: int | No
     return done
 
 
-__all__ = ["Job", "Computed", "compute", "attribution_figure", "bars_png", "heatmap_png", "new_figure",
-           "figure_png", "TUNING_ORIENTATIONS"]
+__all__ = ["Job", "Computed", "compute", "attribution_figure", "bars_png", "heatmap_png", "TUNING_ORIENTATIONS"]

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import math
 import os
@@ -63,6 +62,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechscope.errors import MechscopeError
+from mechscope.plots import agg_figure, png_of
 from mechscope.store import Store, open_store, put_png, put_rows, read_rows, transaction
 from mechscope.transformer.circuits import (composition_baseline, composition_scores, copying_scores, ov_circuit,
                                             qk_circuit, top_token_pairs)
@@ -155,27 +155,11 @@ def _folded(model: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------------- figures
 
-def _new_figure(width: float, height: float, layout: str | None = "tight") -> Any:
-    """A matplotlib figure not registered with pyplot (nothing to close, no global state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout=layout)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return buf.getvalue()
-
-
 def _attention_png(pattern: Tensor, labels: list[str], title: str) -> bytes:
     """Heatmap of one head's pattern ``[query, key]`` with token tick labels."""
     n = len(labels)
     side = max(3.0, 0.13 * n + 1.5)
-    fig = _new_figure(side, side, layout=None)  # fixed margins: tight layout is slow with ~100 tick labels
+    fig = agg_figure(side, side, layout=None)  # fixed margins: tight layout is slow with ~100 tick labels
     fig.subplots_adjust(left=1.0 / side, bottom=1.0 / side, right=1 - 0.1 / side, top=1 - 0.35 / side)
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(pattern.float().numpy(), cmap="Blues", vmin=0, vmax=1)
@@ -185,30 +169,30 @@ def _attention_png(pattern: Tensor, labels: list[str], title: str) -> bytes:
     ax.set_xlabel("key", fontsize=8)
     ax.set_ylabel("query", fontsize=8)
     ax.set_title(title, fontsize=8)
-    return _png(fig)
+    return png_of(fig)
 
 
 def _scores_png(values: dict[str, float], title: str, threshold: float = 0.4) -> bytes:
-    fig = _new_figure(3.0, 2.2)
+    fig = agg_figure(3.0, 2.2)
     ax = fig.add_subplot(1, 1, 1)
     ax.bar(range(len(values)), list(values.values()), color="#4c72b0")
     ax.set_xticks(range(len(values)), [k.replace("_", "\n") for k in values], fontsize=7)
     ax.axhline(threshold, color="grey", linewidth=0.6, linestyle="--")
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=8)
-    return _png(fig)
+    return png_of(fig)
 
 
 def _composition_png(scores: Tensor, heads: list[str], title: str) -> bytes:
     """Heatmap of ``scores [3, n_earlier_heads]`` (rows Q, K, V)."""
-    fig = _new_figure(max(2.5, 0.35 * len(heads) + 1.5), 2.0)
+    fig = agg_figure(max(2.5, 0.35 * len(heads) + 1.5), 2.0)
     ax = fig.add_subplot(1, 1, 1)
     image = ax.imshow(scores.float().numpy(), cmap="viridis", vmin=0, aspect="auto")
     ax.set_xticks(range(len(heads)), heads, rotation=90, fontsize=6)
     ax.set_yticks(range(3), ["Q", "K", "V"], fontsize=7)
     ax.set_title(title, fontsize=8)
     fig.colorbar(image, ax=ax, shrink=0.8)
-    return _png(fig)
+    return png_of(fig)
 
 
 def _pairs_table(circuit: Any, k: int, tokenizer: Any, names: tuple[str, str]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from mechscope.errors import MechscopeError, unknown_name
 from mechscope.microscope.site import CAPTIONS
+from mechscope.plots import agg_figure, png_of
 from mechscope.store import Store, delete_rows, open_store, put_png, put_rows, read_rows, transaction
 from mechscope.superposition import metrics as M
 from mechscope.superposition.experiments import EXPERIMENTS, ExperimentResult, run_experiment
@@ -55,22 +56,12 @@ INSTANCE_KINDS = ("gram", "norms", "metrics")
 
 
 def _new_figure(width: float, height: float) -> tuple[Any, Any, Any]:
-    """A matplotlib figure not registered with pyplot (nothing to close), its axes and a colour-bar axes.
+    """A headless figure, its axes and a colour-bar axes.
 
     Fixed positions instead of a layout engine: a layout pass costs more than drawing these small figures.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
+    fig = agg_figure(width, height, layout=None)
     return fig, fig.add_axes((0.17, 0.2, 0.55, 0.68)), fig.add_axes((0.76, 0.2, 0.035, 0.68))
-
-
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return buf.getvalue()
 
 
 def _label(inst: dict[str, Any], i: int) -> str:
@@ -122,7 +113,7 @@ def _geometry_png(w: Tensor, importance: list[float] | None, title: str) -> byte
     ax.set_title(title, fontsize=8)
     sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, cax=cax, label="importance" if importance else "feature")
-    return _png(fig)
+    return png_of(fig)
 
 
 def _gram_png(w: Tensor, title: str) -> bytes:
@@ -135,7 +126,7 @@ def _gram_png(w: Tensor, title: str) -> bytes:
     ax.set(xlabel="feature", ylabel="feature")
     ax.set_title(title, fontsize=8)
     fig.colorbar(image, cax=cax, label="W_i · W_j")
-    return _png(fig)
+    return png_of(fig)
 
 
 def _norms_png(norms: Tensor, inter: Tensor, title: str) -> bytes:
@@ -151,7 +142,7 @@ def _norms_png(norms: Tensor, inter: Tensor, title: str) -> bytes:
     ax.set_title(title, fontsize=8)
     sm = matplotlib.cm.ScalarMappable(norm=Normalize(0, 1), cmap=cmap)
     fig.colorbar(sm, cax=cax, label="interference")
-    return _png(fig)
+    return png_of(fig)
 
 
 def _defaults(name: str, steps: int | None, k: int | None) -> dict[str, Any]:
