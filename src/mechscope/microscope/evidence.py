@@ -85,7 +85,9 @@ def heatmap_png(rows: Sequence[Any], title: str) -> bytes:
     """Kernels of ``vision.circuits.upstream`` rows side by side, one shared colour scale."""
     kernels = torch.stack([r.weights.detach().float().cpu() for r in rows])  # [k, h, w]
     c, kh, kw = kernels.shape
-    fig = agg_figure(max(2.0, 0.35 * c * (kw + 1)), max(1.5, 0.35 * kh + 0.6))
+    width, height = max(2.0, 0.35 * c * (kw + 1)), max(1.5, 0.35 * kh + 0.6)
+    fig = agg_figure(width, height, layout=None)  # fixed margins: a layout pass costs more than the drawing
+    fig.subplots_adjust(left=0.04, right=0.96, bottom=0.04, top=1 - 0.45 / height)
     kernel_heatmap(kernels, fig.add_subplot(1, 1, 1), title=title)
     return png_of(fig)
 
@@ -94,7 +96,8 @@ def bars_png(units: Sequence[dict[str, Any]], title: str) -> bytes:
     """Bar chart of the signed weights of ``units`` (red excitatory, blue inhibitory)."""
     names = [u["unit"] for u in units]
     weights = [float(u["weight"]) for u in units]
-    fig = agg_figure(max(2.5, 0.5 * len(units) + 1), 2.2)
+    fig = agg_figure(max(2.5, 0.5 * len(units) + 1), 2.4, layout=None)
+    fig.subplots_adjust(left=0.2, right=0.97, bottom=0.38, top=0.88)
     ax = fig.add_subplot(1, 1, 1)
     ax.bar(range(len(units)), weights, color=["#b2182b" if w >= 0 else "#2166ac" for w in weights])
     ax.set_xticks(range(len(units)), names, rotation=45, ha="right", fontsize=7)
@@ -110,7 +113,8 @@ def attribution_figure(attr: Any, image: torch.Tensor, k: int = 8) -> bytes:
     """
     from mechscope.vision.attribution import attribution_map_plot, top_contributors_plot
 
-    fig = agg_figure(9.0, 3.0)
+    fig = agg_figure(10.0, 3.2, layout=None)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.14, top=0.88, wspace=0.55)
     ax = fig.add_subplot(1, 3, 1)
     ax.imshow(image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
     if attr.positions is not None:  # the unit's cell, in input pixels (x = rows, y = columns)

@@ -217,6 +217,19 @@ def _number(x: Any) -> str:
     return text if len(text) <= 200 else text[:199] + "…"
 
 
+def _stat(name: str, value: Any) -> str:
+    """A statistic as text; quantiles as ``1%: v · 50%: v · ...``."""
+    if name == "quantiles" and isinstance(value, dict):
+        parts = []
+        for q, v in value.items():
+            try:
+                parts.append(f"{100 * float(q):g}%: {_number(v)}")
+            except (TypeError, ValueError):
+                parts.append(f"{q}: {_number(v)}")
+        return " · ".join(parts)
+    return _number(value)
+
+
 def _score(settings: Any) -> tuple[float | None, str]:
     if not isinstance(settings, dict):
         return None, ""
@@ -251,6 +264,7 @@ table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #
 figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top;max-width:100%}
 figure img{max-width:min(100%,480px);image-rendering:pixelated}
 figcaption{font-size:.85em;color:#444;max-width:480px}
+img.vis{height:192px;width:auto}
 .examples img{width:64px;height:64px;image-rendering:pixelated}
 .muted{color:#888}
 .note{font-size:.85em;margin:.2em 0}table.data td{font-family:ui-monospace,monospace;white-space:pre}
@@ -363,7 +377,7 @@ _UNIT = """{% extends "base.html" %}
 """
 
 _FIGURE = """<figure id="{{ f.kind }}">
-{% if f.src %}<img src="{{ f.src }}" alt="{{ f.caption }}" loading="lazy">{% endif %}<figcaption>{{ f.caption }}{% if f.score is not none %} · {{ f.score_name }} {{ f.score_text }}{% endif %}</figcaption>
+{% if f.src %}<img src="{{ f.src }}" alt="{{ f.caption }}" loading="lazy"{% if f.kind.startswith("featvis") %} class="vis"{% endif %}>{% endif %}<figcaption>{{ f.caption }}{% if f.score is not none %} · {{ f.score_name }} {{ f.score_text }}{% endif %}</figcaption>
 {% if f.note %}<p class="note">{{ f.note }}</p>{% endif %}
 {% if f.table %}<table class="data"><tr>{% for c in f.table.columns %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for r in f.table.rows %}<tr>{% for v in r %}<td>{{ v }}</td>{% endfor %}</tr>
@@ -502,8 +516,8 @@ def _unit(view: _View, model: str, layer: str, channel: int) -> str:
     ordered = sorted(examples.items(), key=lambda kv: ({"top": 0, "bottom": 1}.get(kv[0], 2), kv[0]))
     stats = []
     for row in read_rows(store, "stats", model=model, layer=layer, channel=channel)[:1]:
-        stats = [(name.replace("_", " "), _number(value)) for name, value in row.items()
-                 if name not in ("model", "layer", "channel") and value is not None]
+        stats = [(name.replace("_", " "), _stat(name, value)) for name, value in row.items()
+                 if name not in ("model", "layer", "channel", "histogram") and value is not None]
     units = view.units(model, layer)
     i = units.index(channel)
     prev = relative_url(page, unit_url(model, layer, units[i - 1])) if i > 0 else None
