@@ -46,14 +46,18 @@ def test_unknown_model_is_one_line_on_stderr_with_exit_1():
 
 
 def test_demo_on_the_bundled_organism(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--steps", "3", "--images", "64",
-                                 "--detectors", "3"])
+    args = ["demo", "--out", str(tmp_path), "--steps", "3", "--images", "64", "--detectors", "3",
+            "--microscope-steps", "2", "--units", "1", "--toy-steps", "20", "--workers", "1"]
+    result = runner.invoke(app, args)  # not a terminal: builds and exports, does not serve
     assert result.exit_code == 0, result.output
     assert "accuracy on 500 fresh held-out images" in result.output and "curve detectors" in result.output
     assert Image.open(tmp_path / "shapes_mixed3b_curve_detectors_featvis.png").size[1] == 64
     assert (tmp_path / "shapes_mixed3b_radial_tuning.png").exists()
-    assert (tmp_path / "evidence" / "index.sqlite").exists()
-    assert list((tmp_path / "evidence" / "plots" / "mixed3b_pre_relu").glob("*.png"))
+    assert "mechscope microscope serve" in result.output
+    for page in ("shapes/mixed3b/0.html", "attn-only-2l/blocks.1.attn/3.html", "superposition/intro/9.html"):
+        assert (tmp_path / "microscope-site" / page).is_file(), page
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "built    0, up to date    3" in again.output  # the Microscope is incremental
 
 
 def test_vis_writes_pngs_and_json(tmp_path):

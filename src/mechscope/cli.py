@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -274,12 +275,20 @@ def demo(
     out: Path = typer.Option(Path("out"), help="Folder for the demo's artefacts."),
     layer: str = typer.Option("mixed3b", help="Layer of the shapes organism to look into."),
     detectors: int = typer.Option(8, help="Curve detectors to show."),
-    steps: int = typer.Option(128, help="Feature-visualization steps."),
+    steps: int = typer.Option(128, help="Feature-visualization steps of the curve detectors shown."),
     images: int = typer.Option(1024, help="Images of the shapes world scanned for dataset examples and stats."),
     seed: int = typer.Option(0, help="Seed of the images and transforms."),
+    microscope_steps: int = typer.Option(64, help="Feature-visualization steps of the Microscope's units."),
+    units: int = typer.Option(None, help="Microscope: only the first N units of each vision layer (default: all)."),
+    toy_steps: int = typer.Option(None, help="Microscope: training steps of the toy models (default: 10,000)."),
+    workers: int = typer.Option(2, help="Microscope: worker processes for the vision units."),
+    serve: bool = typer.Option(None, "--serve/--no-serve", help="Serve the Microscope afterwards (default: when "
+                                                               "run from a terminal)."),
+    port: int = typer.Option(8000, help="Port of the Microscope's server (0: any free one)."),
 ) -> None:
-    """The main job on the bundled organism: accuracy, curve detectors (radial tuning + feature
-    visualization), dataset examples and activation statistics, into OUT."""
+    """The main job on the bundled organisms: accuracy and curve detectors of the vision organism, then the
+    Microscope of all the bundled organisms (vision units with their evidence, attention heads, toy models of
+    superposition) built into OUT/microscope, exported to OUT/microscope-site and served at a local URL."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -337,10 +346,33 @@ def demo(
         typer.echo(f"wrote {out / f'shapes_{layer}_radial_tuning.png'} and "
                    f"{out / f'shapes_{layer}_curve_detectors_featvis.png'}")
 
-    _scan_to_store("demo", "shapes", [layer, f"{layer}_pre_relu"], f"shapes:{images}:{seed + 7}", out / "evidence",
-                   top_k=8, weights="bundled", seed=seed, batch_size=128, device="cpu", size=None, plot_units=4,
-                   examples=True, stats=True)
+    from mechscope.microscope.demo import build_demo
+    from mechscope.microscope.site import export as export_site
+
+    store, site = out / "microscope", out / "microscope-site"
+    typer.echo(f"\nthe Microscope of the bundled organisms, into {store} (units already built are skipped):")
+    counts = build_demo(store, steps=microscope_steps, images=images, seed=seed, workers=workers, units=units,
+                        toy_steps=toy_steps)
+    for part, c in counts.items():
+        typer.echo(f"  {part:<22} built {c['built']:>4}, up to date {c['skipped']:>4}")
+    written = export_site(store, site)
+    typer.echo(f"exported {written['pages']} pages and {written['pngs']} PNGs to {site} (open {site / 'index.html'})")
     typer.echo(f"demo took {time.perf_counter() - start:.0f} s")
+    if serve is None:
+        serve = sys.stdin.isatty() and sys.stdout.isatty()
+    if not serve:
+        typer.echo(f"browse it: mechscope microscope serve {store}   (or: make serve)")
+        return
+    from mechscope.microscope.serve import make_server
+
+    server = make_server(store, port=port)
+    typer.echo(f"Microscope at http://{server.server_address[0]}:{server.server_address[1]}/ (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @app.command()

@@ -1,7 +1,6 @@
-"""The Microscope verbs (registered by ``register``): ``microscope build MODEL LAYER...`` (feature visualizations
-and upstream/downstream links of an image model's units into a results store; ``mechscope examples`` / ``stats``
-add dataset examples and statistics to the same store), ``microscope serve STORE`` and ``microscope export STORE
-OUT``."""
+"""The Microscope verbs (registered by ``register``): ``microscope build MODEL [LAYER...]`` (an image model's units
+with their evidence, a language model's heads, or ``superposition EXPERIMENT...``'s toy models, into a results
+store), ``microscope serve STORE`` and ``microscope export STORE OUT``."""
 
 from __future__ import annotations
 
@@ -14,8 +13,11 @@ microscope_app = typer.Typer(help="Browse a results store as an atlas of units: 
 
 
 @microscope_app.command("build")
-def build_command(model: str = typer.Argument(..., help="A zoo image model, e.g. shapes."),
-                  layers: list[str] = typer.Argument(..., help="Layers, e.g. mixed3a mixed3b."),
+def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, inceptionv1, attn-only-2l, ...) or "
+                                                       "'superposition'."),
+                  layers: list[str] = typer.Argument(None, help="An image model's layers (e.g. mixed3a mixed3b); for "
+                                                                "superposition, experiments (default intro); a "
+                                                                "language model takes none (all its heads)."),
                   out: Path = typer.Option(Path("out/microscope"), help="The results store to add to."),
                   units: int = typer.Option(None, help="Units per layer (default: all)."),
                   steps: int = typer.Option(128, help="Feature-visualization steps."),
@@ -28,13 +30,44 @@ def build_command(model: str = typer.Argument(..., help="A zoo image model, e.g.
                   examples_k: int = typer.Option(8, help="Top and bottom dataset examples per unit."),
                   diversity: int = typer.Option(0, help="Images per unit in a diversity set (0: none)."),
                   workers: int = typer.Option(1, help="Local worker processes."),
+                  text: str = typer.Option(None, help="Language models: the sample text of the attention patterns."),
+                  toy_steps: int = typer.Option(None, help="superposition: training steps (default: the "
+                                                           "experiment's own)."),
                   weights: str = typer.Option("bundled", help="bundled | random | download | a weights file.")) -> None:
-    """Compute the evidence of LAYERS' units into OUT (units already built with the same settings are skipped)."""
+    """Compute the evidence of LAYERS' units (a language model's heads, a toy experiment's instances) into OUT;
+    units already built with the same settings are skipped."""
     from mechscope.errors import MechscopeError
     from mechscope.microscope.build import build
     from mechscope.zoo.registry import get_card, load
 
+    if model == "superposition":
+        from mechscope.microscope.toy import build_toy
+
+        for experiment in layers or ["intro"]:
+            c = build_toy(out, experiment, steps=toy_steps)
+            typer.echo(f"superposition:{experiment}: built {c['built']} instances, skipped {c['skipped']}")
+        typer.echo(f"store {out} (browse: mechscope microscope serve {out})")
+        return
     card = get_card(model)
+    if card.input_kind == "tokens":
+        from mechscope.microscope.heads import build_heads
+        from mechscope.zoo.registry import bundled_tokenizer
+
+        if layers:
+            raise MechscopeError(f"{card.name} is a language model: its Microscope has every head, so it takes no "
+                                 f"layers (got {layers})")
+        net = load(card.name, weights=weights, device="cpu")
+        try:
+            tokenizer = bundled_tokenizer(card.name)
+        except (MechscopeError, OSError):
+            tokenizer = None
+        c = build_heads(net, card.name, out, tokenizer=tokenizer, text=text)
+        typer.echo(f"built {c['built']} heads, skipped {c['skipped']} already built; store {out} "
+                   f"(browse: mechscope microscope serve {out})")
+        return
+    if not layers:
+        raise MechscopeError(f"name the layers of {card.name} to build, e.g. `mechscope microscope build {card.name} "
+                             "mixed3a mixed3b` (`mechscope layers MODEL` lists them)")
     pairs = dict(u.split("=", 1) for u in upstream if "=" in u)
     if len(pairs) != len(upstream):
         raise MechscopeError(f"--upstream takes LAYER=SOURCE, e.g. mixed3b=mixed3a; got {upstream}")

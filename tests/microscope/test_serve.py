@@ -105,3 +105,27 @@ def test_build_verb_then_export_links_units_along_the_circuit(tmp_path):
         assert caption in page
     bad = runner.invoke(app, ["microscope", "build", "shapes", "mixed3b", "--upstream", "mixed3b", "--out", str(store)])
     assert bad.exit_code != 0 and "LAYER=SOURCE" in str(bad.exception)
+
+
+def test_build_verb_takes_language_models_and_toy_experiments(tmp_path):
+    from typer.testing import CliRunner
+
+    from mechscope.cli import app
+    from mechscope.store import open_store, read_rows
+
+    runner = CliRunner()
+    store = tmp_path / "store"
+    r = runner.invoke(app, ["microscope", "build", "attn-only-1l", "--out", str(store), "--text", "a <b>bold</b> a"])
+    assert r.exit_code == 0 and "built 4 heads" in r.output, r.output
+    r = runner.invoke(app, ["microscope", "build", "superposition", "intro", "--toy-steps", "20", "--out", str(store)])
+    assert r.exit_code == 0 and "superposition:intro: built 10 instances" in r.output, r.output
+    with open_store(store) as s:
+        kinds = {(row["model"], row["settings"]["kind"]) for row in read_rows(s, "layers")}
+    assert kinds == {("attn-only-1l", "heads"), ("superposition", "toy")}
+    r = runner.invoke(app, ["microscope", "export", str(store), str(tmp_path / "site")])
+    page = (tmp_path / "site" / "attn-only-1l" / "blocks.0.attn" / "0.html").read_text()
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page and "<b>bold" not in page  # the sample text, escaped
+    bad = runner.invoke(app, ["microscope", "build", "attn-only-1l", "blocks.0.attn", "--out", str(store)])
+    assert bad.exit_code != 0 and "takes no layers" in str(bad.exception)
+    bad = runner.invoke(app, ["microscope", "build", "shapes", "--out", str(store)])
+    assert bad.exit_code != 0 and "name the layers" in str(bad.exception)
