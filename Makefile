@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mechscope-installed
 
-.PHONY: demo test bench bench-scan bench-featvis bench-transformer clean
+.PHONY: demo serve test bench bench-scan bench-featvis bench-transformer clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The bundled organisms: accuracy and curve detectors, then their Microscope built into out/microscope (exported to
+# out/microscope-site) and, from a terminal, served at http://127.0.0.1:8000/.  Rerunning skips what is built.
 demo: $(STAMP)
 	$(BIN)/mechscope demo --out out
+
+serve: $(STAMP)
+	$(BIN)/mechscope microscope serve out/microscope
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

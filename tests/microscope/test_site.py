@@ -225,3 +225,49 @@ def test_index_search_script_maps_names_to_urls(store):
     assert json.loads(out) == [site.unit_url("m", "conv1", 2), site.unit_url("m", "mixed", 1),
                                site.layer_url("m", "mixed"), None, None, None, site.unit_url("m", EVIL_LAYER, 0),
                                None]
+
+
+def test_tables_notes_captions_links_and_thumbnail_kinds(tmp_path):
+    """Figures that are only a table or a note still show; any kind can carry links; a layer names its thumbnail."""
+    with open_store(tmp_path / "store") as store:
+        att = put_png(store, png("attention"))
+        with transaction(store):
+            put_rows(store, "layers", [
+                {"model": "lm", "layer": "blocks.0.attn", "channels": 2, "settings": {"kind": "heads"}},
+                {"model": "lm", "layer": "blocks.1.attn", "channels": 2,
+                 "settings": {"kind": "heads", "thumbnail": "attention"}}])
+            put_rows(store, "figures", [
+                {"model": "lm", "layer": "blocks.1.attn", "channel": h, "kind": "attention", "png": att,
+                 "settings": {"score": 0.5 + h / 4, "score_name": "induction"}} for h in (0, 1)] + [
+                {"model": "lm", "layer": "blocks.1.attn", "channel": 1, "kind": "qk_pairs", "png": None,
+                 "settings": {"table": {"columns": ["query", "key", "value"], "rows": [["'<b>'", "' x'", 1.23456]]},
+                              "caption": "Custom <caption>", "note": "a note & more"}},
+                {"model": "lm", "layer": "blocks.1.attn", "channel": 1, "kind": "composition", "png": None,
+                 "settings": {"units": [{"unit": "blocks.0.attn:1", "weight": 0.25}]}},
+                {"model": "lm", "layer": "blocks.1.attn", "channel": 1, "kind": "empty", "png": None,
+                 "settings": {}},
+            ])
+        page = site.render_unit(store, "lm", "blocks.1.attn", 1)
+        assert "<td>&#39;&lt;b&gt;&#39;</td>" in page and "<td>1.235</td>" in page  # cells escaped and formatted
+        assert "Custom &lt;caption&gt;" in page and "a note &amp; more" in page
+        assert "Top QK token pairs" not in page  # the caption of the row replaced the kind's
+        here = site.unit_url("lm", "blocks.1.attn", 1)
+        assert f'href="{site.relative_url(here, site.unit_url("lm", "blocks.0.attn", 1))}"' in page
+        assert 'id="empty"' not in page  # nothing to show: not shown
+        assert page.index('id="attention"') < page.index('id="composition"') < page.index('id="qk_5Fpairs"')
+        grid = site.render_layer(store, "lm", "blocks.1.attn")
+        assert grid.count(f'src="../../{att}"') == 2 and "induction 0.75" in grid
+        assert grid.index('data-channel="1"') < grid.index('data-channel="0"')  # sorted by the thumbnail's score
+        assert f'src="../../{att}"' not in site.render_layer(store, "lm", "blocks.0.attn")  # featvis by default
+
+
+def test_quantiles_read_as_text_and_histogram_is_not_dumped(tmp_path):
+    with open_store(tmp_path / "store") as store:
+        with transaction(store):
+            put_rows(store, "layers", [{"model": "m", "layer": "l", "channels": 1, "settings": {}}])
+            put_rows(store, "stats", [{"model": "m", "layer": "l", "channel": 0, "count": 4, "mean": 0.5, "std": 1.0,
+                                       "fraction_firing": 0.5, "min": 0.0, "max": 2.0,
+                                       "quantiles": {"0.01": 0.0, "0.5": 0.25},
+                                       "histogram": {"counts": [1, 2, 1]}}])
+        page = site.render_unit(store, "m", "l", 0)
+    assert "1%: 0 · 50%: 0.25" in page and "counts" not in page
