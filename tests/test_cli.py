@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -47,7 +48,7 @@ def test_unknown_model_is_one_line_on_stderr_with_exit_1():
 
 def test_demo_on_the_bundled_organism(tmp_path):
     args = ["demo", "--out", str(tmp_path), "--steps", "3", "--images", "64", "--detectors", "3",
-            "--microscope-steps", "2", "--units", "1", "--toy-steps", "20", "--workers", "1"]
+            "--microscope-steps", "2", "--circuit", "1", "--k", "1", "--toy-steps", "20"]
     result = runner.invoke(app, args)  # not a terminal: builds and exports, does not serve
     assert result.exit_code == 0, result.output
     assert "accuracy on 500 fresh held-out images" in result.output and "curve detectors" in result.output
@@ -56,8 +57,10 @@ def test_demo_on_the_bundled_organism(tmp_path):
     assert "mechscope microscope serve" in result.output
     for page in ("shapes/mixed3b/0.html", "attn-only-2l/blocks.1.attn/3.html", "superposition/intro/9.html"):
         assert (tmp_path / "microscope-site" / page).is_file(), page
+    for layer in ("mixed3b", "mixed3a", "conv2d2"):  # one unit per layer, down the circuit
+        assert re.search(rf"shapes:{layer} +built +1, up to date +0", result.output), result.output
     again = runner.invoke(app, args)
-    assert again.exit_code == 0 and "built    0, up to date    3" in again.output  # the Microscope is incremental
+    assert again.exit_code == 0 and "shapes:mixed3b         built    0, up to date    1" in again.output  # incremental
 
 
 def test_vis_writes_pngs_and_json(tmp_path):

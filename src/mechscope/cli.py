@@ -279,9 +279,11 @@ def demo(
     images: int = typer.Option(1024, help="Images of the shapes world scanned for dataset examples and stats."),
     seed: int = typer.Option(0, help="Seed of the images and transforms."),
     microscope_steps: int = typer.Option(64, help="Feature-visualization steps of the Microscope's units."),
-    units: int = typer.Option(None, help="Microscope: only the first N units of each vision layer (default: all)."),
+    circuit: int = typer.Option(None, help="Microscope: start the curve-detector circuit from at most N of mixed3b's "
+                                           "curve detectors (default: all of them)."),
+    k: int = typer.Option(3, help="Microscope: upstream units followed from each unit."),
     toy_steps: int = typer.Option(None, help="Microscope: training steps of the toy models (default: 10,000)."),
-    workers: int = typer.Option(2, help="Microscope: worker processes for the vision units."),
+    workers: int = typer.Option(1, help="Microscope: worker processes for the vision units."),
     serve: bool = typer.Option(None, "--serve/--no-serve", help="Serve the Microscope afterwards (default: when "
                                                                "run from a terminal)."),
     port: int = typer.Option(8000, help="Port of the Microscope's server (0: any free one)."),
@@ -351,8 +353,11 @@ def demo(
 
     store, site = out / "microscope", out / "microscope-site"
     typer.echo(f"\nthe Microscope of the bundled organisms, into {store} (units already built are skipped):")
-    counts = build_demo(store, steps=microscope_steps, images=images, seed=seed, workers=workers, units=units,
-                        toy_steps=toy_steps)
+    focus = None  # build_demo finds mixed3b's curve detectors itself
+    if layer == "mixed3b" and found.units:  # the ones found above, those shown first
+        focus = list(dict.fromkeys(picks + found.units))[:circuit]
+    counts = build_demo(store, steps=microscope_steps, images=images, seed=seed, workers=workers, k=k,
+                        focus=focus, toy_steps=toy_steps)
     for part, c in counts.items():
         typer.echo(f"  {part:<22} built {c['built']:>4}, up to date {c['skipped']:>4}")
     written = export_site(store, site)

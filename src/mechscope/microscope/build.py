@@ -346,21 +346,22 @@ def _scan_dataset(store: Store, model: nn.Module, config: _Settings, chosen: dic
         return {}
     state = scan(model, dataset, stale, k=examples_k, progress=progress, settings={"scan": tag})
     save_scan(store, state, model, dataset, model_name=name, input_size=config.size,
-              plot_units={layer: chosen[layer] for layer in stale}, settings={"scan": tag}, progress=False)
+              plot_units={layer: chosen[layer] for layer in stale}, settings={"scan": tag}, progress=progress)
     for layer in stale:
         if layer in links:
             _attribute_top_examples(store, model, config, layer, links[layer], chosen[layer], state, dataset, tag,
-                                    spatial[layer])
+                                    spatial[layer], progress)
     return {layer: set(chosen[layer]) for layer in stale}
 
 
 def _attribute_top_examples(store: Store, model: nn.Module, config: _Settings, layer: str, source: str,
-                            units: list[int], state: Any, dataset: Any, tag: dict[str, Any], spatial: bool) -> None:
+                            units: list[int], state: Any, dataset: Any, tag: dict[str, Any], spatial: bool,
+                            progress: bool) -> None:
     from mechscope.vision.attribution import attribute
 
     examples = state.examples[layer]
     pngs = []
-    for c in units:
+    for c in tqdm(units, desc=f"attribution {layer}", unit="unit", disable=not progress):
         index = int(examples.top_index[c][0])
         if index < 0:
             continue

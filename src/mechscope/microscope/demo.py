@@ -1,57 +1,80 @@
 """The Microscope of the bundled organisms, as ``make demo`` builds it: one store with
 
-* the vision organism ``shapes``: every unit of ``conv2d2``, ``mixed3a`` and ``mixed3b`` (feature visualization
-  and its negative, radial tuning curve, dataset examples, statistics, distribution plot and quilt, upstream /
-  downstream links along ``conv2d2 → mixed3a → mixed3b`` and the attribution of each unit's top example);
+* the vision organism ``shapes``, walked along its curve-detector circuit: the curve detectors of ``mixed3b``,
+  the ``mixed3a`` units that feed them most strongly, and the ``conv2d2`` units that feed those.  Each unit gets
+  its feature visualization and negative, radial tuning curve, dataset examples, statistics, distribution plot
+  and quilt, upstream / downstream links and the attribution of its top example to the layer below;
 * both attention-only organisms' heads (``attn-only-1l``, ``attn-only-2l``): attention on sample text, detector
   scores, top QK/OV token pairs, composition;
 * the superposition ``intro`` experiment (n = 5 features in m = 2 dimensions over ten sparsities).
 
-Each part is incremental, so a second run only checks the store.  Example (a small, fast version)::
+The other units of the three vision layers have pages too (a layer row names all its channels), empty until built
+(``mechscope microscope build shapes mixed3b ...`` fills them; the grid shows built units first).  Each part is
+incremental, so a second run only checks the store.  Example (a small, fast version)::
 
     >>> import tempfile
-    >>> counts = build_demo(tempfile.mkdtemp(), steps=2, images=16, units=1, toy_steps=20, workers=1,
+    >>> counts = build_demo(tempfile.mkdtemp(), steps=2, images=16, focus=[45], k=1, toy_steps=20, workers=1,
     ...                     progress=False)
-    >>> counts["shapes"], counts["attn-only-2l"], counts["superposition:intro"]
-    ({'built': 3, 'skipped': 0}, {'built': 8, 'skipped': 0}, {'built': 10, 'skipped': 0})
+    >>> counts["shapes:mixed3b"], counts["shapes:mixed3a"], counts["shapes:conv2d2"]
+    ({'built': 1, 'skipped': 0}, {'built': 1, 'skipped': 0}, {'built': 1, 'skipped': 0})
+    >>> counts["attn-only-2l"], counts["superposition:intro"]
+    ({'built': 8, 'skipped': 0}, {'built': 10, 'skipped': 0})
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from mechscope.data.shapes import ShapesDataset
 from mechscope.microscope.build import build
 from mechscope.microscope.heads import build_heads
 from mechscope.microscope.toy import build_toy
-from mechscope.store import open_store
+from mechscope.store import Store, open_store, read_rows
+from mechscope.vision.tuning import curve_detectors, radial_tuning_curve
 from mechscope.zoo.registry import bundled_tokenizer, load
 
-VISION_LAYERS = ("conv2d2", "mixed3a", "mixed3b")
-UPSTREAM = {"mixed3a": "conv2d2", "mixed3b": "mixed3a"}
+CIRCUIT = ("mixed3b", "mixed3a", "conv2d2")
+"""The vision layers, top down: each one's units are the strongest inputs of the units built above it."""
 LANGUAGE_MODELS = ("attn-only-1l", "attn-only-2l")
 TOY_EXPERIMENTS = ("intro",)
 
 
+def _linked(store: Store, layer: str, units: Sequence[int]) -> list[int]:
+    """The channels that ``units`` of ``layer`` name in their ``upstream`` rows."""
+    out: set[int] = set()
+    for row in read_rows(store, "figures", model="shapes", layer=layer, kind="upstream"):
+        if row["channel"] in units:
+            out |= {int(u["unit"].rpartition(":")[2]) for u in (row["settings"] or {}).get("units", [])}
+    return sorted(out)
+
+
 def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1024, seed: int = 0,
-               workers: int = 2, units: int | None = None, toy_steps: int | None = None,
+               focus: Sequence[int] | None = None, k: int = 3, workers: int = 1, toy_steps: int | None = None,
                progress: bool = True) -> dict[str, dict[str, int]]:
     """Build (or bring up to date) the demo's Microscope in ``store_dir`` -> ``{part: {"built", "skipped"}}``.
 
     Args:
         steps: feature-visualization steps of the vision units.
         images: items of the shapes world scanned for dataset examples (seed ``seed + 7``).
+        focus: the ``mixed3b`` units to start from (default: its curve detectors, ``vision.tuning``).
+        k: upstream units followed from each unit, layer by layer.
         workers: worker processes for the vision units.
-        units: only the first ``units`` units of each vision layer (default: all).
         toy_steps: training steps of the toy models (default: the experiment's own, 10,000).
     """
     counts: dict[str, dict[str, int]] = {}
+    net = load("shapes", device="cpu")
+    if focus is None:
+        focus = curve_detectors(radial_tuning_curve(net, CIRCUIT[0], n_orientations=180, progress=False)).units
+    data = ShapesDataset(n=images, size=64, seed=seed + 7)
     with open_store(store_dir) as store:
-        net = load("shapes", device="cpu")
-        data = ShapesDataset(n=images, size=64, seed=seed + 7)
-        counts["shapes"] = build(net, "shapes", list(VISION_LAYERS), store, units_per_layer=units,
-                                 featvis_steps=steps, size=64, upstream_layer=UPSTREAM, seed=seed, dataset=data,
-                                 dataset_name=f"shapes:{images}:{seed + 7}", workers=workers, progress=progress)
+        units = sorted(int(c) for c in focus)
+        for layer, below in zip(CIRCUIT, CIRCUIT[1:] + (None,)):
+            counts[f"shapes:{layer}"] = build(
+                net, "shapes", [layer], store, channels={layer: units}, featvis_steps=steps, size=64, seed=seed,
+                upstream_layer={layer: below} if below else None, k=k, dataset=data,
+                dataset_name=f"shapes:{images}:{seed + 7}", workers=workers, progress=progress)
+            units = _linked(store, layer, units)
         for name in LANGUAGE_MODELS:
             model = load(name, device="cpu")
             counts[name] = build_heads(model, name, store, tokenizer=bundled_tokenizer(name), progress=progress)
@@ -60,4 +83,4 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
     return counts
 
 
-__all__ = ["build_demo", "VISION_LAYERS", "UPSTREAM", "LANGUAGE_MODELS", "TOY_EXPERIMENTS"]
+__all__ = ["build_demo", "CIRCUIT", "LANGUAGE_MODELS", "TOY_EXPERIMENTS"]
