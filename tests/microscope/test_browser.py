@@ -83,25 +83,25 @@ def _chromium() -> tuple[str | None, str]:
 # ---------------------------------------------------------------------------------------------------- stores
 
 def _make_store(path: Path) -> Path:
-    """A store of the bundled shapes organism: feature visualizations (with negatives and tuning curves) of a few
-    units of mixed3a and mixed3b, mixed3b's upstream links into mixed3a (and mixed3a's downstream links back), and
-    mixed3b's dataset examples and statistics.  Add more content (transformer heads, toy models) here."""
+    """A store of the bundled organisms: a few units of the shapes organism's mixed3a and mixed3b (feature
+    visualizations, negatives and tuning curves of mixed3b's, dataset examples, statistics and the top example's
+    attribution, mixed3b's upstream links into mixed3a and the downstream links back), the heads of attn-only-2l
+    and the toy models of the superposition intro experiment (a short run)."""
     from mechscope.data.shapes import ShapesDataset
     from mechscope.microscope.build import build
-    from mechscope.vision.scan import scan
-    from mechscope.vision.scan_store import save_scan
-    from mechscope.zoo.registry import load
+    from mechscope.microscope.heads import build_heads
+    from mechscope.microscope.toy import build_toy
+    from mechscope.zoo.registry import bundled_tokenizer, load
 
     net = load("shapes", device="cpu")
-    data = ShapesDataset(32, size=64, seed=0)
-    # The scan first: save_scan replaces the layer's rows of each table it writes, figures included when it plots.
-    state = scan(net, data, ["mixed3b"], k=1, sample=8, batch_size=32, progress=False)
-    with open_store(path) as store:
-        save_scan(store, state, net, data, model_name="shapes", input_size=64, plot_units=0, progress=False)
     fast = {"featvis_steps": 8, "size": 64, "progress": False}
     # mixed3a only needs to be there (the upstream links land on it): no negatives, no tuning curves
     build(net, "shapes", ["mixed3a"], path, channels=CHANNELS, negative=False, tuning=False, **fast)
-    build(net, "shapes", ["mixed3b"], path, channels=CHANNELS, upstream_layer={"mixed3b": "mixed3a"}, k=2, **fast)
+    build(net, "shapes", ["mixed3b"], path, channels=CHANNELS, upstream_layer={"mixed3b": "mixed3a"}, k=2,
+          dataset=ShapesDataset(32, size=64, seed=0), dataset_name="shapes:32", examples_k=1, **fast)
+    build_heads(load("attn-only-2l", device="cpu"), "attn-only-2l", path, tokenizer=bundled_tokenizer("attn-only-2l"),
+                k=5, progress=False)
+    build_toy(path, "intro", steps=50, k=1, progress=False)
     return path
 
 
@@ -284,11 +284,11 @@ def test_click_from_index_to_layer_unit_and_upstream_unit(browser, shapes_sites,
     cell.click()
     _url_ends(page, f"/shapes/mixed3b/{channel}.html")
     assert page.locator("h1").inner_text().startswith(f"mixed3b:{channel}")
-    for kind in ("featvis", "featvis_negative", "tuning", "upstream"):
+    for kind in ("featvis", "featvis_negative", "tuning", "upstream", "attribution", "log_prob", "quilt"):
         assert page.locator(f"figure#{slug(kind)} img").count() == 1, f"no {kind} figure"  # ids are slugs
-    assert page.locator("table.examples img").count() >= 2          # top and bottom dataset examples
+    assert page.locator(".examples img").count() >= 2              # top and bottom dataset examples
     assert page.locator("table.stats").count() == 1
-    srcs = _images_loaded(page, minimum=6)
+    srcs = _images_loaded(page, minimum=9)
     assert all(s.startswith("../../png/") for s in srcs), srcs      # relative links, from both sites
     _screenshot(page, f"{mode}-unit")
 
@@ -304,6 +304,59 @@ def test_click_from_index_to_layer_unit_and_upstream_unit(browser, shapes_sites,
     assert f"mixed3b:{channel}" in back.all_inner_texts()
     _images_loaded(page, minimum=1)
     _screenshot(page, f"{mode}-upstream")
+    assert not tab.problems, tab.problems
+
+
+@pytest.mark.parametrize("mode", ["served", "file"])
+def test_head_pages_walk_composition_to_earlier_heads(browser, shapes_sites, tab, mode):
+    page = tab.page
+    page.goto(shapes_sites[mode] + "index.html")
+    page.locator("h2", has_text="attn-only-2l").wait_for()
+    page.get_by_role("link", name="blocks.1.attn", exact=True).click()
+    _url_ends(page, "/attn-only-2l/blocks.1.attn/index.html")
+    assert page.locator("#grid a.cell img").count() == 4             # every head's attention pattern as thumbnail
+    _images_loaded(page, minimum=4)
+
+    # the grid is sorted by each head's strongest detector score: the organism's induction head 1.3 comes first
+    cell = page.locator("#grid a.cell").first
+    assert cell.get_attribute("data-channel") == "3" and "induction" in cell.inner_text()
+    cell.click()
+    _url_ends(page, "/attn-only-2l/blocks.1.attn/3.html")
+    for kind in ("attention", "head_scores", "composition"):
+        assert page.locator(f"figure#{slug(kind)} img").count() == 1, f"no {kind} figure"
+    for kind in ("qk_pairs", "ov_pairs"):                             # token-pair tables
+        assert page.locator(f"figure#{slug(kind)} table.data tr").count() == 6, kind
+    _images_loaded(page, minimum=3)
+    _screenshot(page, f"{mode}-head")
+
+    link = page.locator("figure#composition table.links a").first     # strongest composition: a layer-0 head
+    name = link.inner_text().strip()
+    m = re.fullmatch(r"blocks\.0\.attn:(\d)", name)
+    assert m, name
+    link.click()
+    _url_ends(page, f"/attn-only-2l/blocks.0.attn/{m.group(1)}.html")
+    assert page.locator("h1").inner_text().split()[0] == name
+    _images_loaded(page, minimum=2)
+    assert not tab.problems, tab.problems
+
+
+@pytest.mark.parametrize("mode", ["served", "file"])
+def test_toy_model_pages(browser, shapes_sites, tab, mode):
+    page = tab.page
+    page.goto(shapes_sites[mode] + "index.html")
+    page.get_by_role("link", name="intro", exact=True).click()
+    _url_ends(page, "/superposition/intro/index.html")
+    assert page.locator("figure img").count() >= 3                    # the experiment's own figures, layer-wide
+    assert page.locator("figure#summary table.data tr").count() == 11  # a header and ten instances
+    _images_loaded(page, minimum=13)                                  # and ten thumbnails
+    _screenshot(page, f"{mode}-toy-layer")
+    page.locator("#grid a.cell").first.click()
+    page.wait_for_url(re.compile(r"/superposition/intro/\d+\.html$"))
+    for kind in ("geometry", "gram", "norms"):
+        assert page.locator(f"figure#{kind} img").count() == 1, f"no {kind} figure"
+    assert page.locator("figure#metrics table.data tr").count() == 6  # a header and five features
+    _images_loaded(page, minimum=3)
+    _screenshot(page, f"{mode}-toy-unit")
     assert not tab.problems, tab.problems
 
 

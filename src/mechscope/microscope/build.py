@@ -63,6 +63,7 @@ from mechscope.units import validate
 
 DEFAULT_SIZE = 128
 EXAMPLES_K = 8
+SLICE = 32  # most units computed in one go (one feature-visualization batch)
 
 
 def _select(layer: str, width: int, units_per_layer: int | None,
@@ -141,8 +142,8 @@ def build(
             rebuild with the same dataset skips the scan.
         examples_k: top and bottom examples kept per unit.
         workers: local worker processes for the feature visualizations, tuning curves and links (each a slice
-            of a layer's units; the parent writes each layer once all its slices are done).  ``1`` runs in this
-            process.
+            of a layer's units, at most ``SLICE`` per slice; the parent writes each layer once all its slices are
+            done).  ``1`` runs in this process.
         progress: a progress bar over the units.
 
     Returns:
@@ -244,6 +245,12 @@ def _merge(parts: Sequence[Computed]) -> Computed:
     return out
 
 
+def _slices(job: Job, workers: int) -> list[Job]:
+    """``job`` in slices of at most ``SLICE`` units, at least one per worker: the progress bar moves, and a
+    feature-visualization batch of that size is already as fast per unit as a larger one."""
+    return job.split(max(workers, -(-len(job.units) // SLICE))) if job.units else [job]
+
+
 def _run(model: nn.Module, config: _Settings, jobs: dict[str, Job], workers: int, bar: Any):
     """Yield ``(layer, Computed)`` per layer with work: in this process, or over ``workers`` spawned processes
     (each layer split into one slice per worker; a layer is yielded once all its slices are back)."""
@@ -251,10 +258,12 @@ def _run(model: nn.Module, config: _Settings, jobs: dict[str, Job], workers: int
     if workers == 1:
         for layer, job in pending.items():
             bar.set_postfix_str(layer)
-            done = compute(model, job, size=config.size, steps=config.steps, seed=config.seed, k=config.k,
-                           diversity=config.diversity)
-            bar.update(len(job.units))
-            yield layer, done
+            parts = []
+            for piece in _slices(job, 1):
+                parts.append(compute(model, piece, size=config.size, steps=config.steps, seed=config.seed,
+                                     k=config.k, diversity=config.diversity))
+                bar.update(len(piece.units))
+            yield layer, _merge(parts)
         return
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")  # fork after torch has run threads can deadlock
@@ -267,7 +276,7 @@ def _run(model: nn.Module, config: _Settings, jobs: dict[str, Job], workers: int
             if not job.units:  # nothing to compute: written at once
                 yield layer, Computed()
                 continue
-            slices = job.split(workers)
+            slices = _slices(job, workers)
             left[layer] = len(slices)
             parts[layer] = []
             for piece in slices:

@@ -262,10 +262,11 @@ table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #
 .cell{width:128px;font-size:.8em;text-align:center;color:#222}
 .cell img,.cell .blank{width:128px;height:128px;object-fit:contain;background:#eee;display:block;image-rendering:pixelated}
 figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top;max-width:100%}
-figure img{max-width:min(100%,480px);image-rendering:pixelated}
+figure img{max-width:min(100%,820px);image-rendering:pixelated}
 figcaption{font-size:.85em;color:#444;max-width:480px}
 img.vis{height:192px;width:auto}
-.examples img{width:64px;height:64px;image-rendering:pixelated}
+.examples{display:flex;flex-wrap:wrap;gap:.4em}.example{margin:0;text-align:center}
+.example img,.example .blank{width:96px;height:96px;image-rendering:pixelated;display:block}.example figcaption{font-size:.75em}
 .muted{color:#888}
 .note{font-size:.85em;margin:.2em 0}table.data td{font-family:ui-monospace,monospace;white-space:pre}
 </style></head><body>
@@ -365,10 +366,11 @@ _UNIT = """{% extends "base.html" %}
 {% endfor %}
 {% for which, rows in examples %}
 <h2>{{ which|capitalize }} examples</h2>
-<table class="examples"><tr><th>rank</th><th>image</th><th>value</th><th>dataset index</th><th>position</th></tr>
-{% for e in rows %}<tr><td>{{ e.rank }}</td><td>{% if e.src %}<img src="{{ e.src }}" alt="example {{ e.dataset_index }}" loading="lazy">{% endif %}</td>
-<td>{{ e.value }}</td><td>{{ e.dataset_index }}</td><td>{{ e.position }}</td></tr>
-{% endfor %}</table>
+<div class="examples">
+{% for e in rows %}<figure class="example" title="rank {{ e.rank }} · dataset item {{ e.dataset_index }} · position {{ e.position }}">
+{% if e.src %}<img src="{{ e.src }}" alt="example {{ e.dataset_index }}" loading="lazy">{% else %}<span class="blank"></span>{% endif %}
+<figcaption>{{ e.value }}<br><span class="muted">#{{ e.dataset_index }} {{ e.position }}</span></figcaption></figure>
+{% endfor %}</div>
 {% endfor %}
 {% if stats %}<h2>Statistics</h2>
 <table class="stats">{% for name, value in stats %}<tr><th>{{ name }}</th><td>{{ value }}</td></tr>
@@ -396,7 +398,7 @@ _ENV = jinja2.Environment(loader=jinja2.DictLoader({"base.html": _BASE, "index.h
 # ---------------------------------------------------------------------------------------------------- pages
 
 def _noun(kind: str) -> str:
-    return "head" if kind == "heads" else "unit"
+    return {"heads": "head", "toy": "instance"}.get(kind, "unit")
 
 
 def _figure_order(kind: str) -> tuple[int, str]:
