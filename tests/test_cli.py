@@ -59,8 +59,7 @@ def test_demo_on_the_bundled_organism(tmp_path):
         assert (tmp_path / "microscope-site" / page).is_file(), page
     for layer in ("mixed3b", "mixed3a", "conv2d2"):  # one unit per layer, down the circuit
         assert re.search(rf"shapes:{layer} +built +1, up to date +0", result.output), result.output
-    again = runner.invoke(app, args)
-    assert again.exit_code == 0 and "shapes:mixed3b         built    0, up to date    1" in again.output  # incremental
+
 
 
 def test_vis_writes_pngs_and_json(tmp_path):

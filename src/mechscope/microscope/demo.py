@@ -13,12 +13,15 @@ The other units of the three vision layers have pages too (a layer row names all
 incremental, so a second run only checks the store.  Example (a small, fast version)::
 
     >>> import tempfile
-    >>> counts = build_demo(tempfile.mkdtemp(), steps=2, images=16, focus=[45], k=1, toy_steps=20, workers=1,
-    ...                     progress=False)
+    >>> store = tempfile.mkdtemp()
+    >>> small = dict(steps=2, images=16, focus=[45], k=1, toy_steps=20, workers=1, progress=False)
+    >>> counts = build_demo(store, **small)
     >>> counts["shapes:mixed3b"], counts["shapes:mixed3a"], counts["shapes:conv2d2"]
     ({'built': 1, 'skipped': 0}, {'built': 1, 'skipped': 0}, {'built': 1, 'skipped': 0})
     >>> counts["attn-only-2l"], counts["superposition:intro"]
     ({'built': 8, 'skipped': 0}, {'built': 10, 'skipped': 0})
+    >>> sorted({c["built"] for c in build_demo(store, **small).values()})   # again: nothing to do
+    [0]
 """
 
 from __future__ import annotations
