@@ -368,16 +368,9 @@ def demo(
     if not serve:
         typer.echo(f"browse it: mechscope microscope serve {store}   (or: make serve)")
         return
-    from mechscope.microscope.serve import make_server
+    from mechscope.microscope.serve import serve as serve_store
 
-    server = make_server(store, port=port)
-    typer.echo(f"Microscope at http://{server.server_address[0]}:{server.server_address[1]}/ (Ctrl-C to stop)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_store(store, port=port, announce=lambda url: typer.echo(f"Microscope at {url} (Ctrl-C to stop)"))
 
 
 @app.command()

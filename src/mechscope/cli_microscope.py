@@ -90,17 +90,10 @@ def serve(store: Path = typer.Argument(..., help="A results folder (index.sqlite
           port: int = typer.Option(8000, help="Port (0: any free one)."),
           host: str = typer.Option("127.0.0.1", help="Address to bind; the default is this machine only.")) -> None:
     """Serve STORE's pages at http://HOST:PORT/ until interrupted."""
-    from mechscope.microscope.serve import make_server
+    from mechscope.microscope.serve import serve as serve_store
 
-    server = make_server(store, host=host, port=port)
-    typer.echo(f"Microscope of {store} at http://{server.server_address[0]}:{server.server_address[1]}/ "
-               "(Ctrl-C to stop)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_store(store, host=host, port=port,
+                announce=lambda url: typer.echo(f"Microscope of {store} at {url} (Ctrl-C to stop)"))
 
 
 @microscope_app.command("export")

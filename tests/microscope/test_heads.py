@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-import torch
 from torch import nn
 
 from mechscope.errors import MechscopeError
@@ -18,13 +17,7 @@ KINDS0 = {"attention", "head_scores", "qk_pairs", "ov_pairs"}
 KINDS1 = KINDS0 | {"composition"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small batched QRs are far faster on one thread (and the CI machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(n_ctx: int = 16, seed: int = 0, n_layers: int = 2) -> AttnOnlyTransformer:
@@ -51,12 +44,9 @@ class StubTokenizer:
 
 
 @pytest.fixture(scope="module")
-def tiny_store(tmp_path_factory):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def tiny_store(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("heads")
     counts = build_heads(tiny(), "tiny", out, k=4, progress=False)
-    torch.set_num_threads(before)
     return out, counts
 
 

@@ -129,3 +129,25 @@ def test_build_verb_takes_language_models_and_toy_experiments(tmp_path):
     assert bad.exit_code != 0 and "takes no layers" in str(bad.exception)
     bad = runner.invoke(app, ["microscope", "build", "shapes", "--out", str(store)])
     assert bad.exit_code != 0 and "name the layers" in str(bad.exception)
+
+
+def test_serve_verb_prints_the_url_serves_and_stops_on_ctrl_c(served, tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"  # the fixture's store
+    proc = subprocess.Popen([sys.executable, "-m", "mechscope.cli", "microscope", "serve", str(store), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"at (http://127\.0\.0\.1:\d+/) \(Ctrl-C to stop\)", line)
+        assert m, line + proc.stderr.read() if proc.poll() is not None else line
+        with urllib.request.urlopen(m.group(1) + "m/conv/1.html", timeout=10) as answer:
+            assert answer.status == 200 and b"conv:1" in answer.read()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0      # Ctrl-C ends it cleanly
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from mechscope.errors import MechscopeError
@@ -55,3 +56,19 @@ def make_server(store_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: 
             pass
 
     return HTTPServer((host, port), Handler)
+
+
+def serve(store_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
+          announce: Callable[[str], None] = print) -> None:
+    """Serve the store in ``store_dir`` until interrupted (Ctrl-C); ``announce(url)`` once it listens."""
+    server = make_server(store_dir, host=host, port=port)
+    announce(f"http://{server.server_address[0]}:{server.server_address[1]}/")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+__all__ = ["make_server", "serve"]
