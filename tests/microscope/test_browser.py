@@ -277,6 +277,17 @@ def test_click_from_index_to_layer_unit_and_upstream_unit(browser, shapes_sites,
     _images_loaded(page, minimum=len(CHANNELS["mixed3b"]))
     _screenshot(page, f"{mode}-layer")
 
+    # sort the grid by curve-likeness (the tuning curves' score), then back by activation
+    button = page.get_by_role("button", name="curve preference", exact=True)
+    key = button.get_attribute("data-sort")
+    button.click()
+    built = page.locator(f"#grid a.cell[data-{key}]:not([data-{key}=''])")
+    values = [float(v) for v in built.evaluate_all(f"cells => cells.map(c => c.getAttribute('data-{key}'))")]
+    assert len(values) == len(CHANNELS["mixed3b"]) and values == sorted(values, reverse=True)
+    first = page.locator("#grid a.cell").first.get_attribute(f"data-{key}")
+    assert float(first) == max(values)                                # built units first, best first
+    page.get_by_role("button", name="activation", exact=True).click()
+
     # the layer -> its best-scoring unit, by clicking its cell
     cell = page.locator("#grid a.cell:has(img)").first
     channel = int(cell.get_attribute("data-channel"))

@@ -241,7 +241,8 @@ def test_tables_notes_captions_links_and_thumbnail_kinds(tmp_path):
                  "settings": {"score": 0.5 + h / 4, "score_name": "induction"}} for h in (0, 1)] + [
                 {"model": "lm", "layer": "blocks.1.attn", "channel": 1, "kind": "qk_pairs", "png": None,
                  "settings": {"table": {"columns": ["query", "key", "value"], "rows": [["'<b>'", "' x'", 1.23456]]},
-                              "caption": "Custom <caption>", "note": "a note & more"}},
+                              "caption": "Custom <caption>", "note": "a note & more", "score": 2.5,
+                              "score_name": "copying"}},
                 {"model": "lm", "layer": "blocks.1.attn", "channel": 1, "kind": "composition", "png": None,
                  "settings": {"units": [{"unit": "blocks.0.attn:1", "weight": 0.25}]}},
                 {"model": "lm", "layer": "blocks.1.attn", "channel": 1, "kind": "empty", "png": None,
@@ -259,6 +260,11 @@ def test_tables_notes_captions_links_and_thumbnail_kinds(tmp_path):
         assert grid.count(f'src="../../{att}"') == 2 and "induction 0.75" in grid
         assert grid.index('data-channel="1"') < grid.index('data-channel="0"')  # sorted by the thumbnail's score
         assert f'src="../../{att}"' not in site.render_layer(store, "lm", "blocks.0.attn")  # featvis by default
+        # every score of the units' figures is a sort key: the thumbnail's first, then the others
+        assert '<button type="button" data-sort="s0">induction</button>' in grid
+        assert '<button type="button" data-sort="s1">copying</button>' in grid
+        assert re.search(r'data-channel="1" data-s0="0.75" data-s1="2.5"', grid)
+        assert re.search(r'data-channel="0" data-s0="0.5" data-s1=""', grid)
 
 
 def test_quantiles_read_as_text_and_histogram_is_not_dumped(tmp_path):

@@ -13,7 +13,7 @@ its store contract); the figures themselves are computed by ``mechscope.microsco
   Lucid's diversity penalty, side by side;
 * with ``tuning=True`` (default), a ``tuning`` figure per unit of a layer with spatial maps: the polar plot of
   its radial tuning curve (72 orientations), ``settings = {"orientations", "size", "preferred_deg",
-  "curve_preference"}``;
+  "curve_preference", "score"}`` (the score is the curve preference: the layer grid can sort by curve-likeness);
 * with ``upstream_layer={layer: earlier_layer}``, an ``upstream`` figure per unit (heatmap of the expanded-weight
   kernels of its ``k`` strongest units of ``earlier_layer``; ``settings["units"]`` are the links) and on each of
   those a ``downstream`` figure listing the units that named it (merged with what the store had), so the circuit

@@ -180,7 +180,9 @@ def compute(model: nn.Module, job: Job, *, size: int, steps: int, seed: int | No
             done.pngs.append(({"layer": layer, "channel": c, "kind": "tuning",
                                "settings": {"orientations": TUNING_ORIENTATIONS, "size": size,
                                             "preferred_deg": float(preferred[i]),
-                                            "curve_preference": float(preference[i])}}, _tuning_png(curves, c)))
+                                            "curve_preference": float(preference[i]),
+                                            "score": float(preference[i]), "score_name": "curve preference"}},
+                              _tuning_png(curves, c)))
     for c in job.upstream:
         found = upstream_units(model, f"{layer}:{c}", job.source, size, k=k)
         linked = [{"unit": r.unit, "weight": r.strength if r.sign == "+" else -r.strength} for r in found]

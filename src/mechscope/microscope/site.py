@@ -18,7 +18,7 @@ Store contract (what the pages read; anything absent is simply not shown):
   ``"gram"``, ``"norms"``.  ``settings`` (a JSON object) may hold:
 
   - ``"score"`` (float) and ``"score_name"`` (str): shown beside the caption; the thumbnail figure's score sorts
-    the layer grid;
+    the layer grid, and every score name of a layer's figures is a sort button there;
   - ``"caption"`` (str): replaces the kind's caption; ``"note"`` (str): a line of text under it;
   - ``"units"``: circuit links ``[{"unit": "mixed3a:12", "weight": 0.8}, ...]`` (``"layer:channel"`` names in
     the same model; a link to a unit the store does not have is shown as plain text);
@@ -326,11 +326,11 @@ _LAYER = """{% extends "base.html" %}
 {% block body %}
 <h1>{{ layer }} <span class="muted">{{ model }}</span></h1>
 <p>{{ units|length }} {{ noun }}s{% if kind %} · {{ kind }}{% endif %} ·
-sort by <button type="button" data-sort="score">score</button> <button type="button" data-sort="channel">{{ noun }}</button></p>
+sort by {% for name in sorts %}<button type="button" data-sort="s{{ loop.index0 }}">{{ name }}</button> {% endfor %}<button type="button" data-sort="channel">{{ noun }}</button></p>
 {% for f in figures %}{% include "figure.html" %}
 {% endfor %}
 <div class="grid" id="grid">
-{% for u in units %}<a class="cell" href="{{ u.href }}" data-channel="{{ u.channel }}" data-score="{{ u.score if u.score is not none else '' }}">
+{% for u in units %}<a class="cell" href="{{ u.href }}" data-channel="{{ u.channel }}"{% for v in u.sorts %} data-s{{ loop.index0 }}="{{ v }}"{% endfor %}>
 {% if u.src %}<img src="{{ u.src }}" alt="{{ layer }}:{{ u.channel }}" loading="lazy">{% else %}<span class="blank"></span>{% endif %}
 {{ u.channel }}{% if u.score is not none %} · {{ u.score_name }} {{ u.score_text }}{% endif %}</a>
 {% endfor %}</div>
@@ -341,8 +341,8 @@ document.querySelectorAll("button[data-sort]").forEach(function (b) {
     const cells = Array.from(grid.children);
     const key = b.dataset.sort;
     cells.sort(function (a, c) {
-      if (key === "score") {
-        const x = parseFloat(a.dataset.score), y = parseFloat(c.dataset.score);
+      if (key !== "channel") {
+        const x = parseFloat(a.dataset[key]), y = parseFloat(c.dataset[key]);
         if (isNaN(x) !== isNaN(y)) return isNaN(x) ? 1 : -1;
         if (!isNaN(x) && x !== y) return y - x;
       }
@@ -431,27 +431,37 @@ def _layer(view: _View, model: str, layer: str, sort: str) -> str:
     settings = view.layers[(model, layer)].get("settings")
     thumbnail = str(settings.get("thumbnail") or "featvis") if isinstance(settings, dict) else "featvis"
     thumbs: dict[int, dict[str, Any]] = {}
+    scores: dict[int, dict[str, float]] = {}  # every score a unit's figures carry, by name: the grid's sort keys
+    names: dict[str, tuple[int, str]] = {}
     figures = []
     for row in read_rows(view.store, "figures", model=model, layer=layer):
         if row["channel"] == -1:
             shown = _figure(view, page, model, row)
             if shown is not None:
                 figures.append(shown)
-        elif row["kind"] == thumbnail:
+            continue
+        if row["kind"] == thumbnail:
             thumbs[row["channel"]] = row
+        score, name = _score(row["settings"])
+        if score is not None:
+            scores.setdefault(row["channel"], {})[name] = score
+            names.setdefault(name, (0 if row["kind"] == thumbnail else 1, name))
     figures.sort(key=lambda f: _figure_order(f["kind"]))
+    sorts = sorted(names, key=lambda n: names[n])  # the thumbnail's score first
     units = []
     for ch in view.units(model, layer):
         row = thumbs.get(ch)
         score, score_name = _score(row["settings"]) if row else (None, "")
         src = relative_url(page, png_url(row["png"])) if row and view.png_ok(row["png"]) else None
+        mine = scores.get(ch, {})
         units.append({"channel": ch, "href": relative_url(page, unit_url(model, layer, ch)), "src": src,
-                      "score": score, "score_name": score_name, "score_text": _number(score)})
+                      "score": score, "score_name": score_name, "score_text": _number(score),
+                      "sorts": [repr(mine[n]) if n in mine else "" for n in sorts]})
     if sort == "score":
         units.sort(key=lambda u: (u["score"] is None, -(u["score"] or 0.0), u["channel"]))
     kind = view.kind(model, layer)
     return _ENV.get_template("layer.html").render(
-        model=model, layer=layer, kind=kind, noun=_noun(kind), units=units, figures=figures,
+        model=model, layer=layer, kind=kind, noun=_noun(kind), units=units, figures=figures, sorts=sorts,
         home=relative_url(page, index_url()))
 
 
