@@ -274,6 +274,10 @@ def test_click_from_index_to_layer_unit_and_upstream_unit(browser, shapes_sites,
     thumbs = page.locator("#grid a.cell img")
     assert thumbs.count() == len(CHANNELS["mixed3b"])      # the built units have thumbnails, the rest blanks
     assert page.locator("#grid a.cell").count() > thumbs.count()
+    assert page.locator("#grid a.cell:visible").count() == thumbs.count()  # the others hidden until asked for
+    page.locator("#show-empty").check()
+    assert page.locator("#grid a.cell:visible").count() == page.locator("#grid a.cell").count()
+    page.locator("#show-empty").uncheck()
     _images_loaded(page, minimum=len(CHANNELS["mixed3b"]))
     _screenshot(page, f"{mode}-layer")
 

@@ -276,4 +276,6 @@ def test_quantiles_read_as_text_and_histogram_is_not_dumped(tmp_path):
                                        "quantiles": {"0.01": 0.0, "0.5": 0.25},
                                        "histogram": {"counts": [1, 2, 1]}}])
         page = site.render_unit(store, "m", "l", 0)
+        grid = site.render_layer(store, "m", "l")
     assert "1%: 0 · 50%: 0.25" in page and "counts" not in page
+    assert 'class="grid all"' in grid and "show-empty" not in grid  # no thumbnails at all: nothing hidden

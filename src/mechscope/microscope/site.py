@@ -260,6 +260,7 @@ nav{font-size:.9em;margin-bottom:1em;color:#666}
 table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:.6em}
 .cell{width:128px;font-size:.8em;text-align:center;color:#222}
+.grid:not(.all) .cell.empty{display:none}
 .cell img,.cell .blank{width:128px;height:128px;object-fit:contain;background:#eee;display:block;image-rendering:pixelated}
 figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top;max-width:100%}
 figure img{max-width:min(100%,820px);image-rendering:pixelated}
@@ -326,15 +327,20 @@ _LAYER = """{% extends "base.html" %}
 {% block body %}
 <h1>{{ layer }} <span class="muted">{{ model }}</span></h1>
 <p>{{ units|length }} {{ noun }}s{% if kind %} · {{ kind }}{% endif %} ·
-sort by {% for name in sorts %}<button type="button" data-sort="s{{ loop.index0 }}">{{ name }}</button> {% endfor %}<button type="button" data-sort="channel">{{ noun }}</button></p>
+sort by {% for name in sorts %}<button type="button" data-sort="s{{ loop.index0 }}">{{ name }}</button> {% endfor %}<button type="button" data-sort="channel">{{ noun }}</button>
+{% if empty %} · <label><input type="checkbox" id="show-empty"> show the {{ empty }} {{ noun }}s not built yet</label>{% endif %}</p>
 {% for f in figures %}{% include "figure.html" %}
 {% endfor %}
-<div class="grid" id="grid">
-{% for u in units %}<a class="cell" href="{{ u.href }}" data-channel="{{ u.channel }}"{% for v in u.sorts %} data-s{{ loop.index0 }}="{{ v }}"{% endfor %}>
+<div class="grid{% if not empty %} all{% endif %}" id="grid">
+{% for u in units %}<a class="cell{% if not u.src %} empty{% endif %}" href="{{ u.href }}" data-channel="{{ u.channel }}"{% for v in u.sorts %} data-s{{ loop.index0 }}="{{ v }}"{% endfor %}>
 {% if u.src %}<img src="{{ u.src }}" alt="{{ layer }}:{{ u.channel }}" loading="lazy">{% else %}<span class="blank"></span>{% endif %}
 {{ u.channel }}{% if u.score is not none %} · {{ u.score_name }} {{ u.score_text }}{% endif %}</a>
 {% endfor %}</div>
 <script>
+const toggle = document.getElementById("show-empty");
+if (toggle) toggle.addEventListener("change", function () {
+  document.getElementById("grid").classList.toggle("all", toggle.checked);
+});
 document.querySelectorAll("button[data-sort]").forEach(function (b) {
   b.addEventListener("click", function () {
     const grid = document.getElementById("grid");
@@ -462,6 +468,7 @@ def _layer(view: _View, model: str, layer: str, sort: str) -> str:
     kind = view.kind(model, layer)
     return _ENV.get_template("layer.html").render(
         model=model, layer=layer, kind=kind, noun=_noun(kind), units=units, figures=figures, sorts=sorts,
+        empty=sum(u["src"] is None for u in units) if any(u["src"] for u in units) else 0,
         home=relative_url(page, index_url()))
 
 
