@@ -143,7 +143,9 @@ def build(
         examples_k: top and bottom examples kept per unit.
         workers: local worker processes for the feature visualizations, tuning curves and links (each a slice
             of a layer's units, at most ``SLICE`` per slice; the parent writes each layer once all its slices are
-            done).  ``1`` runs in this process.
+            done).  ``1`` runs in this process.  The workers are spawned (a fresh interpreter each): in a script,
+            call ``build`` under ``if __name__ == "__main__":``.  On 2 cores they were slower than one process
+            (``benchmarks/microscope_build.py``): they pay off with more cores than torch's threads use well.
         progress: a progress bar over the units.
 
     Returns:
