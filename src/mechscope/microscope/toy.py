@@ -35,7 +35,6 @@ Example::
 from __future__ import annotations
 
 import inspect
-import io
 import os
 import re
 from typing import Any
@@ -222,9 +221,7 @@ def _build(store: Store, name: str, steps: int | None, k: int | None, result: Ex
             pngs.append((row, png))
 
     for key, fig in result.figures.items():
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
-        figure(-1, key, {"caption": f"{CAPTIONS.get(key, key)}: all instances"}, buf.getvalue())
+        figure(-1, key, {"caption": f"{CAPTIONS.get(key, key)}: all instances"}, png_of(fig))
     summary = []
     labels = [_label(inst, i) for i, inst in enumerate(result.instances)]
     if W is not None:
