@@ -231,10 +231,14 @@ def _init_worker(model: nn.Module, threads: int) -> None:
     _WORKER_MODEL = model
 
 
+def _compute(model: nn.Module, job: Job, config: _Settings) -> Computed:
+    return compute(model, job, size=config.size, steps=config.steps, seed=config.seed, k=config.k,
+                   diversity=config.diversity)
+
+
 def _work(job: Job, config: _Settings) -> Computed:
     assert _WORKER_MODEL is not None
-    return compute(_WORKER_MODEL, job, size=config.size, steps=config.steps, seed=config.seed, k=config.k,
-                   diversity=config.diversity)
+    return _compute(_WORKER_MODEL, job, config)
 
 
 def _merge(parts: Sequence[Computed]) -> Computed:
@@ -254,16 +258,14 @@ def _slices(job: Job, workers: int) -> list[Job]:
 
 
 def _run(model: nn.Module, config: _Settings, jobs: dict[str, Job], workers: int, bar: Any):
-    """Yield ``(layer, Computed)`` per layer with work: in this process, or over ``workers`` spawned processes
-    (each layer split into one slice per worker; a layer is yielded once all its slices are back)."""
-    pending = {layer: job for layer, job in jobs.items()}
+    """Yield ``(layer, Computed)`` per layer: in this process, or over ``workers`` spawned processes (each layer in
+    ``_slices``; a layer is yielded once all its slices are back)."""
     if workers == 1:
-        for layer, job in pending.items():
+        for layer, job in jobs.items():
             bar.set_postfix_str(layer)
             parts = []
             for piece in _slices(job, 1):
-                parts.append(compute(model, piece, size=config.size, steps=config.steps, seed=config.seed,
-                                     k=config.k, diversity=config.diversity))
+                parts.append(_compute(model, piece, config))
                 bar.update(len(piece.units))
             yield layer, _merge(parts)
         return
@@ -274,7 +276,7 @@ def _run(model: nn.Module, config: _Settings, jobs: dict[str, Job], workers: int
         futures: dict[Future, tuple[str, int]] = {}
         parts: dict[str, list[Computed]] = {}
         left: dict[str, int] = {}
-        for layer, job in list(pending.items()):
+        for layer, job in jobs.items():
             if not job.units:  # nothing to compute: written at once
                 yield layer, Computed()
                 continue
@@ -302,15 +304,16 @@ def _write(store: Store, config: _Settings, layer: str, done: Computed, shape: S
     name = config.model_name
     pngs = [({**row, "model": name}, data) for row, data in done.pngs]
     rows = [{**row, "model": name} for row in done.rows]
-    sources = {row["settings"]["layer"] for row, _ in done.pngs + [(r, b"") for r in done.rows]
-               if row["kind"] == "upstream"}
-    rebuilt = {f"{layer}:{row['channel']}" for row, _ in done.pngs + [(r, b"") for r in done.rows]
-               if row["kind"] == "upstream"}
-    for source in sources:  # drop this run's units from what was stored, add the new links
+    upstream = [row for row in [row for row, _ in done.pngs] + done.rows if row["kind"] == "upstream"]
+    rebuilt = {f"{layer}:{row['channel']}" for row in upstream}
+    for source in {row["settings"]["layer"] for row in upstream}:
+        # drop this run's units from what was stored, add the new links; rows this run does not touch stay as they are
         old = {r["channel"]: r for r in read_rows(store, "figures", model=name, layer=source, kind="downstream")}
         for channel in sorted(set(old) | set(done.downstream)):
-            kept = [u for u in ((old.get(channel) or {}).get("settings") or {}).get("units", [])
-                    if u.get("unit") not in rebuilt]
+            stored = ((old.get(channel) or {}).get("settings") or {}).get("units", [])
+            kept = [u for u in stored if u.get("unit") not in rebuilt]
+            if channel not in done.downstream and len(kept) == len(stored):
+                continue
             merged = sorted(kept + done.downstream.get(channel, []), key=lambda u: -abs(float(u["weight"])))
             row = {"model": name, "layer": source, "channel": channel, "kind": "downstream",
                    "settings": {"units": merged}}
