@@ -50,17 +50,13 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
         return
     card = get_card(model)
     if card.input_kind == "tokens":
+        from mechscope.cli_transformer import load_language_model
         from mechscope.microscope.heads import build_heads
-        from mechscope.zoo.registry import bundled_tokenizer
 
         if layers:
             raise MechscopeError(f"{card.name} is a language model: its Microscope has every head, so it takes no "
                                  f"layers (got {layers})")
-        net = load(card.name, weights=weights, device="cpu")
-        try:
-            tokenizer = bundled_tokenizer(card.name)
-        except (MechscopeError, OSError):
-            tokenizer = None
+        net, tokenizer = load_language_model(card.name, weights)
         c = build_heads(net, card.name, out, tokenizer=tokenizer, text=text)
         typer.echo(f"built {c['built']} heads, skipped {c['skipped']} already built; store {out} "
                    f"(browse: mechscope microscope serve {out})")

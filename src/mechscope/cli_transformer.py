@@ -19,7 +19,7 @@ OUT = typer.Option(Path("out/transformer"), help="Output folder for pictures and
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
-def _model(name: str, weights: str) -> tuple[Any, Any]:
+def load_language_model(name: str, weights: str) -> tuple[Any, Any]:
     """The model and its tokenizer (``None`` when it ships none)."""
     from mechscope.zoo.registry import bundled_tokenizer, get_card, load
 
@@ -33,13 +33,6 @@ def _model(name: str, weights: str) -> tuple[Any, Any]:
     except (MechscopeError, OSError):
         tokenizer = None
     return net, tokenizer
-
-
-def _folded(net: Any) -> Any:
-    """The model with LayerNorm folded into its weights (the weights-only analyses then include its scale)."""
-    from mechscope.zoo.attn_only import fold_layer_norm
-
-    return fold_layer_norm(net) if net.cfg.normalization == "LN" else net
 
 
 def _head(spec: str, model: Any) -> tuple[int, int]:
@@ -59,13 +52,14 @@ def heads(model: str = typer.Argument(..., help="attn-only-1l, attn-only-2l, ...
     """Every head's previous-token, duplicate-token and induction score (on [BOS] r r) and OV copying score."""
     from mechscope.transformer.circuits import copying_scores
     from mechscope.transformer.heads import classify_heads, head_scores, repeated_tokens
+    from mechscope.zoo.attn_only import with_layer_norm_folded
 
-    net, tok = _model(model, weights)
+    net, tok = load_language_model(model, weights)
     low = 3 if tok is not None else 0
     tokens = repeated_tokens(net.cfg.d_vocab, min(50, (net.cfg.n_ctx - 1) // 2), 16,
                              bos=tok.bos_id if tok is not None else 0, seed=1, low=low)
     scores = head_scores(net, tokens)
-    folded = _folded(net)
+    folded = with_layer_norm_folded(net)
     scores["copying"] = copying_scores(folded)
     kinds = {f"{r['head']}": r["kind"] for r in classify_heads({k: v for k, v in scores.items() if k != "copying"})}
     rows = [{"head": f"{l}.{h}", **{k: round(float(v[l, h]), 4) for k, v in scores.items()},
@@ -96,13 +90,14 @@ def composition(model: str = typer.Argument(..., help="A model with at least two
                 top: int = typer.Option(5, help="Strongest head pairs to list."), out: Path = OUT) -> None:
     """Composition scores between every pair of heads in different layers, with the random-matrix baseline."""
     from mechscope.transformer.circuits import composition_baseline, composition_scores
+    from mechscope.zoo.attn_only import with_layer_norm_folded
 
     if kind not in ("q", "k", "v"):
         raise MechscopeError(f"--kind must be q, k or v, not {kind!r}")
-    net, _ = _model(model, weights)
+    net, _ = load_language_model(model, weights)
     if net.cfg.n_layers < 2:
         raise MechscopeError(f"{model} has one layer: composition needs heads in two layers")
-    folded = _folded(net)
+    folded = with_layer_norm_folded(net)
     scores = composition_scores(folded, kind)                           # [L, H, L, H]
     baseline = composition_baseline(net.cfg.d_model, net.cfg.d_head)
     L, H = net.cfg.n_layers, net.cfg.n_heads
@@ -134,10 +129,11 @@ def composition(model: str = typer.Argument(..., help="A model with at least two
 
 def _circuit_verb(which: str, model: str, head: str, top: int, weights: str, as_json: bool) -> None:
     from mechscope.transformer.circuits import copying_scores, ov_circuit, qk_circuit, top_token_pairs
+    from mechscope.zoo.attn_only import with_layer_norm_folded
 
-    net, tok = _model(model, weights)
+    net, tok = load_language_model(model, weights)
     layer, h = _head(head, net)
-    folded = _folded(net)
+    folded = with_layer_norm_folded(net)
     circuit = (ov_circuit if which == "ov" else qk_circuit)(folded, layer, h)
     pairs = top_token_pairs(circuit, top, tok)
     names = ("source", "logit") if which == "ov" else ("query", "key")

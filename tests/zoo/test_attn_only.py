@@ -4,7 +4,7 @@ import torch
 from mechscope.capture import capture
 from mechscope.errors import MechscopeError
 from mechscope.zoo.attn_only import (AttnOnlyConfig, AttnOnlyTransformer, fold_layer_norm, from_transformer_lens,
-                                     load, save, to_transformer_lens, transformer_lens_config)
+                                     load, save, to_transformer_lens, transformer_lens_config, with_layer_norm_folded)
 
 SMALL = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=16, d_vocab=50)
 
@@ -56,6 +56,10 @@ def test_folding_layer_norm_keeps_the_logits(mlp):
     torch.testing.assert_close(folded(tokens), model(tokens), atol=1e-4, rtol=1e-4)
     with pytest.raises(MechscopeError, match="needs normalization 'LN'"):
         fold_layer_norm(folded)
+    assert with_layer_norm_folded(folded) is folded               # nothing to fold: the model itself
+    again = with_layer_norm_folded(model)
+    assert again is not model and again.cfg.normalization == "LNPre"
+    torch.testing.assert_close(again(tokens), folded(tokens))
 
 
 def test_save_and_load_round_trip_and_refuse_bad_files(tmp_path):

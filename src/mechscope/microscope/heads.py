@@ -67,6 +67,7 @@ from mechscope.store import Store, open_store, put_png, put_rows, read_rows, tra
 from mechscope.transformer.circuits import (composition_baseline, composition_scores, copying_scores, ov_circuit,
                                             qk_circuit, top_token_pairs)
 from mechscope.transformer.heads import KINDS, attention_patterns, classify_heads, head_scores, repeated_tokens
+from mechscope.zoo.attn_only import with_layer_norm_folded
 
 DEFAULT_TEXT = "The quick brown fox jumps over the dog.\nThe quick brown fox jumps over the dog.\n"
 """The sample text of the ``attention`` figures when a tokenizer is given and ``text`` is not (it repeats, so
@@ -143,14 +144,6 @@ def _digest(model: Any, **fields: Any) -> str:
         h.update(name.encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _folded(model: Any) -> Any:
-    from mechscope.zoo.attn_only import AttnOnlyTransformer, fold_layer_norm
-
-    if isinstance(model, AttnOnlyTransformer) and model.cfg.normalization == "LN":
-        return fold_layer_norm(model)
-    return model
 
 
 # ---------------------------------------------------------------------------------------------------- figures
@@ -265,7 +258,7 @@ def _build(store: Store, model: Any, cfg: Any, model_name: str, tokenizer: Any, 
     classes: dict[str, list[str]] = {}
     for r in classify_heads(scores):
         classes.setdefault(r["head"], []).append(r["kind"])
-    folded = _folded(model)
+    folded = with_layer_norm_folded(model)
     copying = copying_scores(folded).cpu()                                        # [L, H]
     comp: dict[str, Tensor] = {}
     if any(layer and todo for layer, todo in plan):

@@ -39,6 +39,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -310,6 +311,15 @@ def fold_layer_norm(model: AttnOnlyTransformer) -> AttnOnlyTransformer:
 
 
 _TL_BUFFERS = ("mask", "IGNORE")
+
+
+def with_layer_norm_folded(model: Any) -> Any:
+    """``fold_layer_norm(model)`` for an ``AttnOnlyTransformer`` with LayerNorm (``"LN"``), else ``model`` itself:
+    what the weights-only analyses (QK/OV circuits, composition, copying) read, so their products of weights
+    include the LayerNorm's scale."""
+    if isinstance(model, AttnOnlyTransformer) and model.cfg.normalization == "LN":
+        return fold_layer_norm(model)
+    return model
 
 
 def from_transformer_lens(state: dict[str, torch.Tensor], cfg: AttnOnlyConfig) -> dict[str, torch.Tensor]:
