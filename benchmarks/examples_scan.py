@@ -29,8 +29,8 @@ import torch
 
 import mechscope
 from _common import interleaved, machine, paired_ratio, write
-from mechscope.vision.scan import scan
-from mechscope.vision.stats import _ARRAYS
+from mechscope.vision.evidence.scan import scan
+from mechscope.vision.evidence.stats import _ARRAYS
 
 
 class InMemory:

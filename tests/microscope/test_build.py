@@ -169,7 +169,7 @@ def test_export_links_upstream_units(built, tmp_path):
 
 
 class _Images:
-    """A dataset of ``n`` random 16 px images in the protocol ``vision.scan`` reads."""
+    """A dataset of ``n`` random 16 px images in the protocol ``vision.evidence.scan`` reads."""
 
     skipped: list = []
 

@@ -138,7 +138,7 @@ def test_serve_verb_prints_the_url_serves_and_stops_on_ctrl_c(served, tmp_path):
     import sys
 
     store = tmp_path / "store"  # the fixture's store
-    proc = subprocess.Popen([sys.executable, "-m", "mechscope.cli", "microscope", "serve", str(store), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "mechscope", "microscope", "serve", str(store), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

@@ -136,7 +136,7 @@ def build(
         tuning: also write ``tuning`` figures (radial tuning curves; layers without spatial maps are skipped).
         diversity: with ``n > 1``, a ``featvis_diversity`` figure per unit: ``n`` images pushed apart by Lucid's
             diversity penalty (a second batch; costs about ``n`` feature visualizations).
-        dataset: a dataset (``ImageFolder``, ``ShapesDataset``, anything ``vision.scan.scan`` reads): top/bottom
+        dataset: a dataset (``ImageFolder``, ``ShapesDataset``, anything ``vision.evidence.scan.scan`` reads): top/bottom
             dataset examples, statistics and activation-distribution figures of the built units, and the
             attribution of each unit's top example.  ``dataset_name`` (e.g. ``"shapes:1024"``) is recorded so a
             rebuild with the same dataset skips the scan.
@@ -339,8 +339,8 @@ def _scan_dataset(store: Store, model: nn.Module, config: _Settings, chosen: dic
                   progress: bool) -> dict[str, set[int]]:
     """Dataset examples, statistics and distribution plots of the chosen units (``vision.scan_store``) and the
     attribution of each one's top example to its upstream layer -> the units written, per layer."""
-    from mechscope.vision.scan import scan
-    from mechscope.vision.scan_store import save_scan
+    from mechscope.vision.evidence.scan import scan
+    from mechscope.vision.evidence.scan_store import save_scan
 
     name = config.model_name
     tag = {"dataset": dataset_name or type(dataset).__name__, "examples_k": examples_k, "size": config.size}
@@ -371,7 +371,7 @@ def _scan_dataset(store: Store, model: nn.Module, config: _Settings, chosen: dic
 def _attribute_top_examples(store: Store, model: nn.Module, config: _Settings, layer: str, source: str,
                             units: list[int], state: Any, dataset: Any, tag: dict[str, Any], spatial: bool,
                             progress: bool) -> None:
-    from mechscope.vision.attribution import attribute
+    from mechscope.vision.circuits.attribution import attribute
 
     examples = state.examples[layer]
     pngs = []

@@ -34,7 +34,7 @@ from mechscope.microscope.build import build
 from mechscope.microscope.heads import build_heads
 from mechscope.microscope.toy import build_toy
 from mechscope.store import Store, open_store, read_rows
-from mechscope.vision.tuning import curve_detectors, radial_tuning_curve
+from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
 from mechscope.zoo.registry import bundled_tokenizer, load
 
 CIRCUIT = ("mixed3b", "mixed3a", "conv2d2")
@@ -60,7 +60,7 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
     Args:
         steps: feature-visualization steps of the vision units.
         images: items of the shapes world scanned for dataset examples (seed ``seed + 7``).
-        focus: the ``mixed3b`` units to start from (default: its curve detectors, ``vision.tuning``).
+        focus: the ``mixed3b`` units to start from (default: its curve detectors, ``vision.families.tuning``).
         k: upstream units followed from each unit, layer by layer.
         workers: worker processes for the vision units.
         toy_steps: training steps of the toy models (default: the experiment's own, 10,000).

@@ -32,10 +32,10 @@ from torch import nn
 
 from mechscope.images import grid, png_bytes
 from mechscope.plots import agg_figure, png_of
-from mechscope.vision.circuits import upstream as upstream_units
+from mechscope.vision.circuits.graph import upstream as upstream_units
 from mechscope.vision.featvis.render import render_units
-from mechscope.vision.tuning import radial_tuning_curve
-from mechscope.vision.weights import kernel_heatmap
+from mechscope.vision.families.tuning import radial_tuning_curve
+from mechscope.vision.circuits.weights import kernel_heatmap
 
 TUNING_ORIENTATIONS = 72
 
@@ -111,7 +111,7 @@ def attribution_figure(attr: Any, image: torch.Tensor, k: int = 8) -> bytes:
 
     ``attr``: a one-image ``vision.attribution.Attribution``; ``image``: its input ``[3, H, W]`` in ``[0, 1]``.
     """
-    from mechscope.vision.attribution import attribution_map_plot, top_contributors_plot
+    from mechscope.vision.circuits.attribution import attribution_map_plot, top_contributors_plot
 
     fig = agg_figure(10.0, 3.2, layout=None)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.14, top=0.88, wspace=0.55)

@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from mechscope.reproduce.claims import Claim, Result
-from mechscope.vision.weights import banding, banding_plot
+from mechscope.vision.circuits.weights import banding, banding_plot
 from mechscope.zoo.registry import load
 
 FINAL = "mixed4b"

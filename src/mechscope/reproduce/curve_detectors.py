@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from mechscope.reproduce.claims import Claim, Result
-from mechscope.vision.tuning import curve_detectors, radial_tuning_curve
+from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
 from mechscope.zoo.registry import load
 
 LAYER = "mixed3b"

@@ -21,9 +21,9 @@ import torch
 
 from mechscope.data.shapes import ShapesDataset
 from mechscope.reproduce.claims import Claim, Result
-from mechscope.vision.equivariance import partnered_rotation_score, rotation_partners, shift_scores
-from mechscope.vision.tuning import curve_detectors, radial_tuning_curve
-from mechscope.vision.weights import expanded_weights
+from mechscope.vision.families.equivariance import partnered_rotation_score, rotation_partners, shift_scores
+from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
+from mechscope.vision.circuits.weights import expanded_weights
 from mechscope.zoo.registry import load
 
 LAYER, INPUT = "mixed3b", "mixed3a"

@@ -13,8 +13,8 @@ from mechscope.data.shapes import ShapesDataset
 from mechscope.images import grid, save_png
 from mechscope.reproduce.claims import Claim, Result
 from mechscope.vision.featvis.render import render_units
-from mechscope.vision.stats import activation_stats
-from mechscope.vision.tuning import curve_detectors, radial_tuning_curve
+from mechscope.vision.evidence.stats import activation_stats
+from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
 from mechscope.zoo.registry import load
 
 LAYER, UNITS, MIN_SIGMA = "mixed3b", 8, 10.0

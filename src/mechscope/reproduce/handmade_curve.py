@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from mechscope.reproduce.claims import Claim, Result
-from mechscope.vision.equivariance import shift_scores
-from mechscope.vision.handmade import curve_circuit
-from mechscope.vision.tuning import curve_detectors, radial_tuning_curve
+from mechscope.vision.families.equivariance import shift_scores
+from mechscope.vision.circuits.handmade import curve_circuit
+from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
 from mechscope.zoo.registry import load
 
 DESIGNED = (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0)

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from mechscope.reproduce.claims import Claim, Result
-from mechscope.vision.detectors import classify_units, frequency_preference, high_low_tuning
-from mechscope.vision.nmf import factor_offset, nmf_factors
-from mechscope.vision.tuning import radial_tuning_curve
-from mechscope.vision.weights import expanded_weights
+from mechscope.vision.families.detectors import classify_units, frequency_preference, high_low_tuning
+from mechscope.vision.circuits.nmf import factor_offset, nmf_factors
+from mechscope.vision.families.tuning import radial_tuning_curve
+from mechscope.vision.circuits.weights import expanded_weights
 from mechscope.zoo.registry import load
 
 LAYER, INPUT = "mixed3a", "conv2d2"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mechscope.data.shapes import ShapesDataset
 from mechscope.reproduce.claims import Claim, Result
-from mechscope.vision.families import activation_correlation, universality
+from mechscope.vision.families.universality import activation_correlation, universality
 from mechscope.zoo.registry import load
 
 LAYERS = ("conv2d0", "conv2d1", "conv2d2", "mixed3a", "mixed3b")

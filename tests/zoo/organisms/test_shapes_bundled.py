@@ -5,7 +5,7 @@ import torch
 
 import mechscope
 from mechscope.data.shapes import ShapesDataset
-from mechscope.vision.tuning import curve_detectors, radial_tuning_curve
+from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
 from mechscope.zoo.organisms.shapes_recipe import HELD_OUT_OFFSET, evaluate
 from mechscope.zoo.registry import bundled_card, get_card
 

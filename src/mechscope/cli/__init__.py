@@ -1,0 +1,42 @@
+"""The ``mechscope`` command (typer): one module per area, each parsing arguments, calling library functions and
+printing.  ``main`` is the console entry point (``mechscope``, ``python -m mechscope``).
+
+Modules: ``models`` (models, layers, vis), ``scan`` (examples, stats), ``train`` (train shapes), ``demo``,
+``reproduce``, ``analyses`` (tuning, attribution, weights, circuit, families), ``transformer`` (heads,
+composition, ov, qk, train attn-only), ``superposition`` (superposition, sae), ``microscope`` (build, serve,
+export).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from mechscope.cli import analyses, demo, microscope, models, reproduce, scan, superposition, train, transformer
+from mechscope.errors import MechscopeError
+
+app = typer.Typer(
+    help="mechscope: a microscope for the inside of neural networks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+train_app = typer.Typer(help="Train the organisms we ship (seeded, resumable, progress bar).", no_args_is_help=True)
+
+models.register(app, train_app)
+scan.register(app, train_app)
+app.add_typer(train_app, name="train")
+train.register(app, train_app)
+demo.register(app, train_app)
+reproduce.register(app, train_app)
+analyses.register(app, train_app)
+transformer.register(app, train_app)
+superposition.register(app, train_app)
+microscope.register(app, train_app)
+
+
+def main() -> None:
+    """Console entry point: a ``MechscopeError`` is one line on stderr and exit status 1, not a traceback."""
+    try:
+        app()
+    except MechscopeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(1) from None

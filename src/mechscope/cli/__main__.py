@@ -1,0 +1,5 @@
+"""``python -m mechscope.cli``: the ``mechscope`` command."""
+
+from mechscope.cli import main
+
+main()

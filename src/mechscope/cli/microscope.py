@@ -1,0 +1,108 @@
+"""The Microscope verbs (registered by ``register``): ``microscope build MODEL [LAYER...]`` (an image model's units
+with their evidence, a language model's heads, or ``superposition EXPERIMENT...``'s toy models, into a results
+store), ``microscope serve STORE`` and ``microscope export STORE OUT``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+microscope_app = typer.Typer(help="Browse a results store as an atlas of units: serve it locally or export a "
+                                  "static site.", no_args_is_help=True)
+
+
+@microscope_app.command("build")
+def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, inceptionv1, attn-only-2l, ...) or "
+                                                       "'superposition'."),
+                  layers: list[str] = typer.Argument(None, help="An image model's layers (e.g. mixed3a mixed3b); for "
+                                                                "superposition, experiments (default intro); a "
+                                                                "language model takes none (all its heads)."),
+                  out: Path = typer.Option(Path("out/microscope"), help="The results store to add to."),
+                  units: int = typer.Option(None, help="Units per layer (default: all)."),
+                  steps: int = typer.Option(128, help="Feature-visualization steps."),
+                  upstream: list[str] = typer.Option([], help="LAYER=SOURCE: link LAYER's units to their strongest "
+                                                         "units of SOURCE (repeat the option)."),
+                  k: int = typer.Option(4, help="Upstream units kept per unit."),
+                  dataset: str = typer.Option(None, help="Dataset examples, statistics and the top example's "
+                                                         "attribution from this dataset: a folder of images or "
+                                                         "shapes:N[:SEED]."),
+                  examples_k: int = typer.Option(8, help="Top and bottom dataset examples per unit."),
+                  diversity: int = typer.Option(0, help="Images per unit in a diversity set (0: none)."),
+                  workers: int = typer.Option(1, help="Local worker processes."),
+                  text: str = typer.Option(None, help="Language models: the sample text of the attention patterns."),
+                  toy_steps: int = typer.Option(None, help="superposition: training steps (default: the "
+                                                           "experiment's own)."),
+                  weights: str = typer.Option("bundled", help="bundled | random | download | a weights file.")) -> None:
+    """Compute the evidence of LAYERS' units (a language model's heads, a toy experiment's instances) into OUT;
+    units already built with the same settings are skipped."""
+    from mechscope.errors import MechscopeError
+    from mechscope.microscope.build import build
+    from mechscope.zoo.registry import get_card, load
+
+    if model == "superposition":
+        from mechscope.microscope.toy import build_toy
+
+        for experiment in layers or ["intro"]:
+            c = build_toy(out, experiment, steps=toy_steps)
+            typer.echo(f"superposition:{experiment}: built {c['built']} instances, skipped {c['skipped']}")
+        typer.echo(f"store {out} (browse: mechscope microscope serve {out})")
+        return
+    card = get_card(model)
+    if card.input_kind == "tokens":
+        from mechscope.cli.transformer import load_language_model
+        from mechscope.microscope.heads import build_heads
+
+        if layers:
+            raise MechscopeError(f"{card.name} is a language model: its Microscope has every head, so it takes no "
+                                 f"layers (got {layers})")
+        net, tokenizer = load_language_model(card.name, weights)
+        c = build_heads(net, card.name, out, tokenizer=tokenizer, text=text)
+        typer.echo(f"built {c['built']} heads, skipped {c['skipped']} already built; store {out} "
+                   f"(browse: mechscope microscope serve {out})")
+        return
+    if not layers:
+        raise MechscopeError(f"name the layers of {card.name} to build, e.g. `mechscope microscope build {card.name} "
+                             "mixed3a mixed3b` (`mechscope layers MODEL` lists them)")
+    pairs = dict(u.split("=", 1) for u in upstream if "=" in u)
+    if len(pairs) != len(upstream):
+        raise MechscopeError(f"--upstream takes LAYER=SOURCE, e.g. mixed3b=mixed3a; got {upstream}")
+    size = int(card.input_shape[-1])
+    data = None
+    if dataset is not None:
+        from mechscope.data.open import open_dataset
+
+        data = open_dataset(dataset, size)
+    net = load(card.name, weights=weights, device="cpu")
+    counts = build(net, card.name, layers, out, units_per_layer=units, featvis_steps=steps, size=size,
+                   upstream_layer=pairs or None, k=k, dataset=data, dataset_name=dataset, examples_k=examples_k,
+                   diversity=diversity, workers=workers)
+    typer.echo(f"built {counts['built']} units, skipped {counts['skipped']} already built; store {out} "
+               f"(browse: mechscope microscope serve {out})")
+
+
+@microscope_app.command("serve")
+def serve(store: Path = typer.Argument(..., help="A results folder (index.sqlite + png/)."),
+          port: int = typer.Option(8000, help="Port (0: any free one)."),
+          host: str = typer.Option("127.0.0.1", help="Address to bind; the default is this machine only.")) -> None:
+    """Serve STORE's pages at http://HOST:PORT/ until interrupted."""
+    from mechscope.microscope.serve import serve as serve_store
+
+    serve_store(store, host=host, port=port,
+                announce=lambda url: typer.echo(f"Microscope of {store} at {url} (Ctrl-C to stop)"))
+
+
+@microscope_app.command("export")
+def export(store: Path = typer.Argument(..., help="A results folder (index.sqlite + png/)."),
+           out: Path = typer.Argument(..., help="Folder for the static site (outside the store).")) -> None:
+    """Write STORE's whole site into OUT: open OUT/index.html from file:// or put it on any static host."""
+    from mechscope.microscope.site import export as export_site
+
+    counts = export_site(store, out)
+    typer.echo(f"wrote {counts['pages']} pages and {counts['pngs']} PNGs ({counts['layers']} layers, "
+               f"{counts['units']} units) to {out}; open {out / 'index.html'}")
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    """Add ``microscope build | serve | export`` to the ``mechscope`` app."""
+    app.add_typer(microscope_app, name="microscope")

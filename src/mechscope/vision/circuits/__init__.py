@@ -1,0 +1,1 @@
+"""Weights and circuits: expanded weights, NMF, attribution, circuit graphs, hand-made circuits."""

@@ -1,0 +1,1 @@
+"""Dataset evidence: examples, statistics, scans, crops, receptive fields, quilts."""

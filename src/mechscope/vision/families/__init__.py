@@ -1,0 +1,1 @@
+"""Families of units: synthetic stimuli, tuning curves, detectors, equivariance, branches, universality."""
