@@ -50,7 +50,7 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
         return
     card = get_card(model)
     if card.input_kind == "tokens":
-        from mechscope.cli.transformer import load_language_model
+        from mechscope.zoo.registry import load_language_model
         from mechscope.microscope.heads import build_heads
 
         if layers:

@@ -11,28 +11,13 @@ from typing import Any
 import typer
 
 from mechscope.errors import MechscopeError
+from mechscope.zoo.registry import load_language_model
 from mechscope.plots import new_figure as _figure
 from mechscope.plots import save_figure as _save_fig
 
 WEIGHTS = typer.Option("bundled", help="bundled | random | a path to a weights file (ours or TransformerLens's).")
 OUT = typer.Option(Path("out/transformer"), help="Output folder for pictures and JSON.")
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
-
-
-def load_language_model(name: str, weights: str) -> tuple[Any, Any]:
-    """The model and its tokenizer (``None`` when it ships none)."""
-    from mechscope.zoo.registry import bundled_tokenizer, get_card, load
-
-    card = get_card(name)
-    if card.input_kind != "tokens":
-        raise MechscopeError(f"{card.name} is not a language model; the transformer verbs take "
-                             "attn-only-1l, attn-only-2l or a model of that family")
-    net = load(card.name, weights=weights, seed=0, device="cpu")
-    try:
-        tokenizer = bundled_tokenizer(card.name)
-    except (MechscopeError, OSError):
-        tokenizer = None
-    return net, tokenizer
 
 
 def _head(spec: str, model: Any) -> tuple[int, int]:

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -217,3 +218,19 @@ def load(
         model.load_state_dict(state_dict)
     model.eval()
     return model.to(device=resolve_device(device), dtype=dtype)
+
+
+def load_language_model(name: str, weights: str | os.PathLike = "bundled") -> tuple[nn.Module, Any]:
+    """A language model of the zoo and its tokenizer (``None`` when it ships none), on the CPU.
+
+    Raises ``MechscopeError`` for an image model."""
+    card = get_card(name)
+    if card.input_kind != "tokens":
+        raise MechscopeError(f"{card.name} is not a language model; the transformer verbs take "
+                             "attn-only-1l, attn-only-2l or a model of that family")
+    net = load(card.name, weights=weights, seed=0, device="cpu")
+    try:
+        tokenizer = bundled_tokenizer(card.name)
+    except (MechscopeError, OSError):
+        tokenizer = None
+    return net, tokenizer
