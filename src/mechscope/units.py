@@ -7,6 +7,10 @@ Syntax (the same everywhere: Python API, CLI, web app)::
     mixed3b:379              channel 379 of a layer (a "unit")
     mixed3b:379@7,7          that channel at spatial position x=7, y=7
     blocks.1.attn:4          head 4 of an attention layer (a layer whose last path component is ``attn``)
+    1.4                      the same head, short form ``LAYER.HEAD`` (read as a head where a head is expected:
+                             ``parse_head``; ``parse`` keeps it a module path, as nested ``nn.Sequential``s name them)
+    mixed3b:379@7,7#neg_1    a feature-visualization label: a unit, ``#neg`` for an image that minimizes it and
+                             ``#k`` / ``#neg_k`` for the k-th of several images (``VisLabel``)
 
 As in Lucid, ``x`` indexes the first spatial axis of a ``[batch, channel, x, y]`` activation and ``y`` the second.
 
@@ -18,6 +22,13 @@ Example::
     >>> from mechscope.units import parse
     >>> parse("mixed3b:379@7,7")
     Unit(layer='mixed3b', channel=379, position=(7, 7))
+    >>> parse_head("1.4") == parse("blocks.1.attn:4"), parse_head("1.4").short
+    (True, '1.4')
+    >>> label = VisLabel.parse("mixed3b:379@7,7#neg_1")
+    >>> label.negative, label.index, label.stem
+    (True, 1, 'mixed3b_379_at_7_7_neg_1')
+
+The patterns live once, here; ``search_grammar()`` hands the same ones to the web page's search box.
 """
 
 from __future__ import annotations
@@ -70,7 +81,7 @@ class Unit:
 
 @dataclass(frozen=True)
 class Head:
-    """One attention head, e.g. ``blocks.1.attn:4``."""
+    """One attention head, e.g. ``blocks.1.attn:4`` (short form ``1.4``)."""
 
     layer: str
     head: int
@@ -78,12 +89,39 @@ class Head:
     def __str__(self) -> str:
         return f"{self.layer}:{self.head}"
 
+    @classmethod
+    def at(cls, layer: int, head: int) -> Head:
+        """Head ``head`` of block ``layer``: ``Head.at(1, 4) == Head("blocks.1.attn", 4)``."""
+        return cls(f"blocks.{layer}.attn", head)
+
+    @property
+    def layer_index(self) -> int:
+        """The block number ``L`` of ``blocks.L.attn``; raises for a head of another layer naming."""
+        m = _BLOCK_ATTN.match(self.layer)
+        if m is None:
+            raise MechscopeError(f"head {self}: its layer {self.layer!r} is not of the form 'blocks.L.attn'")
+        return int(m["block"])
+
+    @property
+    def short(self) -> str:
+        """``"L.H"``, the spelling of head tables and the transformer verbs (``blocks.1.attn:4`` -> ``"1.4"``)."""
+        return f"{self.layer_index}.{self.head}"
+
 
 Name = Layer | Unit | Head
 
+# The grammar, written once: ``parse``, ``parse_head``, ``VisLabel.parse`` and ``search_grammar`` compile these.
+# Only constructs that mean the same in Python's ``re`` and JavaScript's ``RegExp`` (``\w``: ASCII in JavaScript).
 _LAYER = r"\w[\w.\-]*"
-_PATTERN = re.compile(rf"^(?P<layer>{_LAYER})(?::(?P<index>\d+)(?:@(?P<x>\d+),(?P<y>\d+))?)?$")
+_UNIT = rf"(?P<layer>{_LAYER})(?::(?P<index>\d+)(?:@(?P<x>\d+),(?P<y>\d+))?)?"
+_SHORT_HEAD = r"(?P<block>\d+)\.(?P<head>\d+)"
+_LONG_HEAD = r"(?P<attn>(?:\w[\w.\-]*\.)?attn):(?P<index>\d+)"
+_LABEL_SUFFIX = r"(?:#(?P<neg>neg)(?:_(?P<negk>\d+))?|#(?P<k>\d+))?"
+_PATTERN = re.compile(rf"^{_UNIT}$")
 _ATTN = re.compile(r"(^|\.)attn$")
+_BLOCK_ATTN = re.compile(r"^blocks\.(?P<block>\d+)\.attn$")
+_HEAD_PATTERN = re.compile(rf"^(?:{_SHORT_HEAD}|{_LONG_HEAD})$")
+_LABEL_PATTERN = re.compile(rf"^(?P<unit>{_LAYER}:\d+(?:@\d+,\d+)?){_LABEL_SUFFIX}$")
 
 
 def parse(name: str | Name) -> Name:
@@ -110,6 +148,82 @@ def parse(name: str | Name) -> Name:
         return Head(layer, int(index))
     position = (int(m["x"]), int(m["y"])) if m["x"] is not None else None
     return Unit(layer, int(index), position)
+
+
+def parse_head(name: str | Head) -> Head:
+    """Parse a head: ``"blocks.1.attn:4"`` or its short form ``"1.4"`` (the same ``Head``)."""
+    if isinstance(name, Head):
+        return name
+    m = _HEAD_PATTERN.match(name.strip()) if isinstance(name, str) else None
+    if m is None:
+        raise MechscopeError(f"cannot parse head {name!r}: expected LAYER.HEAD (e.g. '1.3') or 'blocks.1.attn:3'")
+    if m["block"] is not None:
+        return Head.at(int(m["block"]), int(m["head"]))
+    return Head(m["attn"], int(m["index"]))
+
+
+def file_stem(name: str | Name | VisLabel) -> str:
+    """A file name for a unit or label: ``mixed3b:379@7,7#neg_1`` -> ``mixed3b_379_at_7_7_neg_1``."""
+    return str(name).replace(":", "_").replace("@", "_at_").replace(",", "_").replace("#", "_")
+
+
+@dataclass(frozen=True)
+class VisLabel:
+    """One image of a feature visualization: its ``unit``, whether it minimizes it (``negative``) and which of
+    several images it is (``index``; ``None`` for the only one).  Spelled ``unit[#neg][#k]`` with ``#neg#k``
+    written ``#neg_k``, e.g. ``mixed3b:379#neg_1``; ``stem`` is its file name without extension."""
+
+    unit: Unit
+    negative: bool = False
+    index: int | None = None
+
+    def __str__(self) -> str:
+        if self.negative:
+            return f"{self.unit}#neg" + (f"_{self.index}" if self.index is not None else "")
+        return f"{self.unit}" + (f"#{self.index}" if self.index is not None else "")
+
+    @property
+    def stem(self) -> str:
+        return file_stem(self)
+
+    @classmethod
+    def parse(cls, label: str | VisLabel) -> VisLabel:
+        """The inverse of ``str``: ``VisLabel.parse(str(x)) == x``."""
+        if isinstance(label, VisLabel):
+            return label
+        m = _LABEL_PATTERN.match(label.strip()) if isinstance(label, str) else None
+        if m is None:
+            raise MechscopeError(f"cannot parse label {label!r}: expected 'layer:channel[@x,y]' followed by nothing, "
+                                 "'#neg', '#k' or '#neg_k' (e.g. 'mixed3b:379#neg_1')")
+        index = m["negk"] if m["neg"] else m["k"]
+        return cls(parse_unit(m["unit"]), bool(m["neg"]), int(index) if index is not None else None)
+
+
+def _to_javascript(pattern: str) -> str:
+    """Python's named groups ``(?P<n>...)`` spelled as JavaScript's ``(?<n>...)``; nothing else differs."""
+    return pattern.replace("(?P<", "(?<")
+
+
+def search_grammar() -> dict[str, str]:
+    """The name grammar as JavaScript-compatible regular expression sources (anchored), for the web page's
+    search box: ``layer``, ``unit`` (``layer:channel[@x,y]``), ``head`` (``L.H`` or ``...attn:H``), ``label``
+    (a feature-visualization label) and ``name`` (anything ``parse`` reads).  Each is the pattern ``parse`` uses.
+
+    Example::
+
+        >>> import re
+        >>> bool(re.match(search_grammar()["head"].replace("(?<", "(?P<"), "1.3"))
+        True
+    """
+    unit_only = rf"{_LAYER}:\d+(?:@\d+,\d+)?"
+    sources = {
+        "layer": rf"^{_LAYER}$",
+        "unit": rf"^{unit_only}$",
+        "head": _HEAD_PATTERN.pattern,
+        "label": _LABEL_PATTERN.pattern,
+        "name": _PATTERN.pattern,
+    }
+    return {k: _to_javascript(v) for k, v in sources.items()}
 
 
 def parse_layers(layers: str | Iterable[str], who: str, why: str) -> list[str]:
@@ -169,12 +283,16 @@ def layer_width(model: nn.Module, layer: str) -> int | None:
     return None
 
 
-def validate(model: nn.Module, name: str | Name) -> Name:
-    """Parse ``name`` and check it against ``model``: the layer exists and the channel is in range."""
+def validate(model: nn.Module, name: str | Name, *, width: int | None = None) -> Name:
+    """Parse ``name`` and check it against ``model``: the layer exists and the channel is in range.
+
+    The range is checked against ``width`` when given (e.g. measured by ``capture.layer_shapes``), else against
+    the width ``layer_width`` knows; a layer of unknown width is not range-checked here.
+    """
     parsed = parse(name)
     module_path(model, parsed.layer)
     if isinstance(parsed, Unit):
-        width = layer_width(model, parsed.layer)
+        width = layer_width(model, parsed.layer) if width is None else width
         if width is not None and parsed.channel >= width:
             raise MechscopeError(
                 f"channel {parsed.channel} is out of range for layer {parsed.layer!r}, which has {width} "
