@@ -5,31 +5,40 @@
 ``render_interpolation`` morphs between two units with shared low-resolution parameters (Lucid's recipe).
 All three share one optimization loop (``_optimize``): Adam 0.05, Lucid's transforms, redirected ReLU for the
 first 16 steps, and ``capture``'s early exit so that only the layers the objective reads are computed.
+The options they share (size, steps, thresholds, transforms, optimizer, seed, progress, redirected ReLU, device)
+are one ``RenderOptions``; any of its fields can also be given as a keyword, overriding ``options``.
+
+Every unit is checked before any work: its layer exists, its channel is in range (a layer whose width the model
+does not declare is measured by a shape probe on the ``meta`` device) and its position lies inside the map.  A
+loss that turns NaN or infinite stops the optimization with a ``MechscopeError`` naming the step.
 
 Example::
 
     >>> import mechscope
-    >>> from mechscope.vision.featvis.render import render, render_units
+    >>> from mechscope.vision.featvis.render import RenderOptions, render, render_units
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
-    >>> render(model, "mixed3a:10", steps=4, size=64, progress=False).images[4].shape
+    >>> quick = RenderOptions(steps=4, size=64, progress=False)
+    >>> render(model, "mixed3a:10", options=quick).images[4].shape
     torch.Size([1, 3, 64, 64])
-    >>> render_units(model, ["mixed3a:10", "mixed3b:5"], steps=4, size=64, progress=False).final.shape
+    >>> render_units(model, ["mixed3a:10", "mixed3b:5"], options=quick, seed=1).final.shape
     torch.Size([2, 3, 64, 64])
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from mechscope.capture import capture, layer_shapes
-from mechscope.devices import resolve_device
+from mechscope.devices import eval_mode, placement, resolve_device
 from mechscope.errors import MechscopeError
-from mechscope.units import parse_unit, validate
+from mechscope.units import Unit, VisLabel, layer_width, parse_unit, validate
 from mechscope.vision.featvis import param as param_mod
 from mechscope.vision.featvis.objectives import (
     INPUT,
@@ -46,22 +55,57 @@ from mechscope.vision.featvis.transform import Transform, compose, standard_tran
 
 ParamFn = Callable[[], tuple[list[torch.Tensor], Callable[[], torch.Tensor]]]
 OptimizerFn = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+FINITE_CHECK_EVERY = 16  # steps between checks that the loss is finite (each check is one device sync)
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderOptions:
+    """The optimization settings shared by ``render``, ``render_units`` and ``render_interpolation``.
+
+    ``size``: image side in pixels (for the default parameterization); ``steps``: optimization steps;
+    ``thresholds``: the steps at which to keep the image (default: the last); ``transforms``: default Lucid's
+    ``standard_transforms()``, ``[]`` for none; ``optimizer``: ``params -> Optimizer``, default Adam with learning
+    rate 0.05; ``seed`` seeds the parameter init and the transforms' random draws; ``progress`` shows a bar;
+    ``redirect_relu``: Lucid's redirected ReLU gradient for the first 16 steps (``nn.ReLU`` modules);
+    ``device``: where the image lives (default: the model's device).
+    """
+
+    size: int = 128
+    steps: int = 512
+    thresholds: Sequence[int] | None = None
+    transforms: Sequence[Transform] | None = None
+    optimizer: OptimizerFn | None = None
+    seed: int | None = None
+    progress: bool = True
+    redirect_relu: bool = True
+    device: str | torch.device | None = None
+
+    def with_overrides(self, overrides: dict[str, Any]) -> RenderOptions:
+        """These options with some fields replaced; an unknown field name is refused, naming the valid ones."""
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            valid = ", ".join(f.name for f in dataclasses.fields(self))
+            raise MechscopeError(f"unknown render option(s) {unknown}; valid: {valid}")
+        return dataclasses.replace(self, **overrides) if overrides else self
+
+
+def _resolve(options: RenderOptions | None, overrides: dict[str, Any]) -> RenderOptions:
+    return (options or RenderOptions()).with_overrides(overrides)
 
 
 @contextlib.contextmanager
 def _frozen(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients into the model's own parameters while the image is optimized; both restored."""
+    """Eval mode (every module's flag restored) and no gradients into the model's own parameters while the image
+    is optimized."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    training = model.training
-    model.eval()
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(training)
+    with eval_mode(model):
+        try:
+            for p, _ in flags:
+                p.requires_grad_(False)
+            yield
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
 
 
 def _check_thresholds(thresholds: Sequence[int] | None, steps: int) -> list[int]:
@@ -71,33 +115,39 @@ def _check_thresholds(thresholds: Sequence[int] | None, steps: int) -> list[int]
     return result
 
 
-def _optimize(
-    model: nn.Module,
-    objective: Objective,
-    param: ParamFn,
-    transforms: Sequence[Transform] | None,
-    optimizer: OptimizerFn | None,
-    thresholds: list[int],
-    seed: int | None,
-    progress: bool,
-    redirect: bool,
-    result: RenderResult,
-) -> tuple[RenderResult, Callable[[], torch.Tensor]]:
-    """The loop shared by every render: Adam 0.05 on ``-objective`` through the transforms."""
+def _non_finite_error(model: nn.Module, what: str, trace: list[torch.Tensor], total: int) -> MechscopeError:
+    """The error for a loss that turned NaN / inf: the first such step, the objective, and what to try."""
+    values = torch.stack(trace)
+    step = int((~torch.isfinite(values)).nonzero()[0, 0]) + 1
+    kind = "NaN" if torch.isnan(values[step - 1]) else "infinite"
+    bad = [n for n, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+    weights = (f"the model's weights hold NaN/inf values ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+               "load other weights" if bad else "check the model's weights and inputs for NaN/inf values")
+    return MechscopeError(f"feature visualization of {what} stopped: the objective became {kind} at step {step} of "
+                          f"{total}; {weights}, or try a lower learning rate (optimizer=...) or fewer steps")
+
+
+def _optimize(model: nn.Module, objective: Objective, param: ParamFn, options: RenderOptions, what: str,
+              result: RenderResult) -> tuple[RenderResult, Callable[[], torch.Tensor]]:
+    """The loop shared by every render: Adam 0.05 on ``-objective`` through the transforms; ``what`` names the
+    objective in a NaN/inf error."""
+    thresholds = _check_thresholds(options.thresholds, options.steps)
     layers = [layer for layer in objective.layers if layer != INPUT]
     for layer in layers:
         validate(model, layer)
     trace: list[torch.Tensor] = []
     with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
         params, image_fn = param()
-        opt = (optimizer or (lambda p: torch.optim.Adam(p, lr=0.05)))(params)
-        transform = compose(standard_transforms() if transforms is None else transforms)
+        opt = (options.optimizer or (lambda p: torch.optim.Adam(p, lr=0.05)))(params)
+        transform = compose(standard_transforms() if options.transforms is None else options.transforms)
         state = {"step": 0}
-        redirect_ctx = redirected_relu(model, lambda: state["step"] <= REDIRECT_STEPS) if redirect else contextlib.nullcontext()
+        redirect_ctx = (redirected_relu(model, lambda: state["step"] <= REDIRECT_STEPS) if options.redirect_relu
+                        else contextlib.nullcontext())
         with _frozen(model), redirect_ctx:
-            for step in tqdm(range(1, thresholds[-1] + 1), desc=objective.name[:40], disable=not progress):
+            last = thresholds[-1]
+            for step in tqdm(range(1, last + 1), desc=objective.name[:40], disable=not options.progress):
                 state["step"] = step
                 opt.zero_grad()
                 image = image_fn()
@@ -106,7 +156,10 @@ def _optimize(
                 value = objective(acts)
                 (-value).backward()
                 opt.step()
-                trace.append(value.detach())  # no per-step device sync; floats at the end
+                trace.append(value.detach())  # no per-step device sync; a finiteness check every few steps
+                if (step in thresholds or step % FINITE_CHECK_EVERY == 0 or step == last) and \
+                        not bool(torch.isfinite(torch.stack(trace[-FINITE_CHECK_EVERY:])).all()):
+                    raise _non_finite_error(model, what, trace, last)
                 if step in thresholds:
                     with torch.no_grad():
                         result.images[step] = image_fn().detach().cpu()
@@ -115,92 +168,74 @@ def _optimize(
 
 
 def _model_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return resolve_device(device)
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
+    return resolve_device(device) if device is not None else placement(model)["device"]
 
 
 def render(
     model: nn.Module,
     objective: str | Objective,
     param: ParamFn | None = None,
-    transforms: Sequence[Transform] | None = None,
-    optimizer: OptimizerFn | None = None,
-    steps: int = 512,
-    thresholds: Sequence[int] | None = None,
     *,
-    size: int = 128,
-    seed: int | None = None,
-    progress: bool = True,
-    redirect_relu: bool = True,
-    device: str | torch.device | None = None,
+    options: RenderOptions | None = None,
+    **overrides: Any,
 ) -> RenderResult:
     """Feature visualization of ``objective`` on ``model``.
 
     Args:
         model: any ``nn.Module`` taking ``[batch, 3, H, W]`` images in [0, 1].
         objective: an ``Objective`` or a unit name such as ``"mixed3b:379"``.
-        param: ``() -> (params, image_fn)``; default ``param.image(size)`` (FFT + decorrelated colour).
-        transforms: default Lucid's ``standard_transforms()``; ``[]`` for none.
-        optimizer: ``params -> Optimizer``; default Adam with learning rate 0.05.
-        steps: optimization steps; ``thresholds``: the steps at which to keep the image (default: the last).
-        seed: seeds the parameter init and the transforms' random draws.
-        redirect_relu: Lucid's redirected ReLU gradient for the first 16 steps (``nn.ReLU`` modules).
+        param: ``() -> (params, image_fn)``; default ``param.image(options.size)`` (FFT + decorrelated colour).
+        options: ``RenderOptions``; ``overrides`` replace some of its fields (``steps=8``).
     Returns:
         ``RenderResult`` with ``images[step]`` of shape ``[batch, 3, H, W]`` and the objective's trace.
     """
-    device = _model_device(model, device)
-    if isinstance(objective, str):
-        validate(model, objective)  # the channel's range too, before any work
+    options = _resolve(options, overrides)
+    device = _model_device(model, options.device)
+    if isinstance(objective, str) and isinstance(validate(model, objective), Unit):
+        _check_units(model, [objective], options.size)  # the channel's range too, before any work
     objective = as_objective(objective)
-    param = param or (lambda: param_mod.image(size, device=device))
-    result, _ = _optimize(model, objective, param, transforms, optimizer, _check_thresholds(thresholds, steps),
-                          seed, progress, redirect_relu, RenderResult(images={}))
+    param = param or (lambda: param_mod.image(options.size, device=device))
+    result, _ = _optimize(model, objective, param, options, objective.name or "the objective", RenderResult(images={}))
     return result
 
 
 def units_objective(
     units: Sequence[str], diversity: int = 1, negative: bool = False, diversity_weight: float = 1e2
 ) -> tuple[Objective, list[str]]:
-    """The batch objective of ``render_units`` and the label of each batch element.
+    """The batch objective of ``render_units`` and the label of each batch element (``str`` of a ``VisLabel``).
 
     Unit ``u`` owns ``diversity`` consecutive elements (``diversity`` more, negated, with ``negative``); each
     element maximizes (or minimizes) its own unit; a group of ``diversity > 1`` also pays
     ``diversity_weight * diversity(layer)`` on its own elements.
     """
     parts, labels = [], []
-    signs = (1, -1) if negative else (1,)
-    for u in units:
-        layer = parse_unit(u).layer
-        for sign in signs:
+    for u in map(parse_unit, units):
+        for neg in (False, True) if negative else (False,):
             start = len(labels)
             for k in range(diversity):
-                suffix = ("#neg" if sign < 0 else "") + (f"#{k}" if diversity > 1 else "")
-                labels.append(f"{u}{suffix}".replace("#neg#", "#neg_"))
-                parts.append(sign * unit_objective(u, batch=start + k))
+                labels.append(str(VisLabel(u, neg, k if diversity > 1 else None)))
+                parts.append((-1 if neg else 1) * unit_objective(u, batch=start + k))
             if diversity > 1:
-                parts.append(-diversity_weight * diversity_objective(layer, batch=slice(start, start + diversity)))
+                parts.append(-diversity_weight * diversity_objective(u.layer, batch=slice(start, start + diversity)))
     return Objective.sum(parts), labels
+
+
+def _what(units: Sequence[str]) -> str:
+    """Units named in an error message: the first few and how many more."""
+    shown = ", ".join(units[:4]) + (f" and {len(units) - 4} more" if len(units) > 4 else "")
+    return f"unit{'s' if len(units) > 1 else ''} {shown}"
 
 
 def render_units(
     model: nn.Module,
     units: Sequence[str],
     *,
-    size: int = 128,
-    steps: int = 512,
-    thresholds: Sequence[int] | None = None,
     diversity: int = 1,
     negative: bool = False,
     diversity_weight: float = 1e2,
     param: Callable[[int], tuple[list[torch.Tensor], Callable[[], torch.Tensor]]] | None = None,
-    transforms: Sequence[Transform] | None = None,
-    optimizer: OptimizerFn | None = None,
-    seed: int | None = None,
-    progress: bool = True,
-    redirect_relu: bool = True,
-    device: str | torch.device | None = None,
+    options: RenderOptions | None = None,
+    **overrides: Any,
 ) -> UnitsResult:
     """Visualize many units in one optimized batch: element ``i`` serves unit ``i``.
 
@@ -212,25 +247,28 @@ def render_units(
         units: names such as ``["mixed3b:379", "mixed4a:476@7,7"]``; all are validated before any work.
         diversity: images per unit, pushed apart by Lucid's diversity penalty (weight ``diversity_weight``).
         negative: also render images that *minimize* each unit.
-        param: ``batch -> (params, image_fn)``; default ``param.image(size, batch=batch)``.
+        param: ``batch -> (params, image_fn)``; default ``param.image(options.size, batch=batch)``.
+        options: ``RenderOptions``; ``overrides`` replace some of its fields (``steps=8``).
     Returns:
         ``UnitsResult``: ``images[step]`` ``[len(units) * diversity * (2 if negative else 1), 3, size, size]``,
         ``labels``, final ``activations`` and the summed objective's trace.
     """
+    options = _resolve(options, overrides)
     if not units:
         raise MechscopeError("render_units needs at least one unit")
     if diversity < 1:
         raise MechscopeError(f"diversity is the number of images per unit, at least 1 (got {diversity})")
-    _check_units(model, units, size)
-    device = _model_device(model, device)
-    objective, labels = units_objective(units, diversity, negative, diversity_weight)
-    make = param or (lambda batch: param_mod.image(size, batch=batch, device=device))
-    result = UnitsResult(images={}, units=list(units), labels=labels,
-                         settings={"size": size, "steps": steps, "diversity": diversity, "negative": negative,
-                                   "diversity_weight": diversity_weight, "seed": seed, "redirect_relu": redirect_relu,
-                                   "optimizer": "Adam(lr=0.05)" if optimizer is None else repr(optimizer)})
-    result, image_fn = _optimize(model, objective, lambda: make(len(labels)), transforms, optimizer,
-                                 _check_thresholds(thresholds, steps), seed, progress, redirect_relu, result)
+    names = [str(u) for u in _check_units(model, units, options.size)]
+    device = _model_device(model, options.device)
+    objective, labels = units_objective(names, diversity, negative, diversity_weight)
+    make = param or (lambda batch: param_mod.image(options.size, batch=batch, device=device))
+    result = UnitsResult(images={}, units=names, labels=labels,
+                         settings={"size": options.size, "steps": options.steps, "diversity": diversity,
+                                   "negative": negative, "diversity_weight": diversity_weight, "seed": options.seed,
+                                   "redirect_relu": options.redirect_relu,
+                                   "optimizer": "Adam(lr=0.05)" if options.optimizer is None
+                                   else repr(options.optimizer)})
+    result, image_fn = _optimize(model, objective, lambda: make(len(labels)), options, _what(names), result)
     result.activations = _final_activations(model, labels, image_fn)
     return result
 
@@ -241,43 +279,39 @@ def render_interpolation(
     unit_b: str,
     frames: int = 8,
     *,
-    size: int = 128,
-    steps: int = 512,
-    thresholds: Sequence[int] | None = None,
     alignment_weight: float = 1e-1,
-    transforms: Sequence[Transform] | None = None,
-    optimizer: OptimizerFn | None = None,
-    seed: int | None = None,
-    progress: bool = True,
-    redirect_relu: bool = True,
-    device: str | torch.device | None = None,
+    options: RenderOptions | None = None,
+    **overrides: Any,
 ) -> UnitsResult:
     """Interpolate between two channel units over ``frames`` images (Lucid's recipe).
 
     Frame ``i`` maximizes ``channel_interpolate`` with weight ``i / (frames - 1)`` on ``unit_b``; the frames share
     low-resolution parameters (``param.shared_image``) and, with ``alignment_weight > 0``, Lucid's alignment term
-    at ``unit_a``'s layer keeps neighbouring frames alike.
+    at ``unit_a``'s layer keeps neighbouring frames alike.  ``options``: ``RenderOptions`` (``overrides`` replace
+    some of its fields).
 
     Returns:
         ``UnitsResult`` with ``images[step]`` ``[frames, 3, size, size]``; ``labels`` ``"a->b@t"``; ``activations``
         the interpolated objective of each frame on its final image.
     """
-    a, b = (validate(model, parse_unit(u)) for u in (unit_a, unit_b))
+    options = _resolve(options, overrides)
+    a, b = (parse_unit(u) for u in (unit_a, unit_b))
     if a.position is not None or b.position is not None:
         raise MechscopeError("interpolation is between channels: give units without a position")
+    _check_units(model, [a, b], options.size)
     if frames < 2:
         raise MechscopeError(f"an interpolation needs at least 2 frames (got {frames})")
-    device = _model_device(model, device)
+    device = _model_device(model, options.device)
     objective = channel_interpolate(a.layer, a.channel, b.layer, b.channel)
     if alignment_weight:
         objective = objective + alignment_weight * alignment(a.layer)
     weights = [i / (frames - 1) for i in range(frames)]
     result = UnitsResult(images={}, units=[str(a), str(b)], labels=[f"{a}->{b}@{w:.2f}" for w in weights],
-                         settings={"size": size, "steps": steps, "frames": frames, "seed": seed,
-                                   "alignment_weight": alignment_weight, "redirect_relu": redirect_relu})
-    result, image_fn = _optimize(model, objective, lambda: param_mod.shared_image(size, frames, device=device),
-                                 transforms, optimizer, _check_thresholds(thresholds, steps), seed, progress,
-                                 redirect_relu, result)
+                         settings={"size": options.size, "steps": options.steps, "frames": frames,
+                                   "seed": options.seed, "alignment_weight": alignment_weight,
+                                   "redirect_relu": options.redirect_relu})
+    result, image_fn = _optimize(model, objective, lambda: param_mod.shared_image(options.size, frames, device=device),
+                                 options, f"the interpolation {a} -> {b}", result)
     with torch.no_grad():
         acts = capture(model, image_fn(), sorted({a.layer, b.layer}))
         result.activations = [
@@ -287,31 +321,39 @@ def render_interpolation(
     return result
 
 
-def _check_units(model: nn.Module, units: Sequence[str], size: int) -> None:
-    """Every unit exists, its channel is in range and its position lies inside its map at ``size`` px."""
-    parsed = [validate(model, parse_unit(u)) for u in units]
-    placed = [u for u in parsed if u.position is not None]
-    if not placed:
-        return
-    shapes = layer_shapes(model, (3, size, size), sorted({u.layer for u in placed}))
-    for u in placed:
-        h, w = shapes[u.layer][-2:]
-        if not (u.position[0] < h and u.position[1] < w):
-            raise MechscopeError(
-                f"unit {u}: position {u.position} is outside layer {u.layer!r}'s {h}x{w} map at {size} px; "
-                f"use a larger --size or a position inside the map"
-            )
+def _check_units(model: nn.Module, units: Sequence[str | Unit], size: int) -> list[Unit]:
+    """Every unit exists, its channel is in range and its position lies inside its map at ``size`` px.
+
+    Widths the model does not declare, and the maps of units with a position, come from one shape probe on the
+    ``meta`` device (no arithmetic, no memory) of a ``[1, 3, size, size]`` input.
+    """
+    parsed = [validate(model, parse_unit(u)) for u in units]  # layers exist; declared widths checked
+    unknown = {u.layer for u in parsed if layer_width(model, u.layer) is None}
+    probe = sorted(unknown | {u.layer for u in parsed if u.position is not None})
+    shapes = layer_shapes(model, (3, size, size), probe) if probe else {}
+    for u in parsed:
+        if u.layer in unknown:
+            if not shapes[u.layer]:
+                raise MechscopeError(f"layer {u.layer!r} outputs a scalar per image; it has no channels to visualize")
+            validate(model, u, width=shapes[u.layer][0])
+        if u.position is not None:
+            h, w = shapes[u.layer][-2:]
+            if not (u.position[0] < h and u.position[1] < w):
+                raise MechscopeError(
+                    f"unit {u}: position {u.position} is outside layer {u.layer!r}'s {h}x{w} map at {size} px; "
+                    f"use a larger --size or a position inside the map"
+                )
+    return parsed
 
 
 def _final_activations(model: nn.Module, labels: list[str], image_fn: Callable[[], torch.Tensor]) -> list[float]:
     """Each element's unit activation on its final image, without transforms."""
     with torch.no_grad():
         image = image_fn()[:, :3]
-        unit_names = [label.split("#")[0] for label in labels]
-        objectives = [unit_objective(u, batch=i) for i, u in enumerate(unit_names)]
+        objectives = [unit_objective(VisLabel.parse(label).unit, batch=i) for i, label in enumerate(labels)]
         acts = capture(model, image, sorted({o.layers[0] for o in objectives}))
         return [float(o(acts)) for o in objectives]
 
 
-__all__ = ["render", "render_units", "render_interpolation", "units_objective", "RenderResult", "UnitsResult",
-           "file_stem"]
+__all__ = ["render", "render_units", "render_interpolation", "units_objective", "RenderOptions", "RenderResult",
+           "UnitsResult", "file_stem"]

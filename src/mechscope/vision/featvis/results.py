@@ -12,8 +12,10 @@ from pathlib import Path
 
 import torch
 
-from mechscope.images import png_bytes, save_png
 from mechscope.artefacts import atomic_write_bytes
+from mechscope.errors import MechscopeError
+from mechscope.images import png_bytes, save_png
+from mechscope.units import VisLabel, file_stem
 
 
 @dataclass
@@ -38,7 +40,8 @@ class RenderResult:
 
 @dataclass
 class UnitsResult(RenderResult):
-    """``render_units``'s result: batch element ``i`` shows ``labels[i]`` (its unit, copy and sign).
+    """``render_units``'s result: batch element ``i`` shows ``labels[i]`` (its unit, copy and sign: the ``str`` of
+    a ``units.VisLabel``).
 
     ``activations[i]`` is that element's objective on its final image, seen without transforms.
     """
@@ -56,7 +59,7 @@ class UnitsResult(RenderResult):
         for i, label in enumerate(self.labels):
             written.append(save_png(self.final[i], out / f"{file_stem(label)}.png"))
         for unit in self.units:
-            mine = [i for i, label in enumerate(self.labels) if label.split("#")[0] == unit]
+            mine = [i for i, label in enumerate(self.labels) if _unit_of(label) == unit]
             record = {"unit": unit, "settings": self.settings, "images": [f"{file_stem(self.labels[i])}.png" for i in mine],
                       "final_activation": [self.activations[i] for i in mine], "trace": self.trace}
             path = out / f"{file_stem(unit)}.json"
@@ -65,6 +68,12 @@ class UnitsResult(RenderResult):
         return written
 
 
-def file_stem(label: str) -> str:
-    """A file name for a unit label: ``mixed3b:379@7,7#neg_1`` -> ``mixed3b_379_at_7_7_neg_1``."""
-    return label.replace(":", "_").replace("@", "_at_").replace(",", "_").replace("#", "_")
+def _unit_of(label: str) -> str | None:
+    """The unit a ``render_units`` label shows; ``None`` for other labels (an interpolation's ``a->b@t``)."""
+    try:
+        return str(VisLabel.parse(label).unit)
+    except MechscopeError:
+        return None
+
+
+__all__ = ["RenderResult", "UnitsResult", "file_stem"]
