@@ -349,3 +349,86 @@ def test_alpha_images_keep_their_alpha_channel(model, tmp_path):
     assert result.final.shape == (1, 4, 16, 16)
     with Image.open(result.save(tmp_path / "a.png")) as im:
         assert im.mode == "RGBA"
+
+
+# ---- options, eval mode, undeclared widths, NaN/inf -------------------------------------------------------------
+from mechscope.vision.featvis.render import RenderOptions  # noqa: E402
+
+
+def test_options_object_and_keyword_overrides_agree(model):
+    options = RenderOptions(steps=4, size=16, seed=3, progress=False, transforms=[])
+    a = render(model, "conv:1", options=options)
+    b = render(model, "conv:1", steps=4, size=16, seed=3, progress=False, transforms=[])
+    c = render(model, "conv:1", options=RenderOptions(steps=9, size=16, seed=3, progress=False), steps=4,
+               transforms=[])
+    assert torch.equal(a.final, b.final) and torch.equal(a.final, c.final) and a.trace == b.trace
+    units = render_units(model, ["conv:1"], options=options)
+    assert units.settings["steps"] == 4 and units.settings["seed"] == 3 and units.final.shape == (1, 3, 16, 16)
+
+
+def test_unknown_render_option_names_the_valid_ones(model):
+    with pytest.raises(mechscope.MechscopeError, match=r"unknown render option\(s\) \['stpes'\]; valid: size, steps"):
+        render(model, "conv:1", stpes=3)
+
+
+def test_every_modules_training_flag_is_restored():
+    net = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3), drop=nn.Dropout(), relu=nn.ReLU()))
+    net.train()
+    net.drop.eval()  # a model left half in train mode stays so
+    seen = []
+    net.conv.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    quick(net, steps=2)
+    assert seen and not any(seen)
+    assert net.training and net.conv.training and not net.drop.training
+
+
+def test_undeclared_width_is_measured_before_any_work():
+    net = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 5, 3), relu=nn.ReLU(), pool=nn.AdaptiveAvgPool2d(1)))
+    assert mechscope.units.layer_width(net, "relu") is None  # nothing declares it
+    calls = []
+
+    def param_fn(batch):
+        calls.append(batch)
+        return param.image(8, batch=batch)
+
+    for call in (lambda: render_units(net, ["relu:0", "relu:5"], param=param_fn, steps=1),
+                 lambda: render(net, "relu:5", steps=1),
+                 lambda: render_interpolation(net, "relu:0", "pool:7", steps=1)):
+        with pytest.raises(mechscope.MechscopeError, match=r"5 channels \(valid: 0..4\)"):
+            call()
+    assert calls == []
+    assert render_units(net, ["relu:4"], size=8, steps=1, progress=False).final.shape == (1, 3, 8, 8)
+
+
+class NaNAfter(nn.Module):
+    """A conv whose output turns NaN from the ``after``-th forward on."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.conv, self.after, self.calls = nn.Conv2d(3, 4, 3), after, 0
+
+    def forward(self, x):
+        self.calls += 1
+        y = self.conv(x)
+        return y * float("nan") if self.calls >= self.after else y
+
+
+@pytest.mark.parametrize("after", [1, 5, 20])
+def test_nan_loss_stops_with_the_step_and_what_to_try(after):
+    net = nn.Sequential(OrderedDict(body=NaNAfter(after)))
+    with pytest.raises(mechscope.MechscopeError) as info:
+        render_units(net, ["body:1", "body:2"], size=16, steps=40, seed=0, progress=False)
+    message = str(info.value)
+    assert f"became NaN at step {after} of 40" in message and "units body:1, body:2" in message
+    assert "lower learning rate" in message and "fewer steps" in message
+    assert net[0].calls <= after + 16  # stopped within one check interval, not after all 40 steps
+
+
+def test_nan_weights_are_named():
+    net = tiny_model()
+    with torch.no_grad():
+        net.conv.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(mechscope.MechscopeError, match=r"at step 1 of 3; the model's weights hold NaN/inf values "
+                                                        r"\(conv.weight\)"):
+        quick(net, "conv:0", steps=3)
+    assert all(p.requires_grad for p in net.parameters()) and net.training
