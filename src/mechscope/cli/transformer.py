@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from mechscope.errors import MechscopeError
+from mechscope.units import parse_head
 from mechscope.zoo.registry import load_language_model
 from mechscope.plots import new_figure as _figure
 from mechscope.plots import save_figure as _save_fig
@@ -21,10 +22,8 @@ JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
 def _head(spec: str, model: Any) -> tuple[int, int]:
-    try:
-        layer, head = (int(x) for x in spec.split("."))
-    except ValueError:
-        raise MechscopeError(f"a head is LAYER.HEAD, e.g. 1.3; got {spec!r}") from None
+    parsed = parse_head(spec)  # LAYER.HEAD (1.3) or blocks.1.attn:3
+    layer, head = parsed.layer_index, parsed.head
     cfg = model.cfg
     if not (0 <= layer < cfg.n_layers and 0 <= head < cfg.n_heads):
         raise MechscopeError(f"head {spec} does not exist: the model has layers 0..{cfg.n_layers - 1} and heads "

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from mechscope.reproduce.claims import Claim, Result
+from mechscope.units import Head, parse_head
 
 PAPER = "A Mathematical Framework for Transformer Circuits (Elhage et al., 2021)"
 MIN_INDUCTION, MIN_PREVIOUS, MAX_ONE_LAYER_INDUCTION = 0.4, 0.4, 0.1
@@ -65,8 +66,8 @@ def measure() -> dict:
                     stack.enter_context(ablate_head(model, 0, h))
                 all_ablated = head_scores(model, tokens)["induction"][1, h_ind]
             out[name].update({
-                "induction_head": f"1.{h_ind}", "previous_token_head": f"0.{h_prev}",
-                "previous_token_heads": [f"0.{h}" for h in prev_heads],
+                "induction_head": Head.at(1, h_ind).short, "previous_token_head": Head.at(0, h_prev).short,
+                "previous_token_heads": [Head.at(0, h).short for h in prev_heads],
                 "k_composition_into_induction": k_comp.tolist(),
                 "k_composition_baseline": composition_baseline(model.cfg.d_model, model.cfg.d_head),
                 "induction_after_ablation": float(effect["induction_after"][1, h_ind]),
@@ -99,10 +100,10 @@ def _exist(out: Path) -> Result:
 def _k_composition(out: Path) -> Result:
     two = measure()["attn-only-2l"]
     k = two["k_composition_into_induction"]
-    prev = int(two["previous_token_head"].split(".")[1])
+    prev = parse_head(two["previous_token_head"]).head
     best = max(range(len(k)), key=lambda i: k[i])
     numbers = {"induction_head": two["induction_head"], "previous_token_head": two["previous_token_head"],
-               "k_composition_from_layer0": [_r(v) for v in k], "strongest_from": f"0.{best}",
+               "k_composition_from_layer0": [_r(v) for v in k], "strongest_from": Head.at(0, best).short,
                "random_baseline": _r(two["k_composition_baseline"])}
     return Result(numbers, best == prev, [], "K-composition ||W_QK^T W_OV|| / (||W_QK|| ||W_OV||) on the "
                   "LayerNorm-folded weights (transformer.circuits.composition_scores).")
@@ -110,8 +111,8 @@ def _k_composition(out: Path) -> Result:
 
 def _copies(out: Path) -> Result:
     two = measure()["attn-only-2l"]
-    layer, head = (int(x) for x in two["induction_head"].split("."))
-    score = two["copying"][layer][head]
+    induction = parse_head(two["induction_head"])
+    score = two["copying"][induction.layer_index][induction.head]
     return Result({"induction_head": two["induction_head"], "copying_score": _r(score),
                    "all_heads": [[_r(v) for v in row] for row in two["copying"]]}, score >= MIN_COPYING, [],
                   "Copying score Re(sum of eigenvalues) / sum |eigenvalues| of W_E W_V W_O W_U, from the "
@@ -120,8 +121,8 @@ def _copies(out: Path) -> Result:
 
 def _ablation(out: Path) -> Result:
     two = measure()["attn-only-2l"]
-    layer, head = (int(x) for x in two["induction_head"].split("."))
-    before = two["scores"]["induction"][layer][head]
+    induction = parse_head(two["induction_head"])
+    before = two["scores"]["induction"][induction.layer_index][induction.head]
     after = two["induction_after_ablating_all"]
     return Result({"previous_token_heads": two["previous_token_heads"], "induction_head": two["induction_head"],
                    "induction_before": _r(before), "induction_after": _r(after),

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from mechscope.errors import MechscopeError
+from mechscope.units import Head
 
 KINDS = ("previous_token", "induction", "duplicate_token")
 DEFAULT_THRESHOLDS: dict[str, float] = {"previous_token": 0.4, "induction": 0.4, "duplicate_token": 0.4}
@@ -178,7 +179,7 @@ def classify_heads(scores: Mapping[str, Tensor], thresholds: Mapping[str, float]
             values = {k: float(v[layer, h]) for k, v in scores.items()}
             for kind, value in values.items():
                 if value >= limits[kind]:
-                    rows.append({"head": f"{layer}.{h}", "layer": layer, "index": h, "kind": kind, **values})
+                    rows.append({"head": Head.at(layer, h).short, "layer": layer, "index": h, "kind": kind, **values})
     return rows
 
 
@@ -187,7 +188,7 @@ def classify_heads(scores: Mapping[str, Tensor], thresholds: Mapping[str, float]
 
 def _check_head(model: Any, layer: int, head: int) -> None:
     if not 0 <= layer < model.cfg.n_layers or not 0 <= head < model.cfg.n_heads:
-        raise MechscopeError(f"no head {layer}.{head}: the model has layers 0..{model.cfg.n_layers - 1} and heads "
+        raise MechscopeError(f"no head {Head.at(layer, head).short}: the model has layers 0..{model.cfg.n_layers - 1} and heads "
                              f"0..{model.cfg.n_heads - 1}")
 
 
@@ -270,7 +271,7 @@ def ablation_effect(model: Any, layer: int, head: int, tokens: Tensor | None = N
     tokens = default_tokens(model) if tokens is None else tokens
     s = _seq_len(tokens)
     names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.cfg.n_layers)]
-    out: dict[str, Any] = {"head": f"{layer}.{head}", "kind": kind}
+    out: dict[str, Any] = {"head": Head.at(layer, head).short, "kind": kind}
 
     def measure(suffix: str) -> None:
         with torch.no_grad():
