@@ -432,3 +432,19 @@ def test_nan_weights_are_named():
                                                         r"\(conv.weight\)"):
         quick(net, "conv:0", steps=3)
     assert all(p.requires_grad for p in net.parameters()) and net.training
+
+
+class ItemInForward(nn.Module):
+    """A model whose forward reads a Python number, which the ``meta`` device cannot give."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.relu = nn.Conv2d(3, 4, 3), nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.conv(x)) * (1.0 + 0 * x.mean().item())
+
+
+def test_a_model_that_cannot_run_on_meta_still_renders():
+    net = ItemInForward()
+    assert render_units(net, ["relu:2"], size=8, steps=2, progress=False).final.shape == (1, 3, 8, 8)

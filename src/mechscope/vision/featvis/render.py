@@ -325,12 +325,18 @@ def _check_units(model: nn.Module, units: Sequence[str | Unit], size: int) -> li
     """Every unit exists, its channel is in range and its position lies inside its map at ``size`` px.
 
     Widths the model does not declare, and the maps of units with a position, come from one shape probe on the
-    ``meta`` device (no arithmetic, no memory) of a ``[1, 3, size, size]`` input.
+    ``meta`` device (no arithmetic, no memory) of a ``[1, 3, size, size]`` input; where a model cannot run there,
+    undeclared widths are left to the render itself.
     """
     parsed = [validate(model, parse_unit(u)) for u in units]  # layers exist; declared widths checked
     unknown = {u.layer for u in parsed if layer_width(model, u.layer) is None}
     probe = sorted(unknown | {u.layer for u in parsed if u.position is not None})
-    shapes = layer_shapes(model, (3, size, size), probe) if probe else {}
+    try:
+        shapes = layer_shapes(model, (3, size, size), probe) if probe else {}
+    except (RuntimeError, NotImplementedError, TypeError):
+        if any(u.position is not None for u in parsed):
+            raise
+        return parsed  # a model that cannot run on ``meta`` (.item(), numpy): its undeclared widths go unchecked
     for u in parsed:
         if u.layer in unknown:
             if not shapes[u.layer]:
