@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any
 
 import torch
@@ -47,7 +48,7 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def _first_floating(model: nn.Module) -> torch.Tensor | None:
-    return next((t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()), None)
+    return next((t for t in chain(model.parameters(), model.buffers()) if t.is_floating_point()), None)
 
 
 def placement(model: nn.Module) -> dict[str, Any]:
