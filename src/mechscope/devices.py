@@ -11,12 +11,16 @@ Example::
     False
     >>> net[0].training, placement(net)["dtype"]
     (True, torch.float32)
+    >>> from mechscope.devices import model_device
+    >>> model_device(net), model_device(nn.ReLU()), model_device(nn.ReLU(), default=None)
+    (device(type='cpu'), device(type='cpu'), None)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any
 
 import torch
@@ -43,9 +47,22 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
+def _first_floating(model: nn.Module) -> torch.Tensor | None:
+    return next((t for t in chain(model.parameters(), model.buffers()) if t.is_floating_point()), None)
+
+
 def placement(model: nn.Module) -> dict[str, Any]:
     """``device`` and ``dtype`` of the model's first floating tensor (CPU float32 for a model with none)."""
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.is_floating_point():
-            return {"device": t.device, "dtype": t.dtype}
+    t = _first_floating(model)
+    if t is not None:
+        return {"device": t.device, "dtype": t.dtype}
     return {"device": torch.device("cpu"), "dtype": torch.float32}
+
+
+def model_device(model: nn.Module, default: str | torch.device | None = "cpu") -> torch.device | None:
+    """The device of the model's first floating parameter or buffer; ``default`` (as a ``torch.device``, or
+    ``None``) for a model with none.  The one place that asks a model where it lives."""
+    t = _first_floating(model)
+    if t is not None:
+        return t.device
+    return None if default is None else torch.device(default)

@@ -29,14 +29,15 @@ def new_figure(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     return plt.subplots(*args, **kwargs)
 
 
-def save_figure(fig: Any, path: Path, dpi: int = 90) -> Path:
-    """Write ``fig`` to ``path`` as a PNG (atomically, tight bounding box) and close it; returns ``path``."""
+def save_figure(fig: Any, path: Path, dpi: int = 90, *, tight: bool = True) -> Path:
+    """Write ``fig`` to ``path`` as a PNG (atomically; cropped to a tight bounding box unless ``tight=False``)
+    and close it; returns ``path``.  Every figure the package writes to a file goes through here."""
     import matplotlib.pyplot as plt
 
     from mechscope.artefacts import atomic_write_bytes
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, **({"bbox_inches": "tight"} if tight else {}))
     atomic_write_bytes(path, buf.getvalue())
     plt.close(fig)   # pyplot keeps every figure alive until closed
     return path

@@ -5,7 +5,9 @@ warm-up and cosine decay.  ``batch(step)`` must be a pure function of the step n
 ``step * B ... (step + 1) * B`` of a procedural dataset), so that a run stopped at any step and resumed from
 its checkpoint sees exactly the batches an uninterrupted run would.  The checkpoint (model, optimizer, step,
 metrics log, config, torch RNG state) is written atomically every ``config.checkpoint_every`` steps and at the
-end; ``train`` resumes from it when it exists and matches the config.
+end; ``train`` resumes from it when it exists and matches the config.  A loss, gradient or weight that turns NaN/inf
+stops the run with a ``MechscopeError`` naming the step; the checkpoint on disk is then the last finite state
+(a non-finite state is never saved), and a rerun with the same settings resumes from it.
 
 Example::
 
@@ -76,6 +78,26 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _diverged(what: str, step: int, config: TrainConfig, path: Path | None, saved: int | None) -> MechscopeError:
+    """The error of a run whose ``what`` ("the loss is", ...) turned NaN/inf at 1-based ``step``."""
+    if path is None:
+        kept = "no checkpoint was being written"
+    elif saved is None:
+        kept = f"no checkpoint had been written yet to {path}"
+    else:
+        kept = (f"the last good checkpoint (step {saved}) is kept at {path}: rerunning with the same settings resumes "
+                f"from it, other settings need it deleted")
+    clip = f"grad_clip={config.grad_clip}" if config.grad_clip is not None else "no gradient clipping"
+    return MechscopeError(
+        f"training diverged at step {step} of {config.steps}: {what} not finite (NaN or inf). "
+        f"Try a lower learning rate (lr={config.lr}), gradient clipping ({clip}, try a smaller value), "
+        f"or check the data for NaN/inf values; {kept}")
+
+
+def _finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
+
+
 def train(
     model: nn.Module,
     batch: Callable[[int], tuple[Any, Any]],
@@ -90,16 +112,22 @@ def train(
     """Train ``model`` in place; returns the metrics log (one dict per ``log_every`` steps: ``step``, ``lr``,
     ``seconds`` and the averages of what ``loss`` returned).
 
+    Raises:
+        MechscopeError: the loss, the gradient norm (when clipping) or the weights turned NaN/inf; the message
+            names the step and what to try, and the checkpoint keeps the last finite state.
+
     Args:
         batch: ``step -> (inputs, targets)``, a pure function of the step.
         loss: ``(model(inputs), targets) -> (scalar loss, {name: float})``.
         checkpoint: a file; resumed from when present (refused if it was written with another config).
+            Only finite states are written to it.
         on_step: called after every step with ``(step + 1, model)`` (e.g. for probes at checkpoints).
         prepare: applied to the inputs before the forward (e.g. a memory-format change).
     """
     torch.manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start, log, elapsed = 0, [], 0.0
+    saved: int | None = None   # the step of the checkpoint on disk
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
         try:
@@ -113,45 +141,54 @@ def train(
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         start, log, elapsed = state["step"], state["log"], state["seconds"]
+        saved = start
 
     def save(step: int) -> None:
+        nonlocal saved
         if path is not None:
+            if not _finite(model):
+                raise _diverged("the weights are", step, config, path, saved)
+            saved = step
             _save(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "log": log,
                          "config": asdict(config), "rng": torch.get_rng_state(), "seconds": elapsed})
 
     model.train()
     sums: dict[str, float] = {}
     count = 0
-    bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="train", unit="step")
-    t0 = time.perf_counter()
-    for step in range(start, config.steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, config)
-        inputs, targets = batch(step)
-        if prepare is not None:
-            inputs = prepare(inputs)
-        value, metrics = loss(model(inputs), targets)
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        if config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        opt.step()
-        for k, v in {"loss": float(value.detach()), **metrics}.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
-        bar.update(1)
-        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-            now = time.perf_counter()
-            elapsed, t0 = elapsed + now - t0, now
-            log.append({"step": step + 1, "lr": lr_at(step, config), "seconds": round(elapsed, 1),
-                        **{k: v / count for k, v in sums.items()}})
-            bar.set_postfix({k: f"{v:.3f}" for k, v in log[-1].items() if k not in ("step", "lr", "seconds")})
-            sums, count = {}, 0
-        if on_step is not None:
-            on_step(step + 1, model)
-            model.train()
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            save(step + 1)
-    bar.close()
+    with tqdm(total=config.steps, initial=start, disable=not progress, desc="train", unit="step") as bar:
+        t0 = time.perf_counter()
+        for step in range(start, config.steps):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, config)
+            inputs, targets = batch(step)
+            if prepare is not None:
+                inputs = prepare(inputs)
+            value, metrics = loss(model(inputs), targets)
+            loss_value = float(value.detach())
+            if not math.isfinite(loss_value):
+                raise _diverged("the loss is", step + 1, config, path, saved)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            if config.grad_clip is not None:
+                norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                if not bool(torch.isfinite(norm)):
+                    raise _diverged("the gradient norm is", step + 1, config, path, saved)
+            opt.step()
+            for k, v in {"loss": loss_value, **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            bar.update(1)
+            if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+                now = time.perf_counter()
+                elapsed, t0 = elapsed + now - t0, now
+                log.append({"step": step + 1, "lr": lr_at(step, config), "seconds": round(elapsed, 1),
+                            **{k: v / count for k, v in sums.items()}})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in log[-1].items() if k not in ("step", "lr", "seconds")})
+                sums, count = {}, 0
+            if on_step is not None:
+                on_step(step + 1, model)
+                model.train()
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+                save(step + 1)
     model.eval()
     return log

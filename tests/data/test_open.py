@@ -18,7 +18,6 @@ def test_shapes_specs_parse():
 
 
 def test_shapes_spec_opens_the_world():
-    pytest.importorskip("mechscope.data.shapes")
     ds = open_dataset("shapes:6:2", 32)
     (indices, images), = list(ds.batches(6))
     assert len(ds) == 6 and indices == list(range(6)) and images.shape == (6, 3, 32, 32)

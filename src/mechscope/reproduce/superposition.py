@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from mechscope.plots import save_figure
 from mechscope.reproduce.claims import Claim, Result
 
 PAPER = "Toy Models of Superposition (Elhage et al., 2022)"
@@ -26,7 +27,7 @@ def _figure(result, key: str, out: Path) -> list[str]:
     if fig is None:
         return []
     name = f"tms_{result.name}_{key}.png"
-    fig.savefig(out / name, dpi=80, bbox_inches="tight")
+    save_figure(fig, out / name, dpi=80)
     return [name]
 
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mechscope.capture import capture
+from mechscope.devices import model_device
 from mechscope.errors import MechscopeError
 
 __all__ = [
@@ -427,7 +428,7 @@ def capture_activations(
     """
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
         raise MechscopeError(f"capture_activations: max_rows must be an integer >= 1, got {max_rows!r}")
-    param = next(model.parameters(), None)
+    device = model_device(model, default=None)   # a model without weights: the inputs stay where they are
     out: list[Tensor] = []
     n = 0
     for item in batches:
@@ -435,8 +436,8 @@ def capture_activations(
         if not isinstance(x, Tensor):
             raise MechscopeError(f"capture_activations: each batch must be a tensor or an (indices, inputs) pair, "
                                  f"got {type(x).__name__}")
-        if param is not None:
-            x = x.to(param.device)
+        if device is not None:
+            x = x.to(device)
         rows = _rows(capture(model, x, [layer])[layer].detach(), layer)
         out.append(rows[: max_rows - n])
         n += out[-1].shape[0]

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mechscope.devices import model_device
 from mechscope.errors import MechscopeError, unknown_name
 from mechscope.superposition.fast import adamw_step, FastToy
 
@@ -347,7 +348,7 @@ def train_toy(
         model = ToyModel(config, seed=seed)
     elif model.config != config:
         raise MechscopeError(f"train_toy: model was built for {model.config}, not {config}.")
-    device = next(model.parameters()).device
+    device = model_device(model)
     imp = _broadcast(importance, config, "importance")
     p = _broadcast(feature_probability, config, "feature_probability", probability=True)
     imp_d, p_d = imp.to(device), p.to(device)
@@ -434,7 +435,7 @@ def best_of(
     seed_losses = trained.losses.view(k, n)
     chosen = seed_losses.argmin(dim=0)  # [n]
     index = chosen * n + torch.arange(n)
-    device = next(trained.model.parameters()).device
+    device = model_device(trained.model)
     kept = ToyModel(config).to(device)
     with torch.no_grad():
         for name, param in trained.model.named_parameters():

@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from mechscope.artefacts import load_npz, save_npz
 from mechscope.capture import as_map, capture
-from mechscope.devices import resolve_device
+from mechscope.devices import model_device, resolve_device
 from mechscope.errors import MechscopeError, unknown_name
 from mechscope.units import parse_layers
 from mechscope.vision.evidence.crops import GREY, crops_at  # noqa: F401  (GREY: re-exported)
@@ -278,7 +278,7 @@ def dataset_examples(
         if state.layers and set(state.layers) != set(names):
             raise MechscopeError(f"the state to resume covers layers {list(state.layers)}, not {names}")
         state = ExamplesState(k=state.k, layers=dict(state.layers), seen=state.seen, last_index=state.last_index)
-    device = resolve_device(device) if device is not None else next((p.device for p in model.parameters()), "cpu")
+    device = resolve_device(device) if device is not None else model_device(model)
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from mechscope.artefacts import load_npz, save_npz
 from mechscope.capture import as_map, capture
-from mechscope.devices import resolve_device
+from mechscope.devices import model_device, resolve_device
 from mechscope.errors import MechscopeError
 from mechscope.units import parse_layers
 from mechscope.vision.evidence.examples import _update as _update_examples
@@ -241,7 +241,7 @@ def scan(
     else:
         state = ScanState(layers=names, examples=ExamplesState(k=k), stats={}, sample=Sample(sample, seed), bins=bins,
                           settings=settings)
-    device = resolve_device(device) if device is not None else next((p.device for p in model.parameters()), "cpu")
+    device = resolve_device(device) if device is not None else model_device(model)
     ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     try:
         total = len(dataset)

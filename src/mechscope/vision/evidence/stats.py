@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from mechscope.artefacts import load_npz, save_npz
 from mechscope.capture import capture
-from mechscope.devices import resolve_device
+from mechscope.devices import model_device, resolve_device
 from mechscope.errors import MechscopeError, unknown_name
 from mechscope.units import parse_layers
 from mechscope.vision.evidence.stats_kernels import batch_arrays
@@ -305,7 +305,7 @@ def activation_stats(
                          "stats cover every channel of a layer; index the result by channel")
     if not isinstance(bins, int) or bins < 1:
         raise MechscopeError(f"bins must be a positive int, got {bins!r}")
-    device = resolve_device(device) if device is not None else next((p.device for p in model.parameters()), "cpu")
+    device = resolve_device(device) if device is not None else model_device(model)
     total: dict[str, UnitStats] = {}
     ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     modes = [(m, m.training) for m in model.modules()]
