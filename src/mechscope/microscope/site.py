@@ -54,6 +54,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -69,7 +70,7 @@ import jinja2
 
 from mechscope.artefacts import atomic_write_bytes
 from mechscope.errors import MechscopeError
-from mechscope.store import Store, open_store, read_png, read_rows
+from mechscope.store import Store, open_store, read_png, read_rows, unit_channels
 
 HTML = "text/html; charset=utf-8"
 PNG = "image/png"
@@ -180,10 +181,7 @@ class _View:
             if isinstance(n, int) and n > 0:
                 self._units[key] = list(range(n))
             else:
-                sql = " UNION ".join(f"SELECT channel FROM {t} WHERE model = ? AND layer = ? AND channel >= 0"
-                                     for t in ("figures", "examples", "stats"))
-                rows = self.store.db.execute(sql, key * 3).fetchall()
-                self._units[key] = sorted(int(r[0]) for r in rows)
+                self._units[key] = unit_channels(self.store, model, layer)
         return self._units[key]
 
     def has_unit(self, model: str, layer: str, channel: int) -> bool:
@@ -247,158 +245,17 @@ def _parse_unit(name: Any) -> tuple[str, int] | None:
     return (layer, int(ch)) if re.fullmatch(r"0|[1-9][0-9]*", ch) else None
 
 
-# ---------------------------------------------------------------------------------------------------- templates
 
-_BASE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{% block title %}{% endblock %} · mechscope Microscope</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:72em;padding:0 1em;color:#222}
-a{color:#1558b0;text-decoration:none}a:hover{text-decoration:underline}
-nav{font-size:.9em;margin-bottom:1em;color:#666}
-table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left}
-.grid{display:flex;flex-wrap:wrap;gap:.6em}
-.cell{width:128px;font-size:.8em;text-align:center;color:#222}
-.grid:not(.all) .cell.empty{display:none}
-.cell img,.cell .blank{width:128px;height:128px;object-fit:contain;background:#eee;display:block;image-rendering:pixelated}
-figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top;max-width:100%}
-figure img{max-width:min(100%,820px);image-rendering:pixelated}
-figcaption{font-size:.85em;color:#444;max-width:480px}
-img.vis{height:192px;width:auto}
-.examples{display:flex;flex-wrap:wrap;gap:.4em}.example{margin:0;text-align:center}
-.example img,.example .blank{width:96px;height:96px;image-rendering:pixelated;display:block}.example figcaption{font-size:.75em}
-.muted{color:#888}
-.note{font-size:.85em;margin:.2em 0}table.data td{font-family:ui-monospace,monospace;white-space:pre}
-</style></head><body>
-<nav>{% block nav %}{% endblock %}</nav>
-{% block body %}{% endblock %}
-</body></html>
-"""
 
-_INDEX = """{% extends "base.html" %}
-{% block title %}Index{% endblock %}
-{% block nav %}mechscope Microscope{% endblock %}
-{% block body %}
-<h1>Microscope</h1>
-<form id="search" autocomplete="off">
-<label for="q">Go to a unit</label> <input id="q" placeholder="{{ example }}" size="30">
-<button type="submit">Go</button> <span id="msg" class="muted"></span>
-</form>
-{% for model, layers in models %}
-<h2>{{ model }}</h2>
-<table><tr><th>layer</th><th>kind</th><th>units</th></tr>
-{% for l in layers %}<tr><td><a href="{{ l.href }}">{{ l.name }}</a></td><td>{{ l.kind }}</td><td>{{ l.count }}</td></tr>
-{% endfor %}</table>
-{% else %}
-<p class="muted">This store has no layers yet: build it first.</p>
-{% endfor %}
-<script>
-const LAYERS = {{ search|tojson }};
-function find(q) {
-  q = q.trim();
-  for (const [model, layer, dir, units] of LAYERS) {
-    for (const name of [layer, model + "/" + layer]) {
-      if (q === name) return dir + "index.html";
-      if (q.startsWith(name + ":")) {
-        const rest = q.slice(name.length + 1);
-        if (/^(0|[1-9][0-9]*)$/.test(rest)) {
-          const c = Number(rest);
-          if (typeof units === "number" ? c < units : units.includes(c)) return dir + c + ".html";
-        }
-      }
-    }
-  }
-  return null;
-}
-document.getElementById("search").addEventListener("submit", function (e) {
-  e.preventDefault();
-  const url = find(document.getElementById("q").value);
-  if (url) window.location.href = url;
-  else document.getElementById("msg").textContent = "no such unit or layer (type layer:channel)";
-});
-</script>
-{% endblock %}
-"""
 
-_LAYER = """{% extends "base.html" %}
-{% block title %}{{ model }}/{{ layer }}{% endblock %}
-{% block nav %}<a href="{{ home }}">Microscope</a> › {{ model }} › {{ layer }}{% endblock %}
-{% block body %}
-<h1>{{ layer }} <span class="muted">{{ model }}</span></h1>
-<p>{{ units|length }} {{ noun }}s{% if kind %} · {{ kind }}{% endif %} ·
-sort by {% for name in sorts %}<button type="button" data-sort="s{{ loop.index0 }}">{{ name }}</button> {% endfor %}<button type="button" data-sort="channel">{{ noun }}</button>
-{% if empty %} · <label><input type="checkbox" id="show-empty"> show the {{ empty }} {{ noun }}s not built yet</label>{% endif %}</p>
-{% for f in figures %}{% include "figure.html" %}
-{% endfor %}
-<div class="grid{% if not empty %} all{% endif %}" id="grid">
-{% for u in units %}<a class="cell{% if not u.src %} empty{% endif %}" href="{{ u.href }}" data-channel="{{ u.channel }}"{% for v in u.sorts %} data-s{{ loop.index0 }}="{{ v }}"{% endfor %}>
-{% if u.src %}<img src="{{ u.src }}" alt="{{ layer }}:{{ u.channel }}" loading="lazy">{% else %}<span class="blank"></span>{% endif %}
-{{ u.channel }}{% if u.score is not none %} · {{ u.score_name }} {{ u.score_text }}{% endif %}</a>
-{% endfor %}</div>
-<script>
-const toggle = document.getElementById("show-empty");
-if (toggle) toggle.addEventListener("change", function () {
-  document.getElementById("grid").classList.toggle("all", toggle.checked);
-});
-document.querySelectorAll("button[data-sort]").forEach(function (b) {
-  b.addEventListener("click", function () {
-    const grid = document.getElementById("grid");
-    const cells = Array.from(grid.children);
-    const key = b.dataset.sort;
-    cells.sort(function (a, c) {
-      if (key !== "channel") {
-        const x = parseFloat(a.dataset[key]), y = parseFloat(c.dataset[key]);
-        if (isNaN(x) !== isNaN(y)) return isNaN(x) ? 1 : -1;
-        if (!isNaN(x) && x !== y) return y - x;
-      }
-      return Number(a.dataset.channel) - Number(c.dataset.channel);
-    });
-    cells.forEach(function (c) { grid.appendChild(c); });
-  });
-});
-</script>
-{% endblock %}
-"""
 
-_UNIT = """{% extends "base.html" %}
-{% block title %}{{ layer }}:{{ channel }}{% endblock %}
-{% block nav %}<a href="{{ home }}">Microscope</a> › {{ model }} › <a href="{{ layer_href }}">{{ layer }}</a> › {{ channel }}
-{% if prev %} · <a href="{{ prev }}" rel="prev">previous</a>{% endif %}{% if next %} · <a href="{{ next }}" rel="next">next</a>{% endif %}{% endblock %}
-{% block body %}
-<h1>{{ layer }}:{{ channel }} <span class="muted">{{ model }}{% if kind %} · {{ kind }}{% endif %}</span></h1>
-{% for f in figures %}{% include "figure.html" %}
-{% else %}<p class="muted">No figures for this {{ noun }} yet.</p>
-{% endfor %}
-{% for which, rows in examples %}
-<h2>{{ which|capitalize }} examples</h2>
-<div class="examples">
-{% for e in rows %}<figure class="example" title="rank {{ e.rank }} · dataset item {{ e.dataset_index }} · position {{ e.position }}">
-{% if e.src %}<img src="{{ e.src }}" alt="example {{ e.dataset_index }}" loading="lazy">{% else %}<span class="blank"></span>{% endif %}
-<figcaption>{{ e.value }}<br><span class="muted">#{{ e.dataset_index }} {{ e.position }}</span></figcaption></figure>
-{% endfor %}</div>
-{% endfor %}
-{% if stats %}<h2>Statistics</h2>
-<table class="stats">{% for name, value in stats %}<tr><th>{{ name }}</th><td>{{ value }}</td></tr>
-{% endfor %}</table>{% endif %}
-{% endblock %}
-"""
 
-_FIGURE = """<figure id="{{ f.kind }}">
-{% if f.src %}<img src="{{ f.src }}" alt="{{ f.caption }}" loading="lazy"{% if f.kind.startswith("featvis") %} class="vis"{% endif %}>{% endif %}<figcaption>{{ f.caption }}{% if f.score is not none %} · {{ f.score_name }} {{ f.score_text }}{% endif %}</figcaption>
-{% if f.note %}<p class="note">{{ f.note }}</p>{% endif %}
-{% if f.table %}<table class="data"><tr>{% for c in f.table.columns %}<th>{{ c }}</th>{% endfor %}</tr>
-{% for r in f.table.rows %}<tr>{% for v in r %}<td>{{ v }}</td>{% endfor %}</tr>
-{% endfor %}</table>{% endif %}
-{% if f.links %}<table class="links"><tr><th>unit</th><th>weight</th></tr>
-{% for l in f.links %}<tr><td>{% if l.href %}<a href="{{ l.href }}">{{ l.name }}</a>{% else %}{{ l.name }}{% endif %}</td><td>{{ l.weight }}</td></tr>
-{% endfor %}</table>{% endif %}
-</figure>
-"""
-
-_ENV = jinja2.Environment(loader=jinja2.DictLoader({"base.html": _BASE, "index.html": _INDEX, "layer.html": _LAYER,
-                                                    "unit.html": _UNIT, "figure.html": _FIGURE}),
-                          autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+@functools.cache
+def _env() -> jinja2.Environment:
+    """The page templates (``templates/``, package data): ``.html`` autoescaped, CSS and JS included as they are."""
+    return jinja2.Environment(loader=jinja2.PackageLoader("mechscope.microscope", "templates"),
+                              autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
 # ---------------------------------------------------------------------------------------------------- pages
@@ -426,7 +283,7 @@ def _index(view: _View) -> str:
         ranged = not units or units[-1] == len(units) - 1
         search.append([model, layer, href[: -len("index.html")], len(units) if ranged else units])
     example = next((f"{layer}:0" for (_, layer) in view.layers), "mixed3b:379")
-    return _ENV.get_template("index.html").render(models=list(models.items()), search=search, example=example)
+    return _env().get_template("index.html").render(models=list(models.items()), search=search, example=example)
 
 
 def _layer(view: _View, model: str, layer: str, sort: str) -> str:
@@ -466,7 +323,7 @@ def _layer(view: _View, model: str, layer: str, sort: str) -> str:
     if sort == "score":
         units.sort(key=lambda u: (u["score"] is None, -(u["score"] or 0.0), u["channel"]))
     kind = view.kind(model, layer)
-    return _ENV.get_template("layer.html").render(
+    return _env().get_template("layer.html").render(
         model=model, layer=layer, kind=kind, noun=_noun(kind), units=units, figures=figures, sorts=sorts,
         empty=sum(u["src"] is None for u in units) if any(u["src"] for u in units) else 0,
         home=relative_url(page, index_url()))
@@ -542,7 +399,7 @@ def _unit(view: _View, model: str, layer: str, channel: int) -> str:
     prev = relative_url(page, unit_url(model, layer, units[i - 1])) if i > 0 else None
     nxt = relative_url(page, unit_url(model, layer, units[i + 1])) if i + 1 < len(units) else None
     kind = view.kind(model, layer)
-    return _ENV.get_template("unit.html").render(
+    return _env().get_template("unit.html").render(
         model=model, layer=layer, channel=channel, kind=kind, noun=_noun(kind), figures=figures,
         examples=ordered, stats=stats, prev=prev, next=nxt, home=relative_url(page, index_url()),
         layer_href=relative_url(page, layer_url(model, layer)))
@@ -616,10 +473,6 @@ def page_for_path(store: Store, path: str) -> tuple[bytes, str] | None:
 
 # ---------------------------------------------------------------------------------------------------- export
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -661,15 +514,15 @@ def export(store_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str
                                      "folders would clash on case-insensitive file systems; rename one")
             folded[key] = (model, layer)
         counts = {"layers": 0, "units": 0, "pages": 0, "pngs": 0}
-        _write_text(out / index_url(), _index(view))
+        atomic_write_bytes(out / index_url(), _index(view).encode("utf-8"))
         atomic_write_bytes(out / ".nojekyll", b"")  # GitHub Pages: serve folders starting with "_" too
         counts["pages"] += 1
         for model, layer in view.layers:
-            _write_text(out / layer_url(model, layer), _layer(view, model, layer, "score"))
+            atomic_write_bytes(out / layer_url(model, layer), _layer(view, model, layer, "score").encode("utf-8"))
             counts["layers"] += 1
             counts["pages"] += 1
             for ch in view.units(model, layer):
-                _write_text(out / unit_url(model, layer, ch), _unit(view, model, layer, ch))
+                atomic_write_bytes(out / unit_url(model, layer, ch), _unit(view, model, layer, ch).encode("utf-8"))
                 counts["units"] += 1
                 counts["pages"] += 1
         for rel in _referenced_pngs(view):
