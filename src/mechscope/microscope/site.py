@@ -10,12 +10,14 @@ Store contract (what the pages read; anything absent is simply not shown):
   ``examples`` or ``stats``.  ``settings`` may hold ``{"kind": "vision" | "heads" | "toy", ...}`` and
   ``"thumbnail"``: the figure kind shown in the layer grid (default ``"featvis"``).
 * ``figures`` rows ``(model, layer, channel, kind, png, settings)``; ``channel = -1`` is a layer-wide figure
-  (shown on the layer page).  Kinds with a dedicated caption are listed in ``CAPTIONS`` (shown in that order,
-  other kinds after them by name, captioned by their kind): ``"featvis"`` (the unit's feature visualization, its
-  thumbnail in the layer grid), ``"featvis_diversity"``, ``"featvis_negative"``, ``"histogram"``, ``"tuning"``,
-  ``"attribution"``, ``"upstream"`` / ``"downstream"`` (weight heatmaps), the head kinds ``"attention"``,
-  ``"head_scores"``, ``"composition"``, ``"qk_pairs"``, ``"ov_pairs"`` and the toy-model kinds ``"geometry"``,
-  ``"gram"``, ``"norms"``.  ``settings`` (a JSON object) may hold:
+  (shown on the layer page).  The kinds are declared in ``mechscope.microscope.kinds`` (captions, display order:
+  captioned kinds in that order, other kinds after them by name, captioned by their kind): ``"featvis"`` (the
+  unit's feature visualization, its thumbnail in the layer grid), ``"featvis_diversity"``, ``"featvis_negative"``,
+  the dataset kinds ``"log_prob"``, ``"quilt"``, ``"histogram"``, then ``"tuning"``, ``"attribution"``,
+  ``"upstream"`` / ``"downstream"`` (weight heatmaps), the head kinds ``"attention"``, ``"head_scores"``,
+  ``"composition"``, ``"qk_pairs"``, ``"ov_pairs"`` and the toy-model kinds ``"geometry"``, ``"gram"``,
+  ``"norms"``, ``"metrics"``, ``"summary"`` (the last two carry their own caption).  ``settings`` (a JSON object)
+  may hold:
 
   - ``"score"`` (float) and ``"score_name"`` (str): shown beside the caption; the thumbnail figure's score sorts
     the layer grid, and every score name of a layer's figures is a sort button there;
@@ -29,39 +31,24 @@ Store contract (what the pages read; anything absent is simply not shown):
   ``"top"`` / ``"bottom"``.
 * ``stats`` rows ``(model, layer, channel, count, mean, std, fraction_firing, min, max, quantiles, histogram)``.
 
-Site layout (every URL relative to the site root; every link in a page relative to that page, so the site works
-from ``file://`` and any static host)::
-
-    index.html                          the models and their layers, with a client-side unit search
-    <model>/<layer>/index.html          a layer: the grid of its units' feature visualizations
-    <model>/<layer>/<channel>.html      a unit: all its figures, examples, statistics and circuit links
-    png/ab/<sha256>.png                 the store's PNGs, under the same content-addressed names
-
-Names become path segments through ``slug``: letters, digits, ``-`` and ``.`` are kept, every other byte of the
-UTF-8 name is written ``_XX`` (``_`` itself included, a leading ``.`` too), so slugs are injective, URL-safe
-without further quoting, and never ``..``; ``png`` / ``index.html`` are escaped so that they cannot clash with the
-site's own files.  All text goes through Jinja2 with autoescaping.
+Site layout and names: ``mechscope.microscope.urls``.  All text goes through Jinja2 with autoescaping (the
+templates are package files in ``templates/``).
 
 Example::
 
-    >>> unit_url("inceptionv1", "mixed3b", 379)
-    'inceptionv1/mixed3b/379.html'
-    >>> slug("<b>x</b>"), slug("blocks.0_attn"), slug("..")
-    ('_3Cb_3Ex_3C_2Fb_3E', 'blocks.0_5Fattn', '_2E.')
-    >>> relative_url(unit_url("m", "conv1", 3), unit_url("m", "conv2", 7))
-    '../../m/conv2/7.html'
+    >>> import tempfile
+    >>> from mechscope.store import open_store
+    >>> with open_store(tempfile.mkdtemp()) as store:
+    ...     "This store has no layers yet" in render_index(store)
+    True
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import math
 import os
 import re
-import string
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -70,184 +57,16 @@ import jinja2
 
 from mechscope.artefacts import atomic_write_bytes
 from mechscope.errors import MechscopeError
-from mechscope.store import Store, open_store, read_png, read_rows, unit_channels
+from mechscope.microscope.kinds import CAPTIONS, FEATVIS, caption, figure_order, noun
+from mechscope.microscope.urls import (index_url, is_png_path, layer_url, png_url, relative_url, slug,
+                                       unit_url)
+from mechscope.microscope.view import StoreView, link_target, number_text, score_of, stat_text
+from mechscope.store import Store, open_store, read_png, read_rows
 
 HTML = "text/html; charset=utf-8"
 PNG = "image/png"
 
-_SAFE = frozenset(string.ascii_letters + string.digits + "-.")
-_RESERVED = frozenset({"png", "index.html"})  # top-level names of the site itself
-_PNG_PATH = re.compile(r"png/([0-9a-f]{2})/([0-9a-f]{64})\.png")
 _UNIT_FILE = re.compile(r"(0|[1-9][0-9]*)\.html")
-
-CAPTIONS: dict[str, str] = {
-    "featvis": "Feature visualization",
-    "featvis_diversity": "Diversity: different images that all excite the unit",
-    "featvis_negative": "Negative feature visualization: what suppresses the unit",
-    "attention": "Attention pattern on sample text",
-    "head_scores": "Detector scores (previous-token, induction, duplicate-token)",
-    "composition": "Composition with heads of earlier layers",
-    "qk_pairs": "Top QK token pairs (query ← key)",
-    "ov_pairs": "Top OV token pairs (source → logit)",
-    "geometry": "Feature geometry in the hidden space",
-    "gram": "WᵀW: how features overlap",
-    "norms": "Feature norms and superposition",
-    "log_prob": "Distribution of activations over the dataset (log probability density)",
-    "quilt": "Quilt: dataset examples ordered by how much they activate the unit",
-    "histogram": "Histogram of activations",
-    "tuning": "Tuning curve",
-    "attribution": "Attribution of the top dataset example",
-    "upstream": "Upstream: the units that feed this one (weights)",
-    "downstream": "Downstream: the units this one feeds (weights)",
-}
-"""Caption of each known figure kind; figures are shown in this order, other kinds after them by name."""
-
-
-# ---------------------------------------------------------------------------------------------------- URLs
-
-def slug(name: str) -> str:
-    """A file- and URL-safe, injective path segment for ``name`` (see the module docstring)."""
-    out = []
-    for i, ch in enumerate(str(name)):
-        if ch in _SAFE and not (i == 0 and ch == "."):
-            out.append(ch)
-        else:
-            out.extend(f"_{b:02X}" for b in ch.encode("utf-8"))
-    s = "".join(out)
-    if not s:
-        return "_"  # not a valid ``_XX``, so no other name gives it
-    if s.lower() in _RESERVED:
-        s = f"_{ord(s[0]):02X}{s[1:]}"
-    return s
-
-
-def index_url() -> str:
-    """The site's front page, relative to the site root."""
-    return "index.html"
-
-
-def layer_url(model: str, layer: str) -> str:
-    """The page of a layer, relative to the site root."""
-    return f"{slug(model)}/{slug(layer)}/index.html"
-
-
-def unit_url(model: str, layer: str, channel: int) -> str:
-    """The page of one unit, relative to the site root (``channel >= 0``; layer-wide figures have no page)."""
-    if isinstance(channel, bool) or not isinstance(channel, int) or channel < 0:
-        raise MechscopeError(f"a unit page needs a channel >= 0, not {channel!r}")
-    return f"{slug(model)}/{slug(layer)}/{channel}.html"
-
-
-def png_url(rel: str) -> str:
-    """The site URL of a store PNG path ``png/ab/<sha256>.png`` (the same path); other paths are refused."""
-    if not _is_png_path(rel):
-        raise MechscopeError(f"{rel!r} is not a store PNG path png/ab/<sha256>.png")
-    return rel
-
-
-def relative_url(page: str, target: str) -> str:
-    """``target`` (relative to the site root) as a link from the page at ``page`` (relative to the site root)."""
-    return "../" * page.count("/") + target
-
-
-def _is_png_path(rel: Any) -> bool:
-    m = _PNG_PATH.fullmatch(rel) if isinstance(rel, str) else None
-    return bool(m) and m.group(2).startswith(m.group(1))
-
-
-# ---------------------------------------------------------------------------------------------------- store view
-
-@dataclass
-class _View:
-    """What the pages need from one store, read once: its layers and (lazily) their units."""
-
-    store: Store
-    layers: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    _units: dict[tuple[str, str], list[int]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, store: Store) -> _View:
-        view = cls(store)
-        for row in read_rows(store, "layers"):
-            view.layers[(row["model"], row["layer"])] = row
-        return view
-
-    def units(self, model: str, layer: str) -> list[int]:
-        key = (model, layer)
-        if key not in self.layers:
-            return []
-        if key not in self._units:
-            n = self.layers[key].get("channels")
-            if isinstance(n, int) and n > 0:
-                self._units[key] = list(range(n))
-            else:
-                self._units[key] = unit_channels(self.store, model, layer)
-        return self._units[key]
-
-    def has_unit(self, model: str, layer: str, channel: int) -> bool:
-        units = self.units(model, layer)
-        if units and units[-1] == len(units) - 1:  # a range
-            return 0 <= channel < len(units)
-        return channel in units
-
-    def kind(self, model: str, layer: str) -> str:
-        settings = self.layers.get((model, layer), {}).get("settings")
-        return str(settings.get("kind", "")) if isinstance(settings, dict) else ""
-
-    def png_ok(self, rel: Any) -> bool:
-        """Whether ``rel`` is a store PNG path whose file exists (else the page shows no image)."""
-        return _is_png_path(rel) and (self.store.root / rel).is_file()
-
-    def require_layer(self, model: str, layer: str) -> None:
-        if (model, layer) not in self.layers:
-            known = ", ".join(f"{m}/{name}" for m, name in self.layers) or "none"
-            raise MechscopeError(f"the store {str(self.store.root)!r} has no layer {model}/{layer}; layers: {known}")
-
-
-def _number(x: Any) -> str:
-    if isinstance(x, bool) or x is None:
-        return "" if x is None else str(x)
-    if isinstance(x, int):
-        return str(x)
-    if isinstance(x, float):
-        return f"{x:.4g}" if math.isfinite(x) else str(x)
-    text = json.dumps(x) if isinstance(x, (list, dict)) else str(x)
-    return text if len(text) <= 200 else text[:199] + "…"
-
-
-def _stat(name: str, value: Any) -> str:
-    """A statistic as text; quantiles as ``1%: v · 50%: v · ...``."""
-    if name == "quantiles" and isinstance(value, dict):
-        parts = []
-        for q, v in value.items():
-            try:
-                parts.append(f"{100 * float(q):g}%: {_number(v)}")
-            except (TypeError, ValueError):
-                parts.append(f"{q}: {_number(v)}")
-        return " · ".join(parts)
-    return _number(value)
-
-
-def _score(settings: Any) -> tuple[float | None, str]:
-    if not isinstance(settings, dict):
-        return None, ""
-    score = settings.get("score")
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-        return None, ""
-    return float(score), str(settings.get("score_name") or "score")
-
-
-def _parse_unit(name: Any) -> tuple[str, int] | None:
-    """``"mixed3a:12"`` -> ``("mixed3a", 12)``; ``None`` when not of that form."""
-    if not isinstance(name, str) or ":" not in name:
-        return None
-    layer, _, ch = name.rpartition(":")
-    return (layer, int(ch)) if re.fullmatch(r"0|[1-9][0-9]*", ch) else None
-
-
-
-
-
 
 
 @functools.cache
@@ -260,16 +79,7 @@ def _env() -> jinja2.Environment:
 
 # ---------------------------------------------------------------------------------------------------- pages
 
-def _noun(kind: str) -> str:
-    return {"heads": "head", "toy": "instance"}.get(kind, "unit")
-
-
-def _figure_order(kind: str) -> tuple[int, str]:
-    order = list(CAPTIONS)
-    return (order.index(kind), "") if kind in order else (len(order), kind)
-
-
-def _index(view: _View) -> str:
+def _index(view: StoreView) -> str:
     page = index_url()
     models: dict[str, list[dict[str, Any]]] = {}
     search = []
@@ -286,13 +96,13 @@ def _index(view: _View) -> str:
     return _env().get_template("index.html").render(models=list(models.items()), search=search, example=example)
 
 
-def _layer(view: _View, model: str, layer: str, sort: str) -> str:
+def _layer(view: StoreView, model: str, layer: str, sort: str) -> str:
     if sort not in ("score", "channel"):
         raise MechscopeError(f"sort must be 'score' or 'channel', not {sort!r}")
     view.require_layer(model, layer)
     page = layer_url(model, layer)
     settings = view.layers[(model, layer)].get("settings")
-    thumbnail = str(settings.get("thumbnail") or "featvis") if isinstance(settings, dict) else "featvis"
+    thumbnail = str(settings.get("thumbnail") or FEATVIS.name) if isinstance(settings, dict) else FEATVIS.name
     thumbs: dict[int, dict[str, Any]] = {}
     scores: dict[int, dict[str, float]] = {}  # every score a unit's figures carry, by name: the grid's sort keys
     names: dict[str, tuple[int, str]] = {}
@@ -305,26 +115,26 @@ def _layer(view: _View, model: str, layer: str, sort: str) -> str:
             continue
         if row["kind"] == thumbnail:
             thumbs[row["channel"]] = row
-        score, name = _score(row["settings"])
+        score, name = score_of(row["settings"])
         if score is not None:
             scores.setdefault(row["channel"], {})[name] = score
             names.setdefault(name, (0 if row["kind"] == thumbnail else 1, name))
-    figures.sort(key=lambda f: _figure_order(f["kind"]))
+    figures.sort(key=lambda f: figure_order(f["kind"]))
     sorts = sorted(names, key=lambda n: names[n])  # the thumbnail's score first
     units = []
     for ch in view.units(model, layer):
         row = thumbs.get(ch)
-        score, score_name = _score(row["settings"]) if row else (None, "")
+        score, score_name = score_of(row["settings"]) if row else (None, "")
         src = relative_url(page, png_url(row["png"])) if row and view.png_ok(row["png"]) else None
         mine = scores.get(ch, {})
         units.append({"channel": ch, "href": relative_url(page, unit_url(model, layer, ch)), "src": src,
-                      "score": score, "score_name": score_name, "score_text": _number(score),
+                      "score": score, "score_name": score_name, "score_text": number_text(score),
                       "sorts": [repr(mine[n]) if n in mine else "" for n in sorts]})
     if sort == "score":
         units.sort(key=lambda u: (u["score"] is None, -(u["score"] or 0.0), u["channel"]))
     kind = view.kind(model, layer)
     return _env().get_template("layer.html").render(
-        model=model, layer=layer, kind=kind, noun=_noun(kind), units=units, figures=figures, sorts=sorts,
+        model=model, layer=layer, kind=kind, noun=noun(kind), units=units, figures=figures, sorts=sorts,
         empty=sum(u["src"] is None for u in units) if any(u["src"] for u in units) else 0,
         home=relative_url(page, index_url()))
 
@@ -334,11 +144,11 @@ def _table(settings: Any) -> dict[str, list[Any]] | None:
     if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
         return None
     columns = table.get("columns")
-    rows = [[_number(v) for v in r] if isinstance(r, list) else [_number(r)] for r in table["rows"]]
+    rows = [[number_text(v) for v in r] if isinstance(r, list) else [number_text(r)] for r in table["rows"]]
     return {"columns": [str(c) for c in columns] if isinstance(columns, list) else [], "rows": rows}
 
 
-def _figure(view: _View, page: str, model: str, row: dict[str, Any]) -> dict[str, Any] | None:
+def _figure(view: StoreView, page: str, model: str, row: dict[str, Any]) -> dict[str, Any] | None:
     """What a page shows of one ``figures`` row, or ``None`` when it has nothing to show."""
     settings = row["settings"] if isinstance(row["settings"], dict) else {}
     links = _links(view, page, model, settings)
@@ -347,28 +157,29 @@ def _figure(view: _View, page: str, model: str, row: dict[str, Any]) -> dict[str
     src = relative_url(page, png_url(row["png"])) if view.png_ok(row["png"]) else None
     if src is None and not links and table is None and not note:
         return None
-    caption = settings.get("caption")
-    score, score_name = _score(settings)
-    return {"kind": slug(row["kind"]), "src": src, "note": note, "table": table, "links": links,
-            "caption": caption if isinstance(caption, str) else CAPTIONS.get(row["kind"], row["kind"]),
-            "score": score, "score_name": score_name, "score_text": _number(score)}
+    own = settings.get("caption")
+    score, score_name = score_of(settings)
+    kind = slug(row["kind"])
+    return {"kind": kind, "vis": kind.startswith(FEATVIS.name), "src": src, "note": note, "table": table,
+            "links": links, "caption": own if isinstance(own, str) else caption(row["kind"]),
+            "score": score, "score_name": score_name, "score_text": number_text(score)}
 
 
-def _links(view: _View, page: str, model: str, settings: Any) -> list[dict[str, Any]]:
+def _links(view: StoreView, page: str, model: str, settings: Any) -> list[dict[str, Any]]:
     entries = settings.get("units") if isinstance(settings, dict) else None
     links = []
     for entry in entries if isinstance(entries, list) else []:
         name, weight = (entry.get("unit"), entry.get("weight")) if isinstance(entry, dict) else (entry, None)
         if name is None:
             continue
-        parsed = _parse_unit(name)
+        parsed = link_target(name, view.layer_names(model))
         href = (relative_url(page, unit_url(model, *parsed))
                 if parsed and view.has_unit(model, *parsed) else None)
-        links.append({"name": str(name), "href": href, "weight": _number(weight)})
+        links.append({"name": str(name), "href": href, "weight": number_text(weight)})
     return links
 
 
-def _unit(view: _View, model: str, layer: str, channel: int) -> str:
+def _unit(view: StoreView, model: str, layer: str, channel: int) -> str:
     view.require_layer(model, layer)
     if isinstance(channel, bool) or not isinstance(channel, int) or not view.has_unit(model, layer, channel):
         units = view.units(model, layer)
@@ -378,7 +189,7 @@ def _unit(view: _View, model: str, layer: str, channel: int) -> str:
     store = view.store
     figures = []
     for row in sorted(read_rows(store, "figures", model=model, layer=layer, channel=channel),
-                      key=lambda r: _figure_order(r["kind"])):
+                      key=lambda r: figure_order(r["kind"])):
         shown = _figure(view, page, model, row)
         if shown is not None:
             figures.append(shown)
@@ -386,13 +197,13 @@ def _unit(view: _View, model: str, layer: str, channel: int) -> str:
     for row in read_rows(store, "examples", model=model, layer=layer, channel=channel):
         position = f"({row['x']}, {row['y']})" if row["x"] is not None and row["y"] is not None else ""
         examples.setdefault(str(row["which"]), []).append({
-            "rank": row["rank"], "value": _number(row["value"]), "dataset_index": _number(row["dataset_index"]),
+            "rank": row["rank"], "value": number_text(row["value"]), "dataset_index": number_text(row["dataset_index"]),
             "position": position,
             "src": relative_url(page, png_url(row["png"])) if view.png_ok(row["png"]) else None})
     ordered = sorted(examples.items(), key=lambda kv: ({"top": 0, "bottom": 1}.get(kv[0], 2), kv[0]))
     stats = []
     for row in read_rows(store, "stats", model=model, layer=layer, channel=channel)[:1]:
-        stats = [(name.replace("_", " "), _stat(name, value)) for name, value in row.items()
+        stats = [(name.replace("_", " "), stat_text(name, value)) for name, value in row.items()
                  if name not in ("model", "layer", "channel", "histogram") and value is not None]
     units = view.units(model, layer)
     i = units.index(channel)
@@ -400,14 +211,14 @@ def _unit(view: _View, model: str, layer: str, channel: int) -> str:
     nxt = relative_url(page, unit_url(model, layer, units[i + 1])) if i + 1 < len(units) else None
     kind = view.kind(model, layer)
     return _env().get_template("unit.html").render(
-        model=model, layer=layer, channel=channel, kind=kind, noun=_noun(kind), figures=figures,
+        model=model, layer=layer, channel=channel, kind=kind, noun=noun(kind), figures=figures,
         examples=ordered, stats=stats, prev=prev, next=nxt, home=relative_url(page, index_url()),
         layer_href=relative_url(page, layer_url(model, layer)))
 
 
 def render_index(store: Store) -> str:
     """The front page: every model and layer of ``store``, and a search box (client-side) for ``layer:channel``."""
-    return _index(_View.of(store))
+    return _index(StoreView.of(store))
 
 
 def render_layer(store: Store, model: str, layer: str, *, sort: str = "score") -> str:
@@ -416,12 +227,12 @@ def render_layer(store: Store, model: str, layer: str, *, sort: str = "score") -
     ``sort="score"`` orders the grid by the featvis score (highest first, units without one last),
     ``sort="channel"`` by channel; the page can re-sort itself either way.
     """
-    return _layer(_View.of(store), model, layer, sort)
+    return _layer(StoreView.of(store), model, layer, sort)
 
 
 def render_unit(store: Store, model: str, layer: str, channel: int) -> str:
     """A unit's page: its figures with captions, top/bottom examples, statistics and circuit links."""
-    return _unit(_View.of(store), model, layer, channel)
+    return _unit(StoreView.of(store), model, layer, channel)
 
 
 # ---------------------------------------------------------------------------------------------------- serving
@@ -448,7 +259,7 @@ def page_for_path(store: Store, path: str) -> tuple[bytes, str] | None:
             return None
     if decoded in ("", index_url()):
         return render_index(store).encode("utf-8"), HTML
-    if _is_png_path(decoded):
+    if is_png_path(decoded):
         if not (store.root / decoded).is_file():
             return None
         try:
@@ -458,7 +269,7 @@ def page_for_path(store: Store, path: str) -> tuple[bytes, str] | None:
     parts = decoded.split("/")
     if len(parts) != 3:
         return None
-    view = _View.of(store)
+    view = StoreView.of(store)
     names = {(slug(m), slug(layer)): (m, layer) for m, layer in view.layers}
     key = names.get((parts[0], parts[1]))
     if key is None:
@@ -477,7 +288,7 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _referenced_pngs(view: _View) -> Iterable[str]:
+def _referenced_pngs(view: StoreView) -> Iterable[str]:
     seen: set[str] = set()
     for model, layer in view.layers:
         for table in ("figures", "examples"):
@@ -505,7 +316,7 @@ def export(store_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str
     if out.exists() and not out.is_dir():
         raise MechscopeError(f"the export folder {str(out)!r} exists and is not a folder")
     with open_store(store_path, create=False) as store:
-        view = _View.of(store)
+        view = StoreView.of(store)
         folded: dict[tuple[str, str], tuple[str, str]] = {}
         for model, layer in view.layers:  # case-insensitive file systems would merge such folders
             key = (slug(model).lower(), slug(layer).lower())
