@@ -24,6 +24,7 @@ from _common import machine, write
 from mechscope.data.shapes import ShapesDataset
 from mechscope.microscope.build import build
 from mechscope.microscope.heads import build_heads
+from mechscope.microscope.options import DatasetEvidence, Evidence, Links
 from mechscope.microscope.site import export
 from mechscope.microscope.toy import build_toy
 from mechscope.zoo.registry import bundled_tokenizer, load
@@ -46,13 +47,14 @@ def main() -> None:
     times = {}
     with tempfile.TemporaryDirectory() as d:
         store = Path(d) / "store"
-        common = {"units_per_layer": args.units, "featvis_steps": args.steps, "size": 64, "progress": False}
-        links = {"upstream_layer": {"mixed3b": "mixed3a"}, "k": args.k}
-        data = {"dataset": ShapesDataset(n=args.images, size=64, seed=7), "dataset_name": f"shapes:{args.images}:7"}
-        for kind, extra in (("featvis", {"tuning": False}), ("tuning", {}), ("links", links),
+        common = {"units_per_layer": args.units, "evidence": Evidence(steps=args.steps, size=64), "progress": False}
+        links = {"links": Links({"mixed3b": "mixed3a"}, k=args.k)}
+        data = {"dataset": DatasetEvidence(ShapesDataset(n=args.images, size=64, seed=7), f"shapes:{args.images}:7")}
+        featvis_only = {"evidence": Evidence(steps=args.steps, size=64, tuning=False)}
+        for kind, extra in (("featvis", featvis_only), ("tuning", {}), ("links", links),
                             ("dataset", {**links, **data})):
             start = time.perf_counter()
-            build(net, "shapes", LAYERS, store, **common, **extra)
+            build(net, "shapes", LAYERS, store, **{**common, **extra})
             times[kind] = time.perf_counter() - start
         start = time.perf_counter()
         counts = build(net, "shapes", LAYERS, store, **common, **links, **data)

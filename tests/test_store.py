@@ -105,3 +105,20 @@ def test_damaged_pages_are_refused(tmp_path):
     (tmp_path / INDEX).write_bytes(bytes(data))
     with pytest.raises(MechscopeError, match="damaged|not a readable"):
         open_store(tmp_path)
+
+
+def test_unit_channels_are_the_channels_with_any_per_unit_row(tmp_path):
+    from mechscope.store import unit_channels
+
+    with open_store(tmp_path) as store:
+        assert unit_channels(store, "m", "conv") == []
+        with transaction(store):
+            put_rows(store, "stats", [_row(4)])
+            put_rows(store, "figures", [{"model": "m", "layer": "conv", "channel": c, "kind": "quilt"}
+                                        for c in (-1, 1, 4)])
+            put_rows(store, "examples", [{"model": "m", "layer": "conv", "channel": 9, "which": "top", "rank": 0},
+                                         {"model": "m", "layer": "other", "channel": 3, "which": "top", "rank": 0},
+                                         {"model": "n", "layer": "conv", "channel": 5, "which": "top", "rank": 0}])
+            put_rows(store, "layers", [{"model": "m", "layer": "conv", "channels": None}])
+        assert unit_channels(store, "m", "conv") == [1, 4, 9]  # layer-wide (-1) rows are no unit; no duplicates
+        assert unit_channels(store, "m", "other") == [3]

@@ -249,5 +249,24 @@ def read_rows(store: Store, table: str, **where: Any) -> list[dict[str, Any]]:
             for row in cursor]
 
 
+def unit_channels(store: Store, model: str, layer: str) -> list[int]:
+    """The channels (``>= 0``, ascending) that have any row in a per-unit table (``figures``, ``examples``,
+    ``stats``) of ``model`` / ``layer``: the units of a layer whose ``layers`` row does not give their number.
+
+    Example::
+
+        >>> import tempfile
+        >>> with open_store(tempfile.mkdtemp()) as store:
+        ...     with transaction(store):
+        ...         n = put_rows(store, "figures", [{"model": "m", "layer": "l", "channel": c, "kind": "k"}
+        ...                                         for c in (7, -1, 2)])
+        ...     unit_channels(store, "m", "l"), unit_channels(store, "m", "other")
+        ([2, 7], [])
+    """
+    tables = [name for name, spec in TABLES.items() if "channel" in spec["key"]]
+    sql = " UNION ".join(f"SELECT channel FROM {t} WHERE model = ? AND layer = ? AND channel >= 0" for t in tables)
+    return sorted(int(r[0]) for r in store.db.execute(sql, (model, layer) * len(tables)))
+
+
 __all__ = ["SCHEMA_VERSION", "TABLES", "Store", "open_store", "transaction", "put_png", "read_png", "put_rows",
-           "delete_rows", "read_rows"]
+           "delete_rows", "read_rows", "unit_channels"]

@@ -90,15 +90,18 @@ def _make_store(path: Path) -> Path:
     from mechscope.data.shapes import ShapesDataset
     from mechscope.microscope.build import build
     from mechscope.microscope.heads import build_heads
+    from mechscope.microscope.options import DatasetEvidence, Evidence, Links
     from mechscope.microscope.toy import build_toy
     from mechscope.zoo.registry import bundled_tokenizer, load
 
     net = load("shapes", device="cpu")
-    fast = {"featvis_steps": 8, "size": 64, "progress": False}
+    fast = {"steps": 8, "size": 64}
     # mixed3a only needs to be there (the upstream links land on it): no negatives, no tuning curves
-    build(net, "shapes", ["mixed3a"], path, channels=CHANNELS, negative=False, tuning=False, **fast)
-    build(net, "shapes", ["mixed3b"], path, channels=CHANNELS, upstream_layer={"mixed3b": "mixed3a"}, k=2,
-          dataset=ShapesDataset(32, size=64, seed=0), dataset_name="shapes:32", examples_k=1, **fast)
+    build(net, "shapes", ["mixed3a"], path, channels=CHANNELS, evidence=Evidence(negative=False, tuning=False, **fast),
+          progress=False)
+    build(net, "shapes", ["mixed3b"], path, channels=CHANNELS, evidence=Evidence(**fast),
+          links=Links({"mixed3b": "mixed3a"}, k=2),
+          dataset=DatasetEvidence(ShapesDataset(32, size=64, seed=0), "shapes:32", examples_k=1), progress=False)
     build_heads(load("attn-only-2l", device="cpu"), "attn-only-2l", path, tokenizer=bundled_tokenizer("attn-only-2l"),
                 k=5, progress=False)
     build_toy(path, "intro", steps=50, k=1, progress=False)

@@ -10,6 +10,7 @@ from torch import nn
 
 from mechscope.errors import MechscopeError
 from mechscope.microscope.build import build
+from mechscope.microscope.options import DatasetEvidence, Evidence, Links
 from mechscope.microscope.site import export, relative_url, unit_url
 from mechscope.store import open_store, read_png, read_rows
 
@@ -19,9 +20,10 @@ def _net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1), nn.ReLU()).eval()
 
 
-def _build(net: nn.Module, out, **kw):
-    args = dict(featvis_steps=4, size=16, upstream_layer={"3": "1"}, k=2, progress=False)
-    return build(net, "tiny", ["1", "3"], out, **{**args, **kw})
+def _build(net: nn.Module, out, *, channels=None, dataset=None, workers=1, **evidence):
+    return build(net, "tiny", ["1", "3"], out, channels=channels,
+                 evidence=Evidence(**{"steps": 4, "size": 16, **evidence}), links=Links({"3": "1"}, k=2),
+                 dataset=dataset, workers=workers, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,7 @@ def test_negative_and_tuning_off_and_non_spatial(tmp_path):
         before = {(r["layer"], r["kind"]): r["png"] for r in read_rows(store, "figures")}
     assert kinds == {"featvis", "upstream", "downstream"}
     # turning them on later builds only the missing figures
-    assert _build(net, tmp_path, channels={"1": [0], "3": [0]}, featvis_steps=4) == {"built": 2, "skipped": 0}
+    assert _build(net, tmp_path, channels={"1": [0], "3": [0]}, steps=4) == {"built": 2, "skipped": 0}
     assert _build(net, tmp_path, channels={"1": [0], "3": [0]}) == {"built": 0, "skipped": 2}
     with open_store(tmp_path, create=False) as store:
         after = {(r["layer"], r["kind"]): r["png"] for r in read_rows(store, "figures")}
@@ -103,7 +105,7 @@ def test_negative_and_tuning_off_and_non_spatial(tmp_path):
     assert {("1", "featvis_negative"), ("1", "tuning"), ("3", "featvis_negative"), ("3", "tuning")} <= kinds
     # a layer with [B, C] outputs gets no tuning figure
     flat = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
-    assert build(flat, "flat", ["2"], tmp_path, featvis_steps=2, size=16, progress=False) == {
+    assert build(flat, "flat", ["2"], tmp_path, evidence=Evidence(steps=2, size=16), progress=False) == {
         "built": 2, "skipped": 0}
     with open_store(tmp_path, create=False) as store:
         kinds = {r["kind"] for r in read_rows(store, "figures", model="flat")}
@@ -132,7 +134,7 @@ def test_changed_steps_rebuild_only_featvis_and_keep_downstream(tmp_path):
         listed = {u["unit"] for r in downs for u in r["settings"]["units"]}
         assert listed == {"3:0", "3:1"}
         assert {u["unit"] for r in downs0 for u in r["settings"]["units"]} == {"3:0"}
-    assert _build(net, tmp_path, channels={"1": [0], "3": [0]}, featvis_steps=5) == {"built": 2, "skipped": 0}
+    assert _build(net, tmp_path, channels={"1": [0], "3": [0]}, steps=5) == {"built": 2, "skipped": 0}
     with open_store(tmp_path, create=False) as store:
         fv = {(r["layer"], r["channel"]): r["settings"]["steps"] for r in read_rows(store, "figures", kind="featvis")}
     assert fv == {("1", 0): 5, ("1", 1): 4, ("3", 0): 5, ("3", 1): 4}
@@ -140,14 +142,15 @@ def test_changed_steps_rebuild_only_featvis_and_keep_downstream(tmp_path):
 
 def test_units_per_layer_and_errors(tmp_path):
     net = _net()
-    assert build(net, "tiny", ["1"], tmp_path, units_per_layer=2, featvis_steps=2, size=16,
+    assert build(net, "tiny", ["1"], tmp_path, units_per_layer=2, evidence=Evidence(steps=2, size=16),
                  progress=False) == {"built": 2, "skipped": 0}
     with pytest.raises(MechscopeError):
-        build(net, "tiny", ["1"], tmp_path, channels={"1": [9]}, featvis_steps=2, size=16, progress=False)
+        build(net, "tiny", ["1"], tmp_path, channels={"1": [9]}, evidence=Evidence(steps=2, size=16), progress=False)
     with pytest.raises(MechscopeError):
-        build(net, "tiny", ["1"], tmp_path, upstream_layer={"3": "1"}, featvis_steps=2, size=16, progress=False)
+        build(net, "tiny", ["1"], tmp_path, links=Links({"3": "1"}), evidence=Evidence(steps=2, size=16),
+              progress=False)
     with pytest.raises(MechscopeError):
-        build(net, "tiny", ["nope"], tmp_path, featvis_steps=2, size=16, progress=False)
+        build(net, "tiny", ["nope"], tmp_path, evidence=Evidence(steps=2, size=16), progress=False)
 
 
 def test_export_links_upstream_units(built, tmp_path):
@@ -189,7 +192,7 @@ class _Images:
 
 def test_dataset_examples_stats_and_attribution(tmp_path):
     net, data = _net(), _Images()
-    assert _build(net, tmp_path, dataset=data, dataset_name="random:12", examples_k=3) == {"built": 7, "skipped": 0}
+    assert _build(net, tmp_path, dataset=DatasetEvidence(data, "random:12", 3)) == {"built": 7, "skipped": 0}
     with open_store(tmp_path) as store:
         layer = read_rows(store, "layers", model="tiny", layer="3")[0]
         assert layer["settings"]["kind"] == "vision"  # the scan's layer row did not lose the build's kind
@@ -209,8 +212,8 @@ def test_dataset_examples_stats_and_attribution(tmp_path):
             assert 1 <= len(s["units"]) <= 2 and all(re.fullmatch(r"1:[0-3]", u["unit"]) for u in s["units"])
             assert read_png(store, row["png"]).startswith(b"\x89PNG")
     # the same dataset again: nothing to do; another dataset: the scan (and so the units) again
-    assert _build(net, tmp_path, dataset=data, dataset_name="random:12", examples_k=3) == {"built": 0, "skipped": 7}
-    assert _build(net, tmp_path, dataset=_Images(8), dataset_name="random:8", examples_k=3) == {
+    assert _build(net, tmp_path, dataset=DatasetEvidence(data, "random:12", 3)) == {"built": 0, "skipped": 7}
+    assert _build(net, tmp_path, dataset=DatasetEvidence(_Images(8), "random:8", 3)) == {
         "built": 7, "skipped": 0}
 
 
@@ -236,6 +239,11 @@ def test_workers_split_layers_and_give_the_same_links(tmp_path):
 
 def test_build_option_errors(tmp_path):
     net = _net()
-    for kw, words in (({"workers": 0}, "workers"), ({"diversity": 1}, "diversity"), ({"examples_k": 0}, "examples_k")):
+    for kw, words in (({"workers": 0}, "workers"), ({"diversity": 1}, "diversity"), ({"steps": 0}, "steps"),
+                      ({"dataset": "not options"}, "DatasetEvidence")):
         with pytest.raises(MechscopeError, match=words):
             _build(net, tmp_path, **kw)
+    for make, words in ((lambda: DatasetEvidence(None, examples_k=0), "examples_k"), (lambda: Links(k=0), "k is"),
+                        (lambda: Evidence(size=0), "size")):
+        with pytest.raises(MechscopeError, match=words):
+            make()

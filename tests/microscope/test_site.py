@@ -284,3 +284,16 @@ def test_quantiles_read_as_text_and_histogram_is_not_dumped(tmp_path):
         grid = site.render_layer(store, "m", "l")
     assert "1%: 0 · 50%: 0.25" in page and "counts" not in page
     assert 'class="grid all"' in grid and 'id="show-empty"' not in grid  # no thumbnails at all: nothing hidden
+
+
+def test_every_template_file_is_package_data():
+    """An installed (non-editable) package has only the files pyproject's package-data names."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mechscope"]
+    templates = root / "src" / "mechscope" / "microscope" / "templates"
+    files = [p.relative_to(root / "src" / "mechscope").as_posix() for p in templates.iterdir() if p.is_file()]
+    assert files and all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in files), files

@@ -37,48 +37,17 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
     """Compute the evidence of LAYERS' units (a language model's heads, a toy experiment's instances) into OUT;
     units already built with the same settings are skipped."""
     from mechscope.errors import MechscopeError
-    from mechscope.microscope.build import build
-    from mechscope.zoo.registry import get_card, load
+    from mechscope.microscope.models import build_model
+    from mechscope.microscope.options import Evidence
 
-    if model == "superposition":
-        from mechscope.microscope.toy import build_toy
-
-        for experiment in layers or ["intro"]:
-            c = build_toy(out, experiment, steps=toy_steps)
-            typer.echo(f"superposition:{experiment}: built {c['built']} instances, skipped {c['skipped']}")
-        typer.echo(f"store {out} (browse: mechscope microscope serve {out})")
-        return
-    card = get_card(model)
-    if card.input_kind == "tokens":
-        from mechscope.zoo.registry import load_language_model
-        from mechscope.microscope.heads import build_heads
-
-        if layers:
-            raise MechscopeError(f"{card.name} is a language model: its Microscope has every head, so it takes no "
-                                 f"layers (got {layers})")
-        net, tokenizer = load_language_model(card.name, weights)
-        c = build_heads(net, card.name, out, tokenizer=tokenizer, text=text)
-        typer.echo(f"built {c['built']} heads, skipped {c['skipped']} already built; store {out} "
-                   f"(browse: mechscope microscope serve {out})")
-        return
-    if not layers:
-        raise MechscopeError(f"name the layers of {card.name} to build, e.g. `mechscope microscope build {card.name} "
-                             "mixed3a mixed3b` (`mechscope layers MODEL` lists them)")
     pairs = dict(u.split("=", 1) for u in upstream if "=" in u)
     if len(pairs) != len(upstream):
         raise MechscopeError(f"--upstream takes LAYER=SOURCE, e.g. mixed3b=mixed3a; got {upstream}")
-    size = int(card.input_shape[-1])
-    data = None
-    if dataset is not None:
-        from mechscope.data.open import open_dataset
-
-        data = open_dataset(dataset, size)
-    net = load(card.name, weights=weights, device="cpu")
-    counts = build(net, card.name, layers, out, units_per_layer=units, featvis_steps=steps, size=size,
-                   upstream_layer=pairs or None, k=k, dataset=data, dataset_name=dataset, examples_k=examples_k,
-                   diversity=diversity, workers=workers)
-    typer.echo(f"built {counts['built']} units, skipped {counts['skipped']} already built; store {out} "
-               f"(browse: mechscope microscope serve {out})")
+    built = build_model(model, layers or [], out, weights=weights, units_per_layer=units,
+                        evidence=Evidence(steps=steps, diversity=diversity), upstream=pairs, k=k, dataset=dataset,
+                        examples_k=examples_k, workers=workers, text=text, toy_steps=toy_steps)
+    typer.echo(built.describe())
+    typer.echo(f"store {out} (browse: mechscope microscope serve {out})")
 
 
 @microscope_app.command("serve")

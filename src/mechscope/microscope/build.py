@@ -1,30 +1,33 @@
 """Fill a results store with the Microscope's per-unit evidence of an image model.
 
 ``build`` writes, for every selected unit of every layer, the rows that ``mechscope.microscope.site`` reads (see
-its store contract); the figures themselves are computed by ``mechscope.microscope.evidence``:
+its store contract); the figures themselves are computed by ``mechscope.microscope.evidence``; what to compute is
+given by the option objects of ``mechscope.microscope.options`` (``Evidence``, ``Links``, ``DatasetEvidence``):
 
 * a ``layers`` row per layer (``channels`` = the layer's width, ``settings`` with ``{"kind": "vision", "size",
   "shape"}`` merged into whatever an earlier scan recorded there);
 * a ``featvis`` figure per unit: all the units of a layer (or of a worker's slice of it) are optimized in one
   ``render_units`` batch; ``settings = {"steps", "size", "seed", "score", "score_name": "activation"}`` where
   ``score`` is the unit's activation on its own visualization (it sorts the layer grid);
-* with ``negative=True`` (default), a ``featvis_negative`` figure per unit (same batch, same settings keys);
-* with ``diversity=n`` (``n >= 2``), a ``featvis_diversity`` figure: ``n`` images per unit pushed apart by
+* with ``Evidence(negative=True)`` (default), a ``featvis_negative`` figure per unit (same batch, same settings keys);
+* with ``Evidence(diversity=n)`` (``n >= 2``), a ``featvis_diversity`` figure: ``n`` images per unit pushed apart by
   Lucid's diversity penalty, side by side;
-* with ``tuning=True`` (default), a ``tuning`` figure per unit of a layer with spatial maps: the polar plot of
+* with ``Evidence(tuning=True)`` (default), a ``tuning`` figure per unit of a layer with spatial maps: the polar plot of
   its radial tuning curve (72 orientations), ``settings = {"orientations", "size", "preferred_deg",
   "curve_preference", "score"}`` (the score is the curve preference: the layer grid can sort by curve-likeness);
-* with ``upstream_layer={layer: earlier_layer}``, an ``upstream`` figure per unit (heatmap of the expanded-weight
+* with ``links=Links({layer: earlier_layer}, k)``, an ``upstream`` figure per unit (heatmap of the expanded-weight
   kernels of its ``k`` strongest units of ``earlier_layer``; ``settings["units"]`` are the links) and on each of
   those a ``downstream`` figure listing the units that named it (merged with what the store had), so the circuit
   can be walked both ways;
-* with a ``dataset``: per unit its top/bottom ``examples_k`` dataset examples (receptive-field crops),
-  statistics, a ``log_prob`` figure (the log-probability density of its activations) and a ``quilt``
-  (``vision.scan_store.save_scan``), and, where the layer has an upstream layer, an ``attribution`` figure: its top
-  example's activation x gradient over the upstream layer, with links to the strongest source units.
+* with ``dataset=DatasetEvidence(dataset, name, examples_k)``: per unit its top/bottom ``examples_k`` dataset
+  examples (receptive-field crops), statistics, a ``log_prob`` figure (the log-probability density of its
+  activations) and a ``quilt`` (``vision.scan_store.save_scan``), and, where the layer has an upstream layer, an
+  ``attribution`` figure: its top example's activation x gradient over the upstream layer, with links to the
+  strongest source units.
 
 Incremental: a unit whose rows hold the same settings (steps and size of the visualizations; orientations of the
-tuning; layer, ``k`` and size of the links; dataset, ``examples_k`` and size of the scan) is not computed again;
+tuning; layer, ``k`` and size of the links; dataset, ``examples_k`` and size of the scan: the ``fresh`` keys of
+``mechscope.microscope.kinds``) is not computed again;
 a unit needing nothing counts as skipped.  Each layer is written in one ``transaction`` (PNGs first, then rows),
 so an interruption leaves no half-written layer, and a rerun resumes with the layers still missing.  With
 ``workers > 1`` each layer's units are split over that many spawned processes; the parent writes.
@@ -33,11 +36,13 @@ Example::
 
     >>> import tempfile
     >>> from torch import nn
+    >>> from mechscope.microscope.options import Evidence, Links
     >>> net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1)).eval()
     >>> out = tempfile.mkdtemp()
-    >>> build(net, "toy", ["0", "2"], out, featvis_steps=2, size=16, upstream_layer={"2": "0"}, k=1, progress=False)
+    >>> fast = Evidence(steps=2, size=16)
+    >>> build(net, "toy", ["0", "2"], out, evidence=fast, links=Links({"2": "0"}, k=1), progress=False)
     {'built': 4, 'skipped': 0}
-    >>> build(net, "toy", ["0", "2"], out, featvis_steps=2, size=16, upstream_layer={"2": "0"}, k=1, progress=False)
+    >>> build(net, "toy", ["0", "2"], out, evidence=fast, links=Links({"2": "0"}, k=1), progress=False)
     {'built': 0, 'skipped': 4}
 """
 
@@ -47,7 +52,7 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -58,11 +63,12 @@ from mechscope.capture import layer_shapes
 from mechscope.errors import MechscopeError
 from mechscope.microscope.evidence import (TUNING_ORIENTATIONS, Computed, Job, attribution_figure, bars_png,
                                            compute)
+from mechscope.microscope.kinds import (ATTRIBUTION, DOWNSTREAM, FEATVIS, FEATVIS_DIVERSITY, FEATVIS_NEGATIVE,
+                                        TUNING, UPSTREAM, VISION, FigureKind)
+from mechscope.microscope.options import DEFAULT_SIZE, EXAMPLES_K, DatasetEvidence, Evidence, Links
 from mechscope.store import Store, open_store, put_png, put_rows, read_rows, transaction
 from mechscope.units import validate
 
-DEFAULT_SIZE = 128
-EXAMPLES_K = 8
 SLICE = 32  # most units computed in one go (one feature-visualization batch)
 
 
@@ -85,12 +91,15 @@ def _same(settings: Any, want: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class _Settings:
+    """What every slice of a build shares: the rows' model name, the per-unit evidence (``size`` resolved) and ``k``."""
+
     model_name: str
-    size: int
-    steps: int
-    seed: int | None
+    evidence: Evidence
     k: int
-    diversity: int
+
+    @property
+    def size(self) -> int:
+        return self.evidence.pixels
 
 
 def build(
@@ -101,17 +110,9 @@ def build(
     *,
     units_per_layer: int | None = None,
     channels: dict[str, list[int]] | None = None,
-    featvis_steps: int = 128,
-    size: int | None = None,
-    upstream_layer: dict[str, str] | None = None,
-    k: int = 4,
-    seed: int | None = 0,
-    negative: bool = True,
-    tuning: bool = True,
-    diversity: int = 0,
-    dataset: Any = None,
-    dataset_name: str | None = None,
-    examples_k: int = EXAMPLES_K,
+    evidence: Evidence = Evidence(),
+    links: Links | None = None,
+    dataset: DatasetEvidence | None = None,
     workers: int = 1,
     progress: bool = True,
 ) -> dict[str, int]:
@@ -126,21 +127,13 @@ def build(
         units_per_layer: build only the first ``n`` channels of each layer (default: all).
         channels: ``{layer: [channel, ...]}``: exactly these channels of that layer (overrides
             ``units_per_layer`` for it).
-        featvis_steps, size, seed: of the feature visualizations (``size`` default 128 px, also the input size
-            of the expanded weights and tuning stimuli).
-        upstream_layer: ``{layer: earlier_layer}``: link each unit of ``layer`` to its ``k`` strongest units of
-            ``earlier_layer`` (``upstream`` figures) and those back to it (``downstream`` figures); with a
-            dataset, the top example's attribution is taken over ``earlier_layer``.
-        k: upstream units per unit.
-        negative: also write ``featvis_negative`` figures (rendered in the same batch as the positives).
-        tuning: also write ``tuning`` figures (radial tuning curves; layers without spatial maps are skipped).
-        diversity: with ``n > 1``, a ``featvis_diversity`` figure per unit: ``n`` images pushed apart by Lucid's
-            diversity penalty (a second batch; costs about ``n`` feature visualizations).
-        dataset: a dataset (``ImageFolder``, ``ShapesDataset``, anything ``vision.evidence.scan.scan`` reads): top/bottom
-            dataset examples, statistics and activation-distribution figures of the built units, and the
-            attribution of each unit's top example.  ``dataset_name`` (e.g. ``"shapes:1024"``) is recorded so a
-            rebuild with the same dataset skips the scan.
-        examples_k: top and bottom examples kept per unit.
+        evidence: the figures per unit (``options.Evidence``: feature-visualization steps, size and seed,
+            negatives, tuning curves, diversity sets).
+        links: ``options.Links(upstream={layer: earlier_layer}, k)``: link each unit of ``layer`` to its ``k``
+            strongest units of ``earlier_layer`` and those back to it (default: no links).
+        dataset: ``options.DatasetEvidence(dataset, name, examples_k)``: top/bottom dataset examples, statistics
+            and activation-distribution figures of the built units, and the attribution of each linked unit's top
+            example (default: none).
         workers: local worker processes for the feature visualizations, tuning curves and links (each a slice
             of a layer's units, at most ``SLICE`` per slice; the parent writes each layer once all its slices are
             done).  ``1`` runs in this process.  The workers are spawned (a fresh interpreter each): in a script,
@@ -151,47 +144,41 @@ def build(
     Returns:
         ``{"built": units for which something was written, "skipped": units already up to date}``.
     """
+    for value, kind, what in ((evidence, Evidence, "evidence"), (links, Links, "links"),
+                              (dataset, DatasetEvidence, "dataset")):
+        if value is not None and not isinstance(value, kind):
+            raise MechscopeError(f"{what} takes a mechscope.microscope.options.{kind.__name__}, not "
+                                 f"{type(value).__name__}")
     if isinstance(out_dir, Store):
-        return _build(out_dir, model, model_name, layers, units_per_layer, channels, featvis_steps, size,
-                      upstream_layer, k, seed, negative, tuning, diversity, dataset, dataset_name, examples_k,
+        return _build(out_dir, model, model_name, layers, units_per_layer, channels, evidence, links, dataset,
                       workers, progress)
     with open_store(out_dir) as store:
-        return _build(store, model, model_name, layers, units_per_layer, channels, featvis_steps, size,
-                      upstream_layer, k, seed, negative, tuning, diversity, dataset, dataset_name, examples_k,
+        return _build(store, model, model_name, layers, units_per_layer, channels, evidence, links, dataset,
                       workers, progress)
 
 
 def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], units_per_layer: int | None,
-           channels: dict[str, list[int]] | None, steps: int, size: int | None, upstream_layer: dict[str, str] | None,
-           k: int, seed: int | None, negative: bool, tuning: bool, diversity: int, dataset: Any,
-           dataset_name: str | None, examples_k: int, workers: int, progress: bool) -> dict[str, int]:
-    size = int(size or DEFAULT_SIZE)
-    if steps < 1:
-        raise MechscopeError(f"featvis_steps must be at least 1, not {steps}")
-    if not isinstance(k, int) or k < 1:
-        raise MechscopeError(f"k is the number of upstream units to keep, at least 1 (got {k!r})")
+           channels: dict[str, list[int]] | None, evidence: Evidence, links: Links | None,
+           dataset: DatasetEvidence | None, workers: int, progress: bool) -> dict[str, int]:
     if not isinstance(workers, int) or workers < 1:
         raise MechscopeError(f"workers is a number of processes, at least 1 (got {workers!r})")
-    if diversity < 0 or diversity == 1:
-        raise MechscopeError(f"diversity is the size of each unit's diversity set, 0 (none) or >= 2, not {diversity}")
-    if examples_k < 1:
-        raise MechscopeError(f"examples_k must be at least 1, not {examples_k}")
+    links = links or Links()
     names = list(dict.fromkeys(validate(model, name).layer for name in layers))
-    links = {validate(model, a).layer: validate(model, b).layer for a, b in (upstream_layer or {}).items()}
-    unknown = sorted(set(links) - set(names))
+    sources = {validate(model, a).layer: validate(model, b).layer for a, b in links.upstream.items()}
+    unknown = sorted(set(sources) - set(names))
     if unknown:
-        raise MechscopeError(f"upstream_layer names layers {unknown} that are not being built; layers: {names}")
-    shapes = layer_shapes(model, (3, size, size), sorted(set(names) | set(links.values())))
-    config = _Settings(model_name, size, steps, seed, k, diversity)
+        raise MechscopeError(f"links.upstream names layers {unknown} that are not being built; layers: {names}")
+    config = _Settings(model_name, evidence, links.k)
+    size = config.size
+    shapes = layer_shapes(model, (3, size, size), sorted(set(names) | set(sources.values())))
     chosen = {layer: _select(layer, int(shapes[layer][0]), units_per_layer, channels) for layer in names}
-    jobs = {layer: _plan(store, config, layer, chosen[layer], links.get(layer), negative,
-                         tuning and len(shapes[layer]) == 3) for layer in names}
+    jobs = {layer: _plan(store, config, layer, chosen[layer], sources.get(layer),
+                         evidence.tuning and len(shapes[layer]) == 3) for layer in names}
     counts = {"built": 0, "skipped": 0}
     todo_units = {layer: set(job.units) for layer, job in jobs.items()}
     if dataset is not None:
         spatial = {layer: len(shapes[layer]) == 3 for layer in names}
-        for layer, units in _scan_dataset(store, model, config, chosen, links, spatial, dataset, dataset_name,
-                                          examples_k, progress).items():
+        for layer, units in _scan_dataset(store, model, config, chosen, sources, spatial, dataset, progress).items():
             todo_units[layer] |= units
     for layer in names:
         counts["built"] += len(todo_units[layer])
@@ -204,20 +191,21 @@ def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], u
     return counts
 
 
-def _plan(store: Store, config: _Settings, layer: str, chosen: list[int], source: str | None, negative: bool,
-          tuning: bool) -> Job:
+def _plan(store: Store, config: _Settings, layer: str, chosen: list[int], source: str | None, tuning: bool) -> Job:
     """What each of ``chosen`` still needs (nothing when its rows hold the same settings)."""
     figures = {(r["channel"], r["kind"]): r for r in read_rows(store, "figures", model=config.model_name, layer=layer)}
 
-    def need(kind: str, want: dict[str, Any], on: bool = True) -> tuple[int, ...]:
-        return tuple(c for c in chosen if on and not _same(figures.get((c, kind), {}).get("settings"), want))
+    evidence = config.evidence
+    want = {"steps": evidence.steps, "size": config.size, "n": evidence.diversity,
+            "orientations": TUNING_ORIENTATIONS, "layer": source, "k": config.k}
 
-    featvis = {"steps": config.steps, "size": config.size}
-    return Job(layer, featvis=need("featvis", featvis), negative=need("featvis_negative", featvis, negative),
-               tuning=need("tuning", {"orientations": TUNING_ORIENTATIONS, "size": config.size}, tuning),
-               upstream=need("upstream", {"layer": source, "k": config.k, "size": config.size}, source is not None),
-               source=source,
-               diversity=need("featvis_diversity", {**featvis, "n": config.diversity}, config.diversity > 1))
+    def need(kind: FigureKind, on: bool = True) -> tuple[int, ...]:
+        return tuple(c for c in chosen if on and not kind.up_to_date(figures.get((c, kind.name), {}).get("settings"),
+                                                                       want))
+
+    return Job(layer, featvis=need(FEATVIS), negative=need(FEATVIS_NEGATIVE, evidence.negative),
+               tuning=need(TUNING, tuning), upstream=need(UPSTREAM, source is not None), source=source,
+               diversity=need(FEATVIS_DIVERSITY, evidence.diversity > 1))
 
 
 # ---------------------------------------------------------------------------------------------------- workers
@@ -232,8 +220,7 @@ def _init_worker(model: nn.Module, threads: int) -> None:
 
 
 def _compute(model: nn.Module, job: Job, config: _Settings) -> Computed:
-    return compute(model, job, size=config.size, steps=config.steps, seed=config.seed, k=config.k,
-                   diversity=config.diversity)
+    return compute(model, job, replace(config.evidence, size=config.size), k=config.k)
 
 
 def _work(job: Job, config: _Settings) -> Computed:
@@ -304,18 +291,18 @@ def _write(store: Store, config: _Settings, layer: str, done: Computed, shape: S
     name = config.model_name
     pngs = [({**row, "model": name}, data) for row, data in done.pngs]
     rows = [{**row, "model": name} for row in done.rows]
-    upstream = [row for row in [row for row, _ in done.pngs] + done.rows if row["kind"] == "upstream"]
+    upstream = [row for row in [row for row, _ in done.pngs] + done.rows if row["kind"] == UPSTREAM.name]
     rebuilt = {f"{layer}:{row['channel']}" for row in upstream}
     for source in {row["settings"]["layer"] for row in upstream}:
         # drop this run's units from what was stored, add the new links; rows this run does not touch stay as they are
-        old = {r["channel"]: r for r in read_rows(store, "figures", model=name, layer=source, kind="downstream")}
+        old = {r["channel"]: r for r in read_rows(store, "figures", model=name, layer=source, kind=DOWNSTREAM.name)}
         for channel in sorted(set(old) | set(done.downstream)):
             stored = ((old.get(channel) or {}).get("settings") or {}).get("units", [])
             kept = [u for u in stored if u.get("unit") not in rebuilt]
             if channel not in done.downstream and len(kept) == len(stored):
                 continue
             merged = sorted(kept + done.downstream.get(channel, []), key=lambda u: -abs(float(u["weight"])))
-            row = {"model": name, "layer": source, "channel": channel, "kind": "downstream",
+            row = {"model": name, "layer": source, "channel": channel, "kind": DOWNSTREAM.name,
                    "settings": {"units": merged}}
             if merged:
                 pngs.append((row, bars_png(merged, f"{source}:{channel} -> downstream")))
@@ -323,7 +310,7 @@ def _write(store: Store, config: _Settings, layer: str, done: Computed, shape: S
                 rows.append({**row, "png": None})
     old_layer = read_rows(store, "layers", model=name, layer=layer)
     settings = dict(old_layer[0]["settings"] or {}) if old_layer else {}
-    want = {"kind": "vision", "size": config.size, "shape": list(shape)}
+    want = {"kind": VISION.name, "size": config.size, "shape": list(shape)}
     with transaction(store):
         written = [{**row, "png": put_png(store, data)} for row, data in pngs]
         if not old_layer or not _same(settings, want):
@@ -335,7 +322,7 @@ def _write(store: Store, config: _Settings, layer: str, done: Computed, shape: S
 # ---------------------------------------------------------------------------------------------------- dataset
 
 def _scan_dataset(store: Store, model: nn.Module, config: _Settings, chosen: dict[str, list[int]],
-                  links: dict[str, str], spatial: dict[str, bool], dataset: Any, dataset_name: str | None, examples_k: int,
+                  links: dict[str, str], spatial: dict[str, bool], data: DatasetEvidence,
                   progress: bool) -> dict[str, set[int]]:
     """Dataset examples, statistics and distribution plots of the chosen units (``vision.scan_store``) and the
     attribution of each one's top example to its upstream layer -> the units written, per layer."""
@@ -343,22 +330,23 @@ def _scan_dataset(store: Store, model: nn.Module, config: _Settings, chosen: dic
     from mechscope.vision.evidence.scan_store import save_scan
 
     name = config.model_name
-    tag = {"dataset": dataset_name or type(dataset).__name__, "examples_k": examples_k, "size": config.size}
+    dataset = data.dataset
+    tag = {"dataset": data.label, "examples_k": data.examples_k, "size": config.size}
     stale = []
     for layer, units in chosen.items():
         row = read_rows(store, "layers", model=name, layer=layer)
         have = {r["channel"] for r in read_rows(store, "examples", model=name, layer=layer, which="top", rank=0)}
         attributed = {r["channel"]: r for r in read_rows(store, "figures", model=name, layer=layer,
-                                                         kind="attribution")}
+                                                         kind=ATTRIBUTION.name)}
         source = links.get(layer)
         fresh = row and _same((row[0]["settings"] or {}).get("scan"), tag) and set(units) <= have and (
-            source is None or all(_same(attributed.get(c, {}).get("settings"), {**tag, "source": source})
-                                  for c in units))
+            source is None or all(ATTRIBUTION.up_to_date(attributed.get(c, {}).get("settings"),
+                                                          {**tag, "source": source}) for c in units))
         if not fresh:
             stale.append(layer)
     if not stale:
         return {}
-    state = scan(model, dataset, stale, k=examples_k, progress=progress, settings={"scan": tag})
+    state = scan(model, dataset, stale, k=data.examples_k, progress=progress, settings={"scan": tag})
     save_scan(store, state, model, dataset, model_name=name, input_size=config.size,
               plot_units={layer: chosen[layer] for layer in stale}, settings={"scan": tag}, progress=progress)
     for layer in stale:
@@ -384,7 +372,7 @@ def _attribute_top_examples(store: Store, model: nn.Module, config: _Settings, l
         unit = f"{layer}:{c}@{x},{y}" if spatial else f"{layer}:{c}"
         attr = attribute(model, image[None], unit, source)
         top = attr.top(config.k)
-        pngs.append(({"model": config.model_name, "layer": layer, "channel": c, "kind": "attribution",
+        pngs.append(({"model": config.model_name, "layer": layer, "channel": c, "kind": ATTRIBUTION.name,
                       "settings": {**tag, "source": source, "dataset_index": index, "position": [x, y],
                                    "total": float(attr.total[0]),
                                    "units": [{"unit": f"{source}:{s}", "weight": v} for s, v in top]}},
@@ -401,4 +389,4 @@ def _item(dataset: Any, index: int) -> torch.Tensor:
     return item[0] if isinstance(item, tuple) else item
 
 
-__all__ = ["build", "DEFAULT_SIZE", "EXAMPLES_K"]
+__all__ = ["build", "Evidence", "Links", "DatasetEvidence", "DEFAULT_SIZE", "EXAMPLES_K"]

@@ -32,8 +32,11 @@ from collections.abc import Sequence
 from mechscope.data.shapes import ShapesDataset
 from mechscope.microscope.build import build
 from mechscope.microscope.heads import build_heads
+from mechscope.microscope.kinds import UPSTREAM
+from mechscope.microscope.options import DatasetEvidence, Evidence, Links
 from mechscope.microscope.toy import build_toy
 from mechscope.store import Store, open_store, read_rows
+from mechscope.units import parse_unit
 from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
 from mechscope.zoo.registry import bundled_tokenizer, load
 
@@ -46,9 +49,9 @@ TOY_EXPERIMENTS = ("intro",)
 def _linked(store: Store, layer: str, units: Sequence[int]) -> list[int]:
     """The channels that ``units`` of ``layer`` name in their ``upstream`` rows."""
     out: set[int] = set()
-    for row in read_rows(store, "figures", model="shapes", layer=layer, kind="upstream"):
+    for row in read_rows(store, "figures", model="shapes", layer=layer, kind=UPSTREAM.name):
         if row["channel"] in units:
-            out |= {int(u["unit"].rpartition(":")[2]) for u in (row["settings"] or {}).get("units", [])}
+            out |= {parse_unit(u["unit"]).channel for u in (row["settings"] or {}).get("units", [])}
     return sorted(out)
 
 
@@ -74,9 +77,9 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
         units = sorted(int(c) for c in focus)
         for layer, below in zip(CIRCUIT, CIRCUIT[1:] + (None,)):
             counts[f"shapes:{layer}"] = build(
-                net, "shapes", [layer], store, channels={layer: units}, featvis_steps=steps, size=64, seed=seed,
-                upstream_layer={layer: below} if below else None, k=k, dataset=data,
-                dataset_name=f"shapes:{images}:{seed + 7}", workers=workers, progress=progress)
+                net, "shapes", [layer], store, channels={layer: units},
+                evidence=Evidence(steps=steps, size=64, seed=seed), links=Links({layer: below} if below else {}, k=k),
+                dataset=DatasetEvidence(data, f"shapes:{images}:{seed + 7}"), workers=workers, progress=progress)
             units = _linked(store, layer, units)
         for name in LANGUAGE_MODELS:
             model = load(name, device="cpu")

@@ -12,9 +12,10 @@ merges into the upstream layer's ``downstream`` rows).  Rows carry no ``model`` 
 Example::
 
     >>> from torch import nn
+    >>> from mechscope.microscope.options import Evidence
     >>> net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1)).eval()
     >>> done = compute(net, Job("2", featvis=(0,), negative=(0,), tuning=(), upstream=(1,), source="0"),
-    ...                size=16, steps=2, seed=0, k=1)
+    ...                Evidence(steps=2, size=16), k=1)
     >>> sorted((row["kind"], row["channel"]) for row, _ in done.pngs)
     [('featvis', 0), ('featvis_negative', 0), ('upstream', 1)]
     >>> [u["unit"] for u in next(iter(done.downstream.values()))]
@@ -24,14 +25,17 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from mechscope.images import grid, png_bytes
+from mechscope.microscope.kinds import FEATVIS, FEATVIS_DIVERSITY, FEATVIS_NEGATIVE, TUNING, UPSTREAM
+from mechscope.microscope.options import Evidence
 from mechscope.plots import agg_figure, png_of
+from mechscope.units import parse_unit
 from mechscope.vision.circuits.graph import upstream as upstream_units
 from mechscope.vision.featvis.render import render_units
 from mechscope.vision.families.tuning import radial_tuning_curve
@@ -64,10 +68,11 @@ class Job:
         out = []
         for lo in range(0, len(units), size):
             mine = set(units[lo:lo + size])
-            out.append(Job(self.layer, *(tuple(c for c in getattr(self, f) if c in mine)
-                                         for f in ("featvis", "negative", "tuning", "upstream")),
-                           source=self.source, diversity=tuple(c for c in self.diversity if c in mine)))
+            out.append(replace(self, **{f: tuple(c for c in getattr(self, f) if c in mine) for f in _CHANNELS}))
         return out
+
+
+_CHANNELS = tuple(f.name for f in fields(Job) if f.name not in ("layer", "source"))  # the channel tuples
 
 
 @dataclass
@@ -144,11 +149,12 @@ def _tuning_png(tuning: Any, channel: int) -> bytes:
 
 # ---------------------------------------------------------------------------------------------------- compute
 
-def compute(model: nn.Module, job: Job, *, size: int, steps: int, seed: int | None, k: int,
-            diversity: int = 0) -> Computed:
-    """Do ``job`` on ``model`` (see the module docstring); ``size`` is the input size in pixels, ``steps`` and
-    ``seed`` those of the feature visualizations, ``k`` upstream units per unit, ``diversity`` images per unit of
-    the diversity sets (for ``job.diversity``)."""
+def compute(model: nn.Module, job: Job, evidence: Evidence, k: int = 4) -> Computed:
+    """Do ``job`` on ``model`` (see the module docstring): ``evidence.pixels`` is the input size, ``evidence.steps``
+    and ``.seed`` those of the feature visualizations, ``evidence.diversity`` the images per unit of the diversity
+    sets (for ``job.diversity``); ``k`` upstream units per unit.  Which units get which figure is ``job``'s to say
+    (``evidence.negative`` and ``.tuning`` are the planner's)."""
+    size, steps, seed, diversity = evidence.pixels, evidence.steps, evidence.seed, evidence.diversity
     done = Computed()
     layer = job.layer
     featvis_settings = {"steps": steps, "size": size}
@@ -157,10 +163,10 @@ def compute(model: nn.Module, job: Job, *, size: int, steps: int, seed: int | No
         result = render_units(model, [f"{layer}:{c}" for c in render], size=size, steps=steps, seed=seed,
                               negative=bool(job.negative), progress=False)
         index = {label: i for i, label in enumerate(result.labels)}
-        for kind, need, suffix in (("featvis", job.featvis, ""), ("featvis_negative", job.negative, "#neg")):
+        for kind, need, suffix in ((FEATVIS, job.featvis, ""), (FEATVIS_NEGATIVE, job.negative, "#neg")):
             for c in need:
                 i = index[f"{layer}:{c}{suffix}"]
-                done.pngs.append(({"layer": layer, "channel": c, "kind": kind,
+                done.pngs.append(({"layer": layer, "channel": c, "kind": kind.name,
                                    "settings": {**featvis_settings, "seed": seed,
                                                 "score": float(result.activations[i]), "score_name": "activation"}},
                                   png_bytes(result.final[i])))
@@ -169,7 +175,7 @@ def compute(model: nn.Module, job: Job, *, size: int, steps: int, seed: int | No
                               diversity=diversity, progress=False)
         for j, c in enumerate(job.diversity):
             images = result.final[j * diversity:(j + 1) * diversity]
-            done.pngs.append(({"layer": layer, "channel": c, "kind": "featvis_diversity",
+            done.pngs.append(({"layer": layer, "channel": c, "kind": FEATVIS_DIVERSITY.name,
                                "settings": {**featvis_settings, "seed": seed, "n": diversity}},
                               png_bytes(grid(images, ncols=diversity))))
     if job.tuning:
@@ -177,7 +183,7 @@ def compute(model: nn.Module, job: Job, *, size: int, steps: int, seed: int | No
                                      progress=False)
         preferred, preference = curves.preferred, curves.curve_preference
         for i, c in enumerate(job.tuning):
-            done.pngs.append(({"layer": layer, "channel": c, "kind": "tuning",
+            done.pngs.append(({"layer": layer, "channel": c, "kind": TUNING.name,
                                "settings": {"orientations": TUNING_ORIENTATIONS, "size": size,
                                             "preferred_deg": float(preferred[i]),
                                             "curve_preference": float(preference[i]),
@@ -187,9 +193,9 @@ def compute(model: nn.Module, job: Job, *, size: int, steps: int, seed: int | No
         found = upstream_units(model, f"{layer}:{c}", job.source, size, k=k)
         linked = [{"unit": r.unit, "weight": r.strength if r.sign == "+" else -r.strength} for r in found]
         for link in linked:
-            channel = int(link["unit"].rpartition(":")[2])
+            channel = parse_unit(link["unit"]).channel
             done.downstream.setdefault(channel, []).append({"unit": f"{layer}:{c}", "weight": link["weight"]})
-        row = {"layer": layer, "channel": c, "kind": "upstream",
+        row = {"layer": layer, "channel": c, "kind": UPSTREAM.name,
                "settings": {"units": linked, "layer": job.source, "k": k, "size": size}}
         if found:
             done.pngs.append((row, heatmap_png(found, f"{job.source} -> {layer}:{c}")))

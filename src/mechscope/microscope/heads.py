@@ -62,6 +62,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechscope.errors import MechscopeError
+from mechscope.microscope.kinds import (ATTENTION, COMPOSITION, HEAD_KINDS, HEAD_SCORES, HEADS, OV_PAIRS,
+                                        QK_PAIRS)
 from mechscope.plots import agg_figure, png_of
 from mechscope.store import Store, open_store, put_png, put_rows, read_rows, transaction
 from mechscope.transformer.circuits import (composition_baseline, composition_scores, copying_scores, ov_circuit,
@@ -234,17 +236,17 @@ def _build(store: Store, model: Any, cfg: Any, model_name: str, tokenizer: Any, 
     probe = _probe(cfg, tokenizer)
     build = _digest(model, format=FORMAT, sample=sample.tolist(), labels=labels, k=k, probe=probe.tolist())
     common = {"build": build, "k": k, "tokens": int(sample.shape[1])}
-    layer_settings = {"kind": "heads", "thumbnail": "attention", "n_layers": n_layers, "n_heads": n_heads,
+    layer_settings = {"kind": HEADS.name, "thumbnail": ATTENTION.name, "n_layers": n_layers, "n_heads": n_heads,
                       **{key: int(getattr(cfg, key)) for key in ("d_model", "d_head", "d_vocab", "n_ctx")}}
     plan: list[tuple[int, list[int]]] = []  # (layer, heads to build) of the layers with anything to write
     counts = {"built": 0, "skipped": 0}
     for layer in range(n_layers):
         name = f"blocks.{layer}.attn"
-        kinds = ["attention", "head_scores", "qk_pairs", "ov_pairs"] + (["composition"] if layer else [])
+        kinds = HEAD_KINDS + ((COMPOSITION,) if layer else ())
         stored = {(r["channel"], r["kind"]): r.get("settings") for r in
                   read_rows(store, "figures", model=model_name, layer=name)}
-        todo = [h for h in range(n_heads) if not all(
-            isinstance(stored.get((h, kind)), dict) and stored[(h, kind)].get("build") == build for kind in kinds)]
+        todo = [h for h in range(n_heads) if not all(kind.up_to_date(stored.get((h, kind.name)), common)
+                                                     for kind in kinds)]
         counts["built"] += len(todo)
         counts["skipped"] += n_heads - len(todo)
         old = read_rows(store, "layers", model=model_name, layer=name)
@@ -274,17 +276,17 @@ def _build(store: Store, model: Any, cfg: Any, model_name: str, tokenizer: Any, 
             best = max(values, key=lambda kind: values[kind])
             row = {"model": model_name, "layer": name, "channel": h}
             caption = {} if tokenizer is not None else {"caption": "Attention pattern on repeated random tokens"}
-            figs.append(({**row, "kind": "attention", "settings": {
+            figs.append(({**row, "kind": ATTENTION.name, "settings": {
                 **common, **caption, "score": values[best], "score_name": best, "note": sample_note}},
                 _attention_png(patterns[layer, h], labels, f"head {head}")))
             note = f"On {probe.shape[0]} rows of [BOS] r r (r: {(probe.shape[1] - 1) // 2} random tokens)."
             if head in classes:
                 note += f" Classified as: {', '.join(classes[head])} (classify_heads, threshold 0.4)."
-            figs.append(({**row, "kind": "head_scores", "settings": {
+            figs.append(({**row, "kind": HEAD_SCORES.name, "settings": {
                 **common, "note": note,
                 "table": {"columns": ["detector", "score"], "rows": [[kd, v] for kd, v in values.items()]}}},
                 _scores_png(values, f"head {head}")))
-            figs.append(({**row, "kind": "qk_pairs", "settings": {
+            figs.append(({**row, "kind": QK_PAIRS.name, "settings": {
                 **common, "note": "Largest entries of W_E W_Q W_Kᵀ W_Eᵀ (LayerNorm folded; unscaled scores).",
                 "table": _pairs_table(qk_circuit(folded, layer, h), k, tokenizer, ("query", "key"))}}, None))
             ov = {**common, "note": "Largest entries of W_E W_V W_O W_U (LayerNorm folded): attending to the "
@@ -292,7 +294,7 @@ def _build(store: Store, model: Any, cfg: Any, model_name: str, tokenizer: Any, 
                   "table": _pairs_table(ov_circuit(folded, layer, h), k, tokenizer, ("source", "logit"))}
             if math.isfinite(float(copying[layer, h])):
                 ov.update(score=float(copying[layer, h]), score_name="copying")
-            figs.append(({**row, "kind": "ov_pairs", "settings": ov}, None))
+            figs.append(({**row, "kind": OV_PAIRS.name, "settings": ov}, None))
             if layer:
                 figs.append(_composition_row(row, comp, layer, h, cfg, common))
         with transaction(store):
@@ -323,7 +325,7 @@ def _composition_row(row: dict[str, Any], comp: dict[str, Tensor], layer: int, h
             "largest of the Q/K/V scores.")
     settings = {**common, "units": links, "table": table, "note": note, "score": links[0]["weight"],
                 "score_name": "max composition"}
-    return ({**row, "kind": "composition", "settings": settings},
+    return ({**row, "kind": COMPOSITION.name, "settings": settings},
             _composition_png(qkv, [f"{l0}.{h0}" for l0, h0 in earlier], f"into head {layer}.{h}"))
 
 

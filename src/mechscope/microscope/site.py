@@ -10,12 +10,14 @@ Store contract (what the pages read; anything absent is simply not shown):
   ``examples`` or ``stats``.  ``settings`` may hold ``{"kind": "vision" | "heads" | "toy", ...}`` and
   ``"thumbnail"``: the figure kind shown in the layer grid (default ``"featvis"``).
 * ``figures`` rows ``(model, layer, channel, kind, png, settings)``; ``channel = -1`` is a layer-wide figure
-  (shown on the layer page).  Kinds with a dedicated caption are listed in ``CAPTIONS`` (shown in that order,
-  other kinds after them by name, captioned by their kind): ``"featvis"`` (the unit's feature visualization, its
-  thumbnail in the layer grid), ``"featvis_diversity"``, ``"featvis_negative"``, ``"histogram"``, ``"tuning"``,
-  ``"attribution"``, ``"upstream"`` / ``"downstream"`` (weight heatmaps), the head kinds ``"attention"``,
-  ``"head_scores"``, ``"composition"``, ``"qk_pairs"``, ``"ov_pairs"`` and the toy-model kinds ``"geometry"``,
-  ``"gram"``, ``"norms"``.  ``settings`` (a JSON object) may hold:
+  (shown on the layer page).  The kinds are declared in ``mechscope.microscope.kinds`` (captions, display order:
+  captioned kinds in that order, other kinds after them by name, captioned by their kind): ``"featvis"`` (the
+  unit's feature visualization, its thumbnail in the layer grid), ``"featvis_diversity"``, ``"featvis_negative"``,
+  the dataset kinds ``"log_prob"``, ``"quilt"``, ``"histogram"``, then ``"tuning"``, ``"attribution"``,
+  ``"upstream"`` / ``"downstream"`` (weight heatmaps), the head kinds ``"attention"``, ``"head_scores"``,
+  ``"composition"``, ``"qk_pairs"``, ``"ov_pairs"`` and the toy-model kinds ``"geometry"``, ``"gram"``,
+  ``"norms"``, ``"metrics"``, ``"summary"`` (the last two carry their own caption).  ``settings`` (a JSON object)
+  may hold:
 
   - ``"score"`` (float) and ``"score_name"`` (str): shown beside the caption; the thumbnail figure's score sorts
     the layer grid, and every score name of a layer's figures is a sort button there;
@@ -29,38 +31,24 @@ Store contract (what the pages read; anything absent is simply not shown):
   ``"top"`` / ``"bottom"``.
 * ``stats`` rows ``(model, layer, channel, count, mean, std, fraction_firing, min, max, quantiles, histogram)``.
 
-Site layout (every URL relative to the site root; every link in a page relative to that page, so the site works
-from ``file://`` and any static host)::
-
-    index.html                          the models and their layers, with a client-side unit search
-    <model>/<layer>/index.html          a layer: the grid of its units' feature visualizations
-    <model>/<layer>/<channel>.html      a unit: all its figures, examples, statistics and circuit links
-    png/ab/<sha256>.png                 the store's PNGs, under the same content-addressed names
-
-Names become path segments through ``slug``: letters, digits, ``-`` and ``.`` are kept, every other byte of the
-UTF-8 name is written ``_XX`` (``_`` itself included, a leading ``.`` too), so slugs are injective, URL-safe
-without further quoting, and never ``..``; ``png`` / ``index.html`` are escaped so that they cannot clash with the
-site's own files.  All text goes through Jinja2 with autoescaping.
+Site layout and names: ``mechscope.microscope.urls``.  All text goes through Jinja2 with autoescaping (the
+templates are package files in ``templates/``).
 
 Example::
 
-    >>> unit_url("inceptionv1", "mixed3b", 379)
-    'inceptionv1/mixed3b/379.html'
-    >>> slug("<b>x</b>"), slug("blocks.0_attn"), slug("..")
-    ('_3Cb_3Ex_3C_2Fb_3E', 'blocks.0_5Fattn', '_2E.')
-    >>> relative_url(unit_url("m", "conv1", 3), unit_url("m", "conv2", 7))
-    '../../m/conv2/7.html'
+    >>> import tempfile
+    >>> from mechscope.store import open_store
+    >>> with open_store(tempfile.mkdtemp()) as store:
+    ...     "This store has no layers yet" in render_index(store)
+    True
 """
 
 from __future__ import annotations
 
-import json
-import math
+import functools
 import os
 import re
-import string
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -69,350 +57,29 @@ import jinja2
 
 from mechscope.artefacts import atomic_write_bytes
 from mechscope.errors import MechscopeError
+from mechscope.microscope.kinds import CAPTIONS, FEATVIS, caption, figure_order, noun
+from mechscope.microscope.urls import (index_url, is_png_path, layer_url, png_url, relative_url, slug,
+                                       unit_url)
+from mechscope.microscope.view import StoreView, link_target, number_text, score_of, stat_text
 from mechscope.store import Store, open_store, read_png, read_rows
 
 HTML = "text/html; charset=utf-8"
 PNG = "image/png"
 
-_SAFE = frozenset(string.ascii_letters + string.digits + "-.")
-_RESERVED = frozenset({"png", "index.html"})  # top-level names of the site itself
-_PNG_PATH = re.compile(r"png/([0-9a-f]{2})/([0-9a-f]{64})\.png")
 _UNIT_FILE = re.compile(r"(0|[1-9][0-9]*)\.html")
 
-CAPTIONS: dict[str, str] = {
-    "featvis": "Feature visualization",
-    "featvis_diversity": "Diversity: different images that all excite the unit",
-    "featvis_negative": "Negative feature visualization: what suppresses the unit",
-    "attention": "Attention pattern on sample text",
-    "head_scores": "Detector scores (previous-token, induction, duplicate-token)",
-    "composition": "Composition with heads of earlier layers",
-    "qk_pairs": "Top QK token pairs (query ← key)",
-    "ov_pairs": "Top OV token pairs (source → logit)",
-    "geometry": "Feature geometry in the hidden space",
-    "gram": "WᵀW: how features overlap",
-    "norms": "Feature norms and superposition",
-    "log_prob": "Distribution of activations over the dataset (log probability density)",
-    "quilt": "Quilt: dataset examples ordered by how much they activate the unit",
-    "histogram": "Histogram of activations",
-    "tuning": "Tuning curve",
-    "attribution": "Attribution of the top dataset example",
-    "upstream": "Upstream: the units that feed this one (weights)",
-    "downstream": "Downstream: the units this one feeds (weights)",
-}
-"""Caption of each known figure kind; figures are shown in this order, other kinds after them by name."""
 
-
-# ---------------------------------------------------------------------------------------------------- URLs
-
-def slug(name: str) -> str:
-    """A file- and URL-safe, injective path segment for ``name`` (see the module docstring)."""
-    out = []
-    for i, ch in enumerate(str(name)):
-        if ch in _SAFE and not (i == 0 and ch == "."):
-            out.append(ch)
-        else:
-            out.extend(f"_{b:02X}" for b in ch.encode("utf-8"))
-    s = "".join(out)
-    if not s:
-        return "_"  # not a valid ``_XX``, so no other name gives it
-    if s.lower() in _RESERVED:
-        s = f"_{ord(s[0]):02X}{s[1:]}"
-    return s
-
-
-def index_url() -> str:
-    """The site's front page, relative to the site root."""
-    return "index.html"
-
-
-def layer_url(model: str, layer: str) -> str:
-    """The page of a layer, relative to the site root."""
-    return f"{slug(model)}/{slug(layer)}/index.html"
-
-
-def unit_url(model: str, layer: str, channel: int) -> str:
-    """The page of one unit, relative to the site root (``channel >= 0``; layer-wide figures have no page)."""
-    if isinstance(channel, bool) or not isinstance(channel, int) or channel < 0:
-        raise MechscopeError(f"a unit page needs a channel >= 0, not {channel!r}")
-    return f"{slug(model)}/{slug(layer)}/{channel}.html"
-
-
-def png_url(rel: str) -> str:
-    """The site URL of a store PNG path ``png/ab/<sha256>.png`` (the same path); other paths are refused."""
-    if not _is_png_path(rel):
-        raise MechscopeError(f"{rel!r} is not a store PNG path png/ab/<sha256>.png")
-    return rel
-
-
-def relative_url(page: str, target: str) -> str:
-    """``target`` (relative to the site root) as a link from the page at ``page`` (relative to the site root)."""
-    return "../" * page.count("/") + target
-
-
-def _is_png_path(rel: Any) -> bool:
-    m = _PNG_PATH.fullmatch(rel) if isinstance(rel, str) else None
-    return bool(m) and m.group(2).startswith(m.group(1))
-
-
-# ---------------------------------------------------------------------------------------------------- store view
-
-@dataclass
-class _View:
-    """What the pages need from one store, read once: its layers and (lazily) their units."""
-
-    store: Store
-    layers: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    _units: dict[tuple[str, str], list[int]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, store: Store) -> _View:
-        view = cls(store)
-        for row in read_rows(store, "layers"):
-            view.layers[(row["model"], row["layer"])] = row
-        return view
-
-    def units(self, model: str, layer: str) -> list[int]:
-        key = (model, layer)
-        if key not in self.layers:
-            return []
-        if key not in self._units:
-            n = self.layers[key].get("channels")
-            if isinstance(n, int) and n > 0:
-                self._units[key] = list(range(n))
-            else:
-                sql = " UNION ".join(f"SELECT channel FROM {t} WHERE model = ? AND layer = ? AND channel >= 0"
-                                     for t in ("figures", "examples", "stats"))
-                rows = self.store.db.execute(sql, key * 3).fetchall()
-                self._units[key] = sorted(int(r[0]) for r in rows)
-        return self._units[key]
-
-    def has_unit(self, model: str, layer: str, channel: int) -> bool:
-        units = self.units(model, layer)
-        if units and units[-1] == len(units) - 1:  # a range
-            return 0 <= channel < len(units)
-        return channel in units
-
-    def kind(self, model: str, layer: str) -> str:
-        settings = self.layers.get((model, layer), {}).get("settings")
-        return str(settings.get("kind", "")) if isinstance(settings, dict) else ""
-
-    def png_ok(self, rel: Any) -> bool:
-        """Whether ``rel`` is a store PNG path whose file exists (else the page shows no image)."""
-        return _is_png_path(rel) and (self.store.root / rel).is_file()
-
-    def require_layer(self, model: str, layer: str) -> None:
-        if (model, layer) not in self.layers:
-            known = ", ".join(f"{m}/{name}" for m, name in self.layers) or "none"
-            raise MechscopeError(f"the store {str(self.store.root)!r} has no layer {model}/{layer}; layers: {known}")
-
-
-def _number(x: Any) -> str:
-    if isinstance(x, bool) or x is None:
-        return "" if x is None else str(x)
-    if isinstance(x, int):
-        return str(x)
-    if isinstance(x, float):
-        return f"{x:.4g}" if math.isfinite(x) else str(x)
-    text = json.dumps(x) if isinstance(x, (list, dict)) else str(x)
-    return text if len(text) <= 200 else text[:199] + "…"
-
-
-def _stat(name: str, value: Any) -> str:
-    """A statistic as text; quantiles as ``1%: v · 50%: v · ...``."""
-    if name == "quantiles" and isinstance(value, dict):
-        parts = []
-        for q, v in value.items():
-            try:
-                parts.append(f"{100 * float(q):g}%: {_number(v)}")
-            except (TypeError, ValueError):
-                parts.append(f"{q}: {_number(v)}")
-        return " · ".join(parts)
-    return _number(value)
-
-
-def _score(settings: Any) -> tuple[float | None, str]:
-    if not isinstance(settings, dict):
-        return None, ""
-    score = settings.get("score")
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-        return None, ""
-    return float(score), str(settings.get("score_name") or "score")
-
-
-def _parse_unit(name: Any) -> tuple[str, int] | None:
-    """``"mixed3a:12"`` -> ``("mixed3a", 12)``; ``None`` when not of that form."""
-    if not isinstance(name, str) or ":" not in name:
-        return None
-    layer, _, ch = name.rpartition(":")
-    return (layer, int(ch)) if re.fullmatch(r"0|[1-9][0-9]*", ch) else None
-
-
-# ---------------------------------------------------------------------------------------------------- templates
-
-_BASE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{% block title %}{% endblock %} · mechscope Microscope</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:72em;padding:0 1em;color:#222}
-a{color:#1558b0;text-decoration:none}a:hover{text-decoration:underline}
-nav{font-size:.9em;margin-bottom:1em;color:#666}
-table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left}
-.grid{display:flex;flex-wrap:wrap;gap:.6em}
-.cell{width:128px;font-size:.8em;text-align:center;color:#222}
-.grid:not(.all) .cell.empty{display:none}
-.cell img,.cell .blank{width:128px;height:128px;object-fit:contain;background:#eee;display:block;image-rendering:pixelated}
-figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top;max-width:100%}
-figure img{max-width:min(100%,820px);image-rendering:pixelated}
-figcaption{font-size:.85em;color:#444;max-width:480px}
-img.vis{height:192px;width:auto}
-.examples{display:flex;flex-wrap:wrap;gap:.4em}.example{margin:0;text-align:center}
-.example img,.example .blank{width:96px;height:96px;image-rendering:pixelated;display:block}.example figcaption{font-size:.75em}
-.muted{color:#888}
-.note{font-size:.85em;margin:.2em 0}table.data td{font-family:ui-monospace,monospace;white-space:pre}
-</style></head><body>
-<nav>{% block nav %}{% endblock %}</nav>
-{% block body %}{% endblock %}
-</body></html>
-"""
-
-_INDEX = """{% extends "base.html" %}
-{% block title %}Index{% endblock %}
-{% block nav %}mechscope Microscope{% endblock %}
-{% block body %}
-<h1>Microscope</h1>
-<form id="search" autocomplete="off">
-<label for="q">Go to a unit</label> <input id="q" placeholder="{{ example }}" size="30">
-<button type="submit">Go</button> <span id="msg" class="muted"></span>
-</form>
-{% for model, layers in models %}
-<h2>{{ model }}</h2>
-<table><tr><th>layer</th><th>kind</th><th>units</th></tr>
-{% for l in layers %}<tr><td><a href="{{ l.href }}">{{ l.name }}</a></td><td>{{ l.kind }}</td><td>{{ l.count }}</td></tr>
-{% endfor %}</table>
-{% else %}
-<p class="muted">This store has no layers yet: build it first.</p>
-{% endfor %}
-<script>
-const LAYERS = {{ search|tojson }};
-function find(q) {
-  q = q.trim();
-  for (const [model, layer, dir, units] of LAYERS) {
-    for (const name of [layer, model + "/" + layer]) {
-      if (q === name) return dir + "index.html";
-      if (q.startsWith(name + ":")) {
-        const rest = q.slice(name.length + 1);
-        if (/^(0|[1-9][0-9]*)$/.test(rest)) {
-          const c = Number(rest);
-          if (typeof units === "number" ? c < units : units.includes(c)) return dir + c + ".html";
-        }
-      }
-    }
-  }
-  return null;
-}
-document.getElementById("search").addEventListener("submit", function (e) {
-  e.preventDefault();
-  const url = find(document.getElementById("q").value);
-  if (url) window.location.href = url;
-  else document.getElementById("msg").textContent = "no such unit or layer (type layer:channel)";
-});
-</script>
-{% endblock %}
-"""
-
-_LAYER = """{% extends "base.html" %}
-{% block title %}{{ model }}/{{ layer }}{% endblock %}
-{% block nav %}<a href="{{ home }}">Microscope</a> › {{ model }} › {{ layer }}{% endblock %}
-{% block body %}
-<h1>{{ layer }} <span class="muted">{{ model }}</span></h1>
-<p>{{ units|length }} {{ noun }}s{% if kind %} · {{ kind }}{% endif %} ·
-sort by {% for name in sorts %}<button type="button" data-sort="s{{ loop.index0 }}">{{ name }}</button> {% endfor %}<button type="button" data-sort="channel">{{ noun }}</button>
-{% if empty %} · <label><input type="checkbox" id="show-empty"> show the {{ empty }} {{ noun }}s not built yet</label>{% endif %}</p>
-{% for f in figures %}{% include "figure.html" %}
-{% endfor %}
-<div class="grid{% if not empty %} all{% endif %}" id="grid">
-{% for u in units %}<a class="cell{% if not u.src %} empty{% endif %}" href="{{ u.href }}" data-channel="{{ u.channel }}"{% for v in u.sorts %} data-s{{ loop.index0 }}="{{ v }}"{% endfor %}>
-{% if u.src %}<img src="{{ u.src }}" alt="{{ layer }}:{{ u.channel }}" loading="lazy">{% else %}<span class="blank"></span>{% endif %}
-{{ u.channel }}{% if u.score is not none %} · {{ u.score_name }} {{ u.score_text }}{% endif %}</a>
-{% endfor %}</div>
-<script>
-const toggle = document.getElementById("show-empty");
-if (toggle) toggle.addEventListener("change", function () {
-  document.getElementById("grid").classList.toggle("all", toggle.checked);
-});
-document.querySelectorAll("button[data-sort]").forEach(function (b) {
-  b.addEventListener("click", function () {
-    const grid = document.getElementById("grid");
-    const cells = Array.from(grid.children);
-    const key = b.dataset.sort;
-    cells.sort(function (a, c) {
-      if (key !== "channel") {
-        const x = parseFloat(a.dataset[key]), y = parseFloat(c.dataset[key]);
-        if (isNaN(x) !== isNaN(y)) return isNaN(x) ? 1 : -1;
-        if (!isNaN(x) && x !== y) return y - x;
-      }
-      return Number(a.dataset.channel) - Number(c.dataset.channel);
-    });
-    cells.forEach(function (c) { grid.appendChild(c); });
-  });
-});
-</script>
-{% endblock %}
-"""
-
-_UNIT = """{% extends "base.html" %}
-{% block title %}{{ layer }}:{{ channel }}{% endblock %}
-{% block nav %}<a href="{{ home }}">Microscope</a> › {{ model }} › <a href="{{ layer_href }}">{{ layer }}</a> › {{ channel }}
-{% if prev %} · <a href="{{ prev }}" rel="prev">previous</a>{% endif %}{% if next %} · <a href="{{ next }}" rel="next">next</a>{% endif %}{% endblock %}
-{% block body %}
-<h1>{{ layer }}:{{ channel }} <span class="muted">{{ model }}{% if kind %} · {{ kind }}{% endif %}</span></h1>
-{% for f in figures %}{% include "figure.html" %}
-{% else %}<p class="muted">No figures for this {{ noun }} yet.</p>
-{% endfor %}
-{% for which, rows in examples %}
-<h2>{{ which|capitalize }} examples</h2>
-<div class="examples">
-{% for e in rows %}<figure class="example" title="rank {{ e.rank }} · dataset item {{ e.dataset_index }} · position {{ e.position }}">
-{% if e.src %}<img src="{{ e.src }}" alt="example {{ e.dataset_index }}" loading="lazy">{% else %}<span class="blank"></span>{% endif %}
-<figcaption>{{ e.value }}<br><span class="muted">#{{ e.dataset_index }} {{ e.position }}</span></figcaption></figure>
-{% endfor %}</div>
-{% endfor %}
-{% if stats %}<h2>Statistics</h2>
-<table class="stats">{% for name, value in stats %}<tr><th>{{ name }}</th><td>{{ value }}</td></tr>
-{% endfor %}</table>{% endif %}
-{% endblock %}
-"""
-
-_FIGURE = """<figure id="{{ f.kind }}">
-{% if f.src %}<img src="{{ f.src }}" alt="{{ f.caption }}" loading="lazy"{% if f.kind.startswith("featvis") %} class="vis"{% endif %}>{% endif %}<figcaption>{{ f.caption }}{% if f.score is not none %} · {{ f.score_name }} {{ f.score_text }}{% endif %}</figcaption>
-{% if f.note %}<p class="note">{{ f.note }}</p>{% endif %}
-{% if f.table %}<table class="data"><tr>{% for c in f.table.columns %}<th>{{ c }}</th>{% endfor %}</tr>
-{% for r in f.table.rows %}<tr>{% for v in r %}<td>{{ v }}</td>{% endfor %}</tr>
-{% endfor %}</table>{% endif %}
-{% if f.links %}<table class="links"><tr><th>unit</th><th>weight</th></tr>
-{% for l in f.links %}<tr><td>{% if l.href %}<a href="{{ l.href }}">{{ l.name }}</a>{% else %}{{ l.name }}{% endif %}</td><td>{{ l.weight }}</td></tr>
-{% endfor %}</table>{% endif %}
-</figure>
-"""
-
-_ENV = jinja2.Environment(loader=jinja2.DictLoader({"base.html": _BASE, "index.html": _INDEX, "layer.html": _LAYER,
-                                                    "unit.html": _UNIT, "figure.html": _FIGURE}),
-                          autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+@functools.cache
+def _env() -> jinja2.Environment:
+    """The page templates (``templates/``, package data): ``.html`` autoescaped, CSS and JS included as they are."""
+    return jinja2.Environment(loader=jinja2.PackageLoader("mechscope.microscope", "templates"),
+                              autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
 # ---------------------------------------------------------------------------------------------------- pages
 
-def _noun(kind: str) -> str:
-    return {"heads": "head", "toy": "instance"}.get(kind, "unit")
-
-
-def _figure_order(kind: str) -> tuple[int, str]:
-    order = list(CAPTIONS)
-    return (order.index(kind), "") if kind in order else (len(order), kind)
-
-
-def _index(view: _View) -> str:
+def _index(view: StoreView) -> str:
     page = index_url()
     models: dict[str, list[dict[str, Any]]] = {}
     search = []
@@ -426,16 +93,16 @@ def _index(view: _View) -> str:
         ranged = not units or units[-1] == len(units) - 1
         search.append([model, layer, href[: -len("index.html")], len(units) if ranged else units])
     example = next((f"{layer}:0" for (_, layer) in view.layers), "mixed3b:379")
-    return _ENV.get_template("index.html").render(models=list(models.items()), search=search, example=example)
+    return _env().get_template("index.html").render(models=list(models.items()), search=search, example=example)
 
 
-def _layer(view: _View, model: str, layer: str, sort: str) -> str:
+def _layer(view: StoreView, model: str, layer: str, sort: str) -> str:
     if sort not in ("score", "channel"):
         raise MechscopeError(f"sort must be 'score' or 'channel', not {sort!r}")
     view.require_layer(model, layer)
     page = layer_url(model, layer)
     settings = view.layers[(model, layer)].get("settings")
-    thumbnail = str(settings.get("thumbnail") or "featvis") if isinstance(settings, dict) else "featvis"
+    thumbnail = str(settings.get("thumbnail") or FEATVIS.name) if isinstance(settings, dict) else FEATVIS.name
     thumbs: dict[int, dict[str, Any]] = {}
     scores: dict[int, dict[str, float]] = {}  # every score a unit's figures carry, by name: the grid's sort keys
     names: dict[str, tuple[int, str]] = {}
@@ -448,26 +115,26 @@ def _layer(view: _View, model: str, layer: str, sort: str) -> str:
             continue
         if row["kind"] == thumbnail:
             thumbs[row["channel"]] = row
-        score, name = _score(row["settings"])
+        score, name = score_of(row["settings"])
         if score is not None:
             scores.setdefault(row["channel"], {})[name] = score
             names.setdefault(name, (0 if row["kind"] == thumbnail else 1, name))
-    figures.sort(key=lambda f: _figure_order(f["kind"]))
+    figures.sort(key=lambda f: figure_order(f["kind"]))
     sorts = sorted(names, key=lambda n: names[n])  # the thumbnail's score first
     units = []
     for ch in view.units(model, layer):
         row = thumbs.get(ch)
-        score, score_name = _score(row["settings"]) if row else (None, "")
+        score, score_name = score_of(row["settings"]) if row else (None, "")
         src = relative_url(page, png_url(row["png"])) if row and view.png_ok(row["png"]) else None
         mine = scores.get(ch, {})
         units.append({"channel": ch, "href": relative_url(page, unit_url(model, layer, ch)), "src": src,
-                      "score": score, "score_name": score_name, "score_text": _number(score),
+                      "score": score, "score_name": score_name, "score_text": number_text(score),
                       "sorts": [repr(mine[n]) if n in mine else "" for n in sorts]})
     if sort == "score":
         units.sort(key=lambda u: (u["score"] is None, -(u["score"] or 0.0), u["channel"]))
     kind = view.kind(model, layer)
-    return _ENV.get_template("layer.html").render(
-        model=model, layer=layer, kind=kind, noun=_noun(kind), units=units, figures=figures, sorts=sorts,
+    return _env().get_template("layer.html").render(
+        model=model, layer=layer, kind=kind, noun=noun(kind), units=units, figures=figures, sorts=sorts,
         empty=sum(u["src"] is None for u in units) if any(u["src"] for u in units) else 0,
         home=relative_url(page, index_url()))
 
@@ -477,11 +144,11 @@ def _table(settings: Any) -> dict[str, list[Any]] | None:
     if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
         return None
     columns = table.get("columns")
-    rows = [[_number(v) for v in r] if isinstance(r, list) else [_number(r)] for r in table["rows"]]
+    rows = [[number_text(v) for v in r] if isinstance(r, list) else [number_text(r)] for r in table["rows"]]
     return {"columns": [str(c) for c in columns] if isinstance(columns, list) else [], "rows": rows}
 
 
-def _figure(view: _View, page: str, model: str, row: dict[str, Any]) -> dict[str, Any] | None:
+def _figure(view: StoreView, page: str, model: str, row: dict[str, Any]) -> dict[str, Any] | None:
     """What a page shows of one ``figures`` row, or ``None`` when it has nothing to show."""
     settings = row["settings"] if isinstance(row["settings"], dict) else {}
     links = _links(view, page, model, settings)
@@ -490,28 +157,29 @@ def _figure(view: _View, page: str, model: str, row: dict[str, Any]) -> dict[str
     src = relative_url(page, png_url(row["png"])) if view.png_ok(row["png"]) else None
     if src is None and not links and table is None and not note:
         return None
-    caption = settings.get("caption")
-    score, score_name = _score(settings)
-    return {"kind": slug(row["kind"]), "src": src, "note": note, "table": table, "links": links,
-            "caption": caption if isinstance(caption, str) else CAPTIONS.get(row["kind"], row["kind"]),
-            "score": score, "score_name": score_name, "score_text": _number(score)}
+    own = settings.get("caption")
+    score, score_name = score_of(settings)
+    kind = slug(row["kind"])
+    return {"kind": kind, "vis": kind.startswith(FEATVIS.name), "src": src, "note": note, "table": table,
+            "links": links, "caption": own if isinstance(own, str) else caption(row["kind"]),
+            "score": score, "score_name": score_name, "score_text": number_text(score)}
 
 
-def _links(view: _View, page: str, model: str, settings: Any) -> list[dict[str, Any]]:
+def _links(view: StoreView, page: str, model: str, settings: Any) -> list[dict[str, Any]]:
     entries = settings.get("units") if isinstance(settings, dict) else None
     links = []
     for entry in entries if isinstance(entries, list) else []:
         name, weight = (entry.get("unit"), entry.get("weight")) if isinstance(entry, dict) else (entry, None)
         if name is None:
             continue
-        parsed = _parse_unit(name)
+        parsed = link_target(name, view.layer_names(model))
         href = (relative_url(page, unit_url(model, *parsed))
                 if parsed and view.has_unit(model, *parsed) else None)
-        links.append({"name": str(name), "href": href, "weight": _number(weight)})
+        links.append({"name": str(name), "href": href, "weight": number_text(weight)})
     return links
 
 
-def _unit(view: _View, model: str, layer: str, channel: int) -> str:
+def _unit(view: StoreView, model: str, layer: str, channel: int) -> str:
     view.require_layer(model, layer)
     if isinstance(channel, bool) or not isinstance(channel, int) or not view.has_unit(model, layer, channel):
         units = view.units(model, layer)
@@ -521,7 +189,7 @@ def _unit(view: _View, model: str, layer: str, channel: int) -> str:
     store = view.store
     figures = []
     for row in sorted(read_rows(store, "figures", model=model, layer=layer, channel=channel),
-                      key=lambda r: _figure_order(r["kind"])):
+                      key=lambda r: figure_order(r["kind"])):
         shown = _figure(view, page, model, row)
         if shown is not None:
             figures.append(shown)
@@ -529,28 +197,28 @@ def _unit(view: _View, model: str, layer: str, channel: int) -> str:
     for row in read_rows(store, "examples", model=model, layer=layer, channel=channel):
         position = f"({row['x']}, {row['y']})" if row["x"] is not None and row["y"] is not None else ""
         examples.setdefault(str(row["which"]), []).append({
-            "rank": row["rank"], "value": _number(row["value"]), "dataset_index": _number(row["dataset_index"]),
+            "rank": row["rank"], "value": number_text(row["value"]), "dataset_index": number_text(row["dataset_index"]),
             "position": position,
             "src": relative_url(page, png_url(row["png"])) if view.png_ok(row["png"]) else None})
     ordered = sorted(examples.items(), key=lambda kv: ({"top": 0, "bottom": 1}.get(kv[0], 2), kv[0]))
     stats = []
     for row in read_rows(store, "stats", model=model, layer=layer, channel=channel)[:1]:
-        stats = [(name.replace("_", " "), _stat(name, value)) for name, value in row.items()
+        stats = [(name.replace("_", " "), stat_text(name, value)) for name, value in row.items()
                  if name not in ("model", "layer", "channel", "histogram") and value is not None]
     units = view.units(model, layer)
     i = units.index(channel)
     prev = relative_url(page, unit_url(model, layer, units[i - 1])) if i > 0 else None
     nxt = relative_url(page, unit_url(model, layer, units[i + 1])) if i + 1 < len(units) else None
     kind = view.kind(model, layer)
-    return _ENV.get_template("unit.html").render(
-        model=model, layer=layer, channel=channel, kind=kind, noun=_noun(kind), figures=figures,
+    return _env().get_template("unit.html").render(
+        model=model, layer=layer, channel=channel, kind=kind, noun=noun(kind), figures=figures,
         examples=ordered, stats=stats, prev=prev, next=nxt, home=relative_url(page, index_url()),
         layer_href=relative_url(page, layer_url(model, layer)))
 
 
 def render_index(store: Store) -> str:
     """The front page: every model and layer of ``store``, and a search box (client-side) for ``layer:channel``."""
-    return _index(_View.of(store))
+    return _index(StoreView.of(store))
 
 
 def render_layer(store: Store, model: str, layer: str, *, sort: str = "score") -> str:
@@ -559,12 +227,12 @@ def render_layer(store: Store, model: str, layer: str, *, sort: str = "score") -
     ``sort="score"`` orders the grid by the featvis score (highest first, units without one last),
     ``sort="channel"`` by channel; the page can re-sort itself either way.
     """
-    return _layer(_View.of(store), model, layer, sort)
+    return _layer(StoreView.of(store), model, layer, sort)
 
 
 def render_unit(store: Store, model: str, layer: str, channel: int) -> str:
     """A unit's page: its figures with captions, top/bottom examples, statistics and circuit links."""
-    return _unit(_View.of(store), model, layer, channel)
+    return _unit(StoreView.of(store), model, layer, channel)
 
 
 # ---------------------------------------------------------------------------------------------------- serving
@@ -591,7 +259,7 @@ def page_for_path(store: Store, path: str) -> tuple[bytes, str] | None:
             return None
     if decoded in ("", index_url()):
         return render_index(store).encode("utf-8"), HTML
-    if _is_png_path(decoded):
+    if is_png_path(decoded):
         if not (store.root / decoded).is_file():
             return None
         try:
@@ -601,7 +269,7 @@ def page_for_path(store: Store, path: str) -> tuple[bytes, str] | None:
     parts = decoded.split("/")
     if len(parts) != 3:
         return None
-    view = _View.of(store)
+    view = StoreView.of(store)
     names = {(slug(m), slug(layer)): (m, layer) for m, layer in view.layers}
     key = names.get((parts[0], parts[1]))
     if key is None:
@@ -616,15 +284,11 @@ def page_for_path(store: Store, path: str) -> tuple[bytes, str] | None:
 
 # ---------------------------------------------------------------------------------------------------- export
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _referenced_pngs(view: _View) -> Iterable[str]:
+def _referenced_pngs(view: StoreView) -> Iterable[str]:
     seen: set[str] = set()
     for model, layer in view.layers:
         for table in ("figures", "examples"):
@@ -652,7 +316,7 @@ def export(store_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str
     if out.exists() and not out.is_dir():
         raise MechscopeError(f"the export folder {str(out)!r} exists and is not a folder")
     with open_store(store_path, create=False) as store:
-        view = _View.of(store)
+        view = StoreView.of(store)
         folded: dict[tuple[str, str], tuple[str, str]] = {}
         for model, layer in view.layers:  # case-insensitive file systems would merge such folders
             key = (slug(model).lower(), slug(layer).lower())
@@ -661,15 +325,15 @@ def export(store_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str
                                      "folders would clash on case-insensitive file systems; rename one")
             folded[key] = (model, layer)
         counts = {"layers": 0, "units": 0, "pages": 0, "pngs": 0}
-        _write_text(out / index_url(), _index(view))
+        atomic_write_bytes(out / index_url(), _index(view).encode("utf-8"))
         atomic_write_bytes(out / ".nojekyll", b"")  # GitHub Pages: serve folders starting with "_" too
         counts["pages"] += 1
         for model, layer in view.layers:
-            _write_text(out / layer_url(model, layer), _layer(view, model, layer, "score"))
+            atomic_write_bytes(out / layer_url(model, layer), _layer(view, model, layer, "score").encode("utf-8"))
             counts["layers"] += 1
             counts["pages"] += 1
             for ch in view.units(model, layer):
-                _write_text(out / unit_url(model, layer, ch), _unit(view, model, layer, ch))
+                atomic_write_bytes(out / unit_url(model, layer, ch), _unit(view, model, layer, ch).encode("utf-8"))
                 counts["units"] += 1
                 counts["pages"] += 1
         for rel in _referenced_pngs(view):

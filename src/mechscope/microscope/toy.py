@@ -44,13 +44,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechscope.errors import MechscopeError, unknown_name
-from mechscope.microscope.site import CAPTIONS
+from mechscope.microscope.kinds import (FIGURE_KINDS, GEOMETRY, GRAM, METRICS, NORMS, SUMMARY, TOY, caption,
+                                        figure_kind)
 from mechscope.plots import agg_figure, png_of
 from mechscope.store import Store, delete_rows, open_store, put_png, put_rows, read_rows, transaction
 from mechscope.superposition import metrics as M
 from mechscope.superposition.experiments import EXPERIMENTS, ExperimentResult, run_experiment
 
-INSTANCE_KINDS = ("gram", "norms", "metrics")
+INSTANCE_KINDS = (GRAM.name, NORMS.name, METRICS.name)
 """Figure kinds written for every instance (plus ``"geometry"`` when ``n_hidden = 2``)."""
 
 
@@ -155,16 +156,17 @@ def _up_to_date(store: Store, model: str, layer: str, want: dict[str, Any]) -> i
     """The number of instances when the store holds this experiment built with ``want``, else ``None``."""
     rows = read_rows(store, "layers", model=model, layer=layer)
     settings = rows[0]["settings"] if rows else None
-    if not isinstance(settings, dict) or settings.get("kind") != "toy" or not isinstance(rows[0]["channels"], int):
+    if not isinstance(settings, dict) or settings.get("kind") != TOY.name or not isinstance(rows[0]["channels"], int):
         return None
     if any(settings.get(key) != value for key, value in want.items()):
         return None
-    have = {(r["channel"], r["kind"]) for r in read_rows(store, "figures", model=model, layer=layer)
-            if isinstance(r["settings"], dict)
-            and all(r["settings"].get(key) == want[key] for key in ("steps", "best_of") if key in want)}
     kinds = INSTANCE_KINDS + (str(settings.get("thumbnail")),)
+    run = {key: want.get(key) for key in SUMMARY.fresh}
+    needed = {k.name for k in FIGURE_KINDS} & {*kinds, SUMMARY.name}
+    have = {(r["channel"], r["kind"]) for r in read_rows(store, "figures", model=model, layer=layer)
+            if r["kind"] in needed and figure_kind(r["kind"]).up_to_date(r["settings"], run)}
     n = rows[0]["channels"]
-    complete = (-1, "summary") in have and all((c, kind) in have for c in range(n) for kind in kinds)
+    complete = (-1, SUMMARY.name) in have and all((c, kind) in have for c in range(n) for kind in kinds)
     return n if complete else None
 
 
@@ -209,7 +211,7 @@ def _build(store: Store, name: str, steps: int | None, k: int | None, result: Ex
     W = _instance_weights(result)
     n_inst = 0 if W is None else W.shape[0]
     m = 0 if W is None else W.shape[-1]
-    thumbnail = "geometry" if m == 2 else "gram"
+    thumbnail = (GEOMETRY if m == 2 else GRAM).name
     pngs: list[tuple[dict[str, Any], bytes]] = []  # (row without png, its bytes)
     rows: list[dict[str, Any]] = []
 
@@ -221,7 +223,7 @@ def _build(store: Store, name: str, steps: int | None, k: int | None, result: Ex
             pngs.append((row, png))
 
     for key, fig in result.figures.items():
-        figure(-1, key, {"caption": f"{CAPTIONS.get(key, key)}: all instances"}, png_of(fig))
+        figure(-1, key, {"caption": f"{caption(key)}: all instances"}, png_of(fig))
     summary = []
     labels = [_label(inst, i) for i, inst in enumerate(result.instances)]
     if W is not None:
@@ -238,25 +240,25 @@ def _build(store: Store, name: str, steps: int | None, k: int | None, result: Ex
             score = {"score": count, "score_name": "features represented", "note": note}
             importance = _importance(result.settings, inst, W.shape[1])
             if m == 2:
-                figure(i, "geometry", {"caption": f"{CAPTIONS['geometry']} ({label})", **score},
+                figure(i, GEOMETRY.name, {"caption": f"{GEOMETRY.caption} ({label})", **score},
                        _geometry_png(W[i], importance, label))
-            figure(i, "gram", {"caption": f"{CAPTIONS['gram']} ({label})",
-                               **(score if thumbnail == "gram" else {})}, _gram_png(W[i], label))
-            figure(i, "norms", {"caption": f"{CAPTIONS['norms']} ({label})"}, _norms_png(norms[i], inter[i], label))
+            figure(i, GRAM.name, {"caption": f"{GRAM.caption} ({label})",
+                                **(score if thumbnail == GRAM.name else {})}, _gram_png(W[i], label))
+            figure(i, NORMS.name, {"caption": f"{NORMS.caption} ({label})"}, _norms_png(norms[i], inter[i], label))
             table = [[j, None if importance is None else round(importance[j], 4), round(float(norms[i, j]), 4),
                       round(float(inter[i, j]), 4), round(float(dims[i, j]), 4)] for j in range(W.shape[1])]
-            figure(i, "metrics", {"caption": f"Per-feature metrics ({label})", "note": note, "table": {
+            figure(i, METRICS.name, {"caption": f"Per-feature metrics ({label})", "note": note, "table": {
                 "columns": ["feature", "importance", "norm ‖W_i‖", "interference", "dimensionality D_i"],
                 "rows": table}})
     else:
         summary = [[i, label, inst.get("loss"), None, None, None]
                    for i, (inst, label) in enumerate(zip(result.instances, labels))]
     description = EXPERIMENTS[layer].description if layer in EXPERIMENTS else ""
-    figure(-1, "summary", {"caption": "Instances (represented: ‖W_i‖ > 0.5; superposed: also interference > 0.1; "
-                                      "mean D_i over represented features)", "note": description,
-                           "table": {"columns": ["instance", "setting", "loss", "represented features",
-                                                 "superposed features", "mean dimensionality"], "rows": summary}})
-    settings = {**result.settings, "kind": "toy", "thumbnail": thumbnail, "steps": run["steps"],
+    figure(-1, SUMMARY.name, {"caption": "Instances (represented: ‖W_i‖ > 0.5; superposed: also interference > 0.1; "
+                                           "mean D_i over represented features)", "note": description,
+                               "table": {"columns": ["instance", "setting", "loss", "represented features",
+                                                     "superposed features", "mean dimensionality"], "rows": summary}})
+    settings = {**result.settings, "kind": TOY.name, "thumbnail": thumbnail, "steps": run["steps"],
                 "description": description}
     with transaction(store):
         written = [{**row, "png": put_png(store, data)} for row, data in pngs]

@@ -1,0 +1,143 @@
+"""Every figure kind and layer kind of a Microscope store, declared once: the builders write these names, the
+up-to-date checks compare the settings keys declared here, and the pages take their captions, order and nouns
+from here.
+
+A ``FigureKind`` is a value of the ``kind`` column of the store's ``figures`` table: its caption (``None``: the
+figure carries its own ``settings["caption"]``), the settings keys whose values decide whether a stored figure is
+up to date (``fresh``), and whether it can be a layer grid's thumbnail.  ``FIGURE_KINDS`` is the table, in
+display order: captioned kinds are shown in that order, any other kind after them by name.  A ``LayerKind`` is a
+value of a ``layers`` row's ``settings["kind"]``: what a unit of such a layer is called, and its thumbnail.
+
+Example::
+
+    >>> FEATVIS.name, FEATVIS.fresh, figure_kind("featvis") is FEATVIS
+    ('featvis', ('steps', 'size'), True)
+    >>> FEATVIS.up_to_date({"steps": 8, "size": 64, "score": 1.5}, {"steps": 8, "size": 64, "seed": 3})
+    True
+    >>> TUNING.up_to_date({"orientations": 72, "size": 32}, {"orientations": 72, "size": 64})
+    False
+    >>> noun("heads"), noun("toy"), noun("anything else")
+    ('head', 'instance', 'unit')
+    >>> figure_order("featvis") < figure_order("upstream") < figure_order("metrics") < figure_order("summary")
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mechscope.errors import MechscopeError
+
+
+@dataclass(frozen=True)
+class FigureKind:
+    """One kind of ``figures`` row (see the module docstring)."""
+
+    name: str
+    caption: str | None = None
+    fresh: tuple[str, ...] = ()
+    thumbnail: bool = False
+
+    def up_to_date(self, stored: Any, want: Mapping[str, Any]) -> bool:
+        """Whether the ``stored`` settings of a figure of this kind equal ``want`` on every ``fresh`` key
+        (``want`` must give them all; other keys of either are ignored)."""
+        missing = [key for key in self.fresh if key not in want]
+        if missing:
+            raise MechscopeError(f"the up-to-date check of {self.name!r} figures needs {missing} too")
+        return isinstance(stored, dict) and all(stored.get(key) == want[key] for key in self.fresh)
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """One kind of layer (``layers`` row ``settings["kind"]``): its units' noun and default thumbnail kind."""
+
+    name: str
+    noun: str
+    thumbnail: FigureKind | None = None
+
+
+_FEATVIS_FRESH = ("steps", "size")
+_SCAN_FRESH = ("dataset", "examples_k", "size")
+_HEAD_FRESH = ("build",)
+_TOY_FRESH = ("steps", "best_of")
+
+# vision units (``microscope.build``, ``vision.evidence.scan_store``)
+FEATVIS = FigureKind("featvis", "Feature visualization", _FEATVIS_FRESH, thumbnail=True)
+FEATVIS_DIVERSITY = FigureKind("featvis_diversity", "Diversity: different images that all excite the unit",
+                               (*_FEATVIS_FRESH, "n"))
+FEATVIS_NEGATIVE = FigureKind("featvis_negative", "Negative feature visualization: what suppresses the unit",
+                              _FEATVIS_FRESH)
+# attention heads (``microscope.heads``)
+ATTENTION = FigureKind("attention", "Attention pattern on sample text", _HEAD_FRESH, thumbnail=True)
+HEAD_SCORES = FigureKind("head_scores", "Detector scores (previous-token, induction, duplicate-token)", _HEAD_FRESH)
+COMPOSITION = FigureKind("composition", "Composition with heads of earlier layers", _HEAD_FRESH)
+QK_PAIRS = FigureKind("qk_pairs", "Top QK token pairs (query ← key)", _HEAD_FRESH)
+OV_PAIRS = FigureKind("ov_pairs", "Top OV token pairs (source → logit)", _HEAD_FRESH)
+# toy models of superposition (``microscope.toy``)
+GEOMETRY = FigureKind("geometry", "Feature geometry in the hidden space", _TOY_FRESH, thumbnail=True)
+GRAM = FigureKind("gram", "WᵀW: how features overlap", _TOY_FRESH, thumbnail=True)
+NORMS = FigureKind("norms", "Feature norms and superposition", _TOY_FRESH)
+# dataset evidence (``vision.evidence.scan_store``, ``microscope.build``)
+LOG_PROB = FigureKind("log_prob", "Distribution of activations over the dataset (log probability density)")
+QUILT = FigureKind("quilt", "Quilt: dataset examples ordered by how much they activate the unit")
+HISTOGRAM = FigureKind("histogram", "Histogram of activations")
+# vision units, continued
+TUNING = FigureKind("tuning", "Tuning curve", ("orientations", "size"))
+ATTRIBUTION = FigureKind("attribution", "Attribution of the top dataset example", (*_SCAN_FRESH, "source"))
+UPSTREAM = FigureKind("upstream", "Upstream: the units that feed this one (weights)", ("layer", "k", "size"))
+DOWNSTREAM = FigureKind("downstream", "Downstream: the units this one feeds (weights)")
+# toy models: figures that carry their own caption
+METRICS = FigureKind("metrics", None, _TOY_FRESH)
+SUMMARY = FigureKind("summary", None, _TOY_FRESH)
+
+FIGURE_KINDS: tuple[FigureKind, ...] = (
+    FEATVIS, FEATVIS_DIVERSITY, FEATVIS_NEGATIVE, ATTENTION, HEAD_SCORES, COMPOSITION, QK_PAIRS, OV_PAIRS, GEOMETRY,
+    GRAM, NORMS, LOG_PROB, QUILT, HISTOGRAM, TUNING, ATTRIBUTION, UPSTREAM, DOWNSTREAM, METRICS, SUMMARY)
+"""Every figure kind a builder of this package writes, in display order."""
+
+CAPTIONS: dict[str, str] = {k.name: k.caption for k in FIGURE_KINDS if k.caption is not None}
+"""Caption of each captioned figure kind; figures are shown in this order, other kinds after them by name."""
+
+HEAD_KINDS: tuple[FigureKind, ...] = (ATTENTION, HEAD_SCORES, QK_PAIRS, OV_PAIRS)
+"""The figures of every attention head (plus ``COMPOSITION`` for heads of layers >= 1)."""
+
+VISION = LayerKind("vision", "unit", FEATVIS)
+HEADS = LayerKind("heads", "head", ATTENTION)
+TOY = LayerKind("toy", "instance", GEOMETRY)
+LAYER_KINDS: dict[str, LayerKind] = {k.name: k for k in (VISION, HEADS, TOY)}
+"""Every layer kind, by name."""
+
+_BY_NAME = {k.name: k for k in FIGURE_KINDS}
+_ORDER = {name: i for i, name in enumerate(CAPTIONS)}
+
+
+def figure_kind(name: str) -> FigureKind:
+    """The declared kind called ``name``; ``MechscopeError`` listing the kinds when there is none."""
+    if name not in _BY_NAME:
+        raise MechscopeError(f"unknown figure kind {name!r}; kinds: {', '.join(_BY_NAME)}")
+    return _BY_NAME[name]
+
+
+def caption(name: str) -> str:
+    """The caption of figure kind ``name`` (the name itself for a kind without one)."""
+    return CAPTIONS.get(name, name)
+
+
+def figure_order(name: str) -> tuple[int, str]:
+    """Sort key of a figure kind on a page: captioned kinds in table order, then the others by name."""
+    return (_ORDER[name], "") if name in _ORDER else (len(_ORDER), name)
+
+
+def noun(layer_kind: str) -> str:
+    """What a unit of a layer of kind ``layer_kind`` is called (``"unit"`` for an unknown or absent kind)."""
+    known = LAYER_KINDS.get(layer_kind)
+    return known.noun if known else VISION.noun
+
+
+__all__ = ["FigureKind", "LayerKind", "FIGURE_KINDS", "CAPTIONS", "HEAD_KINDS", "LAYER_KINDS", "figure_kind",
+           "caption", "figure_order", "noun", "FEATVIS", "FEATVIS_DIVERSITY", "FEATVIS_NEGATIVE", "ATTENTION",
+           "HEAD_SCORES", "COMPOSITION", "QK_PAIRS", "OV_PAIRS", "GEOMETRY", "GRAM", "NORMS", "LOG_PROB", "QUILT",
+           "HISTOGRAM", "TUNING", "ATTRIBUTION", "UPSTREAM", "DOWNSTREAM", "METRICS", "SUMMARY", "VISION", "HEADS",
+           "TOY"]

@@ -1,0 +1,104 @@
+"""What ``mechscope.microscope.build`` computes for an image model's units, as three option objects:
+
+* ``Evidence``: the per-unit figures (feature visualization and its settings, negative, diversity set, tuning);
+* ``Links``: the circuit links (``{layer: earlier_layer}`` and how many upstream units per unit);
+* ``DatasetEvidence``: dataset examples, statistics and distributions from a dataset (and the top example's
+  attribution where the layer has links).
+
+Each checks its values when made, saying what is valid.
+
+Example::
+
+    >>> Evidence(steps=64, diversity=4)
+    Evidence(steps=64, size=None, seed=0, negative=True, tuning=True, diversity=4)
+    >>> Links({"mixed3b": "mixed3a"}, k=2).k
+    2
+    >>> Evidence(diversity=1)
+    Traceback (most recent call last):
+    ...
+    mechscope.errors.MechscopeError: diversity is the size of each unit's diversity set, 0 (none) or >= 2, not 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mechscope.errors import MechscopeError
+
+DEFAULT_SIZE = 128
+EXAMPLES_K = 8
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The figures computed per unit.
+
+    ``steps``, ``size``, ``seed``: of the feature visualizations (``size`` in pixels, default ``DEFAULT_SIZE``, is
+    also the input size of the expanded weights and tuning stimuli); ``negative``: also the negative feature
+    visualizations (same batch); ``tuning``: radial tuning curves (layers without spatial maps are skipped);
+    ``diversity``: with ``n >= 2``, ``n`` images per unit pushed apart by Lucid's diversity penalty (a second batch,
+    about ``n`` feature visualizations more).
+    """
+
+    steps: int = 128
+    size: int | None = None
+    seed: int | None = 0
+    negative: bool = True
+    tuning: bool = True
+    diversity: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise MechscopeError(f"featvis steps must be an integer >= 1, not {self.steps!r}")
+        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1):
+            raise MechscopeError(f"size is the input size in pixels, an integer >= 1 or None, not {self.size!r}")
+        if not isinstance(self.diversity, int) or self.diversity < 0 or self.diversity == 1:
+            raise MechscopeError(f"diversity is the size of each unit's diversity set, 0 (none) or >= 2, "
+                                 f"not {self.diversity}")
+
+    @property
+    def pixels(self) -> int:
+        """``size``, or ``DEFAULT_SIZE`` when it is ``None``."""
+        return DEFAULT_SIZE if self.size is None else self.size
+
+
+@dataclass(frozen=True)
+class Links:
+    """Circuit links: each unit of ``layer`` to its ``k`` strongest units of ``upstream[layer]`` (``upstream``
+    figures) and those back to it (``downstream`` figures); with a dataset, the top example's attribution is taken
+    over the upstream layer."""
+
+    upstream: Mapping[str, str] = field(default_factory=dict)
+    k: int = 4
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise MechscopeError(f"k is the number of upstream units to keep, at least 1 (got {self.k!r})")
+        if not isinstance(self.upstream, Mapping):
+            raise MechscopeError(f"upstream is a mapping {{layer: earlier_layer}}, not {type(self.upstream).__name__}")
+
+
+@dataclass(frozen=True)
+class DatasetEvidence:
+    """Top/bottom dataset examples (``examples_k`` each), statistics and activation distributions from ``dataset``
+    (``ImageFolder``, ``ShapesDataset``, anything ``vision.evidence.scan.scan`` reads).  ``name`` (e.g.
+    ``"shapes:1024"``, default the dataset's type name) is recorded so that a rebuild with the same dataset skips
+    the scan."""
+
+    dataset: Any
+    name: str | None = None
+    examples_k: int = EXAMPLES_K
+
+    def __post_init__(self) -> None:
+        if isinstance(self.examples_k, bool) or not isinstance(self.examples_k, int) or self.examples_k < 1:
+            raise MechscopeError(f"examples_k must be at least 1, not {self.examples_k!r}")
+
+    @property
+    def label(self) -> str:
+        """``name``, or the dataset's type name."""
+        return self.name or type(self.dataset).__name__
+
+
+__all__ = ["Evidence", "Links", "DatasetEvidence", "DEFAULT_SIZE", "EXAMPLES_K"]
