@@ -17,6 +17,7 @@ import pytest
 from mechscope.errors import MechscopeError
 from mechscope.microscope import site
 from mechscope.store import open_store, put_png, put_rows, read_rows, transaction
+from mechscope.units import parse, parse_head
 
 EVIL_LAYER = 'ev<script>alert("x")</script>\'l'
 BASE = "http://host/site/"
@@ -224,12 +225,36 @@ def test_index_search_script_maps_names_to_urls(store):
         pytest.skip(reason)
     script = re.search(r"<script>(.*?)</script>", site.render_index(store), re.S).group(1)
     stub = "const document = {getElementById: () => ({addEventListener() {}})};\n"
-    queries = ["conv1:2", " m/mixed:1 ", "mixed", "conv1:3", "conv1:01", "nope:1", f"{EVIL_LAYER}:0", f"{EVIL_LAYER}:1"]
+    queries = ["conv1:2", " m/mixed:1 ", "mixed", "conv1:3", "conv1:01", "conv1:2@1,1", "conv1:2@1", "conv1:-1",
+               "nope:1", f"{EVIL_LAYER}:0", f"{EVIL_LAYER}:1"]
     code = stub + script + f"\nconsole.log(JSON.stringify({json.dumps(queries)}.map(find)));"
     out = subprocess.run(["node", "-e", code], capture_output=True, text=True, timeout=20, check=True).stdout
+    # the page reads names as units.parse does: "conv1:01" is channel 1, a position is allowed and leads to the unit
+    assert parse("conv1:01") == parse("conv1:1") and parse("conv1:2@1,1").channel == 2
     assert json.loads(out) == [site.unit_url("m", "conv1", 2), site.unit_url("m", "mixed", 1),
-                               site.layer_url("m", "mixed"), None, None, None, site.unit_url("m", EVIL_LAYER, 0),
+                               site.layer_url("m", "mixed"), None, site.unit_url("m", "conv1", 1),
+                               site.unit_url("m", "conv1", 2), None, None, None, site.unit_url("m", EVIL_LAYER, 0),
                                None]
+
+
+def test_index_search_reads_heads_in_both_spellings(tmp_path):
+    """The search box takes a head as ``L.H`` or ``blocks.L.attn:H``, the spellings ``units.parse_head`` reads."""
+    if shutil.which("node") is None:
+        if os.environ.get("MECHSCOPE_REQUIRE_NODE") == "1":
+            pytest.fail("MECHSCOPE_REQUIRE_NODE=1 but node is missing", pytrace=False)
+        pytest.skip("needs node (Debian package nodejs) to run the index page's search script")
+    with open_store(tmp_path / "store") as st:
+        with transaction(st):
+            put_rows(st, "layers", [{"model": "lm", "layer": "blocks.1.attn", "channels": 4,
+                                     "settings": {"kind": "heads"}}])
+        script = re.search(r"<script>(.*?)</script>", site.render_index(st), re.S).group(1)
+    stub = "const document = {getElementById: () => ({addEventListener() {}})};\n"
+    queries = ["1.3", "blocks.1.attn:3", "lm/blocks.1.attn:2", "1.4", "0.1"]
+    code = stub + script + f"\nconsole.log(JSON.stringify({json.dumps(queries)}.map(find)));"
+    out = subprocess.run(["node", "-e", code], capture_output=True, text=True, timeout=20, check=True).stdout
+    assert parse_head("1.3") == parse_head("blocks.1.attn:3")
+    want = [site.unit_url("lm", "blocks.1.attn", c) for c in (3, 3, 2)] + [None, None]
+    assert json.loads(out) == want
 
 
 def test_tables_notes_captions_links_and_thumbnail_kinds(tmp_path):

@@ -62,6 +62,7 @@ from mechscope.microscope.urls import (index_url, is_png_path, layer_url, png_ur
                                        unit_url)
 from mechscope.microscope.view import StoreView, link_target, number_text, score_of, stat_text
 from mechscope.store import Store, open_store, read_png, read_rows
+from mechscope.units import search_grammar
 
 HTML = "text/html; charset=utf-8"
 PNG = "image/png"
@@ -93,7 +94,8 @@ def _index(view: StoreView) -> str:
         ranged = not units or units[-1] == len(units) - 1
         search.append([model, layer, href[: -len("index.html")], len(units) if ranged else units])
     example = next((f"{layer}:0" for (_, layer) in view.layers), "mixed3b:379")
-    return _env().get_template("index.html").render(models=list(models.items()), search=search, example=example)
+    return _env().get_template("index.html").render(models=list(models.items()), search=search, example=example,
+                                                        grammar=search_grammar())
 
 
 def _layer(view: StoreView, model: str, layer: str, sort: str) -> str:
