@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,13 +28,30 @@ from mechscope.errors import MechscopeError
 T = TypeVar("T")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | Iterable[bytes], *, fsync: bool = False) -> None:
+    """Write ``data`` (bytes, or an iterable of byte chunks streamed one by one) to ``path`` through a temporary
+    file in the same folder and a rename; the folder is created when missing.  On any failure the temporary file
+    is removed and ``path`` is left as it was.  ``fsync=True`` also flushes the data to disk before the rename
+    (for large artefacts that are expensive to rebuild, e.g. a corpus).
+
+    Example::
+
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "sub" / "a.txt"
+        >>> atomic_write_bytes(path, (b"one ", b"two"))
+        >>> path.read_bytes(), [p.name for p in path.parent.iterdir()]
+        (b'one two', ['a.txt'])
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                f.write(chunk)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -62,13 +62,13 @@ import random
 import re
 import sys
 import sysconfig
-import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mechscope.artefacts import atomic_write_bytes
 from mechscope.errors import MechscopeError
 
 DOC_SEPARATOR = "\n<|doc|>\n"
@@ -282,28 +282,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> None:
-    """Write ``data`` (bytes or an iterable of byte chunks) to ``path`` via a temporary file and ``os.replace``.
-
-    On any failure the temporary file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in [data] if isinstance(data, (bytes, bytearray)) else data:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _joined(texts: list[str]) -> Iterator[bytes]:
     for i, text in enumerate(texts):
         yield ((DOC_SEPARATOR if i else "") + text).encode("utf-8")
@@ -356,7 +334,7 @@ def build_corpus(out_dir: str | os.PathLike[str], *, max_bytes: int | None = DEF
         meta.unlink()  # an interrupted rebuild must not leave an old recipe beside new files
     files: dict[str, dict[str, Any]] = {}
     for split, filename in SPLITS.items():
-        write_atomic(out / filename, _joined(split_texts[split]))
+        atomic_write_bytes(out / filename, _joined(split_texts[split]), fsync=True)
         files[filename] = {"split": split, "documents": len(split_texts[split]),
                            "bytes": (out / filename).stat().st_size, "sha256": _sha256(out / filename)}
     recipe: dict[str, Any] = {
@@ -370,7 +348,7 @@ def build_corpus(out_dir: str | os.PathLike[str], *, max_bytes: int | None = DEF
         "sources": {s.name: {"description": s.description, **stats[s.name]} for s in sources},
         "files": files,
     }
-    write_atomic(meta, (json.dumps(recipe, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    atomic_write_bytes(meta, (json.dumps(recipe, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return recipe
 
 

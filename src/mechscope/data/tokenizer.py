@@ -50,7 +50,8 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from mechscope.data.corpus import DOC_SEPARATOR, split_documents, write_atomic
+from mechscope.artefacts import atomic_write_bytes
+from mechscope.data.corpus import DOC_SEPARATOR, split_documents
 from mechscope.errors import MechscopeError
 
 DEFAULT_SPECIALS = ("<|bos|>", "<|eos|>", "<|pad|>")
@@ -140,7 +141,7 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the ``tokenizers`` JSON to ``path`` atomically."""
-        write_atomic(path, self.hf.to_str(pretty=False).encode("utf-8"))
+        atomic_write_bytes(path, self.hf.to_str(pretty=False).encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Tokenizer:
@@ -213,7 +214,7 @@ class ByteTokenizer:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ``{"type": "bytes", "special_tokens": [...]}`` to ``path`` atomically."""
         data = {"type": "mechscope.ByteTokenizer", "special_tokens": list(self.special_tokens)}
-        write_atomic(path, json.dumps(data).encode("utf-8"))
+        atomic_write_bytes(path, json.dumps(data).encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ByteTokenizer:
@@ -364,8 +365,8 @@ def save_tokens(path: str | os.PathLike[str], tokens: torch.Tensor | np.ndarray,
     data = buf.getvalue()
     meta = {"shape": list(arr.shape), "dtype": np.dtype(dtype).name, "vocab_size": vocab_size,
             "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    write_atomic(path, data)
-    write_atomic(_sidecar(path), (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(_sidecar(path), (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     return meta
 
 
