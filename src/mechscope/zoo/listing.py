@@ -9,7 +9,7 @@
 (True, ['aliases', 'description', 'input', 'name', 'weights'])
 >>> listing = layer_rows("shapes")
 >>> listing.kind, listing.rows[0]["name"], sorted(listing.rows[0])
-('image', 'conv2d0', ['branch', 'channels', 'module', 'name', 'pre_relu', 'spatial'])
+('image', 'conv2d0_pre_relu', ['branch', 'channels', 'module', 'name', 'pre_relu', 'spatial'])
 """
 
 from __future__ import annotations
