@@ -144,7 +144,8 @@ def composition_table(model: Any, kind: str = "k", top: int = 5) -> CompositionT
     if kind not in ("q", "k", "v"):
         raise MechscopeError(f"--kind must be q, k or v, not {kind!r}")
     if model.cfg.n_layers < 2:
-        raise MechscopeError("the model has one layer: composition needs heads in two layers")
+        raise MechscopeError(f"the model has one layer (n_layers={model.cfg.n_layers}): composition needs heads in "
+                             "two layers")
     scores = composition_scores(with_layer_norm_folded(model), kind)          # [L, H, L, H]
     baseline = composition_baseline(model.cfg.d_model, model.cfg.d_head)
     L, H = model.cfg.n_layers, model.cfg.n_heads
