@@ -196,3 +196,15 @@ def test_ablating_previous_token_head_collapses_induction():
     assert eff["loss_before"] < 0.01 and eff["loss_after"] > 1.0
     rows = classify_heads({k: eff[f"{k}_before"] for k in ("previous_token", "induction")})
     assert [(r["head"], r["kind"]) for r in rows] == [("0.0", "previous_token"), ("1.0", "induction")]
+
+
+def test_probe_tokens_are_the_organisms_probe_and_probe_scores_score_them():
+    from mechscope.transformer.heads import head_scores, probe_scores, probe_tokens
+
+    model = AttnOnlyTransformer(AttnOnlyConfig(n_layers=1, d_model=16, n_heads=2, d_head=4, n_ctx=21,
+                                               d_vocab=40), seed=0)
+    tokens = probe_tokens(model, bos=0, low=3)
+    assert tokens.shape == (16, 21) and bool((tokens[:, 0] == 0).all()) and int(tokens[:, 1:].min()) >= 3
+    assert torch.equal(tokens, probe_tokens(model, bos=0, low=3))
+    got, want = probe_scores(model, bos=0, low=3), head_scores(model, tokens)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)

@@ -6,7 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from mechscope.cli.models import models
@@ -32,62 +31,31 @@ def demo(
     """The main job on the bundled organisms: accuracy and curve detectors of the vision organism, then the
     Microscope of all the bundled organisms (vision units with their evidence, attention heads, toy models of
     superposition) built into OUT/microscope, exported to OUT/microscope-site and served at a local URL."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mechscope.data.shapes import ShapesDataset
-    from mechscope.images import grid, save_png
-    from mechscope.vision.featvis.render import render_units
-    from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
-    from mechscope.zoo.organisms.shapes_recipe import HELD_OUT_OFFSET, evaluate
+    from mechscope.vision.families.showcase import show_curve_detectors
+    from mechscope.zoo.organisms.shapes_recipe import fresh_accuracy
     from mechscope.zoo.registry import bundled_card, load
 
     models(as_json=False)
     card = bundled_card("shapes")
     net = load("shapes", device="cpu")
     start = time.perf_counter()
-    acc = evaluate(net, ShapesDataset(n=500, seed=card["recipe"]["seed"] + HELD_OUT_OFFSET + 1))
+    acc = fresh_accuracy(net, card, 500)
     typer.echo(f"\nshapes organism (bundled, sha256 {card['sha256'][:12]}...): accuracy on 500 fresh held-out "
                "images: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
                + f"  (card: {', '.join(f'{k} {v:.3f}' for k, v in card['accuracy'].items())})")
 
-    tuning = radial_tuning_curve(net, layer, n_orientations=180, progress=False)
-    found = curve_detectors(tuning)
-    typer.echo(f"{layer}: {len(found.units)} of {len(tuning.channels)} units are curve detectors, their preferred "
+    shown = show_curve_detectors(net, layer, out, sectors=detectors, steps=steps, seed=seed)
+    found, strict = shown.found, shown.strict
+    typer.echo(f"{layer}: {len(found.units)} of {shown.n_units} units are curve detectors, their preferred "
                f"orientations cover {found.coverage(8)}/8 sectors of the circle")
     if found.units:
-        # the most sharply tuned detector of each of `detectors` equal sectors of orientation
-        best: dict[int, tuple[float, int]] = {}
-        for unit, pref, width in zip(found.units, found.preferred, found.width, strict=True):
-            sector = int(pref % 360 // (360 / detectors))
-            if sector not in best or width < best[sector][0]:
-                best[sector] = (width, unit)
-        picks = [best[k][1] for k in sorted(best)]
-        strict = curve_detectors(tuning, min_preference=2.0, max_width=90.0)
         typer.echo(f"  with stricter criteria (curves >= 2x lines, FWHM <= 90 deg): {len(strict.units)} units, "
                    f"covering {strict.coverage(8)}/8 sectors")
-        fig, axes = plt.subplots(1, len(picks), subplot_kw={"projection": "polar"},
-                                 figsize=(2.4 * len(picks), 2.8))
-        for ax, unit in zip(list(np.atleast_1d(axes)), picks, strict=True):
-            tuning.plot(unit, ax=ax)
-            ax.set_xticklabels([])
-            ax.set_yticklabels([])
-        fig.tight_layout()
-        out.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out / f"shapes_{layer}_radial_tuning.png", dpi=90)
-        plt.close(fig)
-        names = [f"{layer}:{u}" for u in picks]
-        result = render_units(net, names, size=64, steps=steps, seed=seed, progress=False)
-        save_png(grid(result.final, ncols=len(names)), out / f"shapes_{layer}_curve_detectors_featvis.png")
-        for name in names:
-            i = found.units.index(int(name.split(":")[1]))
-            ratio = found.curve_preference[i]
-            typer.echo(f"  {name:<14} prefers {found.preferred[i]:5.1f} deg, FWHM {found.width[i]:5.1f} deg, "
+        for row in shown.rows():
+            ratio = row["curve_preference"]
+            typer.echo(f"  {row['unit']:<14} prefers {row['preferred_deg']:5.1f} deg, FWHM {row['fwhm_deg']:5.1f} deg, "
                        + ("curves/lines " + (f"{ratio:.2g}" if ratio < 1e3 else "inf (no line response)")))
-        typer.echo(f"wrote {out / f'shapes_{layer}_radial_tuning.png'} and "
-                   f"{out / f'shapes_{layer}_curve_detectors_featvis.png'}")
+        typer.echo("wrote " + " and ".join(str(p) for p in shown.files))
 
     from mechscope.microscope.demo import build_demo
     from mechscope.microscope.site import export as export_site
@@ -96,7 +64,7 @@ def demo(
     typer.echo(f"\nthe Microscope of the bundled organisms, into {store} (units already built are skipped):")
     focus = None  # build_demo finds mixed3b's curve detectors itself
     if layer == "mixed3b" and found.units:  # the ones found above, those shown first
-        focus = list(dict.fromkeys(picks + found.units))[:circuit]
+        focus = list(dict.fromkeys(shown.picks + found.units))[:circuit]
     counts = build_demo(store, steps=microscope_steps, images=images, seed=seed, workers=workers, k=k,
                         focus=focus, toy_steps=toy_steps)
     for part, c in counts.items():

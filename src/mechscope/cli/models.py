@@ -11,18 +11,9 @@ import typer
 
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """List the models of the zoo."""
-    from mechscope.zoo.registry import cards
+    from mechscope.zoo.listing import model_rows
 
-    rows = [
-        {
-            "name": c.name,
-            "aliases": list(c.aliases),
-            "input": list(c.input_shape) if c.input_kind == "image" else [f"{c.input_shape[0]} tokens"],
-            "weights": [w for w, ok in (("bundled", c.bundled), ("download", c.download), ("random", True)) if ok],
-            "description": c.description,
-        }
-        for c in cards()
-    ]
+    rows = model_rows()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -35,41 +26,19 @@ def layers(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List a model's layers: name, channels, spatial size at the default input, pre-ReLU / branch flags."""
-    from mechscope.capture import layer_shapes
-    from mechscope.zoo.registry import get_card, load
+    from mechscope.zoo.listing import layer_rows
 
-    card = get_card(model)
-    net = load(card.name, weights="random", device="cpu")
-    if card.input_kind == "tokens":   # a language model: its hook points, by path, at n_ctx positions
-        import torch
-
-        with torch.no_grad():
-            _, cache = net.run_with_cache(torch.zeros(1, card.input_shape[0], dtype=torch.long))
-        hooks = [{"name": n, "shape": list(v.shape[1:])} for n, v in cache.items()]
-        if as_json:
-            typer.echo(json.dumps(hooks, indent=2))
-            return
-        typer.echo(f"{'hook point':<36} shape (without batch; {card.input_shape[0]} positions)")
-        for h in hooks:
+    listing = layer_rows(model)
+    if as_json:
+        typer.echo(json.dumps(listing.rows, indent=2))
+        return
+    if listing.kind == "tokens":   # a language model: its hook points
+        typer.echo(f"{'hook point':<36} shape (without batch; {listing.positions} positions)")
+        for h in listing.rows:
             typer.echo(f"{h['name']:<36} {'x'.join(map(str, h['shape']))}")
         return
-    shapes = layer_shapes(net, card.input_shape)
-    rows = [
-        {
-            "name": name,
-            "channels": info.channels,
-            "spatial": list(shapes[name][1:]),
-            "pre_relu": info.pre_relu,
-            "branch": info.branch,
-            "module": info.path,
-        }
-        for name, info in net.layer_table.items()
-    ]
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
     typer.echo(f"{'layer':<32} {'channels':>8}  {'spatial':<9} flags")
-    for r in rows:
+    for r in listing.rows:
         flags = " ".join(f for f, on in (("pre_relu", r["pre_relu"]), ("branch", r["branch"])) if on)
         typer.echo(f"{r['name']:<32} {r['channels']:>8}  {'x'.join(map(str, r['spatial'])) or '-':<9} {flags}")
 

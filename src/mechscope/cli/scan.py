@@ -7,42 +7,17 @@ from pathlib import Path
 import typer
 
 
-def _scan_to_store(verb: str, model: str, layer_names: list[str], dataset: str, out: Path, *, top_k: int,
-                   weights: str, seed: int, batch_size: int, device: str | None, size: int | None,
-                   plot_units: int, examples: bool, stats: bool) -> None:
-    """The body of ``examples`` and ``stats``: one resumable scan into the store at OUT, then a summary."""
-    from mechscope.artefacts import atomic_write_bytes
-    from mechscope.data.open import open_dataset
-    from mechscope.store import open_store, read_rows
-    from mechscope.units import validate
-    from mechscope.vision.evidence.scan import scan, skipped_summary
-    from mechscope.vision.evidence.scan_store import save_scan
-    from mechscope.zoo.registry import get_card, load
+def _scan_to_store(verb: str, model: str, layer_names: list[str], dataset: str, out: Path, **options) -> None:
+    """The body of ``examples`` and ``stats``: one library call, then its summary."""
+    from mechscope.vision.evidence.scan_run import scan_to_store
 
-    card = get_card(model)
-    size = size or int(card.input_shape[-1])
-    net = load(card.name, weights=weights, seed=seed, device=device)
-    for name in layer_names:
-        validate(net, name)
-    data = open_dataset(dataset, size)
-    settings = {"model": card.name, "weights": str(weights), "seed": seed, "dataset": dataset, "size": size}
-    with open_store(out) as store:  # opened first: a damaged index is refused before the scan, not after
-        checkpoint = out / f"{verb}.checkpoint.npz"
-        if checkpoint.exists():
-            typer.echo(f"continuing the scan checkpointed in {checkpoint}")
-        state = scan(net, data, layer_names, k=top_k, batch_size=batch_size, checkpoint=checkpoint, settings=settings)
-        written = save_scan(store, state, net, data, model_name=card.name, input_size=size, examples=examples,
-                            stats=stats, plot_units=plot_units)
-        figures = [r for name in layer_names for r in read_rows(store, "figures", model=card.name, layer=name)]
-        for r in figures:  # plain copies of the plots, for a look without the store
-            where = "layer" if r["channel"] < 0 else str(r["channel"])
-            atomic_write_bytes(out / "plots" / r["layer"] / f"{where}_{r['kind']}.png", (out / r["png"]).read_bytes())
-    typer.echo(f"scanned {state.seen} images of {dataset} with {card.name} ({weights}) at {size}px: "
-               + ", ".join(f"{n} {t} rows" for t, n in written.items() if n))
-    summary = skipped_summary(state.skipped)
-    reasons = "; ".join(f"{kind} x{n}" for kind, n in summary.items())
-    typer.echo(f"skipped {len(state.skipped)} unreadable files" + (f": {reasons}" if reasons else ""))
-    typer.echo(f"wrote {out / 'index.sqlite'}" + (f" and {len(figures)} plots under {out / 'plots'}" if figures else ""))
+    s = scan_to_store(out, model, layer_names, dataset, name=verb, **options,
+                      on_resume=lambda path: typer.echo(f"continuing the scan checkpointed in {path}"))
+    typer.echo(f"scanned {s.seen} images of {dataset} with {s.model} ({s.weights}) at {s.size}px: "
+               + ", ".join(f"{n} {t} rows" for t, n in s.written.items() if n))
+    reasons = "; ".join(f"{kind} x{n}" for kind, n in s.skipped_by_kind().items())
+    typer.echo(f"skipped {len(s.skipped)} unreadable files" + (f": {reasons}" if reasons else ""))
+    typer.echo(f"wrote {out / 'index.sqlite'}" + (f" and {len(s.plots)} plots under {out / 'plots'}" if s.plots else ""))
 
 
 # options shared by the scan verbs (typer reads them as defaults)

@@ -1,6 +1,6 @@
 """The superposition verbs of the ``mechscope`` command: ``superposition list``, ``superposition run
-EXPERIMENT``, ``sae toy`` and ``sae layer`` (registered by ``register``).  Each parses, calls library functions
-and writes JSON, weights and pictures to ``--out``."""
+EXPERIMENT``, ``sae toy`` and ``sae layer`` (registered by ``register``).  Each parses, calls one library function
+(which writes JSON, weights and pictures to ``--out``) and prints its summary."""
 
 from __future__ import annotations
 
@@ -65,29 +65,12 @@ def sae_toy(features: int = typer.Option(5, help="Toy model features n."),
             toy_steps: int = typer.Option(10_000, help="Toy model steps."),
             out: Path = typer.Option(Path("out/sae/toy"), help="Output folder.")) -> None:
     """Train a toy model, then an SAE on its hidden activations; score the recovery of the true features."""
-    from mechscope.artefacts import atomic_write_bytes
-    from mechscope.superposition.experiments import sae_on_toy
-    from mechscope.superposition.sae import SAEConfig
-    from mechscope.superposition.toy import ToyConfig, best_of, importance_decay
+    from mechscope.superposition.experiments import sae_toy as run_sae_toy
 
-    toy = best_of(3, ToyConfig(features, hidden, 1), importance_decay(features, decay), density, steps=toy_steps)
-    W = toy.model.W.detach()[0]
-    config = SAEConfig(d_in=hidden, n_latents=latents, kind=kind, l1=l1, k=topk, lr=3e-3, steps=steps,
-                       resample_every=500, dead_after=250)
-    trained, score = sae_on_toy(toy, 0, config, progress=True)
-    out.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save
-
-    atomic_write_bytes(out / "sae.safetensors", save({k: v.detach().contiguous() for k, v in
-                                                      trained.sae.state_dict().items()} | {"W_toy": W.contiguous()}))
-    payload = {"toy": {"n_features": features, "n_hidden": hidden, "density": density, "importance": f"{decay}^i",
-                       "loss": float(toy.losses[0])},
-               "sae": {"kind": kind, "n_latents": latents, "l1": l1, "k": topk, "steps": steps},
-               "mean_max_cosine": score.mean_max_cosine, "per_feature": score.per_feature.tolist(),
-               "excluded_features": score.excluded, "final": trained.log[-1]}
-    atomic_write_bytes(out / "results.json", (json.dumps(payload, indent=2) + "\n").encode())
-    typer.echo(f"SAE ({kind}, {latents} latents) recovers the toy model's {features - score.excluded} represented "
-               f"features with mean max cosine {score.mean_max_cosine:.4f}; wrote {out}")
+    r = run_sae_toy(out, features=features, hidden=hidden, density=density, decay=decay, latents=latents,
+                    kind=kind, l1=l1, k=topk, steps=steps, toy_steps=toy_steps)
+    typer.echo(f"SAE ({kind}, {latents} latents) recovers the toy model's {features - r['excluded_features']} "
+               f"represented features with mean max cosine {r['mean_max_cosine']:.4f}; wrote {out}")
 
 
 @sae_app.command("layer")
@@ -102,31 +85,12 @@ def sae_layer(model: str = typer.Argument(..., help="A zoo image model, e.g. sha
               max_rows: int = typer.Option(200_000, help="Activation rows kept (positions x images)."),
               out: Path = typer.Option(Path("out/sae/layer"), help="Output folder.")) -> None:
     """Train an SAE on a layer's activations (every position of every image is a row)."""
-    from safetensors.torch import save
+    from mechscope.superposition.sae import SAEConfig, sae_on_layer
 
-    from mechscope.artefacts import atomic_write_bytes
-    from mechscope.data.open import open_dataset
-    from mechscope.superposition.sae import SAEConfig, capture_activations, train_sae
-    from mechscope.zoo.registry import get_card, load
-
-    card = get_card(model)
-    net = load(card.name, device="cpu")
-    data = open_dataset(dataset, int(card.input_shape[-1]))
-    acts = capture_activations(net, layer, data.batches(64), max_rows=max_rows)
-    config = SAEConfig(d_in=acts.shape[1], n_latents=latents, kind=kind, l1=l1, k=topk, steps=steps)
-    trained = train_sae(acts, config)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "sae.safetensors", save({k: v.detach().contiguous() for k, v in
-                                                      trained.sae.state_dict().items()}))
-    final = trained.log[-1]
-    variance = float(acts.var(0).sum())
-    payload = {"model": card.name, "layer": layer, "dataset": dataset, "rows": int(acts.shape[0]),
-               "sae": {"kind": kind, "n_latents": latents, "l1": l1, "k": topk, "steps": steps},
-               "final": final, "fraction_of_variance_unexplained": final["mse"] / variance if variance else None,
-               "dead_resampled": trained.dead_resampled}
-    atomic_write_bytes(out / "results.json", (json.dumps(payload, indent=2) + "\n").encode())
-    typer.echo(f"{card.name} {layer}: {acts.shape[0]} rows of {acts.shape[1]}; SAE L0 {final['l0']:.1f}, "
-               f"unexplained variance {payload['fraction_of_variance_unexplained']:.3f}; wrote {out}")
+    config = SAEConfig(d_in=1, n_latents=latents, kind=kind, l1=l1, k=topk, steps=steps)  # d_in: the layer's
+    r = sae_on_layer(out, model, layer, dataset=dataset, config=config, max_rows=max_rows)
+    typer.echo(f"{r['model']} {layer}: {r['rows']} rows of {r['width']}; SAE L0 {r['final']['l0']:.1f}, "
+               f"unexplained variance {r['fraction_of_variance_unexplained']:.3f}; wrote {out}")
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:

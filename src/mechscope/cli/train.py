@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -23,52 +22,21 @@ def train_shapes_command(
     Rerunning with the same settings resumes from OUT/checkpoint.pt."""
     from dataclasses import replace
 
-    from mechscope.artefacts import atomic_write_bytes
-    from mechscope.vision.families.tuning import curve_detector_census
-    from mechscope.zoo.organisms.shapes_recipe import CARD_FILE, WEIGHTS_FILE, ShapesRecipe, train_shapes
-    from mechscope.zoo.registry import load
+    from mechscope.vision.families.census import train_shapes_with_census
+    from mechscope.zoo.organisms.shapes_recipe import CARD_FILE, WEIGHTS_FILE, ShapesRecipe
 
     recipe = ShapesRecipe(seed=seed, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()))
     changes = {k: v for k, v in (("steps", steps), ("batch_size", batch_size), ("threads", threads),
                                                   ("eval_items", eval_items)) if v}
     recipe = replace(recipe, **changes)
-    layers = ["mixed3a", "mixed3b"]
 
-    def census(step: int, model) -> None:
-        if census_every and step % census_every == 0:
-            model.eval()
-            found = curve_detector_census(model, layers, size=recipe.size,
-                                          n_orientations=min(72, census_orientations))
-            row = {"step": step, **{k: {f: v[f] for f in ("units", "curve_detectors", "coverage_of_8_sectors")}
-                                    for k, v in found.items()}}
-            out.mkdir(parents=True, exist_ok=True)
-            with open(out / "census.jsonl", "a") as f:   # kept across interruptions; read back at the end
-                f.write(json.dumps(row) + "\n")
-            typer.echo(f"\nstep {step}: " + ", ".join(
-                f"{k} {v['curve_detectors']} curve detectors covering {v['coverage_of_8_sectors']}/8 sectors"
-                for k, v in found.items()))
+    def census(step: int, found: dict) -> None:
+        typer.echo(f"\nstep {step}: " + ", ".join(
+            f"{k} {v['curve_detectors']} curve detectors covering {v['coverage_of_8_sectors']}/8 sectors"
+            for k, v in found.items()))
 
-    card = train_shapes(out, recipe, on_step=census)
-    net = load("shapes", weights=out / WEIGHTS_FILE, device="cpu")
-    card["curve_detector_census"] = curve_detector_census(net, layers, size=recipe.size,
-                                                          n_orientations=census_orientations)
-    card["curve_detector_census_strict"] = {
-        k: {f: v[f] for f in ("units", "curve_detectors", "coverage_of_8_sectors", "criteria")}
-        for k, v in curve_detector_census(net, layers, size=recipe.size, n_orientations=census_orientations,
-                                          min_preference=2.0, max_width=90.0).items()}
-    untrained = load("shapes", weights="random", seed=seed, device="cpu")
-    card["curve_detector_census_untrained"] = {
-        k: {f: v[f] for f in ("units", "curve_detectors", "coverage_of_8_sectors")}
-        for k, v in curve_detector_census(untrained, layers, size=recipe.size,
-                                          n_orientations=census_orientations).items()}
-    rows = {}
-    if (out / "census.jsonl").exists():
-        for line in (out / "census.jsonl").read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows[row["step"]] = row
-    card["census_during_training"] = [rows[k] for k in sorted(rows)]
-    atomic_write_bytes(out / CARD_FILE, (json.dumps(card, indent=2) + "\n").encode())
+    card = train_shapes_with_census(out, recipe, census_every=census_every, census_orientations=census_orientations,
+                                    on_census=census)
     typer.echo("held-out accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in card["accuracy"].items()))
     for layer, c in card["curve_detector_census"].items():
         typer.echo(f"{layer}: {c['curve_detectors']} of {c['units']} units are curve detectors, covering "

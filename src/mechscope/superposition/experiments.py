@@ -289,6 +289,62 @@ def computation(steps: int = 10_000, k: int = 1, progress: bool = True) -> Exper
                             {"neuron_weights": _neuron_figure(W1[:, :20], [f"1-S = {d}" for d in densities])})
 
 
+TOY_SAE_LR = 3e-3            # the SAE recipe for toy models' hidden activations (sae_recovery, ``sae toy``)
+TOY_SAE_RESAMPLE_EVERY = 500
+TOY_SAE_DEAD_AFTER = 250
+
+
+def toy_sae_config(d_in: int, n_latents: int, *, kind: str = "relu", l1: float = 0.3, k: int = 1,
+                   steps: int = 3000):
+    """The ``sae.SAEConfig`` used on toy models' hidden activations (``sae_recovery`` and ``mechscope sae toy``):
+    Adam at 3e-3, dead latents (silent 250 steps) resampled every 500 steps.
+
+    >>> c = toy_sae_config(2, 10)
+    >>> (c.lr, c.resample_every, c.dead_after, c.kind, c.l1)
+    (0.003, 500, 250, 'relu', 0.3)
+    """
+    from mechscope.superposition.sae import SAEConfig
+
+    return SAEConfig(d_in=d_in, n_latents=n_latents, kind=kind, l1=l1, k=k, lr=TOY_SAE_LR, steps=steps,
+                     resample_every=TOY_SAE_RESAMPLE_EVERY, dead_after=TOY_SAE_DEAD_AFTER)
+
+
+def sae_toy(out_dir: str | os.PathLike, *, features: int = 5, hidden: int = 2, density: float = 0.05,
+            decay: float = 0.9, latents: int = 10, kind: str = "relu", l1: float = 0.3, k: int = 1,
+            steps: int = 3000, toy_steps: int = 10_000, progress: bool = True) -> dict[str, Any]:
+    """``mechscope sae toy``: train a toy model (``n=features``, ``m=hidden``, importance ``decay**i``, best of 3
+    seeds), then an SAE (``toy_sae_config``) on its hidden activations; write ``out_dir/sae.safetensors`` (the
+    SAE's weights and ``W_toy [features, hidden]``) and ``out_dir/results.json``.  Returns the JSON payload
+    (``mean_max_cosine``, ``per_feature``, ``excluded_features``, ...).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     r = sae_toy(out, toy_steps=20, steps=5, progress=False)
+    >>> 0 <= r["mean_max_cosine"] <= 1, r["sae"]["n_latents"]
+    (True, 10)
+    """
+    from safetensors.torch import save
+
+    from mechscope.artefacts import atomic_write_bytes
+
+    toy = best_of(3, ToyConfig(features, hidden, 1), importance_decay(features, decay), density, steps=toy_steps,
+                  progress=progress)
+    W = toy.model.W.detach()[0]
+    config = toy_sae_config(hidden, latents, kind=kind, l1=l1, k=k, steps=steps)
+    trained, score = sae_on_toy(toy, 0, config, progress=progress)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "sae.safetensors", save({k_: v.detach().contiguous() for k_, v in
+                                                      trained.sae.state_dict().items()} | {"W_toy": W.contiguous()}))
+    payload = {"toy": {"n_features": features, "n_hidden": hidden, "density": density, "importance": f"{decay}^i",
+                       "loss": float(toy.losses[0])},
+               "sae": {"kind": kind, "n_latents": latents, "l1": l1, "k": k, "steps": steps},
+               "mean_max_cosine": score.mean_max_cosine, "per_feature": score.per_feature.tolist(),
+               "excluded_features": score.excluded, "final": trained.log[-1]}
+    atomic_write_bytes(out / "results.json", (json.dumps(payload, indent=2) + "\n").encode())
+    return payload
+
+
 def sae_on_toy(trained: TrainedToy, instance: int, config, *, progress: bool = False):
     """A sparse autoencoder (``sae.SAEConfig``) trained on one instance's hidden activations, streamed fresh each
     step at that instance's feature probability, and its ``recovery_score`` against the instance's true feature
@@ -309,8 +365,6 @@ def sae_on_toy(trained: TrainedToy, instance: int, config, *, progress: bool = F
 def sae_recovery(steps: int = 10_000, k: int = 3, progress: bool = True, sae_steps: int = 3000) -> ExperimentResult:
     """Sparse autoencoders on toy models' hidden activations (streamed fresh each step): how well the decoder
     recovers the true feature directions ``W_i`` (mean max cosine), by feature density and dictionary size."""
-    from mechscope.superposition.sae import SAEConfig
-
     rows, weights = [], {}
     for n, m, densities, sizes in ((5, 2, (1.0, 0.3, 0.1, 0.05, 0.02), (5, 10, 20)), (20, 5, (0.1, 0.03, 0.01), (20, 40))):
         cfg = ToyConfig(n, m, len(densities))
@@ -319,8 +373,7 @@ def sae_recovery(steps: int = 10_000, k: int = 3, progress: bool = True, sae_ste
         weights[f"W_n{n}_m{m}"] = _weights(t)[0]
         for i, d in enumerate(densities):
             for size in sizes:
-                sae, score = sae_on_toy(t, i, SAEConfig(d_in=m, n_latents=size, kind="relu", l1=0.3, lr=3e-3,
-                                                        steps=sae_steps, resample_every=500, dead_after=250))
+                sae, score = sae_on_toy(t, i, toy_sae_config(m, size, steps=sae_steps))
                 rows.append({"n_features": n, "n_hidden": m, "density": d, "n_latents": size,
                              "mean_max_cosine": _r(score.mean_max_cosine), "excluded_features": score.excluded,
                              "per_feature": _r(score.per_feature), "final": {k_: _r(v) for k_, v in sae.log[-1].items()}})
@@ -337,7 +390,7 @@ def sae_recovery(steps: int = 10_000, k: int = 3, progress: bool = True, sae_ste
     ax.set_ylabel("mean max cosine (decoder vs W_i)")
     ax.legend(fontsize=6)
     return ExperimentResult("sae_recovery", {"toys": "n=5/m=2 (importance 0.9^i), n=20/m=5 (0.7^i)",
-                                             "sae": {"kind": "relu", "l1": 0.3, "lr": 3e-3, "steps": sae_steps},
+                                             "sae": {"kind": "relu", "l1": 0.3, "lr": TOY_SAE_LR, "steps": sae_steps},
                                              "steps": steps, "best_of": k, "min_norm": 0.5},
                             rows, weights, {"recovery": fig})
 

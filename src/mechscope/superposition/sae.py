@@ -446,3 +446,51 @@ def capture_activations(
     if not out:
         raise MechscopeError("capture_activations: no batches given")
     return torch.cat(out)
+
+
+def sae_on_layer(out_dir: Any, model: str, layer: str, *, dataset: str = "shapes:256", config: SAEConfig | None = None,
+                 max_rows: int = 200_000) -> dict[str, Any]:
+    """``mechscope sae layer``: an SAE trained on ``layer``'s activations of the zoo image model ``model`` over
+    ``dataset`` (a folder or ``shapes:N[:SEED]``; every position of every image is a row, at most ``max_rows``).
+    ``config`` gives the dictionary (its ``d_in`` is replaced by the layer's width; default: 1024 top-16
+    latents, 2000 steps).  Writes ``out_dir/sae.safetensors`` and ``out_dir/results.json``; returns the JSON
+    payload (``rows``, ``width``, ``final`` metrics, ``fraction_of_variance_unexplained``, ...).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     r = sae_on_layer(out, "shapes", "mixed3a", dataset="shapes:2",
+    ...                      config=SAEConfig(d_in=1, n_latents=16, kind="topk", k=4, steps=2))
+    >>> r["rows"], r["sae"]["n_latents"]
+    (512, 16)
+    """
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    from safetensors.torch import save
+
+    from mechscope.artefacts import atomic_write_bytes
+    from mechscope.data.open import open_dataset
+    from mechscope.zoo.registry import get_card, load
+
+    card = get_card(model)
+    net = load(card.name, device="cpu")
+    data = open_dataset(dataset, int(card.input_shape[-1]))
+    acts = capture_activations(net, layer, data.batches(64), max_rows=max_rows)
+    base = config or SAEConfig(d_in=1, n_latents=1024, kind="topk", l1=1e-3, k=16, steps=2000)
+    config = replace(base, d_in=int(acts.shape[1]))
+    trained = train_sae(acts, config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "sae.safetensors", save({k: v.detach().contiguous() for k, v in
+                                                      trained.sae.state_dict().items()}))
+    final = trained.log[-1]
+    variance = float(acts.var(0).sum())
+    payload = {"model": card.name, "layer": layer, "dataset": dataset, "rows": int(acts.shape[0]),
+               "width": int(acts.shape[1]),
+               "sae": {"kind": config.kind, "n_latents": config.n_latents, "l1": config.l1, "k": config.k,
+                       "steps": config.steps},
+               "final": final, "fraction_of_variance_unexplained": final["mse"] / variance if variance else None,
+               "dead_resampled": trained.dead_resampled}
+    atomic_write_bytes(out / "results.json", (json.dumps(payload, indent=2) + "\n").encode())
+    return payload

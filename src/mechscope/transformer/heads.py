@@ -85,6 +85,23 @@ def default_tokens(model: Any) -> Tensor:
     return repeated_tokens(model.cfg.d_vocab, seq_len, DEFAULT_BATCH, bos=0, seed=0)
 
 
+PROBE_ROWS = 16   # rows of the probe tokens the organisms' card and ``mechscope heads`` score on
+PROBE_SEED = 1
+
+
+def probe_tokens(model: Any, *, bos: int = 0, low: int = 0) -> Tensor:
+    """The tokens the attention-only organisms are probed on (their training card) and ``mechscope heads``
+    scores: ``repeated_tokens(d_vocab, min(50, (n_ctx - 1) // 2), 16, bos=bos, seed=1, low=low)``
+    (``low``: the first id that is not special)."""
+    seq_len = min(DEFAULT_SEQ_LEN, (int(model.cfg.n_ctx) - 1) // 2)
+    return repeated_tokens(model.cfg.d_vocab, seq_len, PROBE_ROWS, bos=bos, seed=PROBE_SEED, low=low)
+
+
+def probe_scores(model: Any, *, bos: int = 0, low: int = 0) -> dict[str, Tensor]:
+    """``head_scores`` on ``probe_tokens(model, bos=bos, low=low)``: ``{kind: [n_layers, n_heads]}``."""
+    return head_scores(model, probe_tokens(model, bos=bos, low=low))
+
+
 def _seq_len(tokens: Tensor) -> int:
     """``seq_len`` of ``[BOS] + r + r`` tokens, checking the repeat."""
     if tokens.dim() != 2 or tokens.shape[1] < 3 or tokens.shape[1] % 2 == 0:

@@ -116,3 +116,12 @@ def test_centred_top_examples_rank_images_by_the_centre_unit_across_batches():
     assert top[1][:, 0, 4, 4].tolist() == pytest.approx([0.1, 0.2, 0.5])
     with pytest.raises(MechscopeError, match="out of range"):
         centred_top_examples(net, "0", [5], batches, progress=False)
+
+
+def test_sharpest_picks_the_narrowest_detector_of_each_sector():
+    from mechscope.vision.families.tuning import CurveDetectors
+
+    found = CurveDetectors("l", units=[3, 5, 7, 9], preferred=[10.0, 30.0, 100.0, 350.0],
+                           curve_preference=[2.0] * 4, width=[60.0, 40.0, 50.0, 20.0], criteria={})
+    assert found.sharpest(8) == [5, 7, 9]     # sector 0: 5 beats 3; sector 2: 7; sector 7: 9
+    assert found.sharpest(1) == [9]

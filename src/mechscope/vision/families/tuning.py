@@ -234,6 +234,16 @@ class CurveDetectors:
         """How many of ``sectors`` equal sectors of the circle hold a detector's preferred orientation."""
         return orientation_coverage(self.preferred, sectors)
 
+    def sharpest(self, sectors: int = 8) -> list[int]:
+        """The most sharply tuned detector (smallest FWHM) of each of ``sectors`` equal sectors of orientation
+        that holds one, by sector."""
+        best: dict[int, tuple[float, int]] = {}
+        for unit, pref, width in zip(self.units, self.preferred, self.width, strict=True):
+            sector = int(pref % 360 // (360 / sectors))
+            if sector not in best or width < best[sector][0]:
+                best[sector] = (width, unit)
+        return [best[k][1] for k in sorted(best)]
+
 
 def orientation_coverage(preferred: Sequence[float], sectors: int = 8) -> int:
     """Number of the ``sectors`` equal sectors of 360° that contain at least one of ``preferred`` (degrees)."""

@@ -23,10 +23,12 @@ tokens seen and final scores.
 Example (a few steps on a tiny corpus, to show the call)::
 
     >>> import tempfile
+    >>> from mechscope.transformer.heads import probe_scores
     >>> from mechscope.zoo.organisms.attn_only_recipe import AttnOnlyRecipe, train_attn_only
     >>> with tempfile.TemporaryDirectory() as out:
     ...     card = train_attn_only(out, AttnOnlyRecipe(n_layers=1, steps=3, batch_size=2, d_vocab=300,
-    ...                            corpus_bytes=200_000, probe_every=3, eval_rows=4), progress=False)
+    ...                            corpus_bytes=200_000, probe_every=3, eval_rows=4), head_scores=probe_scores,
+    ...                            progress=False)
     >>> sorted(card["final"])
     ['held_out_loss', 'induction', 'previous_token']
 """
@@ -37,6 +39,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -163,16 +166,18 @@ def prepare_data(out: Path, recipe: AttnOnlyRecipe, *, progress: bool = True) ->
     return {"corpus": corpus, "tokenizer": tokenizer, "tokenizer_path": tok_path, **arrays}
 
 
-@torch.no_grad()
-def probe(model: attn_only.AttnOnlyTransformer, held_out: np.ndarray, bos: int, eval_rows: int) -> dict[str, Any]:
-    """Head scores on ``[BOS] r r`` (r: 50 random non-special tokens, 16 rows) and the held-out natural loss."""
-    from mechscope.transformer.heads import head_scores, repeated_tokens
+HeadScores = Callable[..., dict[str, torch.Tensor]]   # (model, *, bos, low) -> {kind: [n_layers, n_heads]}
 
+
+@torch.no_grad()
+def probe(model: attn_only.AttnOnlyTransformer, held_out: np.ndarray, bos: int, eval_rows: int,
+          head_scores: HeadScores) -> dict[str, Any]:
+    """Head scores (``head_scores(model, bos=bos, low=SPECIALS)``; the recipe's is
+    ``mechscope.transformer.heads.probe_scores``: ``[BOS] r r``, r 50 random non-special tokens, 16 rows) and
+    the held-out natural loss."""
     was_training = model.training
     model.eval()
-    tokens = repeated_tokens(model.cfg.d_vocab, min(50, (model.cfg.n_ctx - 1) // 2), 16, bos=bos, seed=1,
-                             low=SPECIALS)
-    scores = head_scores(model, tokens)
+    scores = head_scores(model, bos=bos, low=SPECIALS)
     rows = torch.from_numpy(held_out[:eval_rows].astype(np.int64))
     losses = [next_token_loss(model(rows[i: i + 32]), rows[i: i + 32])[0] for i in range(0, len(rows), 32)]
     model.train(was_training)
@@ -182,10 +187,11 @@ def probe(model: attn_only.AttnOnlyTransformer, held_out: np.ndarray, bos: int, 
 
 
 def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnlyRecipe(), *,
-                    progress: bool = True) -> dict[str, Any]:
+                    head_scores: HeadScores, progress: bool = True) -> dict[str, Any]:
     """Train an organism into ``out_dir``: ``checkpoint.pt`` while training (resumed from when present), then
     ``attn-only-{N}l.safetensors``, ``attn-only-{N}l.tokenizer.json`` and ``attn-only-{N}l.json`` (the card).
-    Returns the card."""
+    ``head_scores`` probes the heads (pass ``mechscope.transformer.heads.probe_scores``: the analysis lives in
+    the transformer area, above the zoo).  Returns the card."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.threads)
@@ -198,7 +204,7 @@ def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnl
     def on_step(step: int, m: torch.nn.Module) -> None:
         if step % recipe.probe_every == 0 or step == recipe.steps:
             probes.append({"step": step, "synthetic_share": round(recipe.synthetic_share(step - 1), 3),
-                           **probe(m, data["held_out"], bos, recipe.eval_rows)})
+                           **probe(m, data["held_out"], bos, recipe.eval_rows, head_scores)})
             if progress:
                 p = probes[-1]
                 print(f"step {step}: held-out loss {p['held_out_loss']}, best previous-token per layer "
@@ -221,7 +227,7 @@ def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnl
     weights = attn_only.save(model, out / f"{name}.safetensors")
     tok_file = out / f"{name}.tokenizer.json"
     atomic_write_bytes(tok_file, data["tokenizer_path"].read_bytes())
-    final = probe(model, data["held_out"], bos, recipe.eval_rows)
+    final = probe(model, data["held_out"], bos, recipe.eval_rows, head_scores)
     card = {
         "name": name,
         "architecture": f"AttnOnlyTransformer (mechscope.zoo.attn_only): {recipe.n_layers} attention-only layers, "

@@ -142,3 +142,9 @@ def train_shapes(out_dir: str | os.PathLike, recipe: ShapesRecipe = ShapesRecipe
     }
     atomic_write_bytes(out / CARD_FILE, (json.dumps(card, indent=2) + "\n").encode())
     return card
+
+
+def fresh_accuracy(model: torch.nn.Module, card: dict[str, Any], n: int = 500) -> dict[str, float]:
+    """Accuracy of each task on ``n`` images that neither training nor the card's held-out set saw (the world
+    ``card["recipe"]["seed"] + HELD_OUT_OFFSET + 1``): the check that bundled weights still do what the card says."""
+    return evaluate(model, ShapesDataset(n=n, seed=card["recipe"]["seed"] + HELD_OUT_OFFSET + 1))
