@@ -14,8 +14,8 @@ the rows that ``mechscope.microscope.site`` reads (see its store contract).  Lay
     repeated random tokens ``[BOS] r r`` (said in its ``note``).  ``score`` / ``score_name``: the head's strongest
     detector score and its name, so the layer grid sorts heads by it;
   - ``"head_scores"``: bar chart of the previous-token, induction and duplicate-token scores
-    (``transformer.heads.head_scores``) on ``PROBE_BATCH`` rows of ``[BOS] r r`` (``r``: up to 50 random
-    non-special tokens, seed ``PROBE_SEED``: the probe of the organisms' cards), a ``table`` of them, and the
+    (``transformer.heads.head_scores``) on ``transformer.heads.PROBE_ROWS`` rows of ``[BOS] r r`` (``r``: up to 50 random
+    non-special tokens, seed ``PROBE_SEED``, ``probe_tokens``: the probe of the organisms' cards), a ``table`` of them, and the
     ``classify_heads`` kinds in ``note`` when the head passes a threshold;
   - ``"qk_pairs"`` / ``"ov_pairs"`` (no PNG): a ``table`` of the ``k`` largest entries of the head's full QK
     circuit (query token ← key token) and full OV circuit (source token → logit token), LayerNorm folded first;
@@ -61,6 +61,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mechscope.devices import model_device
 from mechscope.errors import MechscopeError
 from mechscope.microscope.kinds import (ATTENTION, COMPOSITION, HEAD_KINDS, HEAD_SCORES, HEADS, OV_PAIRS,
                                         QK_PAIRS)
@@ -68,15 +69,14 @@ from mechscope.plots import agg_figure, png_of
 from mechscope.store import Store, open_store, put_png, put_rows, read_rows, transaction
 from mechscope.transformer.circuits import (composition_baseline, composition_scores, copying_scores, ov_circuit,
                                             qk_circuit, top_token_pairs)
-from mechscope.transformer.heads import KINDS, attention_patterns, classify_heads, head_scores, repeated_tokens
+from mechscope.transformer.heads import (KINDS, PROBE_SEED, attention_patterns, classify_heads, head_scores, probe_ids,
+                                         probe_tokens, repeated_tokens)
 from mechscope.zoo.attn_only import with_layer_norm_folded
 
 DEFAULT_TEXT = "The quick brown fox jumps over the dog.\nThe quick brown fox jumps over the dog.\n"
 """The sample text of the ``attention`` figures when a tokenizer is given and ``text`` is not (it repeats, so
 induction heads show their diagonal)."""
 MAX_TOKENS = 48         # longest sample shown, so that the tick labels stay legible
-PROBE_BATCH = 16        # rows of [BOS] r r for the detector scores
-PROBE_SEED = 1
 BASELINE_SAMPLES = 200  # random head pairs of the composition baseline
 FORMAT = 1              # bump when the rows written change, so that stores are rebuilt
 
@@ -128,16 +128,6 @@ def _sample(cfg: Any, tokenizer: Any, text: str | None) -> tuple[Tensor, list[st
     shown = tokenizer.decode(ids[1:] if bos is not None else ids)
     note = f"Sample text ({len(ids)} tokens{', truncated' if truncated else ''}): {shown!r}"
     return torch.tensor([ids]), labels, note
-
-
-def _probe(cfg: Any, tokenizer: Any) -> Tensor:
-    """``[PROBE_BATCH, 1 + 2 seq_len]`` repeated random tokens avoiding the tokenizer's special ids."""
-    specials = [getattr(tokenizer, a, None) for a in ("bos_id", "eos_id", "pad_id")] if tokenizer is not None else []
-    specials = [int(s) for s in specials if s is not None]
-    low = max(specials) + 1 if specials and max(specials) + 1 < cfg.d_vocab else 0
-    bos = getattr(tokenizer, "bos_id", None) if tokenizer is not None else None
-    return repeated_tokens(cfg.d_vocab, min(50, (int(cfg.n_ctx) - 1) // 2), PROBE_BATCH, bos=bos, seed=PROBE_SEED,
-                           low=low)
 
 
 def _digest(model: Any, **fields: Any) -> str:
@@ -233,7 +223,8 @@ def _build(store: Store, model: Any, cfg: Any, model_name: str, tokenizer: Any, 
            progress: bool) -> dict[str, int]:
     n_layers, n_heads = int(cfg.n_layers), int(cfg.n_heads)
     sample, labels, sample_note = _sample(cfg, tokenizer, text)
-    probe = _probe(cfg, tokenizer)
+    bos, low = probe_ids(tokenizer, cfg.d_vocab)
+    probe = probe_tokens(model, bos=bos, low=low)
     build = _digest(model, format=FORMAT, sample=sample.tolist(), labels=labels, k=k, probe=probe.tolist())
     common = {"build": build, "k": k, "tokens": int(sample.shape[1])}
     layer_settings = {"kind": HEADS.name, "thumbnail": ATTENTION.name, "n_layers": n_layers, "n_heads": n_heads,
@@ -254,7 +245,7 @@ def _build(store: Store, model: Any, cfg: Any, model_name: str, tokenizer: Any, 
             plan.append((layer, todo))
     if not plan:
         return counts
-    device = next(iter(model.parameters())).device
+    device = model_device(model)
     patterns = attention_patterns(model, sample.to(device))[:, 0].float().cpu()            # [L, H, n, n]
     scores = {kind: v.float().cpu() for kind, v in head_scores(model, probe.to(device)).items()}  # {kind: [L, H]}
     classes: dict[str, list[str]] = {}

@@ -97,6 +97,16 @@ def probe_tokens(model: Any, *, bos: int = 0, low: int = 0) -> Tensor:
     return repeated_tokens(model.cfg.d_vocab, seq_len, PROBE_ROWS, bos=bos, seed=PROBE_SEED, low=low)
 
 
+def probe_ids(tokenizer: Any, d_vocab: int) -> tuple[int, int]:
+    """``(bos, low)`` for ``probe_tokens`` with a model's tokenizer: its BOS id (0 without one) and the first id
+    above its special ids (``bos_id``, ``eos_id``, ``pad_id``), so that ``r`` never draws a special token."""
+    specials = [getattr(tokenizer, a, None) for a in ("bos_id", "eos_id", "pad_id")] if tokenizer is not None else []
+    specials = [int(s) for s in specials if s is not None]
+    low = max(specials) + 1 if specials and max(specials) + 1 < d_vocab else 0
+    bos = getattr(tokenizer, "bos_id", None) if tokenizer is not None else None
+    return (0 if bos is None else int(bos)), low
+
+
 def probe_scores(model: Any, *, bos: int = 0, low: int = 0) -> dict[str, Tensor]:
     """``head_scores`` on ``probe_tokens(model, bos=bos, low=low)``: ``{kind: [n_layers, n_heads]}``."""
     return head_scores(model, probe_tokens(model, bos=bos, low=low))

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from mechscope.artefacts import atomic_write_bytes
 from mechscope.errors import MechscopeError
+from mechscope.units import Head
 
 HEAD_SCORES = ("previous_token", "duplicate_token", "induction", "copying")
 
@@ -46,11 +47,6 @@ HEAD_SCORES = ("previous_token", "duplicate_token", "induction", "copying")
 def _write_json(payload: Any, path: Path) -> Path:
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
     return path
-
-
-def _special_ids(tokenizer: Any) -> tuple[int, int]:
-    """``(bos, low)`` of the probe tokens: the tokenizer's BOS and its first non-special id (3: BOS, EOS, PAD)."""
-    return (tokenizer.bos_id, 3) if tokenizer is not None else (0, 0)
 
 
 @dataclass(frozen=True)
@@ -89,15 +85,16 @@ def head_table(model: Any, tokenizer: Any = None) -> HeadTable:
     its copying score on the LayerNorm-folded model, and its kind (of the kinds passing ``classify_heads``'s
     thresholds, the last in the order of the scores; ``""`` for none)."""
     from mechscope.transformer.circuits import copying_scores
-    from mechscope.transformer.heads import classify_heads, probe_scores
+    from mechscope.transformer.heads import classify_heads, probe_ids, probe_scores
     from mechscope.zoo.attn_only import with_layer_norm_folded
 
-    bos, low = _special_ids(tokenizer)
+    bos, low = probe_ids(tokenizer, model.cfg.d_vocab)
     scores = probe_scores(model, bos=bos, low=low)
     kinds = {r["head"]: r["kind"] for r in classify_heads(scores)}
     scores["copying"] = copying_scores(with_layer_norm_folded(model))
-    rows = [{"head": f"{l}.{h}", **{k: round(float(v[l, h]), 4) for k, v in scores.items()},
-             "kind": kinds.get(f"{l}.{h}", "")} for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
+    heads = [Head.at(l, h) for l in range(model.cfg.n_layers) for h in range(model.cfg.n_heads)]
+    rows = [{"head": x.short, **{k: round(float(v[x.layer_index, x.head]), 4) for k, v in scores.items()},
+             "kind": kinds.get(x.short, "")} for x in heads]
     return HeadTable(scores, rows)
 
 
@@ -151,11 +148,12 @@ def composition_table(model: Any, kind: str = "k", top: int = 5) -> CompositionT
     L, H = model.cfg.n_layers, model.cfg.n_heads
     flat = scores.reshape(L * H, L * H)
     order = flat.flatten().argsort(descending=True)[:top].tolist()
-    pairs = [{"from": f"{i // (L * H) // H}.{i // (L * H) % H}", "to": f"{i % (L * H) // H}.{i % (L * H) % H}",
-              "score": round(float(flat.flatten()[i]), 4)} for i in order]
+    labels = [Head.at(l, h).short for l in range(L) for h in range(H)]
+    pairs = [{"from": labels[i // (L * H)], "to": labels[i % (L * H)], "score": round(float(flat.flatten()[i]), 4)}
+             for i in order]
     payload = {"kind": kind, "baseline": round(baseline, 4), "top": pairs,
                "scores": [[round(float(v), 4) for v in row] for row in flat]}
-    return CompositionTable(payload, flat, [f"{l}.{h}" for l in range(L) for h in range(H)])
+    return CompositionTable(payload, flat, labels)
 
 
 CIRCUIT_COLUMNS = {"ov": ("source", "logit"), "qk": ("query", "key")}
@@ -177,7 +175,7 @@ def circuit_table(model: Any, which: str, layer: int, head: int, top: int = 10, 
     rows = [{names[0]: p.row_token if p.row_token is not None else p.row,
              names[1]: p.col_token if p.col_token is not None else p.col, "value": round(p.value, 4)}
             for p in top_token_pairs(circuit, top, tokenizer)]
-    payload: dict[str, Any] = {"head": f"{layer}.{head}", "circuit": which, "top": rows}
+    payload: dict[str, Any] = {"head": Head.at(layer, head).short, "circuit": which, "top": rows}
     if which == "ov":
         payload["copying_score"] = round(float(copying_scores(folded)[layer, head]), 4)
     return payload
