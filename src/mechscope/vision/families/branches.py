@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from mechscope.capture import as_map, capture
+from mechscope.devices import eval_mode, placement
 from mechscope.errors import MechscopeError
 from mechscope.units import Unit, layer_table, layer_width, parse, validate
 from mechscope.vision.families import stimuli
@@ -94,17 +95,12 @@ def colour_vs_grey(model: nn.Module, layer: str, *, size: int = 64, ratio: float
         raise MechscopeError(f"ratio must be positive, got {ratio}")
     name = validate(model, layer)
     colour_x, grey_x = colour_stimuli(size)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    dtype = next((p.dtype for p in model.parameters()), torch.float32)
-    was_training = model.training
-    model.eval()
-    try:
-        images = torch.cat([colour_x, grey_x])
-        maps = torch.cat([as_map(capture(model, images[i:i + batch_size].to(device, dtype), [name.layer])[name.layer],
+    where = placement(model)
+    images = torch.cat([colour_x, grey_x])
+    with eval_mode(model):
+        maps = torch.cat([as_map(capture(model, images[i:i + batch_size].to(**where), [name.layer])[name.layer],
                                  name.layer, "colour vs grey responses").float().cpu()
                           for i in range(0, len(images), batch_size)])
-    finally:
-        model.train(was_training)
     x, y = maps.shape[-2] // 2, maps.shape[-1] // 2
     at = maps[:, :, x, y]  # [N, C]
     chans = [name.channel] if isinstance(name, Unit) else list(range(at.shape[1]))

@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mechscope.capture import as_map, capture
+from mechscope.devices import model_device
 from mechscope.errors import MechscopeError
 from mechscope.units import Unit, parse, validate
 from mechscope.vision.families import stimuli
@@ -143,7 +144,7 @@ class RadialTuning:
 
 def _read(model: nn.Module, layer: str, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     outs = []
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     for lo in range(0, len(images), batch_size):
         acts = capture(model, images[lo:lo + batch_size].to(device), [layer])[layer]
         outs.append(as_map(acts, layer, "tuning curves").float().cpu())

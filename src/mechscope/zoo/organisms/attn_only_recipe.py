@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from mechscope.artefacts import atomic_write_bytes
+from mechscope.devices import eval_mode
 from mechscope.errors import MechscopeError
 from mechscope.training import TrainConfig, train
 from mechscope.zoo import attn_only
@@ -175,12 +176,10 @@ def probe(model: attn_only.AttnOnlyTransformer, held_out: np.ndarray, bos: int, 
     """Head scores (``head_scores(model, bos=bos, low=SPECIALS)``; the recipe's is
     ``mechscope.transformer.heads.probe_scores``: ``[BOS] r r``, r 50 random non-special tokens, 16 rows) and
     the held-out natural loss."""
-    was_training = model.training
-    model.eval()
-    scores = head_scores(model, bos=bos, low=SPECIALS)
-    rows = torch.from_numpy(held_out[:eval_rows].astype(np.int64))
-    losses = [next_token_loss(model(rows[i: i + 32]), rows[i: i + 32])[0] for i in range(0, len(rows), 32)]
-    model.train(was_training)
+    with eval_mode(model):
+        scores = head_scores(model, bos=bos, low=SPECIALS)
+        rows = torch.from_numpy(held_out[:eval_rows].astype(np.int64))
+        losses = [next_token_loss(model(rows[i: i + 32]), rows[i: i + 32])[0] for i in range(0, len(rows), 32)]
     return {"previous_token": [[round(float(v), 3) for v in layer] for layer in scores["previous_token"]],
             "induction": [[round(float(v), 3) for v in layer] for layer in scores["induction"]],
             "held_out_loss": round(float(torch.stack(losses).mean()), 4) if losses else None}
