@@ -37,3 +37,30 @@ def test_unknown_experiment_and_bad_steps_are_refused():
         run_experiment("intros")
     with pytest.raises(MechscopeError, match="steps must be positive"):
         run_experiment("intro", steps=0)
+
+
+def test_sae_recovery_and_the_sae_toy_verb_share_one_sae_recipe(monkeypatch, tmp_path):
+    """The toy SAE's optimiser settings have one owner (``toy_sae_config``): the experiment and ``sae toy`` (its
+    library body ``sae_toy``) hand ``sae_on_toy`` the same lr and dead-latent schedule."""
+    from mechscope.superposition import experiments
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(trained, instance, config, **kw):
+        seen.append(config)
+        raise Stop
+
+    monkeypatch.setattr(experiments, "sae_on_toy", capture)
+    for run in (lambda: experiments.sae_recovery(steps=5, k=1, progress=False, sae_steps=5),
+                lambda: experiments.sae_toy(tmp_path, toy_steps=5, steps=5, progress=False)):
+        try:
+            run()
+        except Stop:
+            pass
+    assert len(seen) == 2
+    recipe = [(c.lr, c.resample_every, c.dead_after, c.kind, c.l1) for c in seen]
+    assert recipe[0] == recipe[1] == (experiments.TOY_SAE_LR, experiments.TOY_SAE_RESAMPLE_EVERY,
+                                      experiments.TOY_SAE_DEAD_AFTER, "relu", 0.3)
