@@ -1,5 +1,8 @@
 """An offline text corpus, assembled by a fixed recipe from text that every machine with Python already has.
 
+(Over 400 lines because the corpus recipe — its sources, their cleaning, the seeded selection and the checked
+load — is one contract that `build_corpus` and `load_corpus` must agree on.)
+
 The recipe (``corpus_sources()``) has up to three sources, each a list of files read in a seeded order:
 
 * ``stdlib_code`` -- the Python standard library's ``.py`` files (under ``sysconfig.get_paths()["stdlib"]``,

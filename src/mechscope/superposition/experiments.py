@@ -1,5 +1,8 @@
 """The experiments of *Toy Models of Superposition* (Elhage et al. 2022) as a table of settings.
 
+(Over 400 lines because it is the paper's table of experiments, one short function each, readable in one
+place beside the table that names them.)
+
 Each entry of ``EXPERIMENTS`` is a function ``(steps, k, progress) -> ExperimentResult`` that trains every
 setting of the experiment as instances of one batched model (``toy.best_of``: ``k`` seeds per setting, the
 lowest loss kept, as the paper kept its best runs) and returns per-instance metrics, the weights and the

@@ -1,5 +1,8 @@
 """Sparse autoencoders (sparse dictionary learning) and how well they recover known features.
 
+(Over 400 lines because the SAE, its training loop with dead-latent resampling, its recovery score and the
+two ways to feed it activations — a toy model's, a layer's — are read together when a dictionary misbehaves.)
+
 A model in superposition stores more features than it has dimensions.  A sparse autoencoder (SAE) learns an
 overcomplete dictionary ``W_dec [n_latents, d_in]`` (unit-norm rows) and a sparse code ``latents`` such that
 ``x ≈ latents @ W_dec + b_dec``.  When the true features are known (a planted dictionary, or the columns of a

@@ -1,5 +1,8 @@
 """The toy models of *Toy Models of Superposition* (Elhage et al. 2022), batched over instances.
 
+(Over 400 lines because the four toy models, their data, their batched training and `best_of` are one unit:
+every experiment of the paper uses all of them together.)
+
 One :class:`ToyModel` holds ``n_instances`` independent small models side by side (every
 parameter has a leading ``instances`` axis), so a whole sweep over feature densities,
 importances and seeds trains as one set of batched tensor ops.  The loss is summed over

@@ -1,5 +1,8 @@
 """Tuning curves: how a unit's response varies along a stimulus parameter.
 
+(Over 400 lines because the three tuning measurements of the Curve Detectors paper — radial, orientation x
+curvature, rotated dataset examples — share their stimulus grids, readout position and result type.)
+
 ``radial_tuning_curve`` is the Curve Detectors paper's measurement: curves (``stimuli.curves``) at
 ``n_orientations`` orientations evenly around the circle (720 = 0.5° steps, the paper's setting), at several
 radii, with the unit's response taken as the **maximum over radius**.  The response is read at one spatial
