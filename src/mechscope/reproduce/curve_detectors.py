@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from mechscope.plots import new_figure, save_figure
+from mechscope.plots import save_figure
 from mechscope.reproduce.claims import Claim, Result
+from mechscope.vision.families.showcase import tuning_row_figure
 from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
 from mechscope.zoo.registry import load
 
@@ -23,21 +24,10 @@ def check(out: Path, n_orientations: int = 720) -> Result:
     found = curve_detectors(trained)
     untrained = curve_detectors(radial_tuning_curve(load("shapes", weights="random", seed=0, device="cpu"), LAYER,
                                                     n_orientations=n_orientations, progress=False))
-    picks: dict[int, int] = {}
-    for unit, pref, width in zip(found.units, found.preferred, found.width, strict=True):
-        sector = int(pref % 360 // 45)
-        if sector not in picks or width < dict(zip(found.units, found.width, strict=True))[picks[sector]]:
-            picks[sector] = unit
     figures = []
-    if picks:
-        units = [picks[k] for k in sorted(picks)]
-        fig, axes = new_figure(1, len(units), subplot_kw={"projection": "polar"}, figsize=(2.3 * len(units), 2.7))
-        for ax, unit in zip(list(getattr(axes, "flat", [axes])), units, strict=True):
-            trained.plot(unit, ax=ax)
-            ax.set_xticklabels([])
-            ax.set_yticklabels([])
-        fig.tight_layout()
-        save_figure(fig, out / "curve_detectors_radial_tuning.png", dpi=80, tight=False)
+    units = found.sharpest(8)   # the most sharply tuned detector of each 45-degree sector
+    if units:
+        save_figure(tuning_row_figure(trained, units), out / "curve_detectors_radial_tuning.png", dpi=80, tight=False)
         figures.append("curve_detectors_radial_tuning.png")
     numbers = {"layer": LAYER, "units": len(trained.channels), "curve_detectors": len(found.units),
                "sectors_covered_of_8": found.coverage(8), "untrained_curve_detectors": len(untrained.units),
