@@ -19,10 +19,8 @@ gives those readings as pure functions over any conv model whose layers are name
   composition (tests check both against explicit products).  Choose ``input_size`` large enough that B's central
   unit sees no border, or the support is clipped.
 - one-sided NMF of these weights to RGB: ``vision/nmf.py`` (``nmf_rgb``, ``nmf_factors``).
-- ``kernel_banding(weights)`` — weight banding scored **per kernel** (the share of each kernel's variance along
-  its rows and along its columns) and ``KernelBanding.shares`` the share of kernels banded horizontally /
-  vertically; ``banding(weights)`` pools the same variances over all kernels (a layer whose kernels band both ways
-  scores ~0 there, so read banding per kernel).
+- ``kernel_banding(weights)`` — weight banding **per kernel** (variance shares along rows / columns) and the share
+  of kernels banded each way; ``banding(weights)`` pools over kernels, where bands running both ways cancel.
 - ``kernel_heatmap(kernel, ax)`` — diverging blue/red (``RdBu_r``, symmetric limits) heatmap of one kernel or
   a row of kernels.
 
