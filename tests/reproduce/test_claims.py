@@ -39,10 +39,18 @@ def test_curve_detector_claim_on_the_organism(tmp_path):
     assert result.numbers["sectors_covered_of_8"] >= 7 and (tmp_path / result.figures[0]).exists()
 
 
-def test_universality_claim_reports_per_layer_shares(tmp_path):
-    result = universality.check(tmp_path, images=128)
-    assert set(result.numbers) >= {"conv2d0", "mixed3b", "threshold"}
-    assert 0 <= result.numbers["conv2d0"]["share_matched"] <= 1
+def test_universality_claim_verdict_against_the_untrained_pair(tmp_path):
+    result = universality.check(tmp_path, images=128, n_orientations=36, layers=("conv2d0", "mixed3a", "mixed3b"))
+    n, fam = result.numbers, result.numbers["family"]
+    # the control is computed at every layer and for the family
+    assert set(n["untrained_pair"]) == set(n["trained_pair"]) == {"conv2d0", "mixed3a", "mixed3b"}
+    assert len(fam["untrained_pair_curve_detectors"]) == 2 and 0 <= fam["share_matched_untrained"] <= 1
+    # conv2d0 cannot tell trained from untrained; mixed3a and the curve family can
+    assert abs(n["gap_trained_minus_untrained"]["conv2d0"]) < 0.1
+    assert n["gap_trained_minus_untrained"]["mixed3a"] >= universality.MIN_GAP
+    assert fam["seed0_curve_detectors"] >= universality.MIN_DETECTORS and fam["gap"] >= universality.MIN_FAMILY_GAP
+    # the verdict on the shipped organisms: mixed3b's gap falls short of the stated criterion
+    assert n["gap_trained_minus_untrained"]["mixed3b"] < universality.MIN_GAP and result.passed is False
 
 
 def test_cli_lists_and_runs(tmp_path):
