@@ -51,6 +51,7 @@ def test_universality_claim_verdict_against_the_untrained_pair(tmp_path):
     assert fam["seed0_curve_detectors"] >= universality.MIN_DETECTORS and fam["gap"] >= universality.MIN_FAMILY_GAP
     # the verdict on the shipped organisms: mixed3b's gap falls short of the stated criterion
     assert n["gap_trained_minus_untrained"]["mixed3b"] < universality.MIN_GAP and result.passed is False
+    assert (tmp_path / "universality.png").read_bytes()[:4] == b"\x89PNG" and result.figures == ["universality.png"]
 
 
 def test_cli_lists_and_runs(tmp_path):

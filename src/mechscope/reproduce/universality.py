@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mechscope.data.shapes import ShapesDataset
+from mechscope.plots import new_figure, save_figure
 from mechscope.reproduce.claims import Claim, Result
 from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
 from mechscope.vision.families.universality import activation_correlations, tuning_match, universality
@@ -72,12 +73,27 @@ def check(out: Path, images: int = IMAGES, n_orientations: int = 72, layers: tup
         "orientations": n_orientations,
     }
     family["gap"] = round(family["share_matched_seed1"] - family["share_matched_untrained"], 3)
+    fig, (left, right) = new_figure(1, 2, figsize=(9, 3))
+    at = range(len(layers))
+    left.bar([i - 0.2 for i in at], [trained[k]["share_matched"] for k in layers], 0.4, label="seeds 0 / 1")
+    left.bar([i + 0.2 for i in at], [untrained[k]["share_matched"] for k in layers], 0.4, label="untrained pair")
+    left.set_xticks(list(at), list(layers), fontsize=7)
+    left.set_ylabel(f"share matched at r >= {THRESHOLD}")
+    left.legend(fontsize=7)
+    for m, label in ((to_seed1, "to seed 1"), (to_untrained, "to untrained")):
+        right.hist(m.best_corr.numpy(), bins=30, range=(-0.5, 1), alpha=0.6, label=label)
+    right.axvline(TUNE_CORR, color="k", lw=0.8)
+    right.set_xlabel(f"best tuning correlation of {FAMILY_LAYER} curve detectors", fontsize=8)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out / "universality.png", dpi=80, tight=False)
+
     judged = [k for k in JUDGED if k in gaps]
     passed = (bool(judged) and all(gaps[k] >= MIN_GAP for k in judged)
               and len(found.units) >= MIN_DETECTORS and family["gap"] >= MIN_FAMILY_GAP)
     return Result({"threshold": THRESHOLD, "images": images, "trained_pair": trained, "untrained_pair": untrained,
                    "gap_trained_minus_untrained": gaps, "family": family},
-                  passed, [],
+                  passed, ["universality.png"],
                   "Units: correlation over every spatial position of the 64-px images (the maps align: same "
                   "architecture); each unit of seed 0 matched to its most correlated unit of seed 1, and the same "
                   "between two untrained networks (seeds 0 and 1). Family: tuning curves over orientation (curves "
