@@ -39,10 +39,19 @@ def test_curve_detector_claim_on_the_organism(tmp_path):
     assert result.numbers["sectors_covered_of_8"] >= 7 and (tmp_path / result.figures[0]).exists()
 
 
-def test_universality_claim_reports_per_layer_shares(tmp_path):
-    result = universality.check(tmp_path, images=128)
-    assert set(result.numbers) >= {"conv2d0", "mixed3b", "threshold"}
-    assert 0 <= result.numbers["conv2d0"]["share_matched"] <= 1
+def test_universality_claim_verdict_against_the_untrained_pair(tmp_path):
+    result = universality.check(tmp_path, images=128, n_orientations=36, layers=("conv2d0", "mixed3a", "mixed3b"))
+    n, fam = result.numbers, result.numbers["family"]
+    # the control is computed at every layer and for the family
+    assert set(n["untrained_pair"]) == set(n["trained_pair"]) == {"conv2d0", "mixed3a", "mixed3b"}
+    assert len(fam["untrained_pair_curve_detectors"]) == 2 and 0 <= fam["share_matched_untrained"] <= 1
+    # conv2d0 cannot tell trained from untrained; mixed3a and the curve family can
+    assert abs(n["gap_trained_minus_untrained"]["conv2d0"]) < 0.1
+    assert n["gap_trained_minus_untrained"]["mixed3a"] >= universality.MIN_GAP
+    assert fam["seed0_curve_detectors"] >= universality.MIN_DETECTORS and fam["gap"] >= universality.MIN_FAMILY_GAP
+    # the verdict on the shipped organisms: mixed3b's gap falls short of the stated criterion
+    assert n["gap_trained_minus_untrained"]["mixed3b"] < universality.MIN_GAP and result.passed is False
+    assert (tmp_path / "universality.png").read_bytes()[:4] == b"\x89PNG" and result.figures == ["universality.png"]
 
 
 def test_cli_lists_and_runs(tmp_path):
@@ -89,23 +98,32 @@ def test_layer_banding_finds_a_banded_conv_by_construction():
     import torch
     from torch import nn
 
-    from mechscope.reproduce.banding import layer_banding
+    from mechscope.reproduce.banding import excess, layer_banding
 
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 2, 3))
     with torch.no_grad():
-        net[0].weight.copy_(torch.randn(4, 3, 3, 1).expand(-1, -1, -1, 3))   # constant along rows
+        w = torch.randn(4, 3, 3, 1).expand(-1, -1, -1, 3)
+        net[0].weight.copy_(torch.cat([w[:2], w[2:].transpose(-1, -2)]))   # bands both ways: pooled score cancels
     rows = layer_banding(net)
     assert set(rows) == {"0", "2"}                                            # 1x1 convs have no spatial structure
-    assert rows["0"]["score"] == pytest.approx(1.0) and abs(rows["2"]["score"]) < 0.5
+    assert rows["0"]["banded"] == 1.0 and rows["0"]["horizontal"] == rows["0"]["vertical"] == 0.5
+    assert abs(rows["0"]["pooled_score"]) < 0.5 and rows["0"]["kernel"] == "3x3"
+    control = {k: {**v, "banded": 0.25} for k, v in rows.items()}
+    assert excess(rows, control) == {"0": 0.75, "2": round(rows["2"]["banded"] - 0.25, 4)}
 
 
-def test_banding_claim_reports_every_layer(tmp_path):
+def test_banding_claim_verdict_and_its_untrained_control(tmp_path):
     from mechscope.reproduce import banding
 
     result = banding.check(tmp_path)
-    assert result.numbers["final_layer"] == "mixed4b" and "conv2d0" in result.numbers["per_layer_strength"]
-    assert result.passed == (result.numbers["final_strength"] >= banding.MIN_STRENGTH
-                             and result.numbers["final_strength"] > result.numbers["strongest_earlier"])
+    n = result.numbers
+    assert n["final_layer"] == "mixed4b" and "conv2d0" in n["excess_per_layer"]
+    assert set(n["untrained_convs"]) == set(n["convs"]) and "mixed4b.b3x3.conv" in n["untrained_convs"]
+    assert all(0 <= row["banded"] < 0.2 for row in n["untrained_convs"].values())   # the control is computed
+    assert n["convs"]["mixed4b.b5x5.conv"]["kernel"] == "5x5"
+    # the verdict on the shipped organism: mixed4b is not the most banded layer (mixed4a's 5x5 branch is)
+    assert result.passed is False and n["strongest_earlier_excess"] > n["final_excess"]
+    assert result.passed == (n["final_excess"] >= banding.MIN_EXCESS and n["final_excess"] > n["strongest_earlier_excess"])
 
 
 def test_induction_claims_measure_the_attention_only_organisms(tmp_path):

@@ -8,7 +8,7 @@ from torch import nn  # noqa: E402
 
 import mechscope  # noqa: E402
 from mechscope.errors import MechscopeError, UnknownNameError  # noqa: E402
-from mechscope.vision.circuits.weights import (Linearized, banding, banding_plot, expanded_weights, kernel_between,  # noqa: E402
+from mechscope.vision.circuits.weights import (Linearized, banding, banding_plot, expanded_weights, kernel_banding, kernel_between,  # noqa: E402
                                       kernel_heatmap, unit_weights)
 from mechscope.vision.circuits.nmf import nmf_factors, nmf_rgb  # noqa: E402
 
@@ -170,6 +170,27 @@ def test_banding_score_tells_horizontal_from_vertical_and_random():
     rand = banding(torch.randn(64, 32, 5, 5, generator=gen))
     assert abs(rand.score) < 0.05 and rand.horizontal == pytest.approx(4 / 24, abs=0.03)
     assert banding(torch.zeros(2, 3, 3)).score == 0.0
+
+
+def test_kernel_banding_scores_each_kernel_so_opposite_bands_do_not_cancel():
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(8, 4, 3, 1, generator=gen).expand(8, 4, 3, 3)          # horizontal bands
+    both = torch.cat([rows, rows.transpose(-1, -2)])                          # half of them turned vertical
+    assert banding(both).score == pytest.approx(0.0, abs=1e-6)                # pooled: cancels
+    per = kernel_banding(both)
+    assert per.score.shape == (64,) and per.score[:32].tolist() == pytest.approx([1.0] * 32)
+    assert per.shares(0.5) == {"horizontal": 0.5, "vertical": 0.5, "banded": 1.0}
+    rand = kernel_banding(torch.randn(2000, 5, 5, generator=gen))
+    assert float(rand.horizontal.mean()) == pytest.approx(4 / 24, abs=0.02) and rand.shares(0.5)["banded"] < 0.02
+    scaled = torch.randn(3, 3, 3, generator=gen) * torch.tensor([1e-6, 1.0, 1e6])[:, None, None]
+    assert kernel_banding(scaled).horizontal.tolist() == pytest.approx(
+        [float(kernel_banding(k).horizontal) for k in scaled], rel=1e-4)        # scale-free, kernel by kernel
+    flat = kernel_banding(torch.ones(2, 3, 3))
+    assert flat.score.tolist() == [0.0, 0.0] and flat.shares()["banded"] == 0.0
+    with pytest.raises(MechscopeError, match="threshold"):
+        per.shares(0.0)
+    with pytest.raises(MechscopeError, match="kh, kw"):
+        kernel_banding(torch.ones(3))
 
 
 def test_kernel_heatmap_is_diverging_and_symmetric():

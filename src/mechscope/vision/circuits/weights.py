@@ -19,7 +19,8 @@ gives those readings as pure functions over any conv model whose layers are name
   composition (tests check both against explicit products).  Choose ``input_size`` large enough that B's central
   unit sees no border, or the support is clipped.
 - one-sided NMF of these weights to RGB: ``vision/nmf.py`` (``nmf_rgb``, ``nmf_factors``).
-- ``banding(weights)`` — horizontal vs vertical structure of kernels (see its docstring for the definition).
+- ``kernel_banding(weights)`` — weight banding **per kernel** (variance shares along rows / columns) and the share
+  of kernels banded each way; ``banding(weights)`` pools over kernels, where bands running both ways cancel.
 - ``kernel_heatmap(kernel, ax)`` — diverging blue/red (``RdBu_r``, symmetric limits) heatmap of one kernel or
   a row of kernels.
 
@@ -39,6 +40,9 @@ Example::
     >>> rows = torch.arange(5.0)[:, None].expand(5, 5)   # constant along each row: horizontal bands
     >>> round(banding(rows).score, 3)
     1.0
+    >>> both = torch.stack([rows, rows.T])               # one horizontal and one vertical kernel
+    >>> round(banding(both).score, 3), kernel_banding(both).score.tolist(), kernel_banding(both).shares(0.5)
+    (0.0, [1.0, -1.0], {'horizontal': 0.5, 'vertical': 0.5, 'banded': 1.0})
 """
 
 from __future__ import annotations
@@ -297,7 +301,8 @@ def banding(weights: torch.Tensor) -> Banding:
     / Σ total variance over all kernels, ``vertical`` = Σ column variance / Σ total variance: the share of the
     weights' variance explained by a kernel constant along each row (horizontal bands) or along each column
     (vertical bands).  Kernels with zero variance contribute nothing.  Random kernels score about
-    ``(kh-1)/(kh*kw-1)`` on each side, so ``score`` ≈ 0 for square ones.
+    ``(kh-1)/(kh*kw-1)`` on each side, so ``score`` ≈ 0 for square ones.  Pooled over kernels, horizontal and
+    vertical bands in the same layer cancel in ``score``: ``kernel_banding`` scores each kernel.
     """
     w = weights.detach().double()
     if w.dim() < 2:
@@ -309,6 +314,46 @@ def banding(weights: torch.Tensor) -> Banding:
     rows = k.mean(2).var(1, unbiased=False).sum()
     cols = k.mean(1).var(1, unbiased=False).sum()
     return Banding(float(rows / total), float(cols / total))
+
+
+@dataclass(frozen=True)
+class KernelBanding:
+    """Per kernel ``[N]``: shares of its variance explained by row means / column means (``kernel_banding``)."""
+
+    horizontal: torch.Tensor
+    vertical: torch.Tensor
+
+    @property
+    def score(self) -> torch.Tensor:
+        """``horizontal - vertical`` per kernel ``[N]``, in ``[-1, 1]``: +1 a pure horizontal band, -1 vertical."""
+        return self.horizontal - self.vertical
+
+    def shares(self, threshold: float = 0.5) -> dict[str, float]:
+        """Share of the kernels with ``score >= threshold`` (``horizontal``), ``<= -threshold`` (``vertical``)
+        and either (``banded``)."""
+        if not 0 < threshold <= 1:
+            raise MechscopeError(f"threshold must be in (0, 1], got {threshold}")
+        s, n = self.score, max(int(self.score.numel()), 1)
+        h, v = int((s >= threshold).sum()), int((s <= -threshold).sum())
+        return {"horizontal": round(h / n, 4), "vertical": round(v / n, 4), "banded": round((h + v) / n, 4)}
+
+
+def kernel_banding(weights: torch.Tensor) -> KernelBanding:
+    """Banding of every kernel ``K`` of ``weights`` (``[kh, kw]``, ``[C, kh, kw]`` or ``[C_out, C_in, kh, kw]``):
+    ``horizontal = var(K.mean(1)) / var(K)`` (1 when constant along each row), ``vertical = var(K.mean(0)) /
+    var(K)``; 0 for a constant kernel.  Scale-free: every kernel counts alike whatever its norm.  Random kernels
+    score about ``(kh-1)/(kh*kw-1)`` each side, spread wider for small kernels: compare with the layer untrained.
+    """
+    w = weights.detach().double()
+    if w.dim() < 2:
+        raise MechscopeError(f"weights must be [..., kh, kw], got shape {tuple(w.shape)}")
+    k = w.reshape(-1, *w.shape[-2:])
+    total = k.flatten(1).var(1, unbiased=False)
+    flat = total <= 1e-20 * k.flatten(1).square().mean(1)   # constant up to rounding, at its own scale
+    safe = total.masked_fill(flat, 1.0)
+    rows = (k.mean(2).var(1, unbiased=False) / safe).masked_fill(flat, 0.0)
+    cols = (k.mean(1).var(1, unbiased=False) / safe).masked_fill(flat, 0.0)
+    return KernelBanding(rows.float(), cols.float())
 
 
 # ---- pictures ----------------------------------------------------------------------------------------------------
@@ -348,5 +393,7 @@ def banding_plot(weights: torch.Tensor, ax: Any = None, n: int = 16) -> Any:
     top = k.flatten(1).var(1, unbiased=False).argsort(descending=True)[:n]
     chosen = k[top] / k[top].flatten(1).abs().amax(1).clamp(min=1e-12)[:, None, None]
     b = banding(weights)
+    per = kernel_banding(weights).shares(0.5)
     return kernel_heatmap(chosen, ax, vmax=1.0,
-                          title=f"banding {b.score:+.2f} (horizontal {b.horizontal:.2f}, vertical {b.vertical:.2f})")
+                          title=f"banding {b.score:+.2f} (horizontal {b.horizontal:.2f}, vertical {b.vertical:.2f}); "
+                                f"kernels banded: {per['horizontal']:.0%} horizontal, {per['vertical']:.0%} vertical")
