@@ -11,6 +11,8 @@ no longer do.  Two ways to remove a channel:
 ``ablate_units`` is a context manager: inside it, every forward pass of the model sees the ablated layer; the
 hook is removed on leaving, also on error.  The layer is named as everywhere in mechscope (``mechscope.units``);
 the hook replaces the module's output by a copy, so captured tensors from earlier passes are not touched.
+``ablated(act, channels, mode, means)`` is what the hook returns, as a pure function: ablate a cached activation
+and run only the layers after it, instead of the whole model, when many unit sets are compared.
 
 Example::
 
