@@ -201,3 +201,21 @@ def test_feature_use_claim_ablates_curve_detectors_against_random_sets(tmp_path)
         assert row["detector_drop"]["curve"] > row["random_drop_max"]["curve"]
         assert row["share_random_below_detectors"] == 1.0 and row["p_value"] == 0.2
     assert (tmp_path / "feature_use_ablation.png").exists()
+
+
+def test_curve_family_claim_on_the_rotating_grid_with_its_profile_and_controls(tmp_path):
+    from mechscope.reproduce import curve_family
+
+    result = curve_family.check(tmp_path, n_orientations=36, images=16, profile_orientations=36)
+    n = result.numbers
+    # the grid: 64 px is off by a fraction of a cell after the strided stem, 65 px rotates onto itself
+    assert n["input_size"] == 65 and n["mixed3a_grid_error_at_64px"] > 0.1 and n["mixed3a_grid_error_at_65px"] < 1e-4
+    # both controls are computed: inputs-fixed weights, untrained organism's profile
+    assert n["weights_control_median_cosine"] is not None
+    control = n["profile_control_untrained"]
+    assert control["units"]["mixed3a"] > 0 and control["units"]["mixed3b"] > 0 and control["contrast"] is not None
+    assert len(n["profile"]["mean"]) == curve_family.BINS and sum(n["profile"]["count"]) > 0
+    # the verdict: tuning holds, weights do not (median cosine far below 0.5), so the claim fails
+    assert n["verdicts"]["tuning"] and not n["verdicts"]["weights"] and n["weights_median_cosine"] < 0.2
+    assert result.passed is False
+    assert (tmp_path / "curve_family.png").exists()

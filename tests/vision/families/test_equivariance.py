@@ -4,7 +4,9 @@ from torch import nn
 
 from mechscope.errors import MechscopeError
 from mechscope.vision.families.equivariance import (best_rotation, equivariance_matrix, families,
-                                           partnered_rotation_score, rotation_partners, shift_scores,
+                                           orientation_weight_profile, partnered_rotation_score,
+                                           rotation_grid_error, rotation_partners, rotation_safe_size,
+                                           shift_scores,
                                            tuning_shift_score, weight_equivariance_matrix,
                                            weight_rotation_score)
 from mechscope.vision.families.tuning import RadialTuning, rotate_images
@@ -130,3 +132,69 @@ def test_rotation_partners_needs_square_images():
     net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1))
     with pytest.raises(MechscopeError, match="square"):
         rotation_partners(net, "0", torch.rand(2, 3, 8, 10), 1)
+
+
+def _strided_equivariant_net() -> nn.Sequential:
+    """A stem like ShapesNet's (5x5 stride-2 SAME conv, ReLU, 3x3 stride-2 SAME max-pool) with four first-layer
+    kernels that are quarter turns of one another, then a 3x3 conv whose four kernels are quarter turns of one
+    another read through that action: unit ``k`` reads channel ``(c + k) % 4`` with ``rot90^k`` of unit 0's
+    kernel for channel ``c``.  Turning the input a quarter turn turns every channel ``k`` into ``k + 1``, exactly."""
+    from mechscope.zoo.inceptionv1 import ConvReLU, SameConv2d, SameMaxPool2d
+
+    torch.manual_seed(3)
+    net = nn.Sequential(ConvReLU(3, 4, 5, stride=2), SameMaxPool2d(3, 2), SameConv2d(4, 4, 3))
+    base = torch.randn(4, 3, 3)
+    w2 = torch.empty(4, 4, 3, 3)
+    for k in range(4):
+        for c in range(4):
+            w2[k, (c + k) % 4] = torch.rot90(base[c], k, (-2, -1))
+    with torch.no_grad():
+        net[0].conv.weight.copy_(_rotated_family(torch.randn(3, 5, 5)))
+        net[0].conv.bias.fill_(-0.1)
+        net[2].weight.copy_(w2)
+        net[2].bias.zero_()
+    return net.eval()
+
+
+def test_rotation_grid_sizes_of_a_strided_stem():
+    net = _strided_equivariant_net()
+    # two stride-2 SAME layers: the grid is centred only at sizes 4k + 1
+    errors = {s: rotation_grid_error(net, "2", s) for s in range(28, 38)}
+    assert [s for s, e in errors.items() if e < 1e-6] == [29, 33, 37]
+    assert min(e for s, e in errors.items() if s not in (29, 33, 37)) > 0.05
+    assert rotation_safe_size(net, "2", 30) == 33 and rotation_safe_size(net, "0", 32) == 33
+    with pytest.raises(MechscopeError, match="no input size"):
+        rotation_safe_size(net, "2", 30, search=1)
+
+
+def test_positive_control_strided_rotated_copies_give_partners_and_weights_of_one():
+    net = _strided_equivariant_net()
+    images = torch.rand(8, 3, 32, 32)
+    w2 = net[2].weight.detach()
+    for q in (1, 2, 3):
+        fixed = rotation_partners(net, "0", images, q)           # padded to 33 px
+        assert fixed.size == 33
+        assert fixed.partner.tolist() == [(k + q) % 4 for k in range(4)]
+        assert torch.allclose(fixed.corr, torch.ones(4), atol=1e-5)
+        top = rotation_partners(net, "2", images, q)
+        assert top.partner.tolist() == [(k + q) % 4 for k in range(4)]
+        assert torch.allclose(top.corr, torch.ones(4), atol=1e-5)
+        for k in range(4):
+            score = partnered_rotation_score(w2[k], w2[(k + q) % 4], q, fixed.partner)
+            assert score == pytest.approx(1.0, abs=1e-6)
+        # the old way: the 32-px grid is offset by a fraction of a cell, so the turned maps do not line up
+        old = rotation_partners(net, "2", images, q, pad=False)
+        assert old.size == 32 and float(old.corr.max()) < 0.5   # measured: 0.03-0.36 on noise images
+
+
+def test_orientation_weight_profile_bins_by_circular_difference():
+    pref = torch.tensor([0.0, 90.0, 180.0, 270.0, 350.0])
+    diff = ((pref[:, None] - pref[None, :] + 180) % 360 - 180).abs()
+    w = torch.cos(torch.deg2rad(diff))                               # excite neighbours, inhibit opposites
+    centres, mean, count = orientation_weight_profile(w, pref, pref, bins=4)
+    assert centres.tolist() == [22.5, 67.5, 112.5, 157.5]
+    assert count.tolist() == [7, 2, 10, 6] and mean[0] > 0 > mean[3]
+    w[0, 0] = float("nan")
+    assert orientation_weight_profile(w, pref, pref, bins=4)[2][0] == 6
+    with pytest.raises(MechscopeError, match=r"\[B, A\]"):
+        orientation_weight_profile(w[:2], pref, pref)

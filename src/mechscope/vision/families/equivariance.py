@@ -16,12 +16,23 @@ Between layers, a unit's input weights cannot be compared with a plain rotation:
 themselves features that rotate into one another (a horizontal-line unit becomes a vertical-line unit).
 ``rotation_partners(model, layer, images, quarter)`` estimates that action from data: for each unit ``i`` of
 ``layer``, the unit ``j`` whose map on the images turned by ``quarter`` quarter turns (turned back) correlates
-best with ``i``'s map on the originals.  ``partnered_rotation_score(w_a, w_b, quarter, partners)`` then asks
+best with ``i``'s map on the originals.  That is only exact on a grid that rotates onto itself: a stride-2 layer
+with TensorFlow "SAME" padding pads one pixel more after than before at an even input size, so its grid (and every
+grid after it) sits a fraction of a cell off the image's centre and ``rot90`` of a map is not the map of the turned
+image.  ``rotation_grid_error(model, layer, size)`` measures this (a copy of the model with 4-fold symmetric kernels
+fed a 4-fold symmetric image: 0 exactly when the grid rotates onto itself); ``rotation_safe_size`` finds the
+nearest input size at or above ``size`` where it does (the shapes organism: sizes ``4k + 1`` such as 65), and
+``rotation_partners`` pads its images to it (edge pixels repeated below and right) unless told ``pad=False``.
+``partnered_rotation_score(w_a, w_b, quarter, partners)`` then asks
 the "Naturally Occurring Equivariance" question: is ``w_b[partner(c)] ≈ rot(w_a[c])`` over the input channels
 ``c`` that have a partner?
 
 ``families(scores, threshold)`` groups units into families: the connected components of the graph whose edges
 are the pairs scoring at least ``threshold`` (single-linkage agglomerative clustering cut at ``threshold``).
+
+``orientation_weight_profile(weights, pref_a, pref_b, bins)`` averages weights ``[B, A]`` between two sets of
+oriented units by the circular difference of their preferred orientations: the Curve Detectors paper's
+"neighbouring orientations excite, opposite ones inhibit" read as a number per bin.
 
 Example::
 
@@ -50,7 +61,8 @@ from mechscope.vision.families.tuning import RadialTuning, rotate_images
 
 __all__ = ["weight_rotation_score", "best_rotation", "weight_equivariance_matrix", "tuning_shift_score",
            "shift_scores", "equivariance_matrix", "EquivarianceMatrix", "families", "QUARTER_TURNS",
-           "RotationPartners", "rotation_partners", "partnered_rotation_score"]
+           "RotationPartners", "rotation_partners", "partnered_rotation_score", "rotation_grid_error",
+           "rotation_safe_size", "orientation_weight_profile"]
 
 QUARTER_TURNS = (0.0, 90.0, 180.0, 270.0)
 
@@ -251,12 +263,14 @@ def families(score_matrix: torch.Tensor, threshold: float, channels: Sequence[in
 class RotationPartners:
     """How ``quarter`` counter-clockwise quarter turns of the input act on a layer's units: unit ``i`` becomes
     ``partner[i]`` (``[C]``), with Pearson correlation ``corr[i]`` (``[C]``) between ``i``'s map on the images and
-    ``partner[i]``'s map on the turned images, turned back (over images and interior positions)."""
+    ``partner[i]``'s map on the turned images, turned back (over images and interior positions); ``size`` is the
+    input size the maps were computed at (after any padding to a grid that rotates onto itself)."""
 
     layer: str
     quarter: int
     partner: torch.Tensor
     corr: torch.Tensor
+    size: int | None = None
 
     def matched(self, min_corr: float) -> torch.Tensor:
         """Indices ``[K]`` of the units whose partner correlates at least ``min_corr``."""
@@ -264,8 +278,59 @@ class RotationPartners:
 
 
 @torch.no_grad()
+def rotation_grid_error(model: torch.nn.Module, layer: str, size: int, *, channels: int = 3, seed: int = 0
+                        ) -> float:
+    """How far ``layer``'s grid is from rotating onto itself at input ``size x size``: the largest difference
+    between a map and its quarter turn, relative to the map's largest value, in a copy of ``model`` whose every
+    square convolution kernel is replaced by the mean of its four quarter turns, fed an image that its own
+    quarter turn leaves unchanged.  Such a copy is exactly equivariant wherever padding and stride are, so the
+    error is 0 (up to rounding) exactly when the grid is centred on the image; strided "SAME" layers at sizes
+    that leave uneven padding give errors of order 1.  ``channels`` is the model's input depth.
+
+    >>> from torch import nn
+    >>> from mechscope.zoo.inceptionv1 import SameConv2d
+    >>> net = nn.Sequential(SameConv2d(3, 4, 5, stride=2))
+    >>> rotation_grid_error(net, "0", 16) > 0.1, rotation_grid_error(net, "0", 17) < 1e-6
+    (True, True)
+    """
+    import copy
+
+    from mechscope.capture import as_map, capture
+    from mechscope.devices import eval_mode, model_device
+    from mechscope.units import parse, validate
+
+    name = parse(layer).layer
+    validate(model, name)
+    sym = copy.deepcopy(model)
+    for m in sym.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] == m.weight.shape[-2]:
+            w = m.weight.detach()
+            m.weight.copy_(sum(torch.rot90(w, k, (-2, -1)) for k in range(4)) / 4)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, channels, size, size, generator=g)
+    x = sum(torch.rot90(x, k, (2, 3)) for k in range(4)) / 4
+    p = next(sym.parameters(), None)
+    x = x.to(device=model_device(sym), dtype=p.dtype if p is not None else torch.float32)
+    with eval_mode(sym):
+        a = as_map(capture(sym, x, [name])[name], name, "rotation grid").double()
+    top = float(a.abs().max())
+    return 0.0 if top == 0 else float((torch.rot90(a, 1, (2, 3)) - a).abs().max()) / top
+
+
+def rotation_safe_size(model: torch.nn.Module, layer: str, size: int, *, search: int = 8, tol: float = 1e-4,
+                       channels: int = 3) -> int:
+    """The smallest input size in ``size .. size + search`` at which ``layer``'s grid rotates onto itself
+    (``rotation_grid_error <= tol``); ``MechscopeError`` if there is none."""
+    for s in range(int(size), int(size) + search + 1):
+        if rotation_grid_error(model, layer, s, channels=channels) <= tol:
+            return s
+    raise MechscopeError(f"no input size in {size}..{size + search} puts {layer}'s grid onto itself under a "
+                         f"quarter turn; pass images of a size that does, or pad=False to accept the offset")
+
+
+@torch.no_grad()
 def rotation_partners(model: torch.nn.Module, layer: str, images: torch.Tensor, quarter: int, *,
-                      border: int = 2, batch_size: int = 128) -> RotationPartners:
+                      border: int = 2, batch_size: int = 128, pad: bool = True) -> RotationPartners:
     """Estimate which unit of ``layer`` each unit turns into when the input ``images [N, 3, H, W]`` (square) is
     rotated by ``quarter`` x 90° counter-clockwise (exact permutations of pixels, as ``rotate_images``).
 
@@ -273,6 +338,11 @@ def rotation_partners(model: torch.nn.Module, layer: str, images: torch.Tensor, 
     on each side, where padding breaks the symmetry), with the originals' maps; each unit's partner is its most
     correlated unit.  An equivariant layer has partners with correlation near 1; a layer of rotation-invariant
     units has each unit its own partner.
+
+    With ``pad`` (default) the images are first padded (edge pixels repeated below and to the right) to
+    ``rotation_safe_size(model, layer, H)``, so that turning a map back lands each position on the one it came
+    from; ``pad=False`` uses the images as they are (offset by a fraction of a cell after strided layers at
+    sizes whose padding is uneven; see ``rotation_grid_error``).
     """
     from mechscope.capture import as_map, capture
     from mechscope.devices import eval_mode
@@ -284,6 +354,12 @@ def rotation_partners(model: torch.nn.Module, layer: str, images: torch.Tensor, 
         raise MechscopeError(f"rotation_partners needs square images [N, C, H, H], got {tuple(images.shape)}")
     from mechscope.vision.families.universality import CrossCorrelation
 
+    size = images.shape[-1]
+    if pad:
+        size = rotation_safe_size(model, name, size, channels=images.shape[1])
+        if size != images.shape[-1]:
+            extra = size - images.shape[-1]
+            images = torch.nn.functional.pad(images, (0, extra, 0, extra), mode="replicate")
     q = int(quarter) % 4
     acc = CrossCorrelation()
     with eval_mode(model):
@@ -296,7 +372,7 @@ def rotation_partners(model: torch.nn.Module, layer: str, images: torch.Tensor, 
                 a, b = a[..., border:-border, border:-border], b[..., border:-border, border:-border]
             acc.add(a.permute(1, 0, 2, 3).reshape(a.shape[1], -1), b.permute(1, 0, 2, 3).reshape(b.shape[1], -1))
     best, partner = acc.result("rotation_partners").max(1)
-    return RotationPartners(name, q, partner, best.float())
+    return RotationPartners(name, q, partner, best.float(), int(size))
 
 
 def partnered_rotation_score(w_a: torch.Tensor, w_b: torch.Tensor, quarter: int, partners: torch.Tensor,
@@ -314,3 +390,39 @@ def partnered_rotation_score(w_a: torch.Tensor, w_b: torch.Tensor, quarter: int,
                              f"{tuple(p.shape)}")
     c = torch.arange(a.shape[0]) if channels is None else torch.as_tensor(channels).long()
     return _cosine(torch.rot90(a[c], int(quarter) % 4, (-2, -1)), b[p[c]])
+
+
+def orientation_weight_profile(weights: torch.Tensor, pref_a: torch.Tensor, pref_b: torch.Tensor,
+                               bins: int = 6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weights between oriented units averaged by the difference of their preferred orientations.
+
+    Args:
+        weights: ``[B, A]``, e.g. the summed expanded weight from unit ``a`` of one layer to unit ``b`` of the next.
+        pref_a, pref_b: preferred orientations in degrees, ``[A]`` and ``[B]``.
+        bins: number of equal bins over the absolute circular difference ``0..180`` degrees.
+
+    Returns:
+        ``(centres [bins], mean [bins], count [bins])``: bin centres (degrees), the mean weight of the pairs in
+        each bin (NaN where a bin is empty) and how many pairs fell in it.  A pair of the same unit (``a is b``)
+        is counted like any other; drop it from ``weights`` (NaN) to leave it out: NaN weights are ignored.
+
+    >>> w = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+    >>> orientation_weight_profile(w, torch.tensor([0.0, 180.0]), torch.tensor([0.0, 180.0]), bins=2)[1]
+    tensor([ 1., -1.], dtype=torch.float64)
+    """
+    w = torch.as_tensor(weights).detach().to(torch.float64)
+    a = torch.as_tensor(pref_a, dtype=torch.float64)
+    b = torch.as_tensor(pref_b, dtype=torch.float64)
+    if w.dim() != 2 or w.shape != (len(b), len(a)):
+        raise MechscopeError(f"weights must be [B, A] = [{len(b)}, {len(a)}] for the preferences given, got "
+                             f"shape {tuple(w.shape)}")
+    if bins < 1:
+        raise MechscopeError(f"bins must be >= 1, got {bins}")
+    diff = ((b[:, None] - a[None, :] + 180) % 360 - 180).abs()           # [B, A] in 0..180
+    idx = (diff / (180.0 / bins)).floor().clamp(max=bins - 1).long()
+    ok = ~torch.isnan(w)
+    total = torch.zeros(bins, dtype=torch.float64).index_add_(0, idx[ok], w[ok])
+    count = torch.zeros(bins, dtype=torch.float64).index_add_(0, idx[ok], torch.ones_like(w[ok]))
+    mean = torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
+    centres = (torch.arange(bins, dtype=torch.float64) + 0.5) * (180.0 / bins)
+    return centres, mean, count.long()
