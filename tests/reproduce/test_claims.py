@@ -222,7 +222,8 @@ def test_curve_evidence_claims_compare_detectors_with_control_units(tmp_path):
     s = sigma.numbers["sigma"]
     assert s["detectors_median"] >= curve_evidence.MIN_SIGMA and s["control_median"] > s["detectors_median"]
     assert sigma.passed is False
-    # fill and colour: detectors' tuning survives (0.93) and a little better than the control's (0.90): passes
+    # fill and colour: detectors' tuning survives (0.93), a little better than the control's (0.90; a detector
+    # beats a control unit with probability 0.69): passes, though most responsive units are as invariant
     c = fill.numbers["corr"]
     assert fill.passed is True and c["detectors_median"] > c["control_median"] >= 0.5
     # angles: about two thirds of the curve response, against ~0.9 for the control units: passes

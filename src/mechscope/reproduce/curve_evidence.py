@@ -40,7 +40,7 @@ from mechscope.vision.families import stimuli
 from mechscope.vision.families.tuning import DEFAULT_RADII, curve_detectors, radial_tuning_curve
 from mechscope.zoo.registry import load
 
-LAYER, IMAGES, WORLD_SEED, ORIENTATIONS = "mixed3b", 2048, 11, 72
+LAYER, IMAGES, WORLD_SEED, ORIENTATIONS = "mixed3b", 1024, 11, 72
 MIN_SIGMA, MIN_CORR = 5.0, 0.7
 PAPER = "Curve Detectors (Cammarata et al., Distill 2020)"
 # (name, painted_curves options); the reference is black outlines on white (``stimuli.curves``' default)
