@@ -27,6 +27,10 @@ Example::
     (torch.Size([2, 3, 32, 32]), 0.0, 1.0)
     >>> torch.allclose(lines(torch.tensor([0.0]), size=32), lines(torch.tensor([180.0]), size=32), atol=1e-5)
     True
+    >>> from mechscope.vision.families.stimuli import painted_curves
+    >>> red = painted_curves(torch.tensor([0.0]), 0.2, size=32, colour=(1.0, 0.0, 0.0), filled=True)
+    >>> red[0, :, 0, 0].tolist(), torch.allclose(painted_curves(0.0, 0.2, size=32), curves(0.0, 0.2, size=32))
+    ([1.0, 1.0, 1.0], True)
 """
 
 from __future__ import annotations
