@@ -219,3 +219,57 @@ def test_curve_family_claim_on_the_rotating_grid_with_its_profile_and_controls(t
     assert n["verdicts"]["tuning"] and not n["verdicts"]["weights"] and n["weights_median_cosine"] < 0.2
     assert result.passed is False
     assert (tmp_path / "curve_family.png").exists()
+
+
+@pytest.mark.usefixtures("one_thread")   # conftest: torch on one thread for these organism checks
+def test_branch_curves_claim_counts_detectors_per_branch_with_its_controls(tmp_path):
+    from mechscope.reproduce import branch_curves
+
+    result = branch_curves.check(tmp_path, n_orientations=72, draws=20)
+    n = result.numbers
+    rows = n["trained"]["branches"]
+    assert list(rows) == ["1x1", "3x3", "5x5", "pool_reduce"] and sum(r["width"] for r in rows.values()) == 208
+    assert sum(r["count"] for r in rows.values()) == n["trained"]["detectors"] > 10
+    # measured: 11 of 47 detectors in mixed3b_5x5 against 7.2 expected, p = 0.07 (the 3x3 branch holds 28 of
+    # 47, p = 0.03): the paper's 5x5 clustering is not reproduced on this organism
+    assert rows["5x5"]["count"] > rows["5x5"]["expected"] and rows["5x5"]["p_value"] >= branch_curves.ALPHA
+    assert result.passed is False and n["trained"]["passes"] is False
+    # the controls are computed: the untrained network's detectors and random sets of the same size
+    assert n["untrained_control"]["detectors"] == sum(r["count"] for r in n["untrained_control"]["branches"].values())
+    assert n["untrained_control"]["passes"] is False
+    rnd = n["random_sets_control"]
+    assert rnd["draws"] == 20 and rnd["set_size"] == n["trained"]["detectors"] and 0 <= rnd["share_passing"] <= 1
+    assert result.figures == ["branch_curves.png"] and (tmp_path / "branch_curves.png").exists()
+
+
+@pytest.mark.usefixtures("one_thread")   # conftest: torch on one thread for these organism checks
+def test_curve_evidence_claims_compare_detectors_with_control_units(tmp_path):
+    from mechscope.reproduce import curve_evidence
+
+    kw = {"n_orientations": 24, "images": 128}
+    sigma = curve_evidence.check_sigma(tmp_path, **kw)
+    fill = curve_evidence.check_fill_colour(tmp_path, **kw)
+    angles = curve_evidence.check_angles(tmp_path, **kw)
+    det, ctrl, info = curve_evidence.measure(**kw)
+    # the control is computed: as many responsive non-detector units, disjoint from the detectors
+    assert len(ctrl.units) == len(det.units) == info["detectors"] > 10 and not set(ctrl.units) & set(det.units)
+    for ev in (det, ctrl):
+        assert len(ev.sigma) == len(ev.corr) == len(ev.angle_ratio) == len(ev.units)
+        assert set(ev.per_variant) == {name for name, _ in curve_evidence.VARIANTS}
+    # measured (default sizes: 9.3 σ vs 11.4 σ): synthetic curves drive the detectors many σ above the dataset
+    # mean, but they drive other responsive units even further, so the σ claim fails its control
+    s = sigma.numbers["sigma"]
+    assert s["detectors_median"] >= curve_evidence.MIN_SIGMA and s["control_median"] > s["detectors_median"]
+    assert sigma.passed is False
+    # fill and colour: detectors' tuning survives (0.93), a little better than the control's (0.90; a detector
+    # beats a control unit with probability 0.69): passes, though most responsive units are as invariant
+    c = fill.numbers["corr"]
+    assert fill.passed is True and c["detectors_median"] > c["control_median"] >= 0.5
+    # angles: about two thirds of the curve response, against ~0.9 for the control units: passes
+    a = angles.numbers["angle_over_curve"]
+    assert angles.passed is True and a["detectors_median"] < 1 and a["control_median"] is not None
+    for r in (sigma, fill, angles):
+        assert r.figures and all((tmp_path / f).exists() for f in r.figures)
+    assert [c.name for c in curve_evidence.CLAIMS] == ["curve-detectors-many-sigma",
+                                                       "curve-detectors-fill-colour-invariant",
+                                                       "curve-detectors-prefer-curves-to-angles"]

@@ -43,3 +43,28 @@ def test_angles_gratings_high_low_and_centre_surround():
     cs = centre_surround(torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 1.0]]), size=32)
     assert cs[0, :, 16, 16].tolist() == [1.0, 0.0, 0.0] and cs[0, :, 0, 0].tolist() == [0.0, 0.0, 1.0]
     assert set(FAMILIES) >= {"angles", "gratings", "high_low"}
+
+
+def test_painted_curves_outline_matches_curves_and_fill_bounds_a_region_by_the_arc():
+    import pytest
+
+    from mechscope.errors import MechscopeError
+    from mechscope.vision.families.stimuli import painted_curves
+
+    o = torch.tensor([0.0, 90.0])
+    torch.testing.assert_close(painted_curves(o, 0.2, size=32), curves(o, 0.2, size=32))
+    red = painted_curves(o, 0.2, size=32, colour=(1.0, 0.0, 0.0), background=(0.0, 0.0, 1.0), width=0.1)
+    assert red[0, :, 0, 0].tolist() == [0.0, 0.0, 1.0]                   # background
+    on = red[0, :, 14:18, 14:18].flatten(1)[:, red[0, 0, 14:18, 14:18].flatten().argmax()]
+    assert on.tolist() == [1.0, 0.0, 0.0]                               # the arc passes through the centre
+    filled = painted_curves(o, 0.2, size=32, filled=True)
+    stroke = painted_curves(o, 0.2, size=32)
+    assert float((filled < 0.5).sum()) > 1.5 * float((stroke < 0.5).sum())  # a region, not a line
+    # orientation 0: the centre of curvature lies to the right (+x), so the region lies right of the centre
+    assert float(filled[0, 0, 16, 18]) < 0.1 and float(filled[0, 0, 16, 12]) > 0.9
+    # the filled segment turns with the orientation, like the outline
+    torch.testing.assert_close(torch.rot90(filled[:1], 1, dims=(2, 3)), filled[1:], atol=2e-4, rtol=0)
+    with pytest.raises(MechscopeError, match="RGB"):
+        painted_curves(o, 0.2, size=32, colour=(2.0, 0.0, 0.0))
+    with pytest.raises(MechscopeError, match="one per curve"):
+        painted_curves(o, 0.2, size=32, colour=torch.zeros(3, 3))

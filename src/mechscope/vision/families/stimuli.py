@@ -7,6 +7,9 @@ so the same call works at 64 px (the shapes organism) and 224 px (InceptionV1).
 * ``curves(orientation, radius)`` — a circular arc through the image centre whose centre of curvature lies in
   direction ``orientation`` (degrees, counter-clockwise from +x, y up; the curve *opens* that way) at
   ``radius``; arc length ``length``.  This is the stimulus of the Curve Detectors paper's radial tuning curves.
+* ``painted_curves(orientation, radius, colour, background, filled)`` — the same arcs in any RGB ``colour`` on any
+  RGB ``background``, outlined or **filled** (the circular segment between the arc and its chord, so the arc is
+  the boundary of a filled region): the paper's test of invariance to the fill and colour of a curve.
 * ``lines(orientation)`` — a straight segment through the centre whose **normal** points at ``orientation``
   (so ``lines(θ)`` is the limit of ``curves(θ, r)`` as ``r`` grows).
 * ``angles(orientation, opening)`` — a corner at the centre, its bisector pointing at ``orientation``.
@@ -24,6 +27,10 @@ Example::
     (torch.Size([2, 3, 32, 32]), 0.0, 1.0)
     >>> torch.allclose(lines(torch.tensor([0.0]), size=32), lines(torch.tensor([180.0]), size=32), atol=1e-5)
     True
+    >>> from mechscope.vision.families.stimuli import painted_curves
+    >>> red = painted_curves(torch.tensor([0.0]), 0.2, size=32, colour=(1.0, 0.0, 0.0), filled=True)
+    >>> red[0, :, 0, 0].tolist(), torch.allclose(painted_curves(0.0, 0.2, size=32), curves(0.0, 0.2, size=32))
+    ([1.0, 1.0, 1.0], True)
 """
 
 from __future__ import annotations
@@ -35,8 +42,9 @@ from dataclasses import dataclass
 import torch
 
 from mechscope.data import draw
+from mechscope.errors import MechscopeError
 
-__all__ = ["curves", "lines", "angles", "gratings", "high_low", "centre_surround", "FAMILIES", "Family"]
+__all__ = ["curves", "painted_curves", "lines", "angles", "gratings", "high_low", "centre_surround", "FAMILIES", "Family"]
 
 
 def _t(value: torch.Tensor | float) -> torch.Tensor:
@@ -67,6 +75,45 @@ def curves(orientation: torch.Tensor | float, radius: torch.Tensor | float, *, s
     c = torch.full_like(o, size / 2)
     d = draw.curve_through(px, py, c, c, torch.deg2rad(o), rad, half)
     return _compose(draw.stroke(d, torch.full_like(o, max(1.0, width * size))), background, colour)
+
+
+def painted_curves(orientation: torch.Tensor | float, radius: torch.Tensor | float, *, size: int = 64,
+                   colour: torch.Tensor | tuple[float, float, float] = (0.0, 0.0, 0.0),
+                   background: torch.Tensor | tuple[float, float, float] = (1.0, 1.0, 1.0), filled: bool = False,
+                   length: float = 0.45, width: float = 0.035, max_half_span: float = 150.0) -> torch.Tensor:
+    """The arcs of ``curves`` (same ``orientation``, ``radius``, ``length``, ``width``, ``max_half_span``) in RGB
+    ``colour`` on RGB ``background`` (``[3]`` or ``[N, 3]`` in ``[0, 1]``), ``[N, 3, size, size]``.
+
+    ``filled=False`` strokes the arc (black on white equals ``curves``); ``filled=True`` paints the circular
+    segment the arc bounds (inside its circle, on the arc's side of its chord), so the curve appears as the
+    edge of a filled region rather than as a line.
+    """
+    o, r = torch.broadcast_tensors(_t(orientation), _t(radius))
+    col = torch.as_tensor(colour, dtype=torch.float32).reshape(-1, 3)
+    bg = torch.as_tensor(background, dtype=torch.float32).reshape(-1, 3)
+    if float(torch.cat([col, bg]).min()) < 0 or float(torch.cat([col, bg]).max()) > 1:
+        raise MechscopeError("painted_curves: colour and background are RGB values in [0, 1]")
+    col, bg = col.expand(len(o), 3) if len(col) == 1 else col, bg.expand(len(o), 3) if len(bg) == 1 else bg
+    if len(col) != len(o) or len(bg) != len(o):
+        raise MechscopeError(f"painted_curves: {len(o)} curves but {len(col)} colours and {len(bg)} backgrounds "
+                             "(give one, or one per curve)")
+    px, py = draw.pixel_grid(size)
+    rad = r * size
+    half = torch.clamp(length * size / (2 * rad), max=math.radians(max_half_span))
+    c = torch.full_like(o, size / 2)
+    if filled:
+        th = torch.deg2rad(o).reshape(-1, 1, 1)
+        cx, cy = c.reshape(-1, 1, 1) + rad.reshape(-1, 1, 1) * torch.cos(th), \
+            c.reshape(-1, 1, 1) - rad.reshape(-1, 1, 1) * torch.sin(th)
+        # towards the arc's midpoint (the image centre) from the centre of curvature: -(cos th, -sin th)
+        along = -(px - cx) * torch.cos(th) + (py - cy) * torch.sin(th)
+        chord = rad.reshape(-1, 1, 1) * torch.cos(half).reshape(-1, 1, 1) - along  # <= 0 beyond the chord
+        alpha = draw.fill(torch.maximum(draw.circle_sdf(px, py, cx.reshape(-1), cy.reshape(-1), rad), chord))
+    else:
+        d = draw.curve_through(px, py, c, c, torch.deg2rad(o), rad, half)
+        alpha = draw.stroke(d, torch.full_like(o, max(1.0, width * size)))
+    img = bg[:, :, None, None].expand(-1, -1, size, size)
+    return draw.paint(img, alpha, col).clamp(0, 1).contiguous()
 
 
 def lines(orientation: torch.Tensor | float, *, size: int = 64, length: float = 0.45, width: float = 0.035,
