@@ -23,12 +23,14 @@ def test_report_lists_each_claim_with_numbers_and_failures_as_results(tmp_path):
 def test_registry_and_unknown_names():
     assert claim_names() == ["curve-detectors-exist", "curve-family-rotated-copies", "featvis-many-sigma",
                              "high-low-detectors-split", "final-layer-banding", "seeds-share-early-units",
-                             "handmade-curve-detector", "two-layer-induction-heads", "k-composition-prev-to-induction",
+                             "curve-detectors-many-sigma", "curve-detectors-fill-colour-invariant",
+                             "curve-detectors-prefer-curves-to-angles", "ablating-curve-detectors",
+                             "curve-detectors-in-5x5-branch", "handmade-curve-detector", "two-layer-induction-heads", "k-composition-prev-to-induction",
                              "induction-head-copies", "ablating-prev-token-head", "one-layer-heads-copy",
                              "tms-dense-keeps-two", "tms-sparse-pentagon", "tms-linear-no-superposition",
                              "tms-sticky-dimensions", "tms-phase-boundary", "tms-correlated-pairs",
                              "tms-privileged-basis", "sae-recovers-toy-features"]
-    assert len(get_claims(["all"])) == 20
+    assert len(get_claims(["all"])) == 25
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 
