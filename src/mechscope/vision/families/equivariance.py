@@ -1,5 +1,8 @@
 """Rotation equivariance between units: weights compared under rotation, tuning curves under angular shift.
 
+(Over 400 lines because rotation equivariance is measured three ways — tuning shifts, rotated kernels, rotated
+inputs through the network's own partners on a grid that rotates onto itself — and each needs the others' checks.)
+
 Two units are rotated copies of each other (the Curve Detectors / Equivariance papers' claim about curve
 families) when either
 
