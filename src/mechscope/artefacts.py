@@ -15,11 +15,12 @@ Example::
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -56,6 +57,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | Iterable[bytes], *
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any, *, sort_keys: bool = False) -> Path:
+    """``payload`` as indented JSON (two spaces, a final newline) at ``path``, through ``atomic_write_bytes``;
+    returns the path.  The form of every JSON artefact mechscope writes for people to read (cards, results,
+    reports).
+
+    Example::
+
+        >>> import tempfile, pathlib
+        >>> path = atomic_write_json(pathlib.Path(tempfile.mkdtemp()) / "r.json", {"b": 1, "a": 2}, sort_keys=True)
+        >>> print(path.read_text(), end="")
+        {
+          "a": 2,
+          "b": 1
+        }
+    """
+    path = Path(path)
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=sort_keys) + "\n").encode("utf-8"))
+    return path
 
 
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], *, format: int) -> Path:  # noqa: A002

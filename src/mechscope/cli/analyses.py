@@ -120,11 +120,12 @@ def circuit(model: str = typer.Argument(..., help="A zoo model name."),
             out: Path = OUT) -> None:
     """The circuit feeding UNIT: strongest upstream units by expanded weight, recursively (JSON + picture)."""
     from mechscope.vision.circuits.graph import circuit_graph
-    from mechscope.vision.circuits.reports import file_stem, write_json
+    from mechscope.artefacts import atomic_write_json
+    from mechscope.units import file_stem
 
     net, size = _model_and_size(model, weights, seed)
     graph = circuit_graph(net, unit, layers, size, k=k)
-    write_json(graph.to_json(), out / f"{file_stem(unit)}_circuit.json")
+    atomic_write_json(out / f"{file_stem(unit)}_circuit.json", graph.to_json())
     graph.draw(out / f"{file_stem(unit)}_circuit.png", featvis=featvis, steps=steps)
     typer.echo(f"circuit of {unit}: {len(graph.to_json()['nodes'])} units; wrote {out}")
 

@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mechscope.artefacts import atomic_write_bytes
+from mechscope.artefacts import atomic_write_bytes, atomic_write_json
 from mechscope.errors import MechscopeError
 
 DOC_SEPARATOR = "\n<|doc|>\n"
@@ -351,7 +351,7 @@ def build_corpus(out_dir: str | os.PathLike[str], *, max_bytes: int | None = DEF
         "sources": {s.name: {"description": s.description, **stats[s.name]} for s in sources},
         "files": files,
     }
-    atomic_write_bytes(meta, (json.dumps(recipe, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    atomic_write_json(meta, recipe, sort_keys=True)
     return recipe
 
 

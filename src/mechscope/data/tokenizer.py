@@ -50,7 +50,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from mechscope.artefacts import atomic_write_bytes
+from mechscope.artefacts import atomic_write_bytes, atomic_write_json
 from mechscope.data.corpus import DOC_SEPARATOR, split_documents
 from mechscope.errors import MechscopeError
 
@@ -366,7 +366,7 @@ def save_tokens(path: str | os.PathLike[str], tokens: torch.Tensor | np.ndarray,
     meta = {"shape": list(arr.shape), "dtype": np.dtype(dtype).name, "vocab_size": vocab_size,
             "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     atomic_write_bytes(path, data)
-    atomic_write_bytes(_sidecar(path), (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+    atomic_write_json(_sidecar(path), meta)
     return meta
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mechscope.artefacts import atomic_write_bytes
+from mechscope.artefacts import atomic_write_bytes, atomic_write_json
 
 
 @dataclass
@@ -67,7 +67,7 @@ def run_claims(claims: Sequence[Claim], out: str | os.PathLike, *, progress: boo
                      "seconds": round(time.perf_counter() - start, 1)})
         if progress:
             print(f"  {'PASS' if result.passed else 'FAIL'} in {rows[-1]['seconds']} s: {result.numbers}", flush=True)
-    atomic_write_bytes(out / "results.json", (json.dumps(rows, indent=2) + "\n").encode())
+    atomic_write_json(out / "results.json", rows)
     atomic_write_bytes(out / "report.md", _markdown(rows).encode())
     return rows
 

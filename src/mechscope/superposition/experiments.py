@@ -34,7 +34,6 @@ Example (a few steps, to show the call)::
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -328,7 +327,7 @@ def sae_toy(out_dir: str | os.PathLike, *, features: int = 5, hidden: int = 2, d
     """
     from safetensors.torch import save
 
-    from mechscope.artefacts import atomic_write_bytes
+    from mechscope.artefacts import atomic_write_bytes, atomic_write_json
 
     toy = best_of(3, ToyConfig(features, hidden, 1), importance_decay(features, decay), density, steps=toy_steps,
                   progress=progress)
@@ -344,7 +343,7 @@ def sae_toy(out_dir: str | os.PathLike, *, features: int = 5, hidden: int = 2, d
                "sae": {"kind": kind, "n_latents": latents, "l1": l1, "k": k, "steps": steps},
                "mean_max_cosine": score.mean_max_cosine, "per_feature": score.per_feature.tolist(),
                "excluded_features": score.excluded, "final": trained.log[-1]}
-    atomic_write_bytes(out / "results.json", (json.dumps(payload, indent=2) + "\n").encode())
+    atomic_write_json(out / "results.json", payload)
     return payload
 
 
@@ -447,7 +446,7 @@ def save_result(result: ExperimentResult, out: str | os.PathLike) -> Path:
 
     from safetensors.torch import save
 
-    from mechscope.artefacts import atomic_write_bytes
+    from mechscope.artefacts import atomic_write_bytes, atomic_write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -460,5 +459,5 @@ def save_result(result: ExperimentResult, out: str | os.PathLike) -> Path:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
         atomic_write_bytes(out / f"{key}.png", buf.getvalue())
-    atomic_write_bytes(out / "results.json", (json.dumps(payload, indent=2) + "\n").encode())
+    atomic_write_json(out / "results.json", payload)
     return out

@@ -466,13 +466,12 @@ def sae_on_layer(out_dir: Any, model: str, layer: str, *, dataset: str = "shapes
     >>> r["rows"], r["sae"]["n_latents"]
     (512, 16)
     """
-    import json
     from dataclasses import replace
     from pathlib import Path
 
     from safetensors.torch import save
 
-    from mechscope.artefacts import atomic_write_bytes
+    from mechscope.artefacts import atomic_write_bytes, atomic_write_json
     from mechscope.data.open import open_dataset
     from mechscope.zoo.registry import get_card, load
 
@@ -495,5 +494,5 @@ def sae_on_layer(out_dir: Any, model: str, layer: str, *, dataset: str = "shapes
                        "steps": config.steps},
                "final": final, "fraction_of_variance_unexplained": final["mse"] / variance if variance else None,
                "dead_resampled": trained.dead_resampled}
-    atomic_write_bytes(out / "results.json", (json.dumps(payload, indent=2) + "\n").encode())
+    atomic_write_json(out / "results.json", payload)
     return payload

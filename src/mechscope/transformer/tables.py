@@ -30,23 +30,17 @@ Each result has ``save(out, stem)``: JSON (atomically) and, where there is a pic
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
-from mechscope.artefacts import atomic_write_bytes
+from mechscope.artefacts import atomic_write_json
 from mechscope.errors import MechscopeError
 from mechscope.units import Head
 
 HEAD_SCORES = ("previous_token", "duplicate_token", "induction", "copying")
-
-
-def _write_json(payload: Any, path: Path) -> Path:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
-    return path
 
 
 @dataclass(frozen=True)
@@ -76,7 +70,7 @@ class HeadTable:
         """``out/{stem}_heads.json`` (the rows) and ``out/{stem}_heads.png`` (the figure)."""
         from mechscope.plots import save_figure
 
-        return [_write_json(self.rows, Path(out) / f"{stem}_heads.json"),
+        return [atomic_write_json(Path(out) / f"{stem}_heads.json", self.rows),
                 save_figure(self.figure(), Path(out) / f"{stem}_heads.png")]
 
 
@@ -128,7 +122,7 @@ class CompositionTable:
         from mechscope.plots import save_figure
 
         base = Path(out) / f"{stem}_composition_{self.payload['kind']}"
-        return [_write_json({"model": stem, **self.payload}, base.with_suffix(".json")),
+        return [atomic_write_json(base.with_suffix(".json"), {"model": stem, **self.payload}),
                 save_figure(self.figure(), base.with_suffix(".png"))]
 
 

@@ -2,7 +2,8 @@ import json
 
 import torch
 
-from mechscope.vision.circuits.reports import attribution_report, file_stem, weights_report
+from mechscope.units import file_stem
+from mechscope.vision.circuits.reports import attribution_report, weights_report
 from mechscope.zoo.registry import load
 
 

@@ -6,33 +6,20 @@ a result with its JSON payload, its figures and ``save(out)``.
 * ``weights_report(model, source, unit, size)``: the expanded weights from ``SOURCE`` to ``UNIT``, the strongest
   channels as heatmaps and, optionally, a one-sided NMF of them as RGB.
 
-``file_stem(unit)`` is the file-name form of a unit name (``mixed3b:45@8,8`` → ``mixed3b_45_at_8_8``).
-
->>> file_stem("mixed3b:45@8,8")
-'mixed3b_45_at_8_8'
+Files are named by ``units.file_stem`` (``mixed3b:45@8,8`` → ``mixed3b_45_at_8_8``) and written by
+``artefacts.atomic_write_json``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
 
-from mechscope.artefacts import atomic_write_bytes
-
-
-def file_stem(unit: str) -> str:
-    """``unit`` with ``:`` → ``_``, ``@`` → ``_at_``, ``,`` → ``_`` (safe in a file name)."""
-    return unit.replace(":", "_").replace("@", "_at_").replace(",", "_")
-
-
-def write_json(payload: Any, path: Path) -> Path:
-    """``payload`` as indented JSON at ``path``, atomically; returns ``path``."""
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
-    return path
+from mechscope.artefacts import atomic_write_json
+from mechscope.units import file_stem
 
 
 @dataclass(frozen=True)
@@ -56,7 +43,7 @@ class AttributionReport:
         fig, ax = new_figure(figsize=(4, 3))
         top_contributors_plot(self.attribution, k=self.top, ax=ax)
         written.append(save_figure(fig, Path(f"{base}_top.png")))
-        written.append(write_json(self.payload, Path(f"{base}.json")))
+        written.append(atomic_write_json(Path(f"{base}.json"), self.payload))
         return written
 
 
@@ -109,7 +96,7 @@ class WeightsReport:
         written = [save_figure(self.figure(), Path(f"{base}_weights.png"))]
         if self.nmf:
             written.append(save_png(nmf_rgb(self.weights, n=self.nmf).image, Path(f"{base}_nmf.png")))
-        written.append(write_json(self.payload, Path(f"{base}_weights.json")))
+        written.append(atomic_write_json(Path(f"{base}_weights.json"), self.payload))
         return written
 
 

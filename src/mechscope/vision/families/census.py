@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import nn
 
-from mechscope.artefacts import atomic_write_bytes
+from mechscope.artefacts import atomic_write_json
 from mechscope.vision.families.tuning import curve_detector_census
 from mechscope.zoo.organisms.shapes_recipe import CARD_FILE, WEIGHTS_FILE, ShapesRecipe, train_shapes
 
@@ -79,7 +79,7 @@ def train_shapes_with_census(out_dir: str | os.PathLike, recipe: ShapesRecipe = 
     card["curve_detector_census_untrained"] = _summary(
         curve_detector_census(untrained, layers, size=recipe.size, n_orientations=census_orientations))
     card["census_during_training"] = read_census_log(out / CENSUS_FILE)
-    atomic_write_bytes(out / CARD_FILE, (json.dumps(card, indent=2) + "\n").encode())
+    atomic_write_json(out / CARD_FILE, card)
     return card
 
 

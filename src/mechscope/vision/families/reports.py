@@ -39,8 +39,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from mechscope.artefacts import atomic_write_json
 from mechscope.errors import MechscopeError
-from mechscope.vision.circuits.reports import file_stem, write_json
+from mechscope.units import file_stem
 from mechscope.vision.families.tuning import RadialTuning, RotationTuning, curve_detectors, radial_tuning_curve
 
 DETECTOR_KINDS = ("curve", "high_low", "line")
@@ -84,7 +85,7 @@ class UnitTuning:
         fig, ax = new_figure(figsize=(5, 2.4))
         self.tuning.plot_curvature(c, ax=ax)
         written.append(save_figure(fig, Path(f"{base}_curvature.png")))
-        written.append(write_json(self.row, Path(f"{base}_tuning.json")))
+        written.append(atomic_write_json(Path(f"{base}_tuning.json"), self.row))
         return written
 
 
@@ -137,8 +138,8 @@ class LayerDetectors:
         """``{layer}_detectors.json`` and ``{layer}_detectors.png`` under ``out``."""
         from mechscope.plots import save_figure
 
-        return [write_json({"layer": self.layer, "units": self.rows, "by_orientation": self.by_orientation},
-                           Path(out) / f"{self.layer}_detectors.json"),
+        return [atomic_write_json(Path(out) / f"{self.layer}_detectors.json",
+                                  {"layer": self.layer, "units": self.rows, "by_orientation": self.by_orientation}),
                 save_figure(self.figure(), Path(out) / f"{self.layer}_detectors.png")]
 
 
@@ -178,10 +179,11 @@ class RotatedExamples:
         rt.plot(ax=ax)
         ax.set_title(f"top {self.k} examples of {self.layer}:{self.channel}, rotated", fontsize=8)
         return [save_figure(fig, base.with_suffix(".png")),
-                write_json({"examples_of": f"{self.layer}:{self.channel}", **self.about, "k": self.k,
-                            "angles": rt.angles.tolist(),
-                            "responses": {f"{self.layer}:{ch}": rt.responses[i].tolist()
-                                          for i, ch in enumerate(rt.channels)}}, base.with_suffix(".json"))]
+                atomic_write_json(base.with_suffix(".json"),
+                                  {"examples_of": f"{self.layer}:{self.channel}", **self.about, "k": self.k,
+                                   "angles": rt.angles.tolist(),
+                                   "responses": {f"{self.layer}:{ch}": rt.responses[i].tolist()
+                                                 for i, ch in enumerate(rt.channels)}})]
 
 
 def rotated_examples(model: nn.Module, layer: str, channels: Sequence[int], batches: Iterable[Any], k: int, *,
@@ -236,7 +238,7 @@ class BranchSplits:
     def save(self, out: Path) -> list[Path]:
         from mechscope.plots import save_figure
 
-        return [write_json(self.splits, Path(out) / f"{self.layer}_branches.json"),
+        return [atomic_write_json(Path(out) / f"{self.layer}_branches.json", self.splits),
                 save_figure(self.figure(), Path(out) / f"{self.layer}_branches.png")]
 
 
@@ -273,7 +275,7 @@ class UniversalityReport:
         from mechscope.plots import save_figure
 
         layer = self.payload["layer"]
-        return [write_json(self.payload, Path(out) / f"{layer}_universality.json"),
+        return [atomic_write_json(Path(out) / f"{layer}_universality.json", self.payload),
                 save_figure(self.figure(), Path(out) / f"{layer}_universality.png")]
 
 
@@ -321,7 +323,7 @@ class FamiliesAnalysis:
         from mechscope.plots import save_figure
 
         layer = self.payload["layer"]
-        written = [write_json(self.payload, Path(out) / f"{layer}_families.json")]
+        written = [atomic_write_json(Path(out) / f"{layer}_families.json", self.payload)]
         if self.score is not None:
             written.append(save_figure(self.figure(), Path(out) / f"{layer}_families.png"))
         for part in (self.branches, self.universality):

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mechscope.artefacts import atomic_write_bytes
+from mechscope.artefacts import atomic_write_bytes, atomic_write_json
 from mechscope.devices import eval_mode
 from mechscope.errors import MechscopeError
 from mechscope.training import TrainConfig, train
@@ -251,5 +251,5 @@ def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnl
         "tokenizer_sha256": sha256_file(tok_file),
         "log": log,
     }
-    atomic_write_bytes(out / f"{name}.json", (json.dumps(card, indent=2) + "\n").encode())
+    atomic_write_json(out / f"{name}.json", card)
     return card

@@ -18,7 +18,6 @@ Example (a few steps, to show the call; the real recipe runs ``ShapesRecipe()``)
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -29,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mechscope.artefacts import atomic_write_bytes
+from mechscope.artefacts import atomic_write_json
 from mechscope.errors import MechscopeError
 from mechscope.data.shapes import IGNORE, TASKS, ShapesDataset, WorldConfig
 from mechscope.training import TrainConfig, train
@@ -140,7 +139,7 @@ def train_shapes(out_dir: str | os.PathLike, recipe: ShapesRecipe = ShapesRecipe
         "sha256": sha256_file(weights),
         "log": log,
     }
-    atomic_write_bytes(out / CARD_FILE, (json.dumps(card, indent=2) + "\n").encode())
+    atomic_write_json(out / CARD_FILE, card)
     return card
 
 
