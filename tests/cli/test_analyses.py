@@ -67,3 +67,20 @@ def test_tuning_finds_detectors_in_a_layer_rotates_examples_and_reports_sigma(tm
     r = runner.invoke(app, ["tuning", "shapes", "mixed3a:1", "--orientations", "8", "--stats", str(stats_dir),
                             "--out", str(tmp_path)])
     assert r.exit_code != 0 and "no statistics of shapes mixed3a:1" in str(r.exception)
+
+
+def test_ablate_a_unit_set_against_random_sets_and_every_unit_alone(tmp_path):
+    result = runner.invoke(app, ["ablate", "shapes", "mixed4b", "--units", "3,7,11", "--draws", "3", "--images",
+                                 "40", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "curve: accuracy" in result.output and "of 3 random sets drop less" in result.output
+    [row] = json.loads((tmp_path / "ablation.json").read_text())
+    assert row["units"] == [3, 7, 11] and len(row["random_drops"]) == 3 and (tmp_path / "ablation.png").exists()
+    result = runner.invoke(app, ["ablate", "shapes", "mixed4b", "--each", "--images", "40", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    table = json.loads((tmp_path / "ablation_each.json").read_text())
+    assert len(table) == 256 and set(table["mixed4b:0"]) == {"shape", "curve", "boundary", "colour"}
+    bad = runner.invoke(app, ["ablate", "shapes", "mixed3c", "--units", "1", "--out", str(tmp_path)])
+    assert bad.exit_code != 0 and "mixed3b" in str(bad.exception)
+    none = runner.invoke(app, ["ablate", "shapes", "mixed4b", "--out", str(tmp_path)])
+    assert none.exit_code != 0 and "nothing to ablate" in str(none.exception)

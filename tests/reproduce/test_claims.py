@@ -193,7 +193,7 @@ def test_figures_reach_files_only_through_save_figure():
 def test_feature_use_claim_ablates_curve_detectors_against_random_sets(tmp_path):
     from mechscope.reproduce import feature_use
 
-    result = feature_use.check(tmp_path, images=160, draws=4, n_orientations=72, mean_images=64)
+    result = feature_use.check(tmp_path, images=160, draws=4, n_orientations=72)
     n = result.numbers
     assert result.passed, n                                 # the verdict: detectors cost the curve task more
     assert n["curve_detectors"] > 10 and n["random_draws"] == 4 and n["other_units"] == 208 - n["curve_detectors"]

@@ -1,7 +1,8 @@
 """The circuits-analysis verbs of the ``mechscope`` command (registered on ``cli.app`` by ``register``):
-``tuning``, ``attribution``, ``weights``, ``circuit``, ``families``.  Each parses, calls the library
-(``mechscope.vision.families.reports``, ``mechscope.vision.circuits.reports``), saves its result into ``--out``
-and prints a summary; no logic of its own."""
+``tuning``, ``attribution``, ``weights``, ``circuit``, ``families``, ``ablate``.  Each parses, calls the library
+(``mechscope.vision.families.reports``, ``mechscope.vision.circuits.reports``,
+``mechscope.vision.circuits.feature_use``), saves its result into ``--out`` and prints a summary; no logic of its
+own."""
 
 from __future__ import annotations
 
@@ -174,6 +175,50 @@ def families_command(model: str = typer.Argument(..., help="A zoo model name."),
     typer.echo("wrote " + ", ".join(str(p) for p in written))
 
 
+def ablate(model: str = typer.Argument(..., help="A shapes-world organism of the zoo (shapes, shapes-seed1, ...)."),
+           layer: str = typer.Argument(..., help="The layer whose units are ablated (a stage, e.g. mixed3b)."),
+           units: str = typer.Option("", help="Comma-separated channels to ablate together, e.g. 20,35,41."),
+           curve_detectors: bool = typer.Option(False, "--curve-detectors",
+                                                help="Ablate the layer's curve detectors (radial tuning curves)."),
+           each: bool = typer.Option(False, "--each", help="Ablate every unit of the layer alone instead."),
+           mode: str = typer.Option("zero", help="zero | mean (per-position mean over training-world images)."),
+           draws: int = typer.Option(20, help="Random same-size sets of the layer's other units (the control)."),
+           images: int = typer.Option(500, help="Held-out images of the organism's world."),
+           weights: str = WEIGHTS, seed: int = typer.Option(0, help="Seed of the random sets and random weights."),
+           out: Path = OUT) -> None:
+    """Feature use: ablate units of LAYER (zero or mean) and measure each task's held-out accuracy drop, against
+    random same-size sets of the layer's other units (JSON + PNG); --each ranks every unit ablated alone."""
+    from mechscope.errors import MechscopeError, unknown_name
+    from mechscope.vision.circuits.feature_use import (save_task_ablations, save_unit_ablation_table,
+                                                       shapes_held_out, task_ablation, unit_ablation_table)
+
+    net, _ = _model_and_size(model, weights, seed)
+    if layer not in getattr(net, "layer_table", {}):
+        raise unknown_name("layer", layer, list(getattr(net, "layer_table", {})), where=model)
+    x, labels = shapes_held_out(model, images)
+    if each:
+        written = save_unit_ablation_table(unit_ablation_table(net, layer, x, labels, mode=mode), layer, out)
+        typer.echo("wrote " + ", ".join(str(p) for p in written))
+        return
+    if curve_detectors:
+        from mechscope.vision.families.tuning import curve_detectors as find, radial_tuning_curve
+
+        chosen = find(radial_tuning_curve(net, layer, n_orientations=180, progress=False)).units
+        typer.echo(f"{len(chosen)} curve detectors in {layer}")
+    else:
+        try:
+            chosen = [int(u) for u in units.split(",") if u.strip()]
+        except ValueError:
+            raise MechscopeError(f"--units takes comma-separated channel numbers, got {units!r}") from None
+    if not chosen:
+        raise MechscopeError("nothing to ablate: give --units, --curve-detectors or --each")
+    result = task_ablation(net, layer, chosen, x, labels, mode=mode, draws=draws, seed=seed)
+    for task in result.drop:
+        typer.echo(f"  {task}: accuracy {result.baseline[task]:.3f}, drop {result.drop[task]:+.3f}; "
+                   f"{result.share_below[task]:.0%} of {draws} random sets drop less (p = {result.p_value[task]:.3f})")
+    typer.echo("wrote " + ", ".join(str(p) for p in save_task_ablations([result], out)))
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     """Add the analysis verbs to the ``mechscope`` app."""
     app.command("tuning")(tuning)
@@ -181,3 +226,4 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     app.command("weights")(weights_command)
     app.command("circuit")(circuit)
     app.command("families")(families_command)
+    app.command("ablate")(ablate)

@@ -69,3 +69,38 @@ def test_ablating_a_named_layer_of_the_shapes_organism():
         blind = net(x)
     assert torch.allclose(blind[0], blind[1])                # nothing after mixed3b can tell the images apart
     assert not torch.allclose(net(x)[0], net(x)[1])
+
+
+def test_random_unit_sets_are_seeded_same_size_and_avoid_the_chosen_units():
+    from mechscope.vision.circuits.ablation import random_unit_sets
+
+    sets = random_unit_sets(10, 3, 5, exclude=[0, 1], seed=4)
+    assert sets == random_unit_sets(10, 3, 5, exclude=[0, 1], seed=4) and len(sets) == 5
+    assert all(len(s) == 3 and not {0, 1} & set(s) for s in sets)
+    with pytest.raises(MechscopeError, match="cannot draw sets of 9"):
+        random_unit_sets(10, 9, 1, exclude=[0, 1])
+
+
+@torch.no_grad()
+def test_ablation_drops_split_forward_equals_the_hooked_full_model_on_the_organism():
+    from mechscope.vision.circuits.ablation import ablation_drops
+    from mechscope.zoo.registry import load
+
+    net, x = load("shapes", device="cpu"), torch.rand(6, 3, 64, 64)
+    score = lambda out: {str(i): float(v) for i, v in enumerate(out.sum(0)[:5])}  # noqa: E731
+    sets = {"a": [3, 40, 100], "b": [7]}
+    base, fast = ablation_drops(net, "mixed3b", sets, x, score)          # ShapesNet stage: split forward
+
+    class Whole(nn.Module):                                               # the same model without stages
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, images):
+            return self.net(images)
+
+    base_hooked, hooked = ablation_drops(Whole(), "net.mixed3b", sets, x, score)
+    assert base == pytest.approx(base_hooked, abs=1e-3)
+    for name in sets:
+        assert fast[name] == pytest.approx(hooked[name], abs=1e-3)
+    assert any(abs(v) > 1e-3 for v in fast["a"].values())                # the ablation changed something

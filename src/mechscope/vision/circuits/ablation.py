@@ -13,6 +13,8 @@ hook is removed on leaving, also on error.  The layer is named as everywhere in 
 the hook replaces the module's output by a copy, so captured tensors from earlier passes are not touched.
 ``ablated(act, channels, mode, means)`` is what the hook returns, as a pure function: ablate a cached activation
 and run only the layers after it, instead of the whole model, when many unit sets are compared.
+``ablation_drops`` does that for a table of unit sets and any score of the output; ``random_unit_sets`` draws
+the same-size random sets that a chosen set's effect is compared against.
 
 Example::
 
@@ -34,7 +36,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -125,3 +127,56 @@ def channel_means(model: nn.Module, layer: str, batches: Iterable[torch.Tensor],
         raise MechscopeError("channel_means needs at least one batch of images")
     mean = total / count
     return mean if per_position or mean.dim() == 1 else mean.flatten(1).mean(1)
+
+
+def random_unit_sets(width: int, size: int, draws: int, *, exclude: Sequence[int] = (),
+                     seed: int = 0) -> list[list[int]]:
+    """``draws`` seeded random sets of ``size`` channels out of ``range(width)`` minus ``exclude``: the control
+    for ablating a chosen set of ``size`` units.  Raises ``MechscopeError`` when too few channels remain."""
+    if draws == 0:
+        return []
+    pool = torch.tensor(sorted(set(range(width)) - set(exclude)), dtype=torch.long)
+    if size < 1 or len(pool) < size:
+        raise MechscopeError(f"cannot draw sets of {size} units from the {len(pool)} units left of {width}")
+    gen = torch.Generator().manual_seed(seed)
+    return [sorted(pool[torch.randperm(len(pool), generator=gen)[:size]].tolist()) for _ in range(draws)]
+
+
+@torch.no_grad()
+def ablation_drops(model: nn.Module, layer: str, unit_sets: Mapping[str, Sequence[int]], images: torch.Tensor,
+                   score: Callable[[torch.Tensor], dict[str, float]], *, mode: Literal["zero", "mean"] = "zero",
+                   means: torch.Tensor | None = None) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """What ablating each set of ``unit_sets`` (``{name: channels}``) of ``layer`` costs: ``score(output)`` of
+    the model on ``images`` ``[B, 3, H, W]`` unablated (``baseline``) and, per set, ``baseline - ablated`` for
+    every key of the score (``drops``).  Returns ``(baseline, drops)``.
+
+    A model with ``stages`` and ``forward_until`` / ``forward_from`` (e.g. ``ShapesNet``) split at a stage
+    ``layer`` runs the layers before it once and only the rest per set; any other model runs whole per set with
+    ``ablate_units``' hook.
+
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Flatten(), nn.Linear(16, 2))
+    >>> x = torch.rand(8, 3, 2, 2)
+    >>> base, drops = ablation_drops(net, "1", {"none": [], "all": [0, 1, 2, 3]}, x,
+    ...                              lambda out: {"mean": float(out.mean())})
+    >>> drops["none"]["mean"]
+    0.0
+    >>> abs(base["mean"] - drops["all"]["mean"] - float(net[3].bias.detach().mean())) < 1e-6   # all off: bias only
+    True
+    """
+    if layer in getattr(model, "stages", ()):
+        cached = model.forward_until(images, layer)
+        baseline = score(model.forward_from(layer, cached))
+
+        def run(channels: Sequence[int]) -> dict[str, float]:
+            return score(model.forward_from(layer, ablated(cached, channels, mode, means, layer=layer)))
+    else:
+        baseline = score(model(images))
+
+        def run(channels: Sequence[int]) -> dict[str, float]:
+            with ablate_units(model, layer, channels, mode, means):
+                return score(model(images))
+    drops = {}
+    for name, channels in unit_sets.items():
+        after = run(channels)
+        drops[name] = {k: baseline[k] - after[k] for k in baseline}
+    return baseline, drops

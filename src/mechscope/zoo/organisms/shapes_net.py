@@ -20,6 +20,9 @@ Example::
     >>> logits = net(torch.rand(2, 3, 64, 64))
     >>> logits.shape, {k: v.shape[1] for k, v in split_logits(logits).items()}
     (torch.Size([2, 61]), {'shape': 10, 'curve': 40, 'boundary': 9, 'colour': 2})
+    >>> b = net.forward_until(torch.rand(2, 3, 64, 64), "mixed3b")          # split the network at a stage
+    >>> b.shape, net.forward_from("mixed3b", b).shape
+    (torch.Size([2, 208, 16, 16]), torch.Size([2, 61]))
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mechscope.data.shapes import TASKS
+from mechscope.data.shapes import IGNORE, TASKS
+from mechscope.errors import MechscopeError
 from mechscope.units import LayerInfo
 from mechscope.zoo.inceptionv1 import (ConvReLU, Mixed, SameConv2d, SameMaxPool2d, add_conv_layers,
                                         add_mixed_layers)
@@ -40,6 +44,8 @@ MIXED = {  # c_in, 1x1, 3x3 bottleneck, 3x3, 5x5 bottleneck, 5x5, pool reduce
     "mixed4b": (224, 64, 80, 128, 16, 32, 32),
 }
 NUM_LOGITS = sum(TASKS.values())
+# The top-level stages in forward order: ``forward_until`` / ``forward_from`` split the network at any of them.
+STAGES = ("conv2d0", "conv2d1", "conv2d2", "maxpool1", "mixed3a", "mixed3b", "maxpool4", "mixed4a", "mixed4b")
 INPUT_MEAN, INPUT_STD = 0.5, 0.25
 
 
@@ -72,6 +78,8 @@ class ConvBN(nn.Sequential):
 class ShapesNet(nn.Module):
     """The shapes organism.  Input ``[batch, 3, H, W]`` RGB in [0, 1]; output ``[batch, 61]`` logits."""
 
+    stages = STAGES
+
     def __init__(self, batchnorm: bool = False) -> None:
         super().__init__()
         for name, (c_in, c_out, k, stride) in STEM.items():
@@ -91,16 +99,48 @@ class ShapesNet(nn.Module):
                     module.conv = ConvBN(module.conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_from("input", x)
+
+    def forward_until(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """The output of the stage ``layer`` (one of ``STAGES``) for images ``x`` ``[B, 3, H, W]``."""
+        end = _stage_index(layer)
         x = (x - INPUT_MEAN) / INPUT_STD
-        x = self.conv2d2(self.conv2d1(self.conv2d0(x)))
-        x = self.maxpool4(self.mixed3b(self.mixed3a(self.maxpool1(x))))
-        x = self.mixed4b(self.mixed4a(x))
-        return self.softmax2_pre_activation(self.avgpool0(x).flatten(1))
+        for name in STAGES[:end + 1]:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward_from(self, layer: str, act: torch.Tensor) -> torch.Tensor:
+        """The logits ``[B, 61]`` from ``act``, the output of stage ``layer`` (or ``"input"``: images): the
+        layers after it only.  ``forward_from(layer, forward_until(x, layer)) == forward(x)``; an ablation
+        that changes one stage reruns only what follows it."""
+        if layer == "input":
+            act, start = (act - INPUT_MEAN) / INPUT_STD, 0
+        else:
+            start = _stage_index(layer) + 1
+        for name in STAGES[start:]:
+            act = getattr(self, name)(act)
+        return self.softmax2_pre_activation(self.avgpool0(act).flatten(1))
+
+
+def _stage_index(layer: str) -> int:
+    if layer not in STAGES:
+        raise MechscopeError(f"{layer!r} is not a stage of ShapesNet; the stages (in order) are {list(STAGES)}")
+    return STAGES.index(layer)
 
 
 def split_logits(logits: torch.Tensor) -> dict[str, torch.Tensor]:
     """``[batch, 61]`` -> ``{task: [batch, classes]}`` in ``TASKS`` order."""
     return dict(zip(TASKS, logits.split(list(TASKS.values()), dim=1), strict=True))
+
+
+def task_accuracy(logits: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Accuracy of each task (``TASKS`` order) from ``[batch, 61]`` logits, over the items where the task
+    applies (label ``!= IGNORE``); 0.0 for a task that applies to none."""
+    acc = {}
+    for task, out in split_logits(logits).items():
+        valid = labels[task] != IGNORE
+        acc[task] = float((out.argmax(1)[valid] == labels[task][valid]).double().mean()) if valid.any() else 0.0
+    return acc
 
 
 @torch.no_grad()
