@@ -29,6 +29,11 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
                                                          "shapes:N[:SEED]."),
                   examples_k: int = typer.Option(8, help="Top and bottom dataset examples per unit."),
                   diversity: int = typer.Option(0, help="Images per unit in a diversity set (0: none)."),
+                  feature_use: int = typer.Option(0, help="Shapes-world organisms: ablate each unit alone and record "
+                                                          "what it costs each task on this many held-out images "
+                                                          "(0: not)."),
+                  partners: str = typer.Option(None, help="Another zoo network (e.g. shapes-seed1): link each unit "
+                                                          "to its most correlated units of the same layer there."),
                   workers: int = typer.Option(1, help="Local worker processes."),
                   text: str = typer.Option(None, help="Language models: the sample text of the attention patterns."),
                   toy_steps: int = typer.Option(None, help="superposition: training steps (default: the "
@@ -38,14 +43,16 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
     units already built with the same settings are skipped."""
     from mechscope.errors import MechscopeError
     from mechscope.microscope.models import build_model
-    from mechscope.microscope.options import Evidence
+    from mechscope.microscope.options import Evidence, FeatureUse, Partners
 
     pairs = dict(u.split("=", 1) for u in upstream if "=" in u)
     if len(pairs) != len(upstream):
         raise MechscopeError(f"--upstream takes LAYER=SOURCE, e.g. mixed3b=mixed3a; got {upstream}")
     built = build_model(model, layers or [], out, weights=weights, units_per_layer=units,
                         evidence=Evidence(steps=steps, diversity=diversity), upstream=pairs, k=k, dataset=dataset,
-                        examples_k=examples_k, workers=workers, text=text, toy_steps=toy_steps)
+                        examples_k=examples_k, workers=workers, text=text, toy_steps=toy_steps,
+                        feature_use=FeatureUse(images=feature_use) if feature_use else None,
+                        partners=Partners(partners) if partners else None)
     typer.echo(built.describe())
     typer.echo(f"store {out} (browse: mechscope microscope serve {out})")
 

@@ -1,4 +1,7 @@
 """Fill a results store with the Microscope's per-unit evidence of an image model.
+(Over 400 lines because planning what is stale, running the slices in workers and writing each layer in one
+transaction share the private ``_Settings`` and the store's freshness rules; the figures themselves are
+computed elsewhere: ``microscope.evidence``, ``microscope.layer_evidence``, ``vision.evidence.scan_store``.)
 
 ``build`` writes, for every selected unit of every layer, the rows that ``mechscope.microscope.site`` reads (see
 its store contract); the figures themselves are computed by ``mechscope.microscope.evidence``; what to compute is
@@ -23,7 +26,11 @@ given by the option objects of ``mechscope.microscope.options`` (``Evidence``, `
   examples (receptive-field crops), statistics, a ``log_prob`` figure (the log-probability density of its
   activations) and a ``quilt`` (``vision.scan_store.save_scan``), and, where the layer has an upstream layer, an
   ``attribution`` figure: its top example's activation x gradient over the upstream layer, with links to the
-  strongest source units.
+  strongest source units;
+* with ``feature_use=FeatureUse(images, mode)`` (shapes-world organisms), an ``ablation`` figure per unit: what
+  ablating it alone costs each task (``microscope.layer_evidence``); the grid can sort by that cost;
+* with ``partners=Partners(model)``, a ``partner`` figure per unit: its most correlated units of the same layer
+  of another network, linked when that network's units are in the store.
 
 Incremental: a unit whose rows hold the same settings (steps and size of the visualizations; orientations of the
 tuning; layer, ``k`` and size of the links; dataset, ``examples_k`` and size of the scan: the ``fresh`` keys of
@@ -63,9 +70,11 @@ from mechscope.capture import layer_shapes
 from mechscope.errors import MechscopeError
 from mechscope.microscope.evidence import (TUNING_ORIENTATIONS, Computed, Job, attribution_figure, bars_png,
                                            compute)
-from mechscope.microscope.kinds import (ATTRIBUTION, DOWNSTREAM, FEATVIS, FEATVIS_DIVERSITY, FEATVIS_NEGATIVE,
-                                        TUNING, UPSTREAM, VISION, FigureKind)
-from mechscope.microscope.options import DEFAULT_SIZE, EXAMPLES_K, DatasetEvidence, Evidence, Links
+from mechscope.microscope.kinds import (ABLATION, ATTRIBUTION, DOWNSTREAM, FEATVIS, FEATVIS_DIVERSITY,
+                                        FEATVIS_NEGATIVE, PARTNER, TUNING, UPSTREAM, VISION, FigureKind)
+from mechscope.microscope.layer_evidence import ablation_figures, partner_figures, stale_units
+from mechscope.microscope.options import (DEFAULT_SIZE, EXAMPLES_K, DatasetEvidence, Evidence, FeatureUse, Links,
+                                          Partners)
 from mechscope.store import Store, open_store, put_png, put_rows, read_rows, transaction
 from mechscope.units import validate
 
@@ -113,6 +122,8 @@ def build(
     evidence: Evidence = Evidence(),
     links: Links | None = None,
     dataset: DatasetEvidence | None = None,
+    feature_use: FeatureUse | None = None,
+    partners: Partners | None = None,
     workers: int = 1,
     progress: bool = True,
 ) -> dict[str, int]:
@@ -134,6 +145,10 @@ def build(
         dataset: ``options.DatasetEvidence(dataset, name, examples_k)``: top/bottom dataset examples, statistics
             and activation-distribution figures of the built units, and the attribution of each linked unit's top
             example (default: none).
+        feature_use: ``options.FeatureUse(images, mode)``: per unit, what ablating it alone costs each task of
+            the shapes world (``ablation`` figures; shapes-world organisms only; default: none).
+        partners: ``options.Partners(model, images, k)``: per unit, its most correlated units of the same layer
+            of the zoo network ``model`` (``partner`` figures; default: none).
         workers: local worker processes for the feature visualizations, tuning curves and links (each a slice
             of a layer's units, at most ``SLICE`` per slice; the parent writes each layer once all its slices are
             done).  ``1`` runs in this process.  The workers are spawned (a fresh interpreter each): in a script,
@@ -145,21 +160,23 @@ def build(
         ``{"built": units for which something was written, "skipped": units already up to date}``.
     """
     for value, kind, what in ((evidence, Evidence, "evidence"), (links, Links, "links"),
-                              (dataset, DatasetEvidence, "dataset")):
+                              (dataset, DatasetEvidence, "dataset"), (feature_use, FeatureUse, "feature_use"),
+                              (partners, Partners, "partners")):
         if value is not None and not isinstance(value, kind):
             raise MechscopeError(f"{what} takes a mechscope.microscope.options.{kind.__name__}, not "
                                  f"{type(value).__name__}")
     if isinstance(out_dir, Store):
         return _build(out_dir, model, model_name, layers, units_per_layer, channels, evidence, links, dataset,
-                      workers, progress)
+                      (feature_use, partners), workers, progress)
     with open_store(out_dir) as store:
         return _build(store, model, model_name, layers, units_per_layer, channels, evidence, links, dataset,
-                      workers, progress)
+                      (feature_use, partners), workers, progress)
 
 
 def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], units_per_layer: int | None,
            channels: dict[str, list[int]] | None, evidence: Evidence, links: Links | None,
-           dataset: DatasetEvidence | None, workers: int, progress: bool) -> dict[str, int]:
+           dataset: DatasetEvidence | None, per_layer: tuple[FeatureUse | None, Partners | None], workers: int,
+           progress: bool) -> dict[str, int]:
     if not isinstance(workers, int) or workers < 1:
         raise MechscopeError(f"workers is a number of processes, at least 1 (got {workers!r})")
     links = links or Links()
@@ -180,6 +197,9 @@ def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], u
         spatial = {layer: len(shapes[layer]) == 3 for layer in names}
         for layer, units in _scan_dataset(store, model, config, chosen, sources, spatial, dataset, progress).items():
             todo_units[layer] |= units
+    layer_jobs = {layer: stale_units(store, model_name, layer, chosen[layer], *per_layer) for layer in names}
+    for layer, stale in layer_jobs.items():
+        todo_units[layer] |= {c for cs in stale.values() for c in cs}
     for layer in names:
         counts["built"] += len(todo_units[layer])
         counts["skipped"] += len(chosen[layer]) - len(todo_units[layer])
@@ -188,7 +208,25 @@ def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], u
     for layer, done in _run(model, config, jobs, workers, bar):
         _write(store, config, layer, done, shapes[layer])
     bar.close()
+    for layer, stale in layer_jobs.items():
+        _write_layer_evidence(store, model, config, layer, stale, per_layer, shapes[layer], progress)
     return counts
+
+
+def _write_layer_evidence(store: Store, model: nn.Module, config: _Settings, layer: str,
+                          stale: dict[str, list[int]], per_layer: tuple[FeatureUse | None, Partners | None],
+                          shape: Sequence[int], progress: bool) -> None:
+    feature_use, partners = per_layer
+    made: list[tuple[dict[str, Any], bytes | None]] = []
+    if stale.get(ABLATION.name):
+        if progress:
+            print(f"feature use: ablating {len(stale[ABLATION.name])} {layer} units one at a time", flush=True)
+        made += ablation_figures(model, config.model_name, layer, stale[ABLATION.name], feature_use)
+    if stale.get(PARTNER.name):
+        made += partner_figures(model, layer, stale[PARTNER.name], partners)
+    if made:
+        _write(store, config, layer, Computed(pngs=[m for m in made if m[1] is not None],
+                                              rows=[{**row, "png": None} for row, png in made if png is None]), shape)
 
 
 def _plan(store: Store, config: _Settings, layer: str, chosen: list[int], source: str | None, tuning: bool) -> Job:
@@ -389,4 +427,4 @@ def _item(dataset: Any, index: int) -> torch.Tensor:
     return item[0] if isinstance(item, tuple) else item
 
 
-__all__ = ["build", "Evidence", "Links", "DatasetEvidence", "DEFAULT_SIZE", "EXAMPLES_K"]
+__all__ = ["build", "Evidence", "Links", "DatasetEvidence", "FeatureUse", "Partners", "DEFAULT_SIZE", "EXAMPLES_K"]

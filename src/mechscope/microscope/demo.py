@@ -3,7 +3,9 @@
 * the vision organism ``shapes``, walked along its curve-detector circuit: the curve detectors of ``mixed3b``,
   the ``mixed3a`` units that feed them most strongly, and the ``conv2d2`` units that feed those.  Each unit gets
   its feature visualization and negative, radial tuning curve, dataset examples, statistics, distribution plot
-  and quilt, upstream / downstream links and the attribution of its top example to the layer below;
+  and quilt, upstream / downstream links, the attribution of its top example to the layer below, what ablating it
+  alone costs each of the world's tasks (feature use) and its most correlated units in ``shapes-seed1``
+  (universality);
 * both attention-only organisms' heads (``attn-only-1l``, ``attn-only-2l``): attention on sample text, detector
   scores, top QK/OV token pairs, composition;
 * the superposition ``intro`` experiment (n = 5 features in m = 2 dimensions over ten sparsities).
@@ -14,7 +16,8 @@ incremental, so a second run only checks the store.  Example (a small, fast vers
 
     >>> import tempfile
     >>> store = tempfile.mkdtemp()
-    >>> small = dict(steps=2, images=16, focus=[45], k=1, toy_steps=20, workers=1, progress=False)
+    >>> small = dict(steps=2, images=16, focus=[45], k=1, toy_steps=20, workers=1, progress=False,
+    ...              feature_use=FeatureUse(images=20), partners=Partners("shapes-seed1", images=4))
     >>> counts = build_demo(store, **small)
     >>> counts["shapes:mixed3b"], counts["shapes:mixed3a"], counts["shapes:conv2d2"]
     ({'built': 1, 'skipped': 0}, {'built': 1, 'skipped': 0}, {'built': 1, 'skipped': 0})
@@ -33,7 +36,7 @@ from mechscope.data.shapes import ShapesDataset
 from mechscope.microscope.build import build
 from mechscope.microscope.heads import build_heads
 from mechscope.microscope.kinds import UPSTREAM
-from mechscope.microscope.options import DatasetEvidence, Evidence, Links
+from mechscope.microscope.options import DatasetEvidence, Evidence, FeatureUse, Links, Partners
 from mechscope.microscope.toy import build_toy
 from mechscope.store import Store, open_store, read_rows
 from mechscope.units import parse_unit
@@ -57,6 +60,7 @@ def _linked(store: Store, layer: str, units: Sequence[int]) -> list[int]:
 
 def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1024, seed: int = 0,
                focus: Sequence[int] | None = None, k: int = 3, workers: int = 1, toy_steps: int | None = None,
+               feature_use: FeatureUse | None = FeatureUse(), partners: Partners | None = Partners("shapes-seed1"),
                progress: bool = True) -> dict[str, dict[str, int]]:
     """Build (or bring up to date) the demo's Microscope in ``store_dir`` -> ``{part: {"built", "skipped"}}``.
 
@@ -67,6 +71,7 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
         k: upstream units followed from each unit, layer by layer.
         workers: worker processes for the vision units.
         toy_steps: training steps of the toy models (default: the experiment's own, 10,000).
+        feature_use, partners: the vision units' ablation and universality evidence (``None``: not).
     """
     counts: dict[str, dict[str, int]] = {}
     net = load("shapes", device="cpu")
@@ -79,7 +84,8 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
             counts[f"shapes:{layer}"] = build(
                 net, "shapes", [layer], store, channels={layer: units},
                 evidence=Evidence(steps=steps, size=64, seed=seed), links=Links({layer: below} if below else {}, k=k),
-                dataset=DatasetEvidence(data, f"shapes:{images}:{seed + 7}"), workers=workers, progress=progress)
+                dataset=DatasetEvidence(data, f"shapes:{images}:{seed + 7}"), feature_use=feature_use,
+                partners=partners, workers=workers, progress=progress)
             units = _linked(store, layer, units)
         for name in LANGUAGE_MODELS:
             model = load(name, device="cpu")

@@ -31,7 +31,7 @@ from typing import Any
 
 from mechscope.errors import MechscopeError
 from mechscope.microscope.kinds import HEADS, TOY, VISION, LayerKind
-from mechscope.microscope.options import EXAMPLES_K, DatasetEvidence, Evidence, Links
+from mechscope.microscope.options import EXAMPLES_K, DatasetEvidence, Evidence, FeatureUse, Links, Partners
 from mechscope.store import Store
 
 SUPERPOSITION = "superposition"
@@ -68,12 +68,15 @@ class _Request:
     text: str | None
     toy_steps: int | None
     progress: bool
+    feature_use: FeatureUse | None = None
+    partners: Partners | None = None
 
 
 def build_model(name: str, layers: Sequence[str] = (), out_dir: str | os.PathLike | Store = "out/microscope", *,
                 weights: str = "bundled", units_per_layer: int | None = None, evidence: Evidence = Evidence(),
                 upstream: Mapping[str, str] | None = None, k: int = 4, dataset: str | None = None,
                 examples_k: int = EXAMPLES_K, workers: int = 1, text: str | None = None, toy_steps: int | None = None,
+                feature_use: FeatureUse | None = None, partners: Partners | None = None,
                 progress: bool = True) -> Built:
     """Build (or bring up to date) the Microscope of ``name`` in the store ``out_dir`` (see the module docstring).
 
@@ -89,12 +92,15 @@ def build_model(name: str, layers: Sequence[str] = (), out_dir: str | os.PathLik
         dataset: image models: a dataset spec (a folder of images or ``shapes:N[:SEED]``) for dataset examples,
             statistics and the top example's attribution; ``examples_k`` top and bottom examples per unit.
         workers: image models: local worker processes.
+        feature_use: shapes-world organisms: what ablating each unit alone costs each task (``ablation`` figures).
+        partners: image models: each unit's most correlated units of the same layer of another zoo network.
         text: language models: the sample text of the attention patterns.
         toy_steps: ``"superposition"``: training steps (default: the experiment's own).
         progress: show progress bars.
     """
     request = _Request(name, list(layers or ()), out_dir, weights, units_per_layer, evidence,
-                       Links(dict(upstream or {}), k), dataset, examples_k, workers, text, toy_steps, progress)
+                       Links(dict(upstream or {}), k), dataset, examples_k, workers, text, toy_steps, progress,
+                       feature_use, partners)
     if name == SUPERPOSITION:
         return _toy(request)
     from mechscope.zoo.registry import get_card
@@ -145,7 +151,8 @@ def _vision(request: _Request, card: Any) -> Built:
     net = load(card.name, weights=request.weights, device="cpu")
     counts = build(net, card.name, request.layers, request.out, units_per_layer=request.units_per_layer,
                    evidence=replace(request.evidence, size=size), links=request.links, dataset=data,
-                   workers=request.workers, progress=request.progress)
+                   feature_use=request.feature_use, partners=request.partners, workers=request.workers,
+                   progress=request.progress)
     return Built(VISION, {card.name: counts})
 
 

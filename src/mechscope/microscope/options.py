@@ -1,7 +1,9 @@
-"""What ``mechscope.microscope.build`` computes for an image model's units, as three option objects:
+"""What ``mechscope.microscope.build`` computes for an image model's units, as five option objects:
 
 * ``Evidence``: the per-unit figures (feature visualization and its settings, negative, diversity set, tuning);
 * ``Links``: the circuit links (``{layer: earlier_layer}`` and how many upstream units per unit);
+* ``FeatureUse``: per unit, what ablating it costs each task (shapes-world organisms);
+* ``Partners``: per unit, the most similar units of another network (universality);
 * ``DatasetEvidence``: dataset examples, statistics and distributions from a dataset (and the top example's
   attribution where the layer has links).
 
@@ -101,4 +103,37 @@ class DatasetEvidence:
         return self.name or type(self.dataset).__name__
 
 
-__all__ = ["Evidence", "Links", "DatasetEvidence", "DEFAULT_SIZE", "EXAMPLES_K"]
+@dataclass(frozen=True)
+class FeatureUse:
+    """Per unit, what ablating it alone costs each task of the shapes world (``ablation`` figures): the held-out
+    accuracy drop on ``images`` items of the world the organism's card holds out, ``mode`` ``"zero"`` or
+    ``"mean"`` (``vision.circuits.feature_use.unit_ablation_table``).  For shapes-world organisms only."""
+
+    images: int = 300
+    mode: str = "zero"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.images, bool) or not isinstance(self.images, int) or self.images < 1:
+            raise MechscopeError(f"images is a number of held-out images, at least 1 (got {self.images!r})")
+        if self.mode not in ("zero", "mean"):
+            raise MechscopeError(f"mode is 'zero' or 'mean', not {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class Partners:
+    """Per unit, its ``k`` most correlated units of the same layer of another zoo network ``model`` (``partner``
+    figures, linked when that network's units are in the store): activation correlation over every position of
+    ``images`` items of the shapes world (``vision.families.universality.activation_correlations``)."""
+
+    model: str
+    images: int = 256
+    k: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("images", "k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise MechscopeError(f"{name} must be at least 1 (got {value!r})")
+
+
+__all__ = ["Evidence", "Links", "DatasetEvidence", "FeatureUse", "Partners", "DEFAULT_SIZE", "EXAMPLES_K"]

@@ -14,7 +14,8 @@ Store contract (what the pages read; anything absent is simply not shown):
   captioned kinds in that order, other kinds after them by name, captioned by their kind): ``"featvis"`` (the
   unit's feature visualization, its thumbnail in the layer grid), ``"featvis_diversity"``, ``"featvis_negative"``,
   the dataset kinds ``"log_prob"``, ``"quilt"``, ``"histogram"``, then ``"tuning"``, ``"attribution"``,
-  ``"upstream"`` / ``"downstream"`` (weight heatmaps), the head kinds ``"attention"``, ``"head_scores"``,
+  ``"upstream"`` / ``"downstream"`` (weight heatmaps), ``"ablation"`` (feature use), ``"partner"`` (universality),
+  the head kinds ``"attention"``, ``"head_scores"``,
   ``"composition"``, ``"qk_pairs"``, ``"ov_pairs"`` and the toy-model kinds ``"geometry"``, ``"gram"``,
   ``"norms"``, ``"metrics"``, ``"summary"`` (the last two carry their own caption).  ``settings`` (a JSON object)
   may hold:
@@ -23,7 +24,8 @@ Store contract (what the pages read; anything absent is simply not shown):
     the layer grid, and every score name of a layer's figures is a sort button there;
   - ``"caption"`` (str): replaces the kind's caption; ``"note"`` (str): a line of text under it;
   - ``"units"``: circuit links ``[{"unit": "mixed3a:12", "weight": 0.8}, ...]`` (``"layer:channel"`` names in
-    the same model; a link to a unit the store does not have is shown as plain text);
+    the same model, or in the model an entry's ``"model"`` names; a link to a unit the store does not have is
+    shown as plain text);
   - ``"table"``: ``{"columns": [str, ...], "rows": [[cell, ...], ...]}``, shown as a table (cells as text).
 
   A figure with no PNG is still shown when it has links, a table or a note.
@@ -174,10 +176,12 @@ def _links(view: StoreView, page: str, model: str, settings: Any) -> list[dict[s
         name, weight = (entry.get("unit"), entry.get("weight")) if isinstance(entry, dict) else (entry, None)
         if name is None:
             continue
-        parsed = link_target(name, view.layer_names(model))
-        href = (relative_url(page, unit_url(model, *parsed))
-                if parsed and view.has_unit(model, *parsed) else None)
-        links.append({"name": str(name), "href": href, "weight": number_text(weight)})
+        other = entry.get("model", model) if isinstance(entry, dict) else model
+        parsed = link_target(name, view.layer_names(other))
+        href = (relative_url(page, unit_url(other, *parsed))
+                if parsed and view.has_unit(other, *parsed) else None)
+        label = str(name) if other == model else f"{other} {name}"
+        links.append({"name": label, "href": href, "weight": number_text(weight)})
     return links
 
 

@@ -117,14 +117,16 @@ def task_ablation(model: nn.Module, layer: str, units: Sequence[int], images: to
 
 @torch.no_grad()
 def unit_ablation_table(model: nn.Module, layer: str, images: torch.Tensor, labels: dict[str, torch.Tensor], *,
-                        mode: Literal["zero", "mean"] = "zero", means_seed: int = 0) -> torch.Tensor:
-    """Each unit of ``layer`` ablated alone: ``[C, len(TASKS)]`` held-out accuracy drops (``TASKS`` order)."""
+                        mode: Literal["zero", "mean"] = "zero", channels: Sequence[int] | None = None,
+                        means_seed: int = 0) -> torch.Tensor:
+    """Each unit of ``layer`` (or each of ``channels``) ablated alone: ``[len(channels), len(TASKS)]`` held-out
+    accuracy drops (``TASKS`` order; all the layer's units by default)."""
     _check_model(model, images)
-    width = model.layer_table[layer].channels
-    _, drops = ablation_drops(model, layer, {str(c): [c] for c in range(width)}, images,
+    units = list(range(model.layer_table[layer].channels)) if channels is None else [int(c) for c in channels]
+    _, drops = ablation_drops(model, layer, {str(c): [c] for c in units}, images,
                               lambda out: task_accuracy(out, labels), mode=mode,
                               means=_means(model, layer, mode, means_seed))
-    return torch.tensor([[drops[str(c)][t] for t in TASKS] for c in range(width)])
+    return torch.tensor([[drops[str(c)][t] for t in TASKS] for c in units]).reshape(len(units), len(TASKS))
 
 
 def ablation_plot(results: Sequence[TaskAblation], path: str | os.PathLike, *, title: str = "") -> Path:
