@@ -22,6 +22,7 @@ Example::
     >>> import torch
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1))
+    >>> from mechscope.vision.circuits.weights import expanded_weights
     >>> w = layer_expanded_weights(net, "0", "3", 16)
     >>> w.shape, torch.allclose(w[2], expanded_weights(net, "0", "3:2", 16, crop=False), atol=1e-6)
     (torch.Size([5, 3, 16, 16]), True)
@@ -44,7 +45,7 @@ from mechscope.errors import MechscopeError
 from mechscope.plots import new_figure, save_figure
 from mechscope.units import module_path, validate
 from mechscope.vision.circuits import circles
-from mechscope.vision.circuits.weights import Linearized, expanded_weights  # noqa: F401  (doctest)
+from mechscope.vision.circuits.weights import Linearized
 from mechscope.vision.evidence.receptive_field import receptive_field
 from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
 
@@ -58,45 +59,41 @@ def layer_expanded_weights(model: nn.Module, layer_a: str, layer_b: str, input_s
                            batch: int = 64) -> torch.Tensor:
     """Expanded weights (``weights.expanded_weights``, uncropped) from every channel of ``layer_a`` to each of
     ``channels`` (default all) of ``layer_b`` at ``position`` (default the map's centre), ``[U, C_A, H, W]``:
-    the linearized model runs on a batch of zero images and one unit per batch element is differentiated."""
+    the linearized model runs once on one zero image up to ``layer_a``, whose output is replaced by a zero leaf
+    with one batch element per unit, and one unit per batch element is differentiated (so a layer after
+    ``layer_a`` may not concatenate ``layer_a``'s output with an earlier one)."""
     a_layer, b_layer = validate(model, layer_a).layer, validate(model, layer_b).layer
     a_module = model.get_submodule(module_path(model, a_layer))
     where = placement(model)
+    x = torch.zeros(1, 3, input_size, input_size, **where)
+    if channels is None:
+        with torch.no_grad(), eval_mode(model):
+            channels = list(range(capture(model, x, [b_layer])[b_layer].shape[1]))
     out: list[torch.Tensor] = []
-    chans = channels
-    lo = 0
-    while True:
+    for lo in range(0, len(channels), batch):
+        pick = channels[lo:lo + batch]
         leaf: dict[str, torch.Tensor] = {}
 
-        def replace(_m: nn.Module, _inputs: Any, output: Any) -> torch.Tensor | None:
-            if "a" in leaf:
+        def replace(_m: nn.Module, _inputs: Any, output: Any, n: int = len(pick)) -> torch.Tensor | None:
+            if "a" in leaf:  # a module called again: only its first output is layer A
                 return None
-            leaf["a"] = torch.zeros_like(output).requires_grad_(True)
+            leaf["a"] = output.new_zeros(n, *output.shape[1:]).requires_grad_(True)
             return leaf["a"]
 
-        n = batch if chans is None else min(batch, len(chans) - lo)
-        if n <= 0:
-            break
         handle = a_module.register_forward_hook(replace)
         try:
             with eval_mode(model), torch.enable_grad(), Linearized():
-                b = capture(model, torch.zeros(n, 3, input_size, input_size, **where), [b_layer])[b_layer]
+                b = capture(model, x, [b_layer])[b_layer]
         finally:
             handle.remove()
         if "a" not in leaf or b.dim() != 4:
             raise MechscopeError(f"{b_layer!r} must be a [batch, C, x, y] map computed after {a_layer!r}")
-        if chans is None:
-            chans = list(range(b.shape[1]))
-            n = min(batch, len(chans))
         px, py = position if position is not None else (b.shape[2] // 2, b.shape[3] // 2)
-        pick = torch.tensor(chans[lo:lo + n], device=b.device)
-        (grad,) = torch.autograd.grad(b[torch.arange(n), pick, px, py].sum(), leaf["a"], allow_unused=True)
+        target = b[torch.arange(len(pick)), torch.tensor(pick, device=b.device), px, py].sum()
+        (grad,) = torch.autograd.grad(target, leaf["a"], allow_unused=True)
         if grad is None:
             raise MechscopeError(f"{b_layer!r} does not depend on {a_layer!r}")
-        out.append(grad[:n].detach().float().cpu())
-        lo += n
-        if lo >= len(chans):
-            break
+        out.append(grad.detach().float().cpu())
     return torch.cat(out)
 
 
@@ -257,7 +254,7 @@ def draw_arcs(d: circles.CircleDetails, centre: tuple[float, float], ax: Any) ->
 
 def find_circle_units(model: nn.Module, layer: str, *, detectors_layer: str = "mixed3b", size: int = 64,
                       n_orientations: int = 72, draws: int = 200, seed: int = 0, quantile: float = 0.99,
-                      min_detectors: int = 8, stimuli: bool = True,
+                      min_detectors: int = 8, stimuli: bool = True, radii: tuple[float, ...] = RADII,
                       detectors: Detectors | None = None) -> CircleUnits:
     """Circle units of ``layer`` reading the curve detectors of ``detectors_layer`` (module docstring)."""
     det = detectors or detector_orientations(model, detectors_layer, size=size, n_orientations=n_orientations,
@@ -276,5 +273,6 @@ def find_circle_units(model: nn.Module, layer: str, *, detectors_layer: str = "m
     pixel_centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
     result = CircleUnits(validate(model, layer).layer, det, test, w, centre, position, pixel_centre)
     if stimuli:
-        result.responses.update(stimulus_responses(model, result.layer, position, pixel_centre, size=size))
+        result.responses.update(stimulus_responses(model, result.layer, position, pixel_centre, size=size,
+                                                   radii=radii))
     return result
