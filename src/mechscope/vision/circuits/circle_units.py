@@ -257,6 +257,8 @@ def find_circle_units(model: nn.Module, layer: str, *, detectors_layer: str = "m
                       min_detectors: int = 8, stimuli: bool = True, radii: tuple[float, ...] = RADII,
                       detectors: Detectors | None = None) -> CircleUnits:
     """Circle units of ``layer`` reading the curve detectors of ``detectors_layer`` (module docstring)."""
+    validate(model, layer)
+    validate(model, detectors_layer)
     det = detectors or detector_orientations(model, detectors_layer, size=size, n_orientations=n_orientations,
                                              min_detectors=min_detectors)
     full = layer_expanded_weights(model, det.layer, layer, size)               # [U, C_A, H, W]
