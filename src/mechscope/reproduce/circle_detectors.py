@@ -25,6 +25,9 @@ Criteria:
 1. circle units in the trained mixed4a >= ``MIN_UNITS`` and >= ``FACTOR`` x max(chance expectation, untrained
    net's count);
 2. the top ``TOP`` circle units (by score) have median ring ratio > 1 and above the control units' median.
+
+Also reported, not judged: the share of circle units (and of all units) with ring ratio > 1, and the best
+``coverage`` (sectors of 8 whose alignment is >= 0.5) among circle units.
 """
 
 from __future__ import annotations
@@ -85,6 +88,11 @@ def check(out: Path, n_orientations: int = ORIENTATIONS, draws: int = DRAWS, see
         "top": trained.summary(TOP)["top"],
         "ring_ratio_top_median": top_med, "ring_ratio_control_median": ctrl_med, "control_units": control,
         "count_criterion": count_ok, "ring_criterion": ring_ok,
+        # reported, not judged: how ring-selective the circle units are next to the whole layer
+        "share_ring_ratio_above_1_circle_units": round(float((ratio[sorted(sig)] > 1).double().mean()), 3)
+        if sig else None,
+        "share_ring_ratio_above_1_all_units": round(float((ratio > 1).double().mean()), 3),
+        "max_coverage_of_8_circle_units": max((trained.details(u).coverage for u in sig), default=0),
     }
     trained.figure(out / "circle_detectors.png", TOP)
     untrained.figure(out / "circle_detectors_untrained.png", 4)
@@ -95,7 +103,11 @@ def check(out: Path, n_orientations: int = ORIENTATIONS, draws: int = DRAWS, see
                   f"{len(untrained.detectors.units)} detectors"
                   f"{' (too few passed; top units by curve preference)' if untrained.detectors.fallback else ''}. "
                   f"Ring ratio: best full circle over the best 90/180-degree arc or tangent segment, stimuli "
-                  f"centred on the unit's receptive field at pixel {trained.pixel_centre}.")
+                  f"centred on the unit's receptive field at pixel {trained.pixel_centre}. A circle unit beats its own "
+                  f"shuffles; its score (best {float(trained.test.scores.max()):.2f} of a possible 1; untrained best "
+                  f"{float(untrained.test.scores.max()):.2f}) and coverage say how circle-like it is: sectors agreeing "
+                  f"with the circle (alignment >= 0.5) number at most {numbers['max_coverage_of_8_circle_units']} of 8 "
+                  f"among circle units, so these are biases towards the circle's orientations, not whole circles.")
 
 
 CLAIM = Claim(
