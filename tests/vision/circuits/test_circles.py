@@ -102,7 +102,7 @@ def _circle_net(radius: float = 7.0, n: int = 8, flip: bool = False) -> nn.Seque
                                       ("circle_pre_relu", circle), ("circle", nn.ReLU())])).eval()
 
 
-def test_the_convention_on_a_hand_built_circle_unit():
+def test_the_convention_on_a_hand_built_circle_unit(tmp_path):
     """Detectors' orientations from their radial tuning (``stimuli.curves``' convention), weights from the
     network: the circle wiring scores high, beats its null and prefers rings to arcs; the anti-circle does not."""
     radii = (0.12, 0.15, 0.18)
@@ -118,11 +118,6 @@ def test_the_convention_on_a_hand_built_circle_unit():
                              detectors=det, radii=radii)
     assert float(anti.test.scores[0]) < -0.6 and anti.significant() == []
     assert float(anti.ratio[0]) < float(found.ratio[0])
-
-
-def test_report_writes_json_and_figure(tmp_path):
-    det = detector_orientations(_circle_net(), "curves", size=48, n_orientations=36)
-    found = find_circle_units(_circle_net(), "circle", detectors_layer="curves", size=48, draws=50, detectors=det)
     summary = found.save(tmp_path, top=2)
     assert summary["significant"] == 1 and summary["top"][0]["unit"] == "circle:0"
     assert (tmp_path / "circle_circles.json").exists() and (tmp_path / "circle_circles.png").exists()
