@@ -26,6 +26,10 @@ Criteria:
    net's count);
 2. the top ``TOP`` circle units (by score) have median ring ratio > 1 and above the control units' median.
 
+The ring ratio alone cannot tell circle wiring from other wiring that sums detectors around the centre (a
+hand-built anti-circle unit, ``tests/vision/circuits/test_circles.py``, also answers a ring ~1.8x more than its
+best arc, as its circle twin does): criterion 2 therefore also compares it with control units.
+
 Also reported, not judged: the share of circle units (and of all units) with ring ratio > 1, and the best
 ``coverage`` (sectors of 8 whose alignment is >= 0.5) among circle units.
 """
