@@ -2,16 +2,17 @@
 printing.  ``main`` is the console entry point (``mechscope``, ``python -m mechscope``).
 
 Modules: ``models`` (models, layers, vis), ``scan`` (examples, stats), ``train`` (train shapes), ``demo``,
-``reproduce``, ``analyses`` (tuning, attribution, weights, circuit, families), ``transformer`` (heads,
-composition, ov, qk, train attn-only), ``superposition`` (superposition, sae), ``microscope`` (build, serve,
-export).
+``reproduce``, ``analyses`` (tuning, attribution, weights, circuit, families), ``circles`` (circles),
+``transformer`` (heads, composition, ov, qk, train attn-only), ``superposition`` (superposition, sae),
+``microscope`` (build, serve, export).
 """
 
 from __future__ import annotations
 
 import typer
 
-from mechscope.cli import analyses, demo, microscope, models, reproduce, scan, superposition, train, transformer
+from mechscope.cli import (analyses, circles, demo, microscope, models, reproduce, scan, superposition, train,
+                           transformer)
 from mechscope.errors import MechscopeError
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ train.register(app, train_app)
 demo.register(app, train_app)
 reproduce.register(app, train_app)
 analyses.register(app, train_app)
+circles.register(app, train_app)
 transformer.register(app, train_app)
 superposition.register(app, train_app)
 microscope.register(app, train_app)
