@@ -18,3 +18,11 @@ def test_polysemantic_verb_writes_json_and_png(tmp_path):
     bad = runner.invoke(app, ["polysemantic", "shapes", "conv2d1", "--k", "50", "--images", "10",
                               "--out", str(tmp_path)])
     assert bad.exit_code != 0
+
+
+def test_train_shapes_sae_writes_weights_and_card(tmp_path):
+    r = runner.invoke(app, ["train", "shapes-sae", "--steps", "2", "--images", "2", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    card = json.loads((tmp_path / "shapes_mixed3b_sae.json").read_text())
+    assert card["recipe"]["steps"] == 2 and card["rows"] == 2 * 16 * 16 and len(card["sha256"]) == 64
+    assert (tmp_path / "shapes_mixed3b_sae.safetensors").exists()

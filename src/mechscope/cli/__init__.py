@@ -4,7 +4,8 @@ printing.  ``main`` is the console entry point (``mechscope``, ``python -m mechs
 Modules: ``models`` (models, layers, vis), ``scan`` (examples, stats), ``train`` (train shapes), ``demo``,
 ``reproduce``, ``analyses`` (tuning, attribution, weights, circuit, families), ``transformer`` (heads,
 composition, ov, qk, train attn-only), ``superposition`` (superposition, sae), ``microscope`` (build, serve,
-export), ``polysemantic`` (polysemantic).
+export), ``polysemantic`` (polysemantic, train
+shapes-sae).
 """
 
 from __future__ import annotations

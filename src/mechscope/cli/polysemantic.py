@@ -1,6 +1,7 @@
 """The ``polysemantic`` verb of the ``mechscope`` command (registered by ``register``): the most polysemantic
 units of a layer (entropy of their top-k dataset examples' concept labels over the shapes world), as JSON and a
-PNG, through ``vision.evidence.polysemantic_report.polysemantic_units``."""
+PNG, through ``vision.evidence.polysemantic_report.polysemantic_units``; and ``train shapes-sae``, which retrains
+the bundled mixed3b SAE of the polysemanticity claim (``reproduce.polysemantic_sae.train_mixed3b_sae``)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,26 @@ def polysemantic(model: str = typer.Argument(..., help="A zoo image model, e.g. 
     typer.echo(f"wrote {out}/polysemantic_{layer}.json and .png")
 
 
+def train_sae_command(out: Path = typer.Option(Path("out/train/shapes-sae"), help="Output folder."),
+                      steps: int = typer.Option(None, help="SAE steps (default: the recipe's, 1000)."),
+                      images: int = typer.Option(None, help="Training-world images (default: the recipe's, 512)."),
+                      threads: int = typer.Option(1, help="CPU threads.")) -> None:
+    """Retrain the SAE on the shapes organism's mixed3b that `reproduce sae-latents-more-monosemantic` reads."""
+    from dataclasses import replace
+
+    import torch
+
+    from mechscope.reproduce.polysemantic_sae import SAERecipe, train_mixed3b_sae
+
+    torch.set_num_threads(threads)
+    recipe = replace(SAERecipe(), **{key: value for key, value in (("steps", steps), ("images", images))
+                                     if value is not None})
+    card = train_mixed3b_sae(out, recipe)
+    typer.echo(f"SAE {card['d_in']} -> {recipe.n_latents} (top-{recipe.k}) on {card['rows']} rows in "
+               f"{card['seconds']} s; unexplained variance {card['fraction_of_variance_unexplained']:.3f}; wrote {out}")
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``polysemantic`` to ``app``."""
+    """Add ``polysemantic`` to ``app`` and ``shapes-sae`` to the ``train`` group."""
     app.command("polysemantic")(polysemantic)
+    train_app.command("shapes-sae")(train_sae_command)
