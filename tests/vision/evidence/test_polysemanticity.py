@@ -31,7 +31,7 @@ def test_from_top_examples_matches_the_measure():
 
 
 def test_concept_labels_of_the_shapes_world():
-    _, labels = ShapesDataset(200, seed=3).sample(range(200))
+    _, labels = ShapesDataset(120, seed=3).sample(range(120))
     c = concept_labels(labels)
     assert len(CONCEPTS) == 23 and c.min() >= 0 and c.max() < 23
     assert torch.equal(c[labels["kind"] == 0], labels["shape"][labels["kind"] == 0])
