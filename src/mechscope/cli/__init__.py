@@ -2,17 +2,17 @@
 printing.  ``main`` is the console entry point (``mechscope``, ``python -m mechscope``).
 
 Modules: ``models`` (models, layers, vis), ``scan`` (examples, stats), ``train`` (train shapes), ``demo``,
-``reproduce``, ``analyses`` (tuning, attribution, weights, circuit, families), ``circles`` (circles),
-``transformer`` (heads, composition, ov, qk, train attn-only), ``superposition`` (superposition, sae),
-``microscope`` (build, serve, export).
+``reproduce``, ``analyses`` (tuning, attribution, weights, circuit, families, ablate), ``circles`` (circles),
+``polysemantic`` (polysemantic, train shapes-sae), ``transformer`` (heads, composition, ov, qk, train attn-only),
+``superposition`` (superposition, sae), ``microscope`` (build, serve, export).
 """
 
 from __future__ import annotations
 
 import typer
 
-from mechscope.cli import (analyses, circles, demo, microscope, models, reproduce, scan, superposition, train,
-                           transformer)
+from mechscope.cli import (analyses, circles, demo, microscope, models, polysemantic, reproduce, scan, superposition,
+                           train, transformer)
 from mechscope.errors import MechscopeError
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ circles.register(app, train_app)
 transformer.register(app, train_app)
 superposition.register(app, train_app)
 microscope.register(app, train_app)
+polysemantic.register(app, train_app)
 
 
 def main() -> None:

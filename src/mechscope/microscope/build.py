@@ -365,6 +365,7 @@ def _scan_dataset(store: Store, model: nn.Module, config: _Settings, chosen: dic
     """Dataset examples, statistics and distribution plots of the chosen units (``vision.scan_store``) and the
     attribution of each one's top example to its upstream layer -> the units written, per layer."""
     from mechscope.vision.evidence.scan import scan
+    from mechscope.microscope.polysemantic import save_polysemanticity
     from mechscope.vision.evidence.scan_store import save_scan
 
     name = config.model_name
@@ -387,6 +388,7 @@ def _scan_dataset(store: Store, model: nn.Module, config: _Settings, chosen: dic
     state = scan(model, dataset, stale, k=data.examples_k, progress=progress, settings={"scan": tag})
     save_scan(store, state, model, dataset, model_name=name, input_size=config.size,
               plot_units={layer: chosen[layer] for layer in stale}, settings={"scan": tag}, progress=progress)
+    save_polysemanticity(store, state, dataset, name, stale, tag)   # labelled worlds only
     for layer in stale:
         if layer in links:
             _attribute_top_examples(store, model, config, layer, links[layer], chosen[layer], state, dataset, tag,

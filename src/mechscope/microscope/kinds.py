@@ -92,14 +92,18 @@ ABLATION = FigureKind("ablation", "Feature use: what ablating this unit alone co
                       ("images", "mode"))
 PARTNER = FigureKind("partner", "Universality: the most similar units of another network (activation correlation)",
                      ("model", "images"))
+# polysemanticity over a labelled world (``microscope.polysemantic``)
+POLYSEMANTICITY = FigureKind("polysemanticity", "Polysemanticity: concept labels of the top dataset examples",
+                             _SCAN_FRESH)
+POLYSEMANTIC_UNITS = FigureKind("polysemantic_units", "The most polysemantic units of the layer", _SCAN_FRESH)
 # toy models: figures that carry their own caption
 METRICS = FigureKind("metrics", None, _TOY_FRESH)
 SUMMARY = FigureKind("summary", None, _TOY_FRESH)
 
 FIGURE_KINDS: tuple[FigureKind, ...] = (
     FEATVIS, FEATVIS_DIVERSITY, FEATVIS_NEGATIVE, ATTENTION, HEAD_SCORES, COMPOSITION, QK_PAIRS, OV_PAIRS, GEOMETRY,
-    GRAM, NORMS, LOG_PROB, QUILT, HISTOGRAM, TUNING, ATTRIBUTION, UPSTREAM, DOWNSTREAM, ABLATION, PARTNER, METRICS,
-    SUMMARY)
+    GRAM, NORMS, LOG_PROB, QUILT, HISTOGRAM, TUNING, ATTRIBUTION, UPSTREAM, DOWNSTREAM, ABLATION, PARTNER,
+    POLYSEMANTICITY, POLYSEMANTIC_UNITS, METRICS, SUMMARY)
 """Every figure kind a builder of this package writes, in display order."""
 
 CAPTIONS: dict[str, str] = {k.name: k.caption for k in FIGURE_KINDS if k.caption is not None}
@@ -144,5 +148,5 @@ def noun(layer_kind: str) -> str:
 __all__ = ["FigureKind", "LayerKind", "FIGURE_KINDS", "CAPTIONS", "HEAD_KINDS", "LAYER_KINDS", "figure_kind",
            "caption", "figure_order", "noun", "FEATVIS", "FEATVIS_DIVERSITY", "FEATVIS_NEGATIVE", "ATTENTION",
            "HEAD_SCORES", "COMPOSITION", "QK_PAIRS", "OV_PAIRS", "GEOMETRY", "GRAM", "NORMS", "LOG_PROB", "QUILT",
-           "HISTOGRAM", "TUNING", "ATTRIBUTION", "UPSTREAM", "DOWNSTREAM", "ABLATION", "PARTNER", "METRICS", "SUMMARY", "VISION", "HEADS",
-           "TOY"]
+           "HISTOGRAM", "TUNING", "ATTRIBUTION", "UPSTREAM", "DOWNSTREAM", "ABLATION", "PARTNER", "POLYSEMANTICITY",
+           "POLYSEMANTIC_UNITS", "METRICS", "SUMMARY", "VISION", "HEADS", "TOY"]
