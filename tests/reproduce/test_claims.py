@@ -25,12 +25,13 @@ def test_registry_and_unknown_names():
                              "high-low-detectors-split", "final-layer-banding", "seeds-share-early-units",
                              "curve-detectors-many-sigma", "curve-detectors-fill-colour-invariant",
                              "curve-detectors-prefer-curves-to-angles", "ablating-curve-detectors",
-                             "curve-detectors-in-5x5-branch", "handmade-curve-detector", "two-layer-induction-heads", "k-composition-prev-to-induction",
+                             "circle-detectors", "curve-detectors-in-5x5-branch", "sae-latents-more-monosemantic",
+                             "handmade-curve-detector", "two-layer-induction-heads", "k-composition-prev-to-induction",
                              "induction-head-copies", "ablating-prev-token-head", "one-layer-heads-copy",
                              "tms-dense-keeps-two", "tms-sparse-pentagon", "tms-linear-no-superposition",
                              "tms-sticky-dimensions", "tms-phase-boundary", "tms-correlated-pairs",
                              "tms-privileged-basis", "sae-recovers-toy-features"]
-    assert len(get_claims(["all"])) == 25
+    assert len(get_claims(["all"])) == 27
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 
