@@ -18,6 +18,9 @@ least 2 px from the horizon, anywhere in x; 0–4 specks of clutter anywhere; pi
 * ``horizon`` (4): the horizon's height in 4 equal bins of the ``horizon`` range (0 highest).
 * ``kind`` (3): the object's shape (``OBJECTS``).
 
+Also in ``labels`` (float ``[B]``, not tasks): ``horizon_y`` and ``object_y``, the horizon's height at the image
+centre and the object's centre, in px from the top of the unrotated image.
+
 ``rotate=True`` turns every image by 90° (``torch.rot90``, counter-clockwise) and keeps the labels: the world of
 the rotated-data ablation, whose "up" is on the left.
 
@@ -27,7 +30,7 @@ Example::
     >>> ds = LayoutDataset(n=8, seed=0)
     >>> images, labels = ds.sample([0, 5])
     >>> images.shape, sorted(labels)
-    (torch.Size([2, 3, 32, 32]), ['horizon', 'kind', 'place'])
+    (torch.Size([2, 3, 32, 32]), ['horizon', 'horizon_y', 'kind', 'object_y', 'place'])
     >>> bool((ds.sample([5])[0] == images[1:]).all())      # every item is a function of (seed, index)
     True
     >>> turned = LayoutDataset(n=8, seed=0, rotate=True).sample([0, 5])[0]
@@ -154,7 +157,7 @@ def generate(indices: Sequence[int], seed: int = 0, config: LayoutConfig = Layou
     image = (image + config.pixel_noise * noise).clamp(0, 1)
     if rotate:
         image = image.rot90(1, (2, 3))
-    labels = {"place": place, "horizon": horizon_bin, "kind": kind}
+    labels: dict[str, torch.Tensor] = {"place": place, "horizon": horizon_bin, "kind": kind, "horizon_y": h0, "object_y": oy}
     return image.contiguous(), labels
 
 

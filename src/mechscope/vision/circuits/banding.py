@@ -8,8 +8,10 @@
 - ``excess(trained, untrained)`` — per layer (the first part of a module path), the largest banded share minus
   the untrained share of the same conv: random kernels are banded by chance, more often the smaller they are,
   so the untrained network of the same architecture is the baseline for every kernel size.
-- ``banding_comparison(net, control)`` — both tables and the excess per conv and per axis, the record the
-  ``mechscope banding`` verb writes.
+- ``banding_comparison(net, control)`` — both tables and the excess per conv and per axis.
+- ``write_banding_report(net, control, out, stem)`` — that comparison as ``<stem>_banding.json`` and a bar chart
+  ``<stem>_banding.png`` (banded share per conv, trained beside untrained, split horizontal / vertical): what
+  ``mechscope banding`` writes.
 
 Example::
 
@@ -18,18 +20,21 @@ Example::
     >>> torch.manual_seed(0) and None
     >>> net, control = nn.Sequential(nn.Conv2d(1, 4, 3)), nn.Sequential(nn.Conv2d(1, 4, 3))
     >>> with torch.no_grad():
-    ...     net[0].weight.copy_(torch.arange(3.0)[:, None].expand(4, 1, 3, 3))   # four horizontal bands
+    ...     _ = net[0].weight.copy_(torch.arange(3.0)[:, None].expand(4, 1, 3, 3))   # four horizontal bands
     >>> layer_banding(net)["0"]["horizontal"], excess(layer_banding(net), layer_banding(control))["0"] > 0.5
     (1.0, True)
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from mechscope.artefacts import atomic_write_json
 from mechscope.errors import MechscopeError
+from mechscope.plots import new_figure, save_figure
 from mechscope.vision.circuits.weights import banding, kernel_banding
 
 BANDED = 0.5      # a kernel is banded when |horizontal share - vertical share| >= BANDED
@@ -80,3 +85,30 @@ def banding_comparison(net: nn.Module, control: nn.Module, layers: list[str] | N
     gaps = {p: {k: round(trained[p][k] - untrained[p][k], 4) for k in ("banded", "horizontal", "vertical")}
             for p in trained}
     return {"threshold": threshold, "convs": trained, "untrained_convs": untrained, "excess": gaps}
+
+
+def write_banding_report(net: nn.Module, control: nn.Module, out: str | Path, stem: str,
+                         layers: list[str] | None = None, threshold: float = BANDED) -> dict[str, Any]:
+    """``banding_comparison`` saved as ``out/<stem>_banding.json`` and ``out/<stem>_banding.png``; returns it
+    with ``"files"`` (the two paths) added."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = banding_comparison(net, control, layers, threshold)
+    convs = list(record["convs"])
+    fig, ax = new_figure(figsize=(max(4.0, 0.9 * len(convs) + 1.5), 3.2))
+    xs = range(len(convs))
+    for offset, table, label, shade in ((-0.2, record["convs"], "trained", 1.0),
+                                        (0.2, record["untrained_convs"], "untrained", 0.45)):
+        h = [table[c]["horizontal"] for c in convs]
+        v = [table[c]["vertical"] for c in convs]
+        ax.bar([x + offset for x in xs], h, 0.38, color=(0.15, 0.35, 0.75, shade), label=f"{label}: horizontal")
+        ax.bar([x + offset for x in xs], v, 0.38, bottom=h, color=(0.85, 0.35, 0.15, shade),
+               label=f"{label}: vertical")
+    ax.set_xticks(list(xs), [f"{c}\n{record['convs'][c]['kernel']}" for c in convs], fontsize=7)
+    ax.set_ylabel(f"share of kernels banded (|score| >= {threshold})", fontsize=7)
+    ax.set_title(f"{stem}: weight banding per conv, trained vs untrained", fontsize=8)
+    ax.legend(fontsize=6)
+    png, js = out / f"{stem}_banding.png", out / f"{stem}_banding.json"
+    save_figure(fig, png, dpi=80)
+    atomic_write_json(js, record)
+    return {**record, "files": [str(js), str(png)]}

@@ -37,6 +37,17 @@ HEADS = ("avg", "avg_x", "max")
 NUM_LOGITS = sum(TASKS.values())
 ROWS = 8            # rows of conv4's map at 32 px (the avg_x head keeps them)
 INPUT_MEAN, INPUT_STD = 0.5, 0.25
+VARIANTS: dict[str, tuple[str, bool]] = {   # the bundled organisms: variant -> (head, data rotated 90 degrees)
+    "gap": ("avg", False),
+    "gap-rotated": ("avg", True),
+    "avg-x": ("avg_x", False),
+    "max": ("max", False),
+}
+
+
+def file_stem(variant: str) -> str:
+    """``"gap-rotated"`` -> ``"banding_gap_rotated"`` (the bundled files' stem)."""
+    return "banding_" + variant.replace("-", "_")
 
 
 class BandingNet(nn.Module):

@@ -37,21 +37,10 @@ from mechscope.artefacts import atomic_write_json
 from mechscope.data.layout import TASKS, LayoutConfig, LayoutDataset
 from mechscope.errors import MechscopeError
 from mechscope.training import TrainConfig, train
-from mechscope.zoo.organisms.banding_net import BandingNet, split_logits
+from mechscope.zoo.organisms.banding_net import VARIANTS, BandingNet, file_stem, split_logits
 from mechscope.zoo.weights import save_state_dict, sha256_file
 
-VARIANTS: dict[str, tuple[str, bool]] = {   # variant: (head, rotate the data 90 degrees)
-    "gap": ("avg", False),
-    "gap-rotated": ("avg", True),
-    "avg-x": ("avg_x", False),
-    "max": ("max", False),
-}
 HELD_OUT_OFFSET = 1000
-
-
-def file_stem(variant: str) -> str:
-    """``"gap-rotated"`` -> ``"banding_gap_rotated"`` (the bundled files' stem)."""
-    return "banding_" + variant.replace("-", "_")
 
 
 @dataclass(frozen=True)
