@@ -55,9 +55,9 @@ def check(out: Path) -> Result:
                   "boundaries and background gradients and stripes are all at uniformly random angles, and no "
                   "task depends on vertical position. The paper relates banding to global average pooling "
                   "discarding large-scale spatial structure, which photographs have (sky above, ground below) and "
-                  "this world does not; a failure here is consistent with that account but does not test it: the "
-                  "paper's ablations (flatten instead of pooling, a world with an up and a down) have not been run "
-                  "on the organism. mixed4b's map is 8x8 at 64 px; its kernels are 3x3 and 5x5.")
+                  "this world does not; a failure here is consistent with that account but does not test it on this "
+                  "organism. The layout world (sky above, ground below) and the pooling ablations are tested on "
+                  "the banding-* organisms (reproduce/banding_ablations.py). mixed4b's map is 8x8 at 64 px; its kernels are 3x3 and 5x5.")
 
 
 CLAIM = Claim(

@@ -101,7 +101,7 @@ def train_banding(out_dir: str | os.PathLike, variant: str, recipe: BandingRecip
         lo = step * recipe.batch_size
         return data.sample(range(lo, lo + recipe.batch_size))
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     log = train(model, batch, layout_loss, recipe.train_config(), checkpoint=out / f"checkpoint_{variant}.pt",
                 progress=progress)
     held_out = LayoutDataset(n=recipe.eval_items, seed=recipe.seed + HELD_OUT_OFFSET, config=world, rotate=rotate)
@@ -116,6 +116,7 @@ def train_banding(out_dir: str | os.PathLike, variant: str, recipe: BandingRecip
         "recipe": {"variant": variant, **asdict(recipe)},
         "train_seconds_this_session": round(time.perf_counter() - start, 1),
         "train_seconds_total": log[-1]["seconds"] if log else None,
+        "train_cpu_seconds_this_session": round(time.process_time() - cpu, 1),   # wall/CPU: how busy the machine was
         "images_seen": recipe.steps * recipe.batch_size,
         "held_out": {"world_seed": recipe.seed + HELD_OUT_OFFSET, "items": recipe.eval_items},
         "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
