@@ -90,7 +90,8 @@ def generate(indices: Sequence[int], seed: int = 0, config: LayoutConfig = Layou
     u = _draws(indices, seed, _N)
     g = torch.Generator().manual_seed(0)
     fine = torch.stack([torch.randn(3 * _GRID * _GRID + s * s + 3 * s * s,
-                                    generator=g.manual_seed((seed * 1_000_003 + int(i)) % (2**63 - 1))) for i in indices])
+                                    generator=g.manual_seed((seed * 1_000_003 + int(i)) % (2**63 - 1)))
+                         for i in indices])
     cloud_grid = fine[:, :_GRID * _GRID].reshape(b, 1, _GRID, _GRID)
     ground_grid = fine[:, _GRID * _GRID:2 * _GRID * _GRID].reshape(b, 1, _GRID, _GRID)
     texture = fine[:, 3 * _GRID * _GRID:3 * _GRID * _GRID + s * s].reshape(b, 1, s, s)
@@ -157,7 +158,8 @@ def generate(indices: Sequence[int], seed: int = 0, config: LayoutConfig = Layou
     image = (image + config.pixel_noise * noise).clamp(0, 1)
     if rotate:
         image = image.rot90(1, (2, 3))
-    labels: dict[str, torch.Tensor] = {"place": place, "horizon": horizon_bin, "kind": kind, "horizon_y": h0, "object_y": oy}
+    labels: dict[str, torch.Tensor] = {"place": place, "horizon": horizon_bin, "kind": kind,
+                                       "horizon_y": h0, "object_y": oy}
     return image.contiguous(), labels
 
 

@@ -49,6 +49,10 @@ PAPER = "Weight Banding (Petrov et al., Distill 2021)"
 MEASURE = (f"a kernel is banded when its row-minus-column variance share has |score| >= {BANDED}; excess = "
            "share of a conv's kernels banded minus the share in the same conv of the same architecture untrained "
            "(seed 0)")
+CAVEAT = (" The per-kernel score cannot tell a band from an oriented edge detector (a 3x3 kernel tuned to a "
+          "horizontal edge is constant along its rows), and this world is full of horizontal edges (the horizon, "
+          "the sky's and ground's vertical gradients): read the earlier layers' excess with that in mind. One seed "
+          "per variant: no seed spread measured.")
 
 
 @lru_cache(maxsize=None)
@@ -89,7 +93,7 @@ def check_gap(out: Path) -> Result:
                g["horizontal"], "conv4_vertical_excess": g["vertical"], "gap": _summary("gap")}
     return Result(numbers, passed, [_figure("gap", out)], MEASURE + ". The net ends in global average pooling "
                   "over conv4's 8x8 map; the world has sky above and ground below, and its tasks depend on "
-                  "vertical position.")
+                  "vertical position." + CAVEAT)
 
 
 def check_rotated(out: Path) -> Result:
@@ -100,7 +104,7 @@ def check_rotated(out: Path) -> Result:
                "gap_conv4_horizontal_excess": g["horizontal"], "gap_conv4_vertical_excess": g["vertical"],
                "gap_rotated": _summary("gap-rotated")}
     return Result(numbers, passed, [_figure("gap-rotated", out)], MEASURE + ". Same recipe and seed as "
-                  "banding-gap; every training and held-out image turned 90 degrees (up is on the left).")
+                  "banding-gap; every training and held-out image turned 90 degrees (up is on the left)." + CAVEAT)
 
 
 def check_avg_x(out: Path) -> Result:
@@ -114,7 +118,7 @@ def check_avg_x(out: Path) -> Result:
     return Result(numbers, passed, [_figure("avg-x", out)], MEASURE + ". The head averages conv4 over x only "
                   "and reads its 8 rows with a linear layer, so vertical position reaches the classifier without "
                   "the conv kernels carrying it. avg_x_conv3_banded: whether the banding appeared in the layer "
-                  "before (the paper saw it move there); reported, not part of the criterion.")
+                  "before (the paper saw it move there); reported, not part of the criterion." + CAVEAT)
 
 
 def check_max(out: Path) -> Result:
@@ -125,7 +129,7 @@ def check_max(out: Path) -> Result:
                m["horizontal"], "conv4_vertical_excess": m["vertical"], "max": _summary("max")}
     return Result(numbers, passed, [_figure("max", out)], MEASURE + ". Global max pooling over conv4's 8x8 map. "
                   "The criterion follows the paper's simplified-model table as we recall it (max pooling still "
-                  "bands); the article itself was not in the stored pages searched.")
+                  "bands); the article itself was not in the stored pages searched." + CAVEAT)
 
 
 CLAIMS = (

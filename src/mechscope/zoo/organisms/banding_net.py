@@ -2,8 +2,8 @@
 Banding ablations (Petrov et al., Distill 2021) on the layout world (``mechscope.data.layout``).
 
 Layout at a 32-px input: ``conv1`` 3x3 (16 ch, 32x32) → ``pool1`` 2x2 max (16x16) → ``conv2`` 3x3
-(32, 16x16) → ``pool2`` 2x2 max (8x8) → ``conv3`` 3x3 (32, 8x8) → ``conv4`` 3x3 (32, 8x8) → head → ``logits`` (9: the layout
-world's tasks concatenated, ``TASKS`` order: place 2, horizon 4, kind 3; ``split_logits`` cuts them apart).
+(32, 16x16) → ``pool2`` 2x2 max (8x8) → ``conv3`` 3x3 (32, 8x8) → ``conv4`` 3x3 (32, 8x8) → head → ``logits``
+(9: the layout world's tasks concatenated, ``TASKS`` order: place 2, horizon 4, kind 3; ``split_logits`` cuts them apart).
 Every conv is followed by a ReLU (``convN`` is the post-ReLU layer, ``convN_pre_relu`` the convolution's output).
 The head (``HEADS``):
 
