@@ -2,17 +2,18 @@
 printing.  ``main`` is the console entry point (``mechscope``, ``python -m mechscope``).
 
 Modules: ``models`` (models, layers, vis), ``scan`` (examples, stats), ``train`` (train shapes), ``demo``,
-``reproduce``, ``analyses`` (tuning, attribution, weights, circuit, families, ablate), ``circles`` (circles),
-``polysemantic`` (polysemantic, train shapes-sae), ``transformer`` (heads, composition, ov, qk, train attn-only),
-``superposition`` (superposition, sae), ``microscope`` (build, serve, export).
+``reproduce``, ``analyses`` (tuning, attribution, weights, circuit, families, ablate), ``banding`` (banding, train
+banding), ``circles`` (circles), ``polysemantic`` (polysemantic, train shapes-sae), ``transformer`` (heads,
+composition, ov, qk, train attn-only), ``superposition`` (superposition, sae), ``microscope`` (build, serve,
+export).
 """
 
 from __future__ import annotations
 
 import typer
 
-from mechscope.cli import (analyses, circles, demo, microscope, models, polysemantic, reproduce, scan, superposition,
-                           train, transformer)
+from mechscope.cli import (analyses, banding, circles, demo, microscope, models, polysemantic, reproduce, scan,
+                           superposition, train, transformer)
 from mechscope.errors import MechscopeError
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ transformer.register(app, train_app)
 superposition.register(app, train_app)
 microscope.register(app, train_app)
 polysemantic.register(app, train_app)
+banding.register(app, train_app)
 
 
 def main() -> None:

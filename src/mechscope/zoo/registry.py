@@ -3,8 +3,9 @@
 Example::
 
     >>> import mechscope
-    >>> [card.name for card in mechscope.zoo.registry.cards()]
-    ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l']
+    >>> [card.name for card in mechscope.zoo.registry.cards()]  # doctest: +NORMALIZE_WHITESPACE
+    ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l', 'banding-gap', 'banding-gap-rotated',
+     'banding-avg-x', 'banding-max']
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
 """
 
@@ -14,6 +15,7 @@ import importlib.resources
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from torch import nn
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError, WeightsError, unknown_name
 from mechscope.zoo import inceptionv1
-from mechscope.zoo.organisms import shapes_net
+from mechscope.zoo.organisms import banding_net, shapes_net
 from mechscope.zoo.weights import check_state_dict, download, read_state_dict, sha256_file
 
 
@@ -101,6 +103,16 @@ def _attn_only_organism(n_layers: int, sha256: str | None, description: str) -> 
     )
 
 
+def _banding_organism(variant: str, sha256: str, description: str) -> ModelCard:
+    """The card of a bundled banding organism trained by ``mechscope train banding VARIANT``."""
+    return ModelCard(
+        name=f"banding-{variant}", description=description,
+        build=partial(banding_net.BandingNet, banding_net.VARIANTS[variant][0]),
+        convert=_our_layout, input_shape=(3, 32, 32), bundled=f"{banding_net.file_stem(variant)}.safetensors",
+        bundled_sha256=sha256, license=f"MIT (trained by mechscope: `mechscope train banding {variant}`)",
+    )
+
+
 _CARDS: tuple[ModelCard, ...] = (
     ModelCard(
         name="inceptionv1",
@@ -129,6 +141,20 @@ _CARDS: tuple[ModelCard, ...] = (
     _attn_only_organism(
         2, "37c75ee674c36a6e0a3b928f0699df9c64006b0864a91b2a84643294cd734cea", "Our 2-layer attention-only transformer (4 heads per layer, d_model 128, BPE 1024): a layer-0 "
         "previous-token head and a layer-1 induction head"),
+    _banding_organism(
+        "gap", "a793d31a000d66e027cd917c24afcf30b670c625a2fcd8e123431667fdc939eb",
+        "Weight-banding organism: 4 3x3 convs + global average pooling, trained on the layout world (sky above, "
+        "ground below), 32 px"),
+    _banding_organism(
+        "gap-rotated", "127b0b85f569e95bd87edc31bfd2e9bbd9bcf15a08040e917943e0c418efa4bd",
+        "Weight-banding ablation: banding-gap's recipe on layout images rotated 90 degrees"),
+    _banding_organism(
+        "avg-x", "712620eee6116745e2087417cf5c44cc153d93ceed04790c5d1d61e320680ecc",
+        "Weight-banding ablation: banding-gap with average pooling over x only (rows kept) before the linear "
+        "head"),
+    _banding_organism(
+        "max", "f248bba541f8752e5d5d320b50deac7736285f0daf7391a120962be37c315089",
+        "Weight-banding ablation: banding-gap with global max pooling"),
 )
 
 
