@@ -22,7 +22,8 @@ def test_report_lists_each_claim_with_numbers_and_failures_as_results(tmp_path):
 
 def test_registry_and_unknown_names():
     assert claim_names() == ["curve-detectors-exist", "curve-family-rotated-copies", "featvis-many-sigma",
-                             "high-low-detectors-split", "final-layer-banding", "seeds-share-early-units",
+                             "high-low-detectors-split", "final-layer-banding", "banding-gap", "banding-rotated-data",
+                             "banding-avg-x", "banding-max", "seeds-share-early-units",
                              "curve-detectors-many-sigma", "curve-detectors-fill-colour-invariant",
                              "curve-detectors-prefer-curves-to-angles", "ablating-curve-detectors",
                              "circle-detectors", "curve-detectors-in-5x5-branch", "sae-latents-more-monosemantic",
@@ -31,7 +32,7 @@ def test_registry_and_unknown_names():
                              "tms-dense-keeps-two", "tms-sparse-pentagon", "tms-linear-no-superposition",
                              "tms-sticky-dimensions", "tms-phase-boundary", "tms-correlated-pairs",
                              "tms-privileged-basis", "sae-recovers-toy-features"]
-    assert len(get_claims(["all"])) == 27
+    assert len(get_claims(["all"])) == 31
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 
