@@ -22,8 +22,9 @@ import torch
 
 from mechscope.plots import new_figure, save_figure
 from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.families.branches import BranchSplit, branch_specialization
-from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
+from mechscope.vision.families.tuning import curve_detectors
 from mechscope.zoo.registry import load
 
 LAYER, BRANCH, ALPHA, DRAWS = "mixed3b", "5x5", 0.05, 200
@@ -42,11 +43,10 @@ def _test(split: BranchSplit) -> dict:
 
 def check(out: Path, n_orientations: int = 72, draws: int = DRAWS) -> Result:
     net = load("shapes", device="cpu")
-    found = curve_detectors(radial_tuning_curve(net, LAYER, n_orientations=n_orientations, progress=False))
+    found = curve_detectors(shapes_tuning(LAYER, n_orientations))
     trained = _test(branch_specialization(net, LAYER, {u: True for u in found.units}))
     untrained_net = load("shapes", weights="random", seed=0, device="cpu")
-    fake = curve_detectors(radial_tuning_curve(untrained_net, LAYER, n_orientations=n_orientations,
-                                               progress=False))
+    fake = curve_detectors(shapes_tuning(LAYER, n_orientations, weights="random", seed=0))
     untrained = _test(branch_specialization(untrained_net, LAYER, {u: True for u in fake.units}))
     width = sum(v["width"] for v in trained["branches"].values())
     gen = torch.Generator().manual_seed(0)

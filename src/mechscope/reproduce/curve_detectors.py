@@ -10,20 +10,18 @@ import torch
 
 from mechscope.plots import save_figure
 from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.families.showcase import tuning_row_figure
-from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
-from mechscope.zoo.registry import load
+from mechscope.vision.families.tuning import curve_detectors
 
 LAYER = "mixed3b"
 MIN_DETECTORS, MIN_SECTORS, MAX_UNTRAINED = 10, 7, 2
 
 
 def check(out: Path, n_orientations: int = 720) -> Result:
-    trained = radial_tuning_curve(load("shapes", device="cpu"), LAYER, n_orientations=n_orientations,
-                                  progress=False)
+    trained = shapes_tuning(LAYER, n_orientations)
     found = curve_detectors(trained)
-    untrained = curve_detectors(radial_tuning_curve(load("shapes", weights="random", seed=0, device="cpu"), LAYER,
-                                                    n_orientations=n_orientations, progress=False))
+    untrained = curve_detectors(shapes_tuning(LAYER, n_orientations, weights="random", seed=0))
     figures = []
     units = found.sharpest(8)   # the most sharply tuned detector of each 45-degree sector
     if units:

@@ -35,9 +35,10 @@ from mechscope.data.shapes import ShapesDataset
 from mechscope.devices import eval_mode
 from mechscope.plots import new_figure, save_figure
 from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.evidence.stats import activation_stats
 from mechscope.vision.families import stimuli
-from mechscope.vision.families.tuning import DEFAULT_RADII, curve_detectors, radial_tuning_curve
+from mechscope.vision.families.tuning import DEFAULT_RADII, curve_detectors
 from mechscope.zoo.registry import load
 
 LAYER, IMAGES, WORLD_SEED, ORIENTATIONS = "mixed3b", 1024, 11, 72
@@ -90,7 +91,7 @@ def measure(n_orientations: int = ORIENTATIONS, images: int = IMAGES) -> tuple[E
     """The three measurements for the detectors and for the control units; ``(detectors, control, info)``.
     Cached, so the three claims share one run."""
     net = load("shapes", device="cpu")
-    tuning = radial_tuning_curve(net, LAYER, n_orientations=n_orientations, progress=False)
+    tuning = shapes_tuning(LAYER, n_orientations)
     found = curve_detectors(tuning)
     peak = tuning.responses.max(1).values                                          # [C]
     floor = found.criteria["min_response"]

@@ -43,6 +43,7 @@ import torch
 from mechscope.data.shapes import ShapesDataset
 from mechscope.plots import new_figure, save_figure
 from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.families.equivariance import (orientation_weight_profile, partnered_rotation_score,
                                                    rotation_grid_error, rotation_partners, shift_scores)
 from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
@@ -90,7 +91,7 @@ def _profile(window: torch.Tensor, units_a: list[int], pref_a: list[float], pref
 def check(out: Path, n_orientations: int = 180, images: int = 512,
           profile_orientations: int = PROFILE_ORIENTATIONS) -> Result:
     net = load("shapes", device="cpu")
-    tuning = radial_tuning_curve(net, LAYER, n_orientations=n_orientations, progress=False)
+    tuning = shapes_tuning(LAYER, n_orientations)
     found = curve_detectors(tuning)
     units = found.units
     pref = torch.tensor(found.preferred, dtype=torch.float64)

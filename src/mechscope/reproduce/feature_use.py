@@ -27,8 +27,9 @@ import torch
 from mechscope.data.shapes import IGNORE, TASKS
 from mechscope.errors import MechscopeError
 from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.circuits.feature_use import ablation_plot, shapes_held_out, task_ablation
-from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
+from mechscope.vision.families.tuning import curve_detectors
 from mechscope.zoo.registry import load
 
 LAYER, TASK = "mixed3b", "curve"
@@ -39,7 +40,7 @@ MIN_SHARE = 0.95
 @torch.no_grad()
 def check(out: Path, images: int = 500, draws: int = 20, n_orientations: int = 180, seed: int = 0) -> Result:
     net = load("shapes", device="cpu").eval()
-    found = curve_detectors(radial_tuning_curve(net, LAYER, n_orientations=n_orientations, progress=False))
+    found = curve_detectors(shapes_tuning(LAYER, n_orientations))
     detectors = found.units
     width = net.layer_table[LAYER].channels
     if not detectors or width - len(detectors) < len(detectors):

@@ -12,9 +12,10 @@ from mechscope.capture import capture
 from mechscope.data.shapes import ShapesDataset
 from mechscope.images import grid, save_png
 from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.featvis.render import render_units
 from mechscope.vision.evidence.stats import activation_stats
-from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
+from mechscope.vision.families.tuning import curve_detectors
 from mechscope.zoo.registry import load
 
 LAYER, UNITS, MIN_SIGMA = "mixed3b", 8, 10.0
@@ -23,7 +24,7 @@ LAYER, UNITS, MIN_SIGMA = "mixed3b", 8, 10.0
 def check(out: Path, images: int = 2048, steps: int = 256) -> Result:
     net = load("shapes", device="cpu")
     stats = activation_stats(net, ShapesDataset(images, seed=11).batches(256), LAYER, progress=False)[LAYER]
-    found = curve_detectors(radial_tuning_curve(net, LAYER, n_orientations=72, progress=False))
+    found = curve_detectors(shapes_tuning(LAYER, 72))
     step = max(1, len(found.units) // UNITS)
     units = found.units[::step][:UNITS]
     result = render_units(net, [f"{LAYER}:{u}" for u in units], size=64, steps=steps, seed=0, progress=False)

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.families.equivariance import shift_scores
 from mechscope.vision.circuits.handmade import curve_circuit
 from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
-from mechscope.zoo.registry import load
 
 DESIGNED = (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0)
 MAX_ERROR, MIN_PREFERENCE, MIN_MATCH = 10.0, 1.5, 0.8
@@ -23,8 +23,7 @@ def check(out: Path, n_orientations: int = 180, designed: tuple[float, ...] = DE
         errors.append(abs((float(tc.preferred[0]) - o + 180) % 360 - 180))
         preferences.append(float(tc.curve_preference[0]))
         curves.append(tc.responses[0])
-    learned = radial_tuning_curve(load("shapes", device="cpu"), "mixed3b", n_orientations=n_orientations,
-                                  progress=False)
+    learned = shapes_tuning("mixed3b", n_orientations)
     found = curve_detectors(learned)
     rows = learned.responses[[learned.channels.index(u) for u in found.units]]
     best = shift_scores(curves[0], rows)[0].max(-1).values.float()   # [detectors]: best over circular shifts

@@ -25,7 +25,8 @@ from pathlib import Path
 from mechscope.data.shapes import ShapesDataset
 from mechscope.plots import new_figure, save_figure
 from mechscope.reproduce.claims import Claim, Result
-from mechscope.vision.families.tuning import curve_detectors, radial_tuning_curve
+from mechscope.reproduce.organism import shapes_tuning
+from mechscope.vision.families.tuning import curve_detectors
 from mechscope.vision.families.universality import activation_correlations, tuning_match, universality
 from mechscope.zoo.registry import load
 
@@ -51,8 +52,9 @@ def check(out: Path, images: int = IMAGES, n_orientations: int = 72, layers: tup
     trained, untrained = _layer_shares(a, b, batches, layers), _layer_shares(r0, r1, batches, layers)
     gaps = {k: round(trained[k]["share_matched"] - untrained[k]["share_matched"], 3) for k in layers}
 
-    tune = {name: radial_tuning_curve(net, FAMILY_LAYER, n_orientations=n_orientations, progress=False)
-            for name, net in (("seed0", a), ("seed1", b), ("untrained0", r0), ("untrained1", r1))}
+    nets = {"seed0": ("shapes", "bundled", 0), "seed1": ("shapes-seed1", "bundled", 0),
+            "untrained0": ("shapes", "random", 0), "untrained1": ("shapes", "random", 1)}
+    tune = {name: shapes_tuning(FAMILY_LAYER, n_orientations, *net) for name, net in nets.items()}
     found = curve_detectors(tune["seed0"])
     rows = [tune["seed0"].channels.index(u) for u in found.units]
     curves = tune["seed0"].responses[rows]
