@@ -3,13 +3,15 @@
 Example::
 
     >>> import mechscope
-    >>> [card.name for card in mechscope.zoo.registry.cards()]
-    ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l']
+    >>> [card.name for card in mechscope.zoo.registry.cards()]  # doctest: +NORMALIZE_WHITESPACE
+    ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l', 'branched-1', 'branched-2',
+     'branched-3']
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import os
 from collections.abc import Callable
@@ -23,7 +25,7 @@ from torch import nn
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError, WeightsError, unknown_name
 from mechscope.zoo import inceptionv1
-from mechscope.zoo.organisms import shapes_net
+from mechscope.zoo.organisms import branched_net, shapes_net
 from mechscope.zoo.weights import check_state_dict, download, read_state_dict, sha256_file
 
 
@@ -68,6 +70,16 @@ def _shapes_organism(name: str, seed: int, sha256: str, description: str,
         name=name, aliases=aliases, description=description, build=shapes_net.ShapesNet, convert=_our_layout,
         input_shape=(3, 64, 64), bundled="shapes.safetensors" if seed == 0 else f"shapes_seed{seed}.safetensors",
         bundled_sha256=sha256, license=f"MIT (trained by mechscope: `mechscope train shapes --seed {seed}`)",
+    )
+
+
+def _branched_organism(groups: int, sha256: str | None, description: str) -> ModelCard:
+    """The card of a bundled branched organism trained by ``mechscope train branched --groups N``."""
+    return ModelCard(
+        name=f"branched-{groups}", description=description,
+        build=functools.partial(branched_net.BranchedNet, groups), convert=_our_layout, input_shape=(3, 64, 64),
+        bundled=f"branched_{groups}.safetensors", bundled_sha256=sha256,
+        license=f"MIT (trained by mechscope: `mechscope train branched --groups {groups}`)",
     )
 
 
@@ -129,6 +141,14 @@ _CARDS: tuple[ModelCard, ...] = (
     _attn_only_organism(
         2, "37c75ee674c36a6e0a3b928f0699df9c64006b0864a91b2a84643294cd734cea", "Our 2-layer attention-only transformer (4 heads per layer, d_model 128, BPE 1024): a layer-0 "
         "previous-token head and a layer-1 induction head"),
+    _branched_organism(
+        1, None, "Small conv net on the shapes world, first layer shared RGB 7x7 (24 units), later layers "
+        "unbranched: the control of the first-layer branch experiment"),
+    _branched_organism(
+        2, None, "The same net with conv2/conv3 split into 2 branches (grouped convolutions, AlexNet-style), "
+        "each reading half of the first layer"),
+    _branched_organism(
+        3, None, "The same net with conv2/conv3 split into 3 branches, each reading a third of the first layer"),
 )
 
 
