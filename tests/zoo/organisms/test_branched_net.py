@@ -17,13 +17,17 @@ def test_grouping_isolates_branches(groups):
     x = torch.rand(2, 3, 64, 64)
     feats = {}
 
-    def keep(_, __, out):
-        out.retain_grad()
-        feats["conv1"] = out
+    def keep(name):
+        def hook(_, __, out):
+            out.retain_grad()
+            feats[name] = out
+        return hook
 
-    handle = net.conv1.register_forward_hook(keep)
-    h = net.conv3(net.pool2(net.conv2_relu(net.conv2(net.pool1(net.conv1_relu(net.conv1((x - 0.5) / 0.25)))))))
-    handle.remove()
+    handles = [net.conv1.register_forward_hook(keep("conv1")), net.conv3_bn.register_forward_hook(keep("conv3"))]
+    net(x)
+    for handle in handles:
+        handle.remove()
+    h = feats["conv3"]
     last = groups - 1
     h[:, list(net.branch_channels("conv3", last))].sum().backward()
     grad = feats["conv1"].grad.abs().sum((0, 2, 3))  # [24]

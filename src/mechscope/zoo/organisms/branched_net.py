@@ -7,6 +7,8 @@ grouped) → ``avgpool`` → ``logits`` (61: the shapes world's four tasks, ``TA
 ``conv2`` and ``conv3`` are grouped convolutions with ``groups`` ∈ {1, 2, 3}: branch ``g`` reads only
 ``conv1`` channels ``g*24/groups … (g+1)*24/groups - 1`` and writes only its own share of ``conv2``/``conv3``;
 the branches meet only in the linear head (as AlexNet's two GPUs met in the fully connected layers).
+``conv2`` and ``conv3`` are followed by batch norm (per channel, so it never mixes branches; kept in the
+shipped model, running statistics in eval mode); ``conv1`` has none, so its kernels read directly.
 ``groups=1`` is the unbranched control.  Input: RGB in ``[0, 1]``, ``[batch, 3, H, W]``.
 
 Example::
@@ -47,18 +49,20 @@ class BranchedNet(nn.Module):
         self.conv1_relu = nn.ReLU()
         self.pool1 = nn.MaxPool2d(2)
         self.conv2 = nn.Conv2d(w1, w2, 3, padding=1, groups=groups)
+        self.conv2_bn = nn.BatchNorm2d(w2)
         self.conv2_relu = nn.ReLU()
         self.pool2 = nn.MaxPool2d(2)
         self.conv3 = nn.Conv2d(w2, w3, 3, padding=1, groups=groups)
+        self.conv3_bn = nn.BatchNorm2d(w3)
         self.conv3_relu = nn.ReLU()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.logits = nn.Linear(w3, NUM_LOGITS)
         self.layer_table = {
             "conv1_pre_relu": LayerInfo("conv1", w1, pre_relu=True), "conv1": LayerInfo("conv1_relu", w1),
             "pool1": LayerInfo("pool1", w1),
-            "conv2_pre_relu": LayerInfo("conv2", w2, pre_relu=True), "conv2": LayerInfo("conv2_relu", w2),
+            "conv2_pre_relu": LayerInfo("conv2_bn", w2, pre_relu=True), "conv2": LayerInfo("conv2_relu", w2),
             "pool2": LayerInfo("pool2", w2),
-            "conv3_pre_relu": LayerInfo("conv3", w3, pre_relu=True), "conv3": LayerInfo("conv3_relu", w3),
+            "conv3_pre_relu": LayerInfo("conv3_bn", w3, pre_relu=True), "conv3": LayerInfo("conv3_relu", w3),
             "avgpool": LayerInfo("avgpool", w3), "logits": LayerInfo("logits", NUM_LOGITS),
         }
 
@@ -73,6 +77,6 @@ class BranchedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - INPUT_MEAN) / INPUT_STD
         x = self.pool1(self.conv1_relu(self.conv1(x)))
-        x = self.pool2(self.conv2_relu(self.conv2(x)))
-        x = self.conv3_relu(self.conv3(x))
+        x = self.pool2(self.conv2_relu(self.conv2_bn(self.conv2(x))))
+        x = self.conv3_relu(self.conv3_bn(self.conv3(x)))
         return self.logits(self.avgpool(x).flatten(1))

@@ -53,7 +53,7 @@ class BranchedRecipe:
 
     groups: int = 1
     seed: int = 0
-    steps: int = 800
+    steps: int = 600
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 5e-4
