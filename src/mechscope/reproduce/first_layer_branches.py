@@ -89,11 +89,15 @@ def check_svd(out: Path, seeds: int = SEEDS) -> Result:
     draw_components(list(axes), trained, TOP)
     fig.suptitle("branched-1 conv1: top SVD components", fontsize=7)
     save_figure(fig, out / "first_layer_svd.png", dpi=100)
+    init = _weight(1, False, 0)   # the recipe's seed-0 initialisation is exactly this untrained net
     numbers = {"top": TOP, "trained": order.as_dict(), "untrained_control": control.as_dict(),
-               "untrained_seeds": seeds, "untrained_share_with_order": sum(chance) / seeds if seeds else None}
+               "untrained_seeds": seeds, "untrained_share_with_order": sum(chance) / seeds if seeds else None,
+               "conv1_change_from_init": round(float((_weight(1, True) - init).norm() / init.norm()), 4)}
     passed = order.holds and not control.holds
     note = ("Components of the uncentred SVD of branched-1's conv1 kernels [24, 147]; colour score: share of "
-            "energy off the grey direction; frequency score: share of DFT energy above half Nyquist.")
+            "energy off the grey direction; frequency score: share of DFT energy above half Nyquist. "
+            "conv1_change_from_init: |trained - init| / |init| of the kernels (the untrained control is the "
+            "recipe's own initialisation).")
     if order.holds and control.holds:
         note += " The untrained net shows the same order: the trained result cannot be told apart from it."
     return Result(numbers, passed, ["first_layer_svd.png"], note)

@@ -142,13 +142,16 @@ _CARDS: tuple[ModelCard, ...] = (
         2, "37c75ee674c36a6e0a3b928f0699df9c64006b0864a91b2a84643294cd734cea", "Our 2-layer attention-only transformer (4 heads per layer, d_model 128, BPE 1024): a layer-0 "
         "previous-token head and a layer-1 induction head"),
     _branched_organism(
-        1, None, "Small conv net on the shapes world, first layer shared RGB 7x7 (24 units), later layers "
+        1, "c2ce2666e8ca7d44291104993eaa7c68386d9df5a7562a68e82f109165f12b0e",
+        "Small conv net on the shapes world, first layer shared RGB 7x7 (24 units), later layers "
         "unbranched: the control of the first-layer branch experiment"),
     _branched_organism(
-        2, None, "The same net with conv2/conv3 split into 2 branches (grouped convolutions, AlexNet-style), "
+        2, "78043022fca223458e42fc473008ebd68e11f52035d9df2ae18557104bf03753",
+        "The same net with conv2/conv3 split into 2 branches (grouped convolutions, AlexNet-style), "
         "each reading half of the first layer"),
     _branched_organism(
-        3, None, "The same net with conv2/conv3 split into 3 branches, each reading a third of the first layer"),
+        3, "edfef5940fef0f8b33cb25e55f1ee098a57a31167635f19b34f55bfeb125cf32",
+        "The same net with conv2/conv3 split into 3 branches, each reading a third of the first layer"),
 )
 
 

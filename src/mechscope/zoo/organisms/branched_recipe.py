@@ -1,9 +1,10 @@
 """The recipe that trains the bundled "branched" organisms (``mechscope train branched --groups N``).
 
 Multi-task training on the shapes world, as the shapes recipe does (``shapes_recipe.multitask_loss``: the sum
-of the four cross-entropies, targets that do not apply ignored), on a ``BranchedNet(groups)`` without batch
-norm, AdamW with warm-up and cosine decay.  Batch ``s`` is items ``s*b … (s+1)*b - 1`` of the world ``seed``;
-the held-out set is items of the world ``seed + 1000``.  Brief by design (a few minutes at one thread): the
+of the four cross-entropies, targets that do not apply ignored), on a ``BranchedNet(groups)``
+(batch norm after conv2 and conv3, kept in the shipped model), AdamW with warm-up and cosine decay.  Batch
+``s`` is items ``s*b … (s+1)*b - 1`` of the world ``seed``; the held-out set is items of the world
+``seed + 1000``.  Brief by design (a few minutes at one thread): the
 first-layer experiment needs a trained first layer, not a good classifier.  Saves
 ``branched_<groups>.safetensors`` and its card ``branched_<groups>.json``.
 
