@@ -55,8 +55,8 @@ def draw_components(axes: Any, svd: FirstLayerSVD, k: int = TOP) -> None:
     """Draw SVD components ``0..k-1`` into ``axes`` (one each), titled with explained share, colour, frequency."""
     for i, ax in enumerate(axes[:k]):
         ax.imshow(_rgb(svd.components[i]), interpolation="nearest")
-        ax.set_title(f"SV{i + 1} {float(svd.explained[i]):.0%}\ncol {svd.colour[i]:.2f} "
-                     f"freq {svd.frequency[i]:.2f}", fontsize=6)
+        ax.set_title(f"SV{i + 1} {float(svd.explained[i]):.0%}\nc {svd.colour[i]:.2f} f {svd.frequency[i]:.2f}",
+                     fontsize=5)
         ax.axis("off")
 
 
