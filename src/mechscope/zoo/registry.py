@@ -5,12 +5,13 @@ Example::
     >>> import mechscope
     >>> [card.name for card in mechscope.zoo.registry.cards()]  # doctest: +NORMALIZE_WHITESPACE
     ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l', 'banding-gap', 'banding-gap-rotated',
-     'banding-avg-x', 'banding-max']
+     'banding-avg-x', 'banding-max', 'branched-1', 'branched-2', 'branched-3']
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import os
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from torch import nn
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError, WeightsError, unknown_name
 from mechscope.zoo import inceptionv1
-from mechscope.zoo.organisms import banding_net, shapes_net
+from mechscope.zoo.organisms import banding_net, branched_net, shapes_net
 from mechscope.zoo.weights import check_state_dict, download, read_state_dict, sha256_file
 
 
@@ -70,6 +71,16 @@ def _shapes_organism(name: str, seed: int, sha256: str, description: str,
         name=name, aliases=aliases, description=description, build=shapes_net.ShapesNet, convert=_our_layout,
         input_shape=(3, 64, 64), bundled="shapes.safetensors" if seed == 0 else f"shapes_seed{seed}.safetensors",
         bundled_sha256=sha256, license=f"MIT (trained by mechscope: `mechscope train shapes --seed {seed}`)",
+    )
+
+
+def _branched_organism(groups: int, sha256: str | None, description: str) -> ModelCard:
+    """The card of a bundled branched organism trained by ``mechscope train branched --groups N``."""
+    return ModelCard(
+        name=f"branched-{groups}", description=description,
+        build=functools.partial(branched_net.BranchedNet, groups), convert=_our_layout, input_shape=(3, 64, 64),
+        bundled=f"branched_{groups}.safetensors", bundled_sha256=sha256,
+        license=f"MIT (trained by mechscope: `mechscope train branched --groups {groups}`)",
     )
 
 
@@ -155,6 +166,17 @@ _CARDS: tuple[ModelCard, ...] = (
     _banding_organism(
         "max", "f248bba541f8752e5d5d320b50deac7736285f0daf7391a120962be37c315089",
         "Weight-banding ablation: banding-gap with global max pooling"),
+    _branched_organism(
+        1, "c2ce2666e8ca7d44291104993eaa7c68386d9df5a7562a68e82f109165f12b0e",
+        "Small conv net on the shapes world, first layer shared RGB 7x7 (24 units), later layers "
+        "unbranched: the control of the first-layer branch experiment"),
+    _branched_organism(
+        2, "78043022fca223458e42fc473008ebd68e11f52035d9df2ae18557104bf03753",
+        "The same net with conv2/conv3 split into 2 branches (grouped convolutions, AlexNet-style), "
+        "each reading half of the first layer"),
+    _branched_organism(
+        3, "edfef5940fef0f8b33cb25e55f1ee098a57a31167635f19b34f55bfeb125cf32",
+        "The same net with conv2/conv3 split into 3 branches, each reading a third of the first layer"),
 )
 
 
