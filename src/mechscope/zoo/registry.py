@@ -4,7 +4,7 @@ Example::
 
     >>> import mechscope
     >>> [card.name for card in mechscope.zoo.registry.cards()]
-    ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l']
+    ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l', 'shapes-vgg', 'shapes-resnet']
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
 """
 
@@ -23,7 +23,7 @@ from torch import nn
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError, WeightsError, unknown_name
 from mechscope.zoo import inceptionv1
-from mechscope.zoo.organisms import shapes_net
+from mechscope.zoo.organisms import shapes_net, shapes_resnet, shapes_vgg
 from mechscope.zoo.weights import check_state_dict, download, read_state_dict, sha256_file
 
 
@@ -69,6 +69,14 @@ def _shapes_organism(name: str, seed: int, sha256: str, description: str,
         input_shape=(3, 64, 64), bundled="shapes.safetensors" if seed == 0 else f"shapes_seed{seed}.safetensors",
         bundled_sha256=sha256, license=f"MIT (trained by mechscope: `mechscope train shapes --seed {seed}`)",
     )
+
+
+def _shapes_architecture(arch: str, build: Callable[[], nn.Module], sha256: str, description: str) -> ModelCard:
+    """The card of a bundled shapes organism of another architecture (``mechscope train shapes-arch ARCH``;
+    ``shapes_recipe.ARCHITECTURES`` names the same files)."""
+    return ModelCard(name=f"shapes-{arch}", description=description, build=build, convert=_our_layout,
+                     input_shape=(3, 64, 64), bundled=f"shapes_{arch}.safetensors", bundled_sha256=sha256,
+                     license=f"MIT (trained by mechscope: `mechscope train shapes-arch {arch}`)")
 
 
 def _attn_only_build(n_layers: int) -> Callable[[], nn.Module]:
@@ -129,6 +137,12 @@ _CARDS: tuple[ModelCard, ...] = (
     _attn_only_organism(
         2, "37c75ee674c36a6e0a3b928f0699df9c64006b0864a91b2a84643294cd734cea", "Our 2-layer attention-only transformer (4 heads per layer, d_model 128, BPE 1024): a layer-0 "
         "previous-token head and a layer-1 induction head"),
+    _shapes_architecture(
+        "vgg", shapes_vgg.ShapesVGG, "SHA_VGG", "The shapes world learned by a plain VGG-style stack of 3x3 convolutions and max-pools "
+        "(64 px): a second architecture for universality"),
+    _shapes_architecture(
+        "resnet", shapes_resnet.ShapesResNet, "SHA_RESNET", "The shapes world learned by a small ResNet with basic blocks (64 px): a third "
+        "architecture for universality"),
 )
 
 
