@@ -4,14 +4,15 @@ printing.  ``main`` is the console entry point (``mechscope``, ``python -m mechs
 Modules: ``models`` (models, layers, vis), ``scan`` (examples, stats), ``train`` (train shapes), ``demo``,
 ``reproduce``, ``analyses`` (tuning, attribution, weights, circuit, families), ``transformer`` (heads,
 composition, ov, qk, train attn-only), ``superposition`` (superposition, sae), ``microscope`` (build, serve,
-export).
+export), ``architectures`` (universality, train shapes-arch).
 """
 
 from __future__ import annotations
 
 import typer
 
-from mechscope.cli import analyses, demo, microscope, models, reproduce, scan, superposition, train, transformer
+from mechscope.cli import (analyses, architectures, demo, microscope, models, reproduce, scan, superposition, train,
+                           transformer)
 from mechscope.errors import MechscopeError
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ analyses.register(app, train_app)
 transformer.register(app, train_app)
 superposition.register(app, train_app)
 microscope.register(app, train_app)
+architectures.register(app, train_app)
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ def _tunings(name: str, trained: bool, n_orientations: int = ORIENTATIONS):
 def _census(n_orientations: int) -> dict[str, dict]:
     out = {}
     for name in LAYERS:
-        t, u = family_census(*_tunings(name, True, n_orientations)), family_census(*_tunings(name, False, n_orientations))
+        t, u = (family_census(*_tunings(name, trained, n_orientations)) for trained in (True, False))
         out[name] = {"layer": LAYERS[name], "trained": {k: v for k, v in t.items() if k != "curve_units"},
                      "untrained": {k: v for k, v in u.items() if k != "curve_units"},
                      "curve_share_gap": round(t["curve_share"] - u["curve_share"], 3)}

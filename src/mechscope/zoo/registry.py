@@ -138,11 +138,13 @@ _CARDS: tuple[ModelCard, ...] = (
         2, "37c75ee674c36a6e0a3b928f0699df9c64006b0864a91b2a84643294cd734cea", "Our 2-layer attention-only transformer (4 heads per layer, d_model 128, BPE 1024): a layer-0 "
         "previous-token head and a layer-1 induction head"),
     _shapes_architecture(
-        "vgg", shapes_vgg.ShapesVGG, "SHA_VGG", "The shapes world learned by a plain VGG-style stack of 3x3 convolutions and max-pools "
-        "(64 px): a second architecture for universality"),
-    _shapes_architecture(
-        "resnet", shapes_resnet.ShapesResNet, "SHA_RESNET", "The shapes world learned by a small ResNet with basic blocks (64 px): a third "
+        "vgg", shapes_vgg.ShapesVGG, "SHA_VGG",
+        "The shapes world learned by a plain VGG-style stack of 3x3 convolutions and max-pools (64 px): a second "
         "architecture for universality"),
+    _shapes_architecture(
+        "resnet", shapes_resnet.ShapesResNet, "SHA_RESNET",
+        "The shapes world learned by a small ResNet with basic blocks (64 px): a third architecture for "
+        "universality"),
 )
 
 

@@ -24,7 +24,9 @@ Example (two untrained nets, a few orientations, to show the call)::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -90,8 +92,8 @@ def family_match(curves_a: RadialTuning, curves_b: RadialTuning, *, min_corr: fl
     b_detectors = set(curve_detectors(curves_b).units)
     best = [curves_b.channels[int(i)] for i in m.best_match]
     corr, diff = m.best_corr.tolist(), m.orientation_diff.tolist()
-    return FamilyMatch(units, best, corr, diff, [r >= min_corr and d <= max_diff for r, d in zip(corr, diff, strict=True)],
-                       [b in b_detectors for b in best])
+    matched = [r >= min_corr and d <= max_diff for r, d in zip(corr, diff, strict=True)]
+    return FamilyMatch(units, best, corr, diff, matched, [b in b_detectors for b in best])
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,22 @@ class ArchitectureComparison:
     def to_json(self) -> dict:
         return {"a": self.a, "b": self.b, "control": self.control, "match": self.match.to_json(),
                 "match_control": self.match_control.to_json(), "criteria": self.criteria}
+
+    def save(self, out: str | os.PathLike, names: tuple[str, str] = ("A", "B")) -> list[Path]:
+        """Write ``<A>_<layer>_vs_<B>_<layer>.json`` and ``.png`` into ``out`` (atomically); return the paths."""
+        from mechscope.artefacts import atomic_write_json
+        from mechscope.plots import new_figure, save_figure
+        from mechscope.units import file_stem
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = file_stem(f"{names[0]}_{self.a['layer']}_vs_{names[1]}_{self.b['layer']}")
+        atomic_write_json(out / f"{stem}.json", {"models": list(names), **self.to_json()})
+        fig, ax = new_figure(figsize=(4.5, 3))
+        self.plot(ax, names)
+        fig.tight_layout()
+        save_figure(fig, out / f"{stem}.png", dpi=80, tight=False)
+        return [out / f"{stem}.json", out / f"{stem}.png"]
 
     def plot(self, ax=None, names: tuple[str, str] = ("A", "B")):
         """Histogram of the best tuning correlations of A's detectors in B and in the control."""
