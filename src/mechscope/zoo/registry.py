@@ -138,11 +138,11 @@ _CARDS: tuple[ModelCard, ...] = (
         2, "37c75ee674c36a6e0a3b928f0699df9c64006b0864a91b2a84643294cd734cea", "Our 2-layer attention-only transformer (4 heads per layer, d_model 128, BPE 1024): a layer-0 "
         "previous-token head and a layer-1 induction head"),
     _shapes_architecture(
-        "vgg", shapes_vgg.ShapesVGG, "SHA_VGG",
+        "vgg", shapes_vgg.ShapesVGG, "cf4e4ed0a7748547e36c673e9ee44c5ba6fc14af77e2b1db72973187c239fbd0",
         "The shapes world learned by a plain VGG-style stack of 3x3 convolutions and max-pools (64 px): a second "
         "architecture for universality"),
     _shapes_architecture(
-        "resnet", shapes_resnet.ShapesResNet, "SHA_RESNET",
+        "resnet", shapes_resnet.ShapesResNet, "189999ed58786c92d3c8f88082293802398445494e1a165d795fba2fbdc28827",
         "The shapes world learned by a small ResNet with basic blocks (64 px): a third architecture for "
         "universality"),
 )

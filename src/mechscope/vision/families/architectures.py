@@ -17,7 +17,7 @@ Example (two untrained nets, a few orientations, to show the call)::
     >>> import mechscope
     >>> a = mechscope.load("shapes", weights="random", seed=0)
     >>> b = mechscope.load("shapes", weights="random", seed=1)
-    >>> c = compare_architectures(a, "mixed3a", b, "mixed3a", b, n_orientations=16)
+    >>> c = compare_architectures(a, "conv2d2", b, "conv2d2", b, n_orientations=8, high_low=False)
     >>> sorted(c.to_json())
     ['a', 'b', 'control', 'criteria', 'match', 'match_control']
 """
