@@ -51,3 +51,17 @@ def test_recipe_trains_each_architecture_into_its_own_files(tmp_path):
     assert architecture_recipe("vgg").architecture == "vgg" and set(ARCHITECTURES) == {"inception", "vgg", "resnet"}
     with pytest.raises(MechscopeError, match="unknown architecture"):
         architecture_recipe("mlp")
+
+
+@pytest.mark.parametrize("name", ["shapes-vgg", "shapes-resnet"])
+def test_bundled_organisms_match_their_cards(name):
+    import mechscope
+    from mechscope.data.shapes import ShapesDataset
+    from mechscope.zoo.organisms.shapes_recipe import HELD_OUT_OFFSET, evaluate
+    from mechscope.zoo.registry import bundled_card, get_card
+
+    card = bundled_card(name)
+    assert card["name"] == name and card["sha256"] == get_card(name).bundled_sha256
+    assert card["recipe"]["architecture"] == name.split("-")[1] and card["train_seconds_total"] > 0
+    acc = evaluate(mechscope.load(name, device="cpu"), ShapesDataset(n=200, seed=HELD_OUT_OFFSET + 2))
+    assert acc["shape"] >= card["accuracy"]["shape"] - 0.1 and acc["boundary"] >= 0.9
