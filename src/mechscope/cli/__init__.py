@@ -5,15 +5,15 @@ Modules: ``models`` (models, layers, vis), ``scan`` (examples, stats), ``train``
 ``reproduce``, ``analyses`` (tuning, attribution, weights, circuit, families, ablate), ``banding`` (banding, train
 banding), ``circles`` (circles), ``polysemantic`` (polysemantic, train shapes-sae), ``transformer`` (heads,
 composition, ov, qk, train attn-only), ``superposition`` (superposition, sae), ``microscope`` (build, serve,
-export), ``first_layer`` (first-layer, train branched).
+export), ``first_layer`` (first-layer, train branched), ``architectures`` (universality, train shapes-arch).
 """
 
 from __future__ import annotations
 
 import typer
 
-from mechscope.cli import (analyses, banding, circles, demo, first_layer, microscope, models, polysemantic,
-                           reproduce, scan, superposition, train, transformer)
+from mechscope.cli import (analyses, architectures, banding, circles, demo, first_layer, microscope, models,
+                           polysemantic, reproduce, scan, superposition, train, transformer)
 from mechscope.errors import MechscopeError
 
 app = typer.Typer(
@@ -37,6 +37,7 @@ microscope.register(app, train_app)
 polysemantic.register(app, train_app)
 banding.register(app, train_app)
 first_layer.register(app, train_app)
+architectures.register(app, train_app)
 
 
 def main() -> None:

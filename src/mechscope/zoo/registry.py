@@ -5,7 +5,7 @@ Example::
     >>> import mechscope
     >>> [card.name for card in mechscope.zoo.registry.cards()]  # doctest: +NORMALIZE_WHITESPACE
     ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l', 'banding-gap', 'banding-gap-rotated',
-     'banding-avg-x', 'banding-max', 'branched-1', 'branched-2', 'branched-3']
+     'banding-avg-x', 'banding-max', 'branched-1', 'branched-2', 'branched-3', 'shapes-vgg', 'shapes-resnet']
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
 """
 
@@ -26,7 +26,7 @@ from torch import nn
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError, WeightsError, unknown_name
 from mechscope.zoo import inceptionv1
-from mechscope.zoo.organisms import banding_net, branched_net, shapes_net
+from mechscope.zoo.organisms import banding_net, branched_net, shapes_net, shapes_resnet, shapes_vgg
 from mechscope.zoo.weights import check_state_dict, download, read_state_dict, sha256_file
 
 
@@ -82,6 +82,14 @@ def _branched_organism(groups: int, sha256: str | None, description: str) -> Mod
         bundled=f"branched_{groups}.safetensors", bundled_sha256=sha256,
         license=f"MIT (trained by mechscope: `mechscope train branched --groups {groups}`)",
     )
+
+
+def _shapes_architecture(arch: str, build: Callable[[], nn.Module], sha256: str, description: str) -> ModelCard:
+    """The card of a bundled shapes organism of another architecture (``mechscope train shapes-arch ARCH``;
+    ``shapes_recipe.ARCHITECTURES`` names the same files)."""
+    return ModelCard(name=f"shapes-{arch}", description=description, build=build, convert=_our_layout,
+                     input_shape=(3, 64, 64), bundled=f"shapes_{arch}.safetensors", bundled_sha256=sha256,
+                     license=f"MIT (trained by mechscope: `mechscope train shapes-arch {arch}`)")
 
 
 def _attn_only_build(n_layers: int) -> Callable[[], nn.Module]:
@@ -177,6 +185,14 @@ _CARDS: tuple[ModelCard, ...] = (
     _branched_organism(
         3, "edfef5940fef0f8b33cb25e55f1ee098a57a31167635f19b34f55bfeb125cf32",
         "The same net with conv2/conv3 split into 3 branches, each reading a third of the first layer"),
+    _shapes_architecture(
+        "vgg", shapes_vgg.ShapesVGG, "cf4e4ed0a7748547e36c673e9ee44c5ba6fc14af77e2b1db72973187c239fbd0",
+        "The shapes world learned by a plain VGG-style stack of 3x3 convolutions and max-pools (64 px): a second "
+        "architecture for universality"),
+    _shapes_architecture(
+        "resnet", shapes_resnet.ShapesResNet, "189999ed58786c92d3c8f88082293802398445494e1a165d795fba2fbdc28827",
+        "The shapes world learned by a small ResNet with basic blocks (64 px): a third architecture for "
+        "universality"),
 )
 
 

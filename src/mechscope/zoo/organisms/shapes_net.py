@@ -143,20 +143,33 @@ def task_accuracy(logits: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict
     return acc
 
 
+def add_batchnorm(model: nn.Module) -> nn.Module:
+    """Wrap every ``SameConv2d`` of ``model`` in a ``ConvBN`` (in place, for training; returns ``model``)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, SameConv2d) and not isinstance(parent, ConvBN):
+                setattr(parent, name, ConvBN(child))
+    return model
+
+
 @torch.no_grad()
-def fold_batchnorm(model: ShapesNet) -> ShapesNet:
-    """A copy of ``model`` without batch norm: each ``ConvBN`` replaced by one convolution computing the same
-    function in eval mode (``w' = w * g / sqrt(var + eps)``, ``b' = (b - mean) * g / sqrt(var + eps) + beta``)."""
-    folded = ShapesNet(batchnorm=False)
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (a ``ShapesNet`` or any organism built by ``type(model)(batchnorm=False)``) without
+    batch norm: each ``ConvBN`` replaced by one convolution computing the same function in eval mode
+    (``w' = w * g / sqrt(var + eps)``, ``b' = (b - mean) * g / sqrt(var + eps) + beta``); other weights copied."""
+    folded = type(model)(batchnorm=False)
     state = {}
+    inside_bn = []
     for name, module in model.named_modules():
         if isinstance(module, ConvBN):
+            inside_bn.append(f"{name}.")
             conv, bn = module[0], module[1]
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             state[f"{name}.weight"] = conv.weight * scale[:, None, None, None]
             bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
             state[f"{name}.bias"] = (bias - bn.running_mean) * scale + bn.bias
-    state["softmax2_pre_activation.weight"] = model.softmax2_pre_activation.weight
-    state["softmax2_pre_activation.bias"] = model.softmax2_pre_activation.bias
+    for key, value in model.state_dict().items():
+        if not any(key.startswith(prefix) for prefix in inside_bn):
+            state[key] = value
     folded.load_state_dict({k: v.detach().clone() for k, v in state.items()})
     return folded.eval()
