@@ -24,15 +24,17 @@ def test_registry_and_unknown_names():
     assert claim_names() == ["curve-detectors-exist", "curve-family-rotated-copies", "featvis-many-sigma",
                              "high-low-detectors-split", "final-layer-banding", "banding-gap", "banding-rotated-data",
                              "banding-avg-x", "banding-max", "seeds-share-early-units",
+                             "curve-detectors-in-three-architectures", "curve-detectors-match-across-architectures",
                              "curve-detectors-many-sigma", "curve-detectors-fill-colour-invariant",
                              "curve-detectors-prefer-curves-to-angles", "ablating-curve-detectors",
-                             "circle-detectors", "curve-detectors-in-5x5-branch", "sae-latents-more-monosemantic",
-                             "handmade-curve-detector", "two-layer-induction-heads", "k-composition-prev-to-induction",
-                             "induction-head-copies", "ablating-prev-token-head", "one-layer-heads-copy",
-                             "tms-dense-keeps-two", "tms-sparse-pentagon", "tms-linear-no-superposition",
-                             "tms-sticky-dimensions", "tms-phase-boundary", "tms-correlated-pairs",
-                             "tms-privileged-basis", "sae-recovers-toy-features"]
-    assert len(get_claims(["all"])) == 31
+                             "circle-detectors", "curve-detectors-in-5x5-branch", "first-layer-branches-split-colour",
+                             "first-layer-svd-colour-then-frequency", "sae-latents-more-monosemantic",
+                             "handmade-curve-detector", "two-layer-induction-heads",
+                             "k-composition-prev-to-induction", "induction-head-copies", "ablating-prev-token-head",
+                             "one-layer-heads-copy", "tms-dense-keeps-two", "tms-sparse-pentagon",
+                             "tms-linear-no-superposition", "tms-sticky-dimensions", "tms-phase-boundary",
+                             "tms-correlated-pairs", "tms-privileged-basis", "sae-recovers-toy-features"]
+    assert len(get_claims(["all"])) == 35
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 

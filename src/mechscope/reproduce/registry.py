@@ -4,22 +4,24 @@ Example::
 
     >>> from mechscope.reproduce.registry import claim_names
     >>> len(claim_names()), claim_names()[:2]
-    (31, ['curve-detectors-exist', 'curve-family-rotated-copies'])
+    (35, ['curve-detectors-exist', 'curve-family-rotated-copies'])
 """
 
 from __future__ import annotations
 
 from mechscope.errors import unknown_name
-from mechscope.reproduce import (banding, banding_ablations, branch_curves, circle_detectors, curve_detectors, curve_evidence, curve_family,
-                                 feature_use, featvis_sigma, handmade_curve, high_low, induction, polysemanticity,
+from mechscope.reproduce import (architectures, banding, banding_ablations, branch_curves, circle_detectors,
+                                 curve_detectors, curve_evidence, curve_family, feature_use, featvis_sigma,
+                                 first_layer_branches, handmade_curve, high_low, induction, polysemanticity,
                                  superposition, universality)
 from mechscope.reproduce.claims import Claim
 
 # In the order of the issue's list of claims; the hand-written circuit last.
 CLAIMS: tuple[Claim, ...] = (curve_detectors.CLAIM, curve_family.CLAIM, featvis_sigma.CLAIM, high_low.CLAIM,
-                             banding.CLAIM, *banding_ablations.CLAIMS, universality.CLAIM, *curve_evidence.CLAIMS,
-                             feature_use.CLAIM, circle_detectors.CLAIM, branch_curves.CLAIM, polysemanticity.CLAIM,
-                             handmade_curve.CLAIM, *induction.CLAIMS, *superposition.CLAIMS)
+                             banding.CLAIM, *banding_ablations.CLAIMS, universality.CLAIM, *architectures.CLAIMS,
+                             *curve_evidence.CLAIMS, feature_use.CLAIM, circle_detectors.CLAIM, branch_curves.CLAIM,
+                             *first_layer_branches.CLAIMS, polysemanticity.CLAIM, handmade_curve.CLAIM,
+                             *induction.CLAIMS, *superposition.CLAIMS)
 
 
 def claim_names() -> list[str]:
