@@ -48,3 +48,23 @@ def test_feature_use_needs_a_shapes_world_organism_and_valid_options(tmp_path):
         Partners("shapes-seed1", k=0)
     with pytest.raises(MechscopeError, match="feature_use takes"):
         build(load("shapes", device="cpu"), "shapes", ["mixed4b"], tmp_path, feature_use=300, progress=False)
+
+
+def test_partners_in_a_layer_of_another_name_and_the_cli_options(tmp_path):
+    from typer.testing import CliRunner
+
+    from mechscope.cli import app
+    from mechscope.microscope.layer_evidence import partner_figures
+
+    [(row, _)] = partner_figures(load("shapes", device="cpu"), "mixed3b", [20],
+                                 Partners("shapes-vgg", images=4, k=2, layer="conv3_2"))
+    assert row["settings"]["partner_layer"] == "conv3_2"
+    assert all(u["unit"].startswith("conv3_2:") and u["model"] == "shapes-vgg" for u in row["settings"]["units"])
+    result = CliRunner().invoke(app, ["microscope", "build", "shapes", "mixed4b", "--units", "1", "--steps", "1",
+                                      "--feature-use", "20", "--partners", "shapes-vgg:conv4_1", "--out",
+                                      str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    with open_store(tmp_path) as store:
+        [partner] = read_rows(store, "figures", model="shapes", kind=PARTNER.name)
+        [ablation] = read_rows(store, "figures", model="shapes", kind=ABLATION.name)
+    assert partner["settings"]["partner_layer"] == "conv4_1" and ablation["settings"]["images"] == 20

@@ -32,8 +32,9 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
                   feature_use: int = typer.Option(0, help="Shapes-world organisms: ablate each unit alone and record "
                                                           "what it costs each task on this many held-out images "
                                                           "(0: not)."),
-                  partners: str = typer.Option(None, help="Another zoo network (e.g. shapes-seed1): link each unit "
-                                                          "to its most correlated units of the same layer there."),
+                  partners: str = typer.Option(None, help="Another zoo network (e.g. shapes-seed1, or "
+                                                          "shapes-vgg:conv3_2 for a layer of another name): link "
+                                                          "each unit to its most correlated units there."),
                   workers: int = typer.Option(1, help="Local worker processes."),
                   text: str = typer.Option(None, help="Language models: the sample text of the attention patterns."),
                   toy_steps: int = typer.Option(None, help="superposition: training steps (default: the "
@@ -48,11 +49,12 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
     pairs = dict(u.split("=", 1) for u in upstream if "=" in u)
     if len(pairs) != len(upstream):
         raise MechscopeError(f"--upstream takes LAYER=SOURCE, e.g. mixed3b=mixed3a; got {upstream}")
+    other, _, other_layer = (partners or "").partition(":")
     built = build_model(model, layers or [], out, weights=weights, units_per_layer=units,
                         evidence=Evidence(steps=steps, diversity=diversity), upstream=pairs, k=k, dataset=dataset,
                         examples_k=examples_k, workers=workers, text=text, toy_steps=toy_steps,
                         feature_use=FeatureUse(images=feature_use) if feature_use else None,
-                        partners=Partners(partners) if partners else None)
+                        partners=Partners(other, layer=other_layer or None) if other else None)
     typer.echo(built.describe())
     typer.echo(f"store {out} (browse: mechscope microscope serve {out})")
 

@@ -91,7 +91,7 @@ DOWNSTREAM = FigureKind("downstream", "Downstream: the units this one feeds (wei
 ABLATION = FigureKind("ablation", "Feature use: what ablating this unit alone costs each task (held-out accuracy)",
                       ("images", "mode"))
 PARTNER = FigureKind("partner", "Universality: the most similar units of another network (activation correlation)",
-                     ("model", "images"))
+                     ("model", "images", "partner_layer"))
 # polysemanticity over a labelled world (``microscope.polysemantic``)
 POLYSEMANTICITY = FigureKind("polysemanticity", "Polysemanticity: concept labels of the top dataset examples",
                              _SCAN_FRESH)

@@ -8,7 +8,8 @@ is stale and writes.
   "ablation cost"}`` (the layer grid can sort by it);
 - ``partner_figures(model, layer, channels, options)``: a ``partner`` figure per unit without a PNG, its links
   ``settings["units"] = [{"unit", "model", "weight": r}, ...]`` (the ``k`` most correlated units of
-  ``options.model``), ``"score"``: the best r (``"score_name": "partner r"``).
+  ``options.model`` at ``options.layer``, default the same layer name), ``"score"``: the best r
+  (``"score_name": "partner r"``).
 
 Example::
 
@@ -78,15 +79,17 @@ def partner_figures(model: nn.Module, layer: str, channels: Sequence[int],
 
     other = load(options.model, device="cpu")
     images, _ = ShapesDataset(options.images, seed=PARTNER_WORLD_SEED).sample(range(options.images))
-    corr = activation_correlations(model, other, [(layer, layer)], [images], progress=False)[(layer, layer)]
+    theirs = options.layer or layer
+    corr = activation_correlations(model, other, [(layer, theirs)], [images], progress=False)[(layer, theirs)]
     corr = torch.nan_to_num(corr, nan=0.0)
     out = []
     for c in channels:
         r, idx = corr[c].topk(min(options.k, corr.shape[1]))
-        units = [{"unit": f"{layer}:{int(j)}", "model": options.model, "weight": round(float(v), 4)}
+        units = [{"unit": f"{theirs}:{int(j)}", "model": options.model, "weight": round(float(v), 4)}
                  for v, j in zip(r, idx, strict=True)]
         out.append(({"layer": layer, "channel": c, "kind": PARTNER.name,
-                     "settings": {"model": options.model, "images": options.images, "units": units,
+                     "settings": {"model": options.model, "images": options.images, "partner_layer": theirs,
+                                  "units": units,
                                   "score": units[0]["weight"], "score_name": "partner r"}}, None))
     return out
 
@@ -99,7 +102,8 @@ def stale_units(store: Store, model_name: str, layer: str, chosen: Sequence[int]
     for kind, option in ((ABLATION, feature_use), (PARTNER, partners)):
         if option is None:
             continue
-        want = {"images": option.images, "mode": getattr(option, "mode", None), "model": getattr(option, "model", None)}
+        want = {"images": option.images, "mode": getattr(option, "mode", None), "model": getattr(option, "model", None),
+                "partner_layer": getattr(option, "layer", None) or layer}
         have = {r["channel"]: r["settings"] for r in read_rows(store, "figures", model=model_name, layer=layer,
                                                                 kind=kind.name)}
         stale[kind.name] = [c for c in chosen if not kind.up_to_date(have.get(c), want)]

@@ -121,13 +121,16 @@ class FeatureUse:
 
 @dataclass(frozen=True)
 class Partners:
-    """Per unit, its ``k`` most correlated units of the same layer of another zoo network ``model`` (``partner``
-    figures, linked when that network's units are in the store): activation correlation over every position of
-    ``images`` items of the shapes world (``vision.families.universality.activation_correlations``)."""
+    """Per unit, its ``k`` most correlated units of another zoo network ``model`` at ``layer`` (default: the layer
+    of the same name) (``partner`` figures, linked when that network's units are in the store): activation
+    correlation over every position of ``images`` items of the shapes world
+    (``vision.families.universality.activation_correlations``; maps of different sizes are compared by their
+    spatial means)."""
 
     model: str
     images: int = 256
     k: int = 3
+    layer: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("images", "k"):
