@@ -43,17 +43,14 @@ def polysemantic(model: str = typer.Argument(..., help="A zoo image model, e.g. 
 def train_sae_command(out: Path = typer.Option(Path("out/train/shapes-sae"), help="Output folder."),
                       steps: int = typer.Option(None, help="SAE steps (default: the recipe's, 1000)."),
                       images: int = typer.Option(None, help="Training-world images (default: the recipe's, 512)."),
-                      threads: int = typer.Option(1, help="CPU threads.")) -> None:
+                      threads: int = typer.Option(None, help="CPU threads (default: the recipe's, 1).")) -> None:
     """Retrain the SAE on the shapes organism's mixed3b that `reproduce sae-latents-more-monosemantic` reads."""
     from dataclasses import replace
 
-    import torch
-
     from mechscope.reproduce.polysemantic_sae import SAERecipe, train_mixed3b_sae
 
-    torch.set_num_threads(threads)
-    recipe = replace(SAERecipe(), **{key: value for key, value in (("steps", steps), ("images", images))
-                                     if value is not None})
+    recipe = replace(SAERecipe(), **{key: value for key, value in (("steps", steps), ("images", images),
+                                                                   ("threads", threads)) if value is not None})
     card = train_mixed3b_sae(out, recipe)
     typer.echo(f"SAE {card['d_in']} -> {recipe.n_latents} (top-{recipe.k}) on {card['rows']} rows in "
                f"{card['seconds']} s; unexplained variance {card['fraction_of_variance_unexplained']:.3f}; wrote {out}")

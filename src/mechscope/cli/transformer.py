@@ -104,9 +104,9 @@ def train_attn_only_command(
                                          "(default out/train/attn-only-<N>l)."),
     steps: int = typer.Option(None, help="Training steps (default: the recipe's)."),
     seed: int = typer.Option(0, help="Seed of the initialisation, the corpus split and the batches."),
-    threads: int = typer.Option(2, help="CPU threads."),
-    corpus_mb: float = typer.Option(20.0, help="Size of the offline corpus to build, in MB."),
-    vocab: int = typer.Option(1024, help="BPE vocabulary size."),
+    threads: int = typer.Option(None, help="torch CPU threads (default: the recipe's, 1, as the bundled cards)."),
+    corpus_mb: float = typer.Option(None, help="Size of the offline corpus to build, in MB (default: the recipe's)."),
+    vocab: int = typer.Option(None, help="BPE vocabulary size (default: the recipe's)."),
 ) -> None:
     """Train an attention-only organism with the recipe's curriculum (seeded, resumable, progress bar)."""
     from dataclasses import replace
@@ -114,9 +114,10 @@ def train_attn_only_command(
     from mechscope.transformer.heads import probe_scores
     from mechscope.zoo.organisms.attn_only_recipe import AttnOnlyRecipe, train_attn_only
 
-    recipe = replace(AttnOnlyRecipe(n_layers=layers, seed=seed, threads=threads, d_vocab=vocab,
-                                    corpus_bytes=int(corpus_mb * 1e6)),
-                     **({"steps": steps} if steps is not None else {}))
+    changes = {k: v for k, v in (("steps", steps), ("threads", threads), ("d_vocab", vocab),
+                                 ("corpus_bytes", None if corpus_mb is None else int(corpus_mb * 1e6)))
+               if v is not None}
+    recipe = replace(AttnOnlyRecipe(n_layers=layers, seed=seed), **changes)
     folder = out or Path(f"out/train/attn-only-{layers}l")
     card = train_attn_only(folder, recipe, head_scores=probe_scores)
     f = card["final"]

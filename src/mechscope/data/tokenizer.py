@@ -233,12 +233,20 @@ class ByteTokenizer:
 AnyTokenizer = Union[Tokenizer, ByteTokenizer]
 
 
-def load_tokenizer(path: str | os.PathLike[str]) -> AnyTokenizer:
-    """Open a file saved by ``Tokenizer.save`` or ``ByteTokenizer.save``."""
+def load_tokenizer(path: str | os.PathLike[str], sha256: str | None = None) -> AnyTokenizer:
+    """Open a file saved by ``Tokenizer.save`` or ``ByteTokenizer.save``; with ``sha256`` (the hash recorded
+    when the file was made, e.g. a bundled organism's), a file whose bytes do not hash to it is refused."""
     try:
-        head = Path(path).read_bytes()[:200]
+        data = Path(path).read_bytes()
     except OSError as e:
         raise MechscopeError(f"cannot read tokenizer file {path}: {e}") from None
+    if sha256 is not None:
+        found = hashlib.sha256(data).hexdigest()
+        if found != sha256:
+            raise MechscopeError(f"tokenizer file {path} fails its sha256 check (recorded {sha256[:12]}…, "
+                                 f"found {found[:12]}…): the file was changed or damaged; reinstall mechscope "
+                                 "or retrain the organism")
+    head = data[:200]
     if b'"mechscope.ByteTokenizer"' in head:
         return ByteTokenizer.load(path)
     return Tokenizer.load(path)

@@ -49,6 +49,7 @@ class SAERecipe:
     resample_every: int = 250
     dead_after: int = 125
     seed: int = 0
+    threads: int = 1   # torch CPU threads; the bundled card records 1 (its top-level "threads")
 
     def config(self, d_in: int) -> SAEConfig:
         return SAEConfig(d_in=d_in, n_latents=self.n_latents, kind="topk", k=self.k, steps=self.steps,
@@ -65,6 +66,7 @@ def train_mixed3b_sae(out: str | os.PathLike, recipe: SAERecipe = SAERecipe(), p
     from mechscope.zoo.registry import load
     from mechscope.zoo.weights import sha256_file
 
+    torch.set_num_threads(recipe.threads)
     start = time.perf_counter()
     net = load(recipe.model, device="cpu").eval()
     rows = capture_activations(net, recipe.layer, ShapesDataset(recipe.images, seed=recipe.world_seed).batches(64),
@@ -76,7 +78,7 @@ def train_mixed3b_sae(out: str | os.PathLike, recipe: SAERecipe = SAERecipe(), p
     atomic_write_bytes(path, save({k: v.detach().contiguous() for k, v in trained.sae.state_dict().items()}))
     final = trained.log[-1]
     card = {"name": NAME, "recipe": asdict(recipe), "d_in": int(rows.shape[1]), "rows": int(rows.shape[0]),
-            "seconds": round(time.perf_counter() - start, 1), "threads": torch.get_num_threads(),
+            "seconds": round(time.perf_counter() - start, 1), "threads": recipe.threads,
             "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
             "final": final, "fraction_of_variance_unexplained": round(final["mse"] / float(rows.var(0).sum()), 4),
             "dead_resampled": trained.dead_resampled, "sha256": sha256_file(path),
@@ -85,16 +87,17 @@ def train_mixed3b_sae(out: str | os.PathLike, recipe: SAERecipe = SAERecipe(), p
     return card
 
 
-def load_mixed3b_sae() -> tuple[SparseAutoencoder, dict[str, Any]]:
-    """The bundled SAE (eval mode, CPU) and its card; ``WeightsError`` when the file does not match its sha256."""
+def load_mixed3b_sae(folder: str | os.PathLike | None = None) -> tuple[SparseAutoencoder, dict[str, Any]]:
+    """The bundled SAE (eval mode, CPU) and its card, from ``folder`` (default: the package's bundle, or a
+    ``train_mixed3b_sae`` output folder); ``WeightsError`` when the file does not match its card's sha256."""
     import json
 
     from safetensors.torch import load_file
 
     from mechscope.zoo.weights import sha256_file
 
-    folder = resources.files("mechscope.zoo.organisms")
-    path, card_path = Path(str(folder / f"{NAME}.safetensors")), Path(str(folder / f"{NAME}.json"))
+    where = Path(str(resources.files("mechscope.zoo.organisms"))) if folder is None else Path(folder)
+    path, card_path = where / f"{NAME}.safetensors", where / f"{NAME}.json"
     card = json.loads(card_path.read_text())
     if sha256_file(path) != card["sha256"]:
         raise WeightsError(f"{path} does not match the sha256 of its card; retrain with `{card['retrain']}`")

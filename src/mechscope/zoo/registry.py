@@ -62,6 +62,7 @@ class ModelCard:
     license: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
     input_kind: str = "image"   # "image": [batch, *input_shape] floats; "tokens": [batch, pos] token ids
+    bundled_tokenizer_sha256: str | None = None   # of ``<bundled stem>.tokenizer.json`` (language organisms)
 
 
 def _shapes_organism(name: str, seed: int, sha256: str, description: str,
@@ -112,12 +113,14 @@ def _attn_only_layout(state_dict: dict[str, torch.Tensor], model: nn.Module, sou
         raise WeightsError(f"{source}: {e}") from None
 
 
-def _attn_only_organism(n_layers: int, sha256: str | None, description: str) -> ModelCard:
+def _attn_only_organism(n_layers: int, sha256: str | None, tokenizer_sha256: str | None,
+                        description: str) -> ModelCard:
     """The card of a bundled attention-only organism trained by ``mechscope train attn-only --layers N``."""
     return ModelCard(
         name=f"attn-only-{n_layers}l", description=description, build=_attn_only_build(n_layers),
         convert=_attn_only_layout, input_shape=(128,), input_kind="tokens",
         bundled=f"attn_only_{n_layers}l.safetensors", bundled_sha256=sha256,
+        bundled_tokenizer_sha256=tokenizer_sha256,
         license=f"MIT (trained by mechscope: `mechscope train attn-only --layers {n_layers}`)",
     )
 
@@ -155,10 +158,12 @@ _CARDS: tuple[ModelCard, ...] = (
         "The shapes organism trained again with seed 1 (same recipe): a second network for universality and "
         "seed-robustness checks"),
     _attn_only_organism(
-        1, "16cb93ac748a43a955a7655fab5d820ab889c48d5a412c21727cc288f1bb226e", "Our 1-layer attention-only transformer (4 heads, d_model 128, BPE 1024) trained on the offline "
+        1, "16cb93ac748a43a955a7655fab5d820ab889c48d5a412c21727cc288f1bb226e",
+        "4751b46c241b9c6aeca1e5889b4d927d802cf227e52437f30257311d3da2953f", "Our 1-layer attention-only transformer (4 heads, d_model 128, BPE 1024) trained on the offline "
         "corpus with an induction curriculum: the Mathematical Framework's 1-layer model"),
     _attn_only_organism(
-        2, "37c75ee674c36a6e0a3b928f0699df9c64006b0864a91b2a84643294cd734cea", "Our 2-layer attention-only transformer (4 heads per layer, d_model 128, BPE 1024): a layer-0 "
+        2, "37c75ee674c36a6e0a3b928f0699df9c64006b0864a91b2a84643294cd734cea",
+        "4751b46c241b9c6aeca1e5889b4d927d802cf227e52437f30257311d3da2953f", "Our 2-layer attention-only transformer (4 heads per layer, d_model 128, BPE 1024): a layer-0 "
         "previous-token head and a layer-1 induction head"),
     _banding_organism(
         "gap", "a793d31a000d66e027cd917c24afcf30b670c625a2fcd8e123431667fdc939eb",
@@ -196,6 +201,11 @@ _CARDS: tuple[ModelCard, ...] = (
 )
 
 
+def bundle_dir() -> Path:
+    """The folder of the bundled weights, cards and tokenizers (the package ``mechscope.zoo.organisms``)."""
+    return Path(str(importlib.resources.files("mechscope.zoo.organisms")))
+
+
 def cards() -> list[ModelCard]:
     """Every model in the zoo."""
     return list(_CARDS)
@@ -217,19 +227,24 @@ def bundled_card(name: str) -> dict:
     card = get_card(name)
     if card.bundled is None:
         raise MechscopeError(f"{card.name} has no bundled weights, hence no bundled model card")
-    path = Path(str(importlib.resources.files("mechscope.zoo.organisms") / card.bundled)).with_suffix(".json")
+    path = (bundle_dir() / card.bundled).with_suffix(".json")
     return json.loads(path.read_text())
 
 
+def _ships_tokenizer(card: ModelCard) -> bool:
+    return card.bundled is not None and card.input_kind == "tokens"
+
+
 def bundled_tokenizer(name: str):
-    """The tokenizer shipped beside a language organism's bundled weights (``<weights>.tokenizer.json``)."""
+    """The tokenizer shipped beside a language organism's bundled weights (``<weights>.tokenizer.json``),
+    checked against the sha256 its ``ModelCard`` records (``MechscopeError`` naming the file when it differs)."""
     from mechscope.data.tokenizer import load_tokenizer
 
     card = get_card(name)
-    if card.bundled is None or card.input_kind != "tokens":
+    if not _ships_tokenizer(card):
         raise MechscopeError(f"{card.name} ships no tokenizer (only the bundled language organisms do)")
-    path = Path(str(importlib.resources.files("mechscope.zoo.organisms") / card.bundled))
-    return load_tokenizer(path.with_suffix(".tokenizer.json"))
+    path = (bundle_dir() / card.bundled).with_suffix(".tokenizer.json")
+    return load_tokenizer(path, sha256=card.bundled_tokenizer_sha256)
 
 
 def _weights_path(card: ModelCard, weights: str | os.PathLike, progress: bool) -> Path:
@@ -239,7 +254,7 @@ def _weights_path(card: ModelCard, weights: str | os.PathLike, progress: bool) -
                 f"{card.name} has no bundled weights (pretrained ImageNet weights cannot ship in the package). "
                 "Use weights='download' (needs internet), weights=<path to a local file>, or weights='random'."
             )
-        path = Path(str(importlib.resources.files("mechscope.zoo.organisms") / card.bundled))
+        path = bundle_dir() / card.bundled
         if card.bundled_sha256 is not None and sha256_file(path) != card.bundled_sha256:
             raise WeightsError(f"bundled weights {path} fail their sha256 check; reinstall mechscope")
         return path
@@ -293,8 +308,5 @@ def load_language_model(name: str, weights: str | os.PathLike = "bundled") -> tu
         raise MechscopeError(f"{card.name} is not a language model; the transformer verbs take "
                              "attn-only-1l, attn-only-2l or a model of that family")
     net = load(card.name, weights=weights, seed=0, device="cpu")
-    try:
-        tokenizer = bundled_tokenizer(card.name)
-    except (MechscopeError, OSError):
-        tokenizer = None
-    return net, tokenizer
+    # a shipped tokenizer that fails its check is an error, never silently dropped
+    return net, (bundled_tokenizer(card.name) if _ships_tokenizer(card) else None)

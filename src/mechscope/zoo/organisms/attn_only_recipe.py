@@ -75,7 +75,7 @@ class AttnOnlyRecipe:
     lr: float = 2e-3
     weight_decay: float = 0.0
     warmup: int = 100
-    threads: int = 2
+    threads: int = 1   # what the bundled cards record
     corpus_bytes: int = 20_000_000
     synthetic_steps: int = 1000
     ramp_steps: int = 2000

@@ -78,7 +78,7 @@ class ShapesRecipe:
     weight_decay: float = 5e-4
     warmup: int = 60
     size: int = 64
-    threads: int = 2
+    threads: int = 1                        # what every bundled card records (1 thread)
     eval_items: int = 2000
     tasks: tuple[str, ...] = tuple(TASKS)   # the heads trained (an ablation trains fewer)
     architecture: str = "inception"         # a key of ARCHITECTURES
@@ -94,7 +94,7 @@ def architecture_recipe(architecture: str, seed: int = 0) -> ShapesRecipe:
     its images (600 steps of 64; ~4-5 CPU minutes at one thread), so that each trains in minutes."""
     if architecture not in ARCHITECTURES:
         raise MechscopeError(f"unknown architecture {architecture!r}; choose from {list(ARCHITECTURES)}")
-    return ShapesRecipe(seed=seed, steps=600, batch_size=64, warmup=40, threads=1, architecture=architecture)
+    return ShapesRecipe(seed=seed, steps=600, batch_size=64, warmup=40, architecture=architecture)
 
 
 def multitask_loss(logits: torch.Tensor, labels: dict[str, torch.Tensor],
