@@ -255,8 +255,10 @@ def _weights_path(card: ModelCard, weights: str | os.PathLike, progress: bool) -
                 "Use weights='download' (needs internet), weights=<path to a local file>, or weights='random'."
             )
         path = bundle_dir() / card.bundled
-        if card.bundled_sha256 is not None and sha256_file(path) != card.bundled_sha256:
-            raise WeightsError(f"bundled weights {path} fail their sha256 check; reinstall mechscope")
+        found = sha256_file(path) if card.bundled_sha256 is not None else None
+        if found is not None and found != card.bundled_sha256:
+            raise WeightsError(f"bundled weights {path} fail their sha256 check (recorded {card.bundled_sha256}, "
+                               f"found {found}); reinstall mechscope")
         return path
     if weights == "download":
         if card.download is None:
