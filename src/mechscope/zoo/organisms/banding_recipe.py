@@ -24,7 +24,6 @@ Example (a few steps, to show the call; the real recipe runs ``BandingRecipe()``
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +37,8 @@ from mechscope.data.layout import TASKS, LayoutConfig, LayoutDataset
 from mechscope.errors import MechscopeError
 from mechscope.training import TrainConfig, train
 from mechscope.zoo.organisms.banding_net import VARIANTS, BandingNet, file_stem, split_logits
-from mechscope.zoo.weights import save_state_dict, sha256_file
+from mechscope.zoo.organisms.cards import training_record
+from mechscope.zoo.weights import save_state_dict
 
 HELD_OUT_OFFSET = 1000
 
@@ -114,16 +114,11 @@ def train_banding(out_dir: str | os.PathLike, variant: str, recipe: BandingRecip
                         f"32 px, 9 logits",
         "world": {"module": "mechscope.data.layout", "rotate_90": rotate, **world.as_dict()},
         "recipe": {"variant": variant, **asdict(recipe)},
-        "train_seconds_this_session": round(time.perf_counter() - start, 1),
-        "train_seconds_total": log[-1]["seconds"] if log else None,
         "train_cpu_seconds_this_session": round(time.process_time() - cpu, 1),   # wall/CPU: how busy the machine was
         "images_seen": recipe.steps * recipe.batch_size,
         "held_out": {"world_seed": recipe.seed + HELD_OUT_OFFSET, "items": recipe.eval_items},
         "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
-        "final_train_metrics": log[-1] if log else None,
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": recipe.threads,
-                    "torch": torch.__version__},
-        "sha256": sha256_file(weights),
+        **training_record(start, log, recipe.threads, weights),
     }
     atomic_write_json(out / f"{file_stem(variant)}.json", card)
     return card

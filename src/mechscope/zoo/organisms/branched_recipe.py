@@ -22,7 +22,6 @@ Example (a few steps, to show the call; the real recipe runs ``BranchedRecipe(gr
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,8 @@ from mechscope.data.shapes import ShapesDataset, WorldConfig
 from mechscope.training import TrainConfig, train
 from mechscope.zoo.organisms.branched_net import BranchedNet
 from mechscope.zoo.organisms.shapes_recipe import HELD_OUT_OFFSET, evaluate, multitask_loss
-from mechscope.zoo.weights import save_state_dict, sha256_file
+from mechscope.zoo.organisms.cards import training_record
+from mechscope.zoo.weights import save_state_dict
 
 
 def weights_file(groups: int) -> str:
@@ -98,15 +98,10 @@ def train_branched(out_dir: str | os.PathLike, recipe: BranchedRecipe = Branched
         "architecture": f"BranchedNet(groups={recipe.groups}) (mechscope.zoo.organisms.branched_net): conv1 7x7/2 "
                         "24 ch (shared RGB), conv2 48 and conv3 96 grouped, average pool, 61 logits",
         "recipe": {**asdict(recipe), "world": world.as_dict()},
-        "train_seconds_this_session": round(time.perf_counter() - start, 1),
-        "train_seconds_total": log[-1]["seconds"] if log else None,
         "images_seen": recipe.steps * recipe.batch_size,
         "held_out": {"world_seed": recipe.seed + HELD_OUT_OFFSET, "items": recipe.eval_items},
         "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
-        "final_train_metrics": log[-1] if log else None,
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": recipe.threads,
-                    "torch": torch.__version__},
-        "sha256": sha256_file(weights),
+        **training_record(start, log, recipe.threads, weights),
         "log": log,
     }
     atomic_write_json(out / card_file(recipe.groups), card)

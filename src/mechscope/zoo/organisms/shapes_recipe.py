@@ -19,7 +19,6 @@ Example (a few steps, to show the call; the real recipe runs ``ShapesRecipe()``)
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,8 @@ from mechscope.training import TrainConfig, train
 from mechscope.zoo.organisms.shapes_net import ShapesNet, fold_batchnorm, split_logits
 from mechscope.zoo.organisms.shapes_resnet import ShapesResNet
 from mechscope.zoo.organisms.shapes_vgg import ShapesVGG
-from mechscope.zoo.weights import save_state_dict, sha256_file
+from mechscope.zoo.organisms.cards import training_record
+from mechscope.zoo.weights import save_state_dict
 
 WEIGHTS_FILE = "shapes.safetensors"
 CARD_FILE = "shapes.json"
@@ -167,15 +167,10 @@ def train_shapes(out_dir: str | os.PathLike, recipe: ShapesRecipe = ShapesRecipe
         "name": arch.name,
         "architecture": arch.description,
         "recipe": {**asdict(recipe), "world": world.as_dict()},
-        "train_seconds_this_session": round(time.perf_counter() - start, 1),
-        "train_seconds_total": log[-1]["seconds"] if log else None,
         "images_seen": recipe.steps * recipe.batch_size,
         "held_out": {"world_seed": recipe.seed + HELD_OUT_OFFSET, "items": recipe.eval_items},
         "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
-        "final_train_metrics": log[-1] if log else None,
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": recipe.threads,
-                    "torch": torch.__version__},
-        "sha256": sha256_file(weights),
+        **training_record(start, log, recipe.threads, weights),
         "log": log,
     }
     atomic_write_json(out / arch.card_file, card)
