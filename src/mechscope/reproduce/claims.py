@@ -73,7 +73,8 @@ AREAS = ("vision", "transformer", "superposition")
 # The claim modules outside vision; any other module's claims are vision claims unless ``Claim.area`` says otherwise.
 _MODULE_AREAS = {"mechscope.reproduce.induction": "transformer", "mechscope.reproduce.superposition": "superposition"}
 CONTROL_WORDS = ("untrained", "random", "shuffled", "control", "baseline")
-_SUMMARY_ITEMS = 6
+_SUMMARY_ITEMS = 5
+_LIST_ITEMS = 5
 
 
 def claim_area(claim: Claim) -> str:
@@ -109,24 +110,29 @@ def control_numbers(numbers: dict) -> dict:
     return out
 
 
-def summary_line(numbers: dict, items: int = _SUMMARY_ITEMS) -> str:
-    """One short line from the top-level scalar numbers (bools, ints, floats to 3 significant digits, short
-    strings), at most ``items`` of them.
+def _short(v) -> str | None:
+    """A scalar or a short list of scalars as text (floats to 3 significant digits); ``None`` for anything else."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, int) or (isinstance(v, str) and len(v) <= 24):
+        return str(v)
+    if isinstance(v, list) and 0 < len(v) <= _LIST_ITEMS and not any(isinstance(x, (list, dict)) for x in v):
+        parts = [_short(x) for x in v]
+        return None if None in parts else "[" + ", ".join(parts) + "]"
+    return None
 
-    >>> summary_line({"score": 0.91234, "layer": "mixed3b", "per_unit": [1, 2], "ok": True})
-    'score 0.912, layer mixed3b, ok true'
+
+def summary_line(numbers: dict, items: int = _SUMMARY_ITEMS) -> str:
+    """One short line from the top-level numbers that are scalars or short lists (bools, ints, floats to 3
+    significant digits, short strings, lists of at most 5 of them), at most ``items`` of them.
+
+    >>> summary_line({"score": 0.91234, "layer": "mixed3b", "per_unit": {"a": 1}, "ok": True, "norms": [1.0, 0.004]})
+    'score 0.912, layer mixed3b, ok true, norms [1, 0.004]'
     """
-    parts = []
-    for k, v in numbers.items():
-        if isinstance(v, bool):
-            parts.append(f"{k} {'true' if v else 'false'}")
-        elif isinstance(v, (int, float)):
-            parts.append(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}")
-        elif isinstance(v, str) and len(v) <= 24:
-            parts.append(f"{k} {v}")
-        if len(parts) == items:
-            break
-    return ", ".join(parts)
+    parts = [f"{k} {t}" for k, t in ((k, _short(v)) for k, v in numbers.items()) if t is not None]
+    return ", ".join(parts[:items])
 
 
 def machine_info() -> dict:
