@@ -49,6 +49,9 @@ def test_report_json_has_every_number_control_verdict_and_time(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text()) == rows          # kept: scripts read it
     md = (tmp_path / "report.md").read_text()
     assert "Control: shuffled_copying = 0.45" in md and "## copies — FAIL" in md
+    bare = run_claims([Claim("bare", "p", "s", "c", lambda out: Result({"x": 1}, True))], tmp_path / "b",
+                      progress=False)
+    assert bare[0]["controls"] == {} and "Control: none named" in (tmp_path / "b" / "report.md").read_text()
 
 
 def test_an_unknown_area_fails_before_any_claim_runs(tmp_path):

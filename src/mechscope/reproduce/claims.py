@@ -189,8 +189,8 @@ def _markdown(rows: list[dict]) -> str:
                   f"*{r['paper']}*: {r['statement']}", "", f"Criterion: {r['criterion']}", "", "| number | value |",
                   "|---|---|"]
         lines += [f"| {k} | {json.dumps(v)} |" for k, v in r["numbers"].items()]
-        if r["controls"]:
-            lines += ["", "Control: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in r["controls"].items())]
+        lines += ["", "Control: " + (", ".join(f"{k} = {json.dumps(v)}" for k, v in r["controls"].items())
+                                     or "none named (no number's key mentions one, and the claim sets no controls)")]
         lines += [""] + [f"![{f}]({f})" for f in r["figures"]]
         if r["note"]:
             lines += ["", r["note"]]
