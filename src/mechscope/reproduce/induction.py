@@ -145,7 +145,7 @@ def k_separation(k: list[float], previous: list[int], baseline_std: float) -> di
     margin = min(prev) - max(others) if others else float("inf")
     sigma = 2 ** 0.5 * baseline_std
     return {"weakest_previous": _r(min(prev)), "strongest_other": _r(max(others)) if others else None,
-            "margin": _r(margin), "random_difference_sigma": round(sigma, 5),
+            "margin": round(margin, 4), "random_difference_sigma": round(sigma, 5),
             "margin_in_random_sigmas": round(margin / sigma, 2),
             "spread_among_others": _r(max(others) - min(others)) if others else None}
 
