@@ -2,7 +2,11 @@
 criterion tells its finding from its control on the paper's exact geometries, and on short real runs the
 control is computed beside the finding.
 
-Default runs (10,000 steps, best of 3; ``mechscope reproduce``): see the numbers pinned in each test's comment."""
+Default runs (10,000 steps, best of 3; ``mechscope reproduce``), measured on the claims as they are now, all pass:
+dense norms 1.00 / 1.00 / <= 0.013, cos 0.0001, its sparse control fails (all five norms ~1.13, cos 0.28);
+pentagon D_i 0.395-0.402, its dense control fails (D = 1, 1, 0, 0, 0); linear 5 represented / 0 superposed at
+every sparsity against ReLU 15 / 15 at S = 0.999; correlated |cos| <= 0.026 against anticorrelated -1.0;
+privileged 5 monosemantic neurons at S = 0 and 0 at S = 0.999."""
 
 import math
 
