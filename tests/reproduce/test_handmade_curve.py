@@ -31,5 +31,6 @@ def test_shuffling_keeps_the_weights_and_destroys_the_arc():
     from mechscope.vision.circuits.handmade import curve_circuit
 
     net = curve_circuit(orientation=0.0)
-    a, b = H._last_conv(H.shuffled(net, 0)).weight, H._last_conv(H.shuffled(net, 1)).weight
-    assert not torch.equal(a, b) and torch.equal(a.flatten().sort().values, b.flatten().sort().values)
+    a, b = H._last_conv(H.shuffled(net, 0)).weight, H._last_conv(H.shuffled(net, (1, 0))).weight
+    assert a.shape == (1, 8, 21, 21) and b.shape == (2, 8, 21, 21) and torch.equal(a[0], b[1])   # seeded
+    assert not torch.equal(b[0], b[1]) and torch.equal(b[0].flatten().sort().values, b[1].flatten().sort().values)

@@ -3,7 +3,7 @@ arranged along an arc, and its tuning matches that of learned curve detectors.
 
 Controls: the match is reported over the whole distribution of the organism's learned mixed3b curve detectors
 (median and quartiles, not only the best), and the same hand-written net with its curve unit's weights shuffled
-(``SHUFFLES`` seeded permutations of the 21x21x8 kernel: the same weights, no arc) is matched the same way.
+(``SHUFFLES`` seeded permutations of the 8x21x21 kernel, one channel each of one net: the same weights, no arc) is matched the same way.
 
 Thresholds: ``MAX_ERROR`` (10 deg) is a stated margin, under half the 22.5 deg between the 8 line detectors'
 orientations; ``MIN_PREFERENCE`` (1.5x) a stated margin of curves over lines; ``MIN_MATCH`` (0.8) the tuning
@@ -35,24 +35,32 @@ MIN_MATCH = 0.8         # tuning correlation read as "the same tuning" (as curve
 SHUFFLES = 5            # shuffled-weights controls; the hand-written median must beat all of their medians
 
 
-def shuffled(net: torch.nn.Sequential, seed: int) -> torch.nn.Sequential:
-    """A copy of the hand-written net whose last conv's weights are permuted at random (seeded): the same
-    weight values, no arc.
+def shuffled(net: torch.nn.Sequential, seeds: int | tuple[int, ...]) -> torch.nn.Sequential:
+    """A copy of the hand-written net whose last conv holds, per seed, a random (seeded) permutation of the
+    original unit's weights as one output channel: the same weight values, no arc.  All controls share one
+    tuning run (one channel each).
 
     >>> net = curve_circuit(orientation=0.0)
-    >>> control = shuffled(net, 0)
-    >>> w, c = (_last_conv(n).weight for n in (net, control))
-    >>> bool(torch.equal(w.flatten().sort().values, c.flatten().sort().values)), bool(torch.equal(w, c))
-    (True, False)
+    >>> w, c = _last_conv(net).weight, _last_conv(shuffled(net, (0, 1))).weight
+    >>> tuple(c.shape[:2]), bool(torch.equal(w.flatten().sort().values, c[1].flatten().sort().values))
+    ((2, 8), True)
+    >>> bool(torch.equal(w[0], c[0])), bool(torch.equal(c[0], c[1]))
+    (False, False)
     """
     import copy
 
+    seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
     out = copy.deepcopy(net)
     last = _last_conv(out)
-    g = torch.Generator().manual_seed(seed)
+    flat = last.weight[0].detach().flatten()
+    rows = [flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(s))] for s in seeds]
+    bank = torch.nn.Conv2d(last.in_channels, len(seeds), last.kernel_size, padding=last.padding)
     with torch.no_grad():
-        flat = last.weight.flatten()
-        last.weight.copy_(flat[torch.randperm(flat.numel(), generator=g)].view_as(last.weight))
+        bank.weight.copy_(torch.stack(rows).view(len(seeds), *last.weight.shape[1:]))
+        bank.bias.fill_(float(last.bias[0]))
+    for name, module in out.named_children():
+        if module is last:
+            setattr(out, name, bank)
     return out
 
 
@@ -83,11 +91,9 @@ def check(out: Path, n_orientations: int = 180, designed: tuple[float, ...] = DE
     found = curve_detectors(learned)
     rows = learned.responses[[learned.channels.index(u) for u in found.units]]
     best = _matches(curves[0], rows)                                   # [detectors]: best over circular shifts
-    control = []
-    for seed in range(SHUFFLES):
-        tc = radial_tuning_curve(shuffled(curve_circuit(orientation=designed[0], radius=8.0), seed), "curve",
-                                 n_orientations=n_orientations, size=64, position="centre", progress=False)
-        control.append(_summary(_matches(tc.responses[0], rows)))
+    tc = radial_tuning_curve(shuffled(curve_circuit(orientation=designed[0], radius=8.0), tuple(range(SHUFFLES))),
+                             "curve", n_orientations=n_orientations, size=64, position="centre", progress=False)
+    control = [_summary(_matches(tc.responses[i], rows)) for i in range(SHUFFLES)]
     mine = _summary(best)
     control_median = max(c["median"] for c in control)
     numbers = {"max_orientation_error_deg": max(errors), "min_curve_preference": round(min(preferences), 3),
