@@ -6,7 +6,8 @@ Default runs (10,000 steps, best of 3; ``mechscope reproduce``), measured on the
 dense norms 1.00 / 1.00 / <= 0.013, cos 0.0001, its sparse control fails (all five norms ~1.13, cos 0.28);
 pentagon D_i 0.395-0.402, its dense control fails (D = 1, 1, 0, 0, 0); linear 5 represented / 0 superposed at
 every sparsity against ReLU 15 / 15 at S = 0.999; correlated |cos| <= 0.026 against anticorrelated -1.0;
-privileged 5 monosemantic neurons at S = 0 and 0 at S = 0.999."""
+privileged 5 monosemantic neurons at S = 0 and 0 at S = 0.999; SAE mean max cosine 1.000 with 10 latents
+against random dictionaries of 10 (median 0.937, 0.95 quantile 0.984)."""
 
 import math
 
