@@ -39,6 +39,10 @@ from mechscope.zoo.registry import load
 LAYERS = {"shapes": "mixed3b", "shapes-vgg": "conv3_2", "shapes-resnet": "block3"}
 REFERENCE = "shapes"
 ORIENTATIONS = 72
+# Thresholds: MIN_DETECTORS (5) and MIN_COVERAGE (6 of 8 sectors) stated margins, looser than
+# curve_detectors' for smaller layers; MIN_SHARE_GAP (0.1) the curve-detector share above the untrained twin's
+# (the control); TUNE_CORR / MAX_DIFF as universality's; MIN_MATCH_GAP (0.3) the matched share above the
+# untrained twin's.
 MIN_DETECTORS, MIN_SHARE_GAP, MIN_COVERAGE = 5, 0.1, 6
 TUNE_CORR, MAX_DIFF, MIN_MATCH_GAP = 0.8, 22.5, 0.3
 

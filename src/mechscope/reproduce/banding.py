@@ -25,7 +25,7 @@ from mechscope.vision.circuits.weights import banding_plot
 from mechscope.zoo.registry import load
 
 FINAL = "mixed4b"
-MIN_EXCESS = 0.1
+MIN_EXCESS = 0.1   # banded share above the untrained net's (the control), a stated margin of 10 points
 __all__ = ["CLAIM", "excess", "layer_banding"]   # the measures live in vision.circuits.banding
 
 

@@ -43,7 +43,7 @@ from mechscope.vision.circuits.banding import BANDED, banding_comparison
 from mechscope.vision.circuits.weights import banding_plot
 from mechscope.zoo.registry import load
 
-MIN_EXCESS = 0.1
+MIN_EXCESS = 0.1   # banded share above the untrained net's (the control), as banding.MIN_EXCESS
 LAST, BEFORE = "conv4", "conv3"
 PAPER = "Weight Banding (Petrov et al., Distill 2021)"
 MEASURE = (f"a kernel is banded when its row-minus-column variance share has |score| >= {BANDED}; excess = "

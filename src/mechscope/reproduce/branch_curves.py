@@ -27,6 +27,8 @@ from mechscope.vision.families.branches import BranchSplit, branch_specializatio
 from mechscope.vision.families.tuning import curve_detectors
 from mechscope.zoo.registry import load
 
+# ALPHA (0.05): the conventional level of the hypergeometric test, also the bound on the random-sets control's
+# false-positive rate.
 LAYER, BRANCH, ALPHA, DRAWS = "mixed3b", "5x5", 0.05, 200
 
 

@@ -46,6 +46,8 @@ from mechscope.vision.circuits.circle_units import CircleUnits, detector_orienta
 from mechscope.zoo.registry import load
 
 LAYER, DETECTORS, ORIENTATIONS, DRAWS = "mixed4a", "mixed3b", 72, 200
+# Thresholds: MIN_UNITS (5) a stated margin; FACTOR (3x) over the larger of chance (1% of units) and the
+# untrained net's count (the controls).
 MIN_UNITS, FACTOR, TOP = 5, 3.0, 8
 PAPER = "Curve Detectors (Cammarata et al., Distill 2020)"
 

@@ -15,6 +15,9 @@ from mechscope.vision.families.showcase import tuning_row_figure
 from mechscope.vision.families.tuning import curve_detectors
 
 LAYER = "mixed3b"
+# Thresholds: MIN_DETECTORS (10) a stated margin, about 5% of mixed3b's 208 units (the paper finds ~10 curve
+# detectors in InceptionV1's mixed3b); MIN_SECTORS (7 of 8) the paper's "cover the circle" allowing one gap;
+# MAX_UNTRAINED (2) the control: the same finder on the untrained net must find next to none.
 MIN_DETECTORS, MIN_SECTORS, MAX_UNTRAINED = 10, 7, 2
 
 

@@ -42,6 +42,8 @@ from mechscope.vision.families.tuning import DEFAULT_RADII, curve_detectors
 from mechscope.zoo.registry import load
 
 LAYER, IMAGES, WORLD_SEED, ORIENTATIONS = "mixed3b", 1024, 11, 72
+# Thresholds: MIN_SIGMA (5 σ) a stated margin beyond a dataset tail; MIN_CORR (0.7) the tuning correlation read
+# as "the same tuning" under a change of fill or colour; both also compared with the control units' medians.
 MIN_SIGMA, MIN_CORR = 5.0, 0.7
 PAPER = "Curve Detectors (Cammarata et al., Distill 2020)"
 # (name, painted_curves options); the reference is black outlines on white (``stimuli.curves``' default)

@@ -51,6 +51,9 @@ from mechscope.vision.circuits.weights import expanded_weights
 from mechscope.zoo.registry import load
 
 LAYER, INPUT = "mixed3b", "mixed3a"
+# Thresholds: TOLERANCE (15 deg) a stated margin on "a quarter turn apart"; MIN_PARTNER / MIN_TUNING (0.8) the
+# tuning correlation read as "the same tuning"; MIN_WEIGHTS (0.5) a cosine halfway to identical rotated
+# weights, also compared with the inputs-fixed control's median.
 TOLERANCE, MIN_PARTNER = 15.0, 0.8
 MIN_TUNING, MIN_WEIGHTS = 0.8, 0.5
 SIZE, CENTRE = 65, 8          # 65 px: mixed3a and mixed3b are 17 x 17 and rotate onto themselves about cell 8

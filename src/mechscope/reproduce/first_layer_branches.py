@@ -40,6 +40,8 @@ from mechscope.vision.families.first_layer_report import draw_components, first_
 from mechscope.zoo.registry import load
 
 PAPER = "Branch Specialization (Voss et al., Distill 2021)"
+# PERCENTILE (0.95): the split must beat 95% of random partitions of the same units (the control, a one-sided
+# 5% level) and the untrained nets' split.
 DRAWS, PERCENTILE, TOP, SEEDS = 1000, 0.95, 4, 20
 BRANCHED = (2, 3)
 

@@ -27,6 +27,9 @@ from mechscope.vision.circuits.weights import expanded_weights
 from mechscope.zoo.registry import load
 
 LAYER, INPUT = "mixed3a", "conv2d2"
+# Thresholds: MIN_DETECTORS (10) a stated margin; MIN_RATIO_TO_UNTRAINED (2x) the control: the untrained net's
+# count by the same finder, doubled; MIN_OFFSET (1 conv2d2 px) the smallest shift a 2-px grid can show;
+# MIN_SPLIT_SHARE (more than half) the paper's "the factors split" read as a majority of detectors.
 MIN_DETECTORS, MIN_RATIO_TO_UNTRAINED, MIN_OFFSET, MIN_SPLIT_SHARE = 10, 2.0, 1.0, 0.5
 
 

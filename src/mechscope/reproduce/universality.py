@@ -32,6 +32,10 @@ from mechscope.zoo.registry import load
 
 LAYERS = ("conv2d0", "conv2d1", "conv2d2", "mixed3a", "mixed3b")
 JUDGED = ("mixed3a", "mixed3b")
+# Thresholds: THRESHOLD (0.7) the activation correlation read as "the same unit" (Li et al.'s matching, a
+# stated margin); MIN_GAP (0.2) the trained pair's share of matched units above the untrained pair's (the
+# control); TUNE_CORR / MAX_DIFF: the tuning match of curve_family (0.8) within a 22.5 deg sector (1/16 turn);
+# MIN_DETECTORS (5) and MIN_FAMILY_GAP (0.3) stated margins against the untrained pair.
 THRESHOLD, MIN_GAP, IMAGES, WORLD_SEED = 0.7, 0.2, 1024, 5
 FAMILY_LAYER, TUNE_CORR, MAX_DIFF, MIN_DETECTORS, MIN_FAMILY_GAP = "mixed3b", 0.8, 22.5, 5, 0.3
 

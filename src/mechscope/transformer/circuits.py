@@ -195,6 +195,17 @@ def composition_baseline(d_model: int, d_head: int, samples: int = 1000, seed: i
     ``V, Q, K [d_model, d_head]`` and ``O [d_head, d_model]`` (the same for Q-, K- and V-composition, since
     each ``W`` is a product of two Gaussian factors; the score is scale-free).  The paper subtracts this
     from the scores.  Deterministic for a given ``seed``; ``samples`` pairs, float64."""
+    return float(composition_baseline_samples(d_model, d_head, samples, seed).mean())
+
+
+def composition_baseline_samples(d_model: int, d_head: int, samples: int = 1000, seed: int = 0) -> Tensor:
+    """The composition scores of ``samples`` pairs of random heads (as ``composition_baseline``), float64
+    ``[samples]``: their spread says how far apart two heads' scores must be to differ beyond chance.
+
+    >>> s = composition_baseline_samples(32, 8, samples=200)
+    >>> tuple(s.shape), bool(0 < s.std() < s.mean() < 1)
+    ((200,), True)
+    """
     if samples < 1 or d_model < 1 or d_head < 1:
         raise MechscopeError(f"composition_baseline needs positive d_model, d_head and samples; got "
                              f"{d_model}, {d_head}, {samples}.")
@@ -202,8 +213,7 @@ def composition_baseline(d_model: int, d_head: int, samples: int = 1000, seed: i
     V, Q, K = (torch.randn(samples, d_model, d_head, generator=g, dtype=torch.float64) for _ in range(3))
     O = torch.randn(samples, d_head, d_model, generator=g, dtype=torch.float64)
     comp = FactoredMatrix(V, (O @ Q) @ K.mT).norm()
-    score = comp / FactoredMatrix(V, O).norm() / FactoredMatrix(Q, K.mT).norm()
-    return float(score.mean())
+    return comp / FactoredMatrix(V, O).norm() / FactoredMatrix(Q, K.mT).norm()
 
 
 # ---- eigenvalues -----------------------------------------------------------------------------------------------
