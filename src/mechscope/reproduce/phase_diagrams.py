@@ -28,8 +28,9 @@ Criteria (fixed before the results were looked at; thresholds live here, one con
 
 * ``tms-phase-diagram-3-2`` (n=3, m=2, the paper's second diagram: features 1 and 2 at importance 1, the extra
   feature's importance 0.1-10 x one density for all three 0.01-1, 8 x 8 cells, the extra feature's phase): the
-  learned diagram (best of 4 seeds, 10,000 steps) names the optimal phase on >= ``MIN_AGREEMENT`` of the 64 cells
-  and beats the shuffled control's 95th percentile, as above.
+  learned diagram (best of 2 seeds, 10,000 steps) names the optimal phase on >= ``MIN_AGREEMENT`` of the 64 cells
+  and beats the shuffled control's 95th percentile, as above.  (Seeds: 4 were planned; measured at 4 and 2 seeds
+  the agreement was 58 and 56 of 64 cells; 2 keep the two phase claims within their time budget.)
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def check_3_2(out: Path, result=None) -> Result:
                                      for x in r.instances if x["phase"] != x["optimal_phase"]]}
     return Result(numbers, diagram_verdict(a), _figure(r, out),
                   "n=3, m=2: the extra feature's phase (norm <= 0.5: not represented; interference > 0.1: "
-                  "superposition; else a dedicated dimension), learned (best of 4 seeds) vs numerically optimal. "
+                  "superposition; else a dedicated dimension), learned (best of 2 seeds) vs numerically optimal. "
                   "Control: the learned map shuffled over the grid.")
 
 
