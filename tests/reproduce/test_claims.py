@@ -33,8 +33,9 @@ def test_registry_and_unknown_names():
                              "k-composition-prev-to-induction", "induction-head-copies", "ablating-prev-token-head",
                              "one-layer-heads-copy", "tms-dense-keeps-two", "tms-sparse-pentagon",
                              "tms-linear-no-superposition", "tms-sticky-dimensions", "tms-phase-boundary",
-                             "tms-correlated-pairs", "tms-privileged-basis", "sae-recovers-toy-features"]
-    assert len(get_claims(["all"])) == 35
+                             "tms-phase-diagram-3-2", "tms-correlated-pairs", "tms-privileged-basis",
+                             "sae-recovers-toy-features"]
+    assert len(get_claims(["all"])) == 36
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 

@@ -67,6 +67,8 @@ def test_every_registered_claim_has_an_area_and_the_three_areas_are_present():
     areas = {c.name: claim_area(c) for c in CLAIMS}
     assert areas["two-layer-induction-heads"] == "transformer" and areas["tms-sparse-pentagon"] == "superposition"
     assert areas["curve-detectors-exist"] == "vision" and set(areas.values()) == set(claims_module.AREAS)
+    assert areas["tms-phase-boundary"] == areas["tms-phase-diagram-3-2"] == "superposition"   # set by the registry
+    assert all(c.area for c in CLAIMS)
 
 
 def test_control_numbers_and_summary_line():

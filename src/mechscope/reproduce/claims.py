@@ -71,14 +71,13 @@ class Claim:
 
 AREAS = ("vision", "transformer", "superposition")
 # The claim modules outside vision; any other module's claims are vision claims unless ``Claim.area`` says otherwise.
-_MODULE_AREAS = {"mechscope.reproduce.induction": "transformer", "mechscope.reproduce.superposition": "superposition"}
 CONTROL_WORDS = ("untrained", "random", "shuffled", "control", "baseline")
 _SUMMARY_ITEMS = 5
 _LIST_ITEMS = 5
 
 
 def claim_area(claim: Claim) -> str:
-    """The claim's area: ``claim.area`` if set, else from its check's module (vision unless listed).
+    """The claim's area: ``claim.area`` (the registry sets it for every claim it lists), else ``"vision"``.
 
     >>> claim_area(Claim("c", "p", "s", "k", lambda out: None, area="transformer"))
     'transformer'
@@ -87,7 +86,7 @@ def claim_area(claim: Claim) -> str:
         if claim.area not in AREAS:
             raise MechscopeError(f"claim {claim.name!r}: area {claim.area!r} is not one of {', '.join(AREAS)}")
         return claim.area
-    return _MODULE_AREAS.get(getattr(claim.check, "__module__", ""), "vision")
+    return "vision"
 
 
 def control_numbers(numbers: dict) -> dict:

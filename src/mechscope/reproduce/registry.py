@@ -4,10 +4,12 @@ Example::
 
     >>> from mechscope.reproduce.registry import claim_names
     >>> len(claim_names()), claim_names()[:2]
-    (35, ['curve-detectors-exist', 'curve-family-rotated-copies'])
+    (36, ['curve-detectors-exist', 'curve-family-rotated-copies'])
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from mechscope.errors import unknown_name
 from mechscope.reproduce import (architectures, banding, banding_ablations, branch_curves, circle_detectors,
@@ -16,12 +18,20 @@ from mechscope.reproduce import (architectures, banding, banding_ablations, bran
                                  superposition, universality)
 from mechscope.reproduce.claims import Claim
 
-# In the order of the issue's list of claims; the hand-written circuit last.
-CLAIMS: tuple[Claim, ...] = (curve_detectors.CLAIM, curve_family.CLAIM, featvis_sigma.CLAIM, high_low.CLAIM,
-                             banding.CLAIM, *banding_ablations.CLAIMS, universality.CLAIM, *architectures.CLAIMS,
-                             *curve_evidence.CLAIMS, feature_use.CLAIM, circle_detectors.CLAIM, branch_curves.CLAIM,
-                             *first_layer_branches.CLAIMS, polysemanticity.CLAIM, handmade_curve.CLAIM,
-                             *induction.CLAIMS, *superposition.CLAIMS)
+def _area(area: str, *claims: Claim) -> tuple[Claim, ...]:
+    return tuple(replace(c, area=area) for c in claims)
+
+
+# One table, by area (the README's tables follow it), in the order of the papers' claims; the hand-written
+# circuit last among the vision claims.
+CLAIMS: tuple[Claim, ...] = (
+    *_area("vision", curve_detectors.CLAIM, curve_family.CLAIM, featvis_sigma.CLAIM, high_low.CLAIM, banding.CLAIM,
+           *banding_ablations.CLAIMS, universality.CLAIM, *architectures.CLAIMS, *curve_evidence.CLAIMS,
+           feature_use.CLAIM, circle_detectors.CLAIM, branch_curves.CLAIM, *first_layer_branches.CLAIMS,
+           polysemanticity.CLAIM, handmade_curve.CLAIM),
+    *_area("transformer", *induction.CLAIMS),
+    *_area("superposition", *superposition.CLAIMS),
+)
 
 
 def claim_names() -> list[str]:
