@@ -69,8 +69,9 @@ def check_split(out: Path, draws: int = DRAWS) -> Result:
                                   "passes": ok}
         controls[f"groups_{g}"] = {"untrained_split": round(untrained.split, 4),
                                    "random_partitions_p95": numbers[f"groups_{g}"]["trained"]["random_partitions"]["p95"]}
-        parts.append(f"{g} branches split {fmt(trained.split)} (above {trained.percentile:.1%} of random partitions, "
-                     f"p95 {fmt(controls[f'groups_{g}']['random_partitions_p95'])}) vs untrained {fmt(untrained.split)}")
+        parts.append(f"{g} branches: split {fmt(trained.split)} vs random p95 "
+                     f"{fmt(controls[f'groups_{g}']['random_partitions_p95'])} (percentile {fmt(trained.percentile)}), "
+                     f"untrained {fmt(untrained.split)}")
         ax.hist(trained.null_splits.numpy(), bins=30, color="0.7", label="random partitions (trained)")
         ax.axvline(trained.split, color="C3", label=f"trained {trained.split:.2f}")
         ax.axvline(untrained.split, color="C0", ls="--", label=f"untrained {untrained.split:.2f}")

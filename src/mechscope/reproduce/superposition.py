@@ -150,7 +150,7 @@ def _linear(out: Path) -> Result:
     passed = all(x["represented"] <= m and x["superposed"] == 0 for x in lin) and relu[-1]["superposed"] > 0
     controls = {"relu_represented": [x["represented"] for x in relu], "relu_superposed": [x["superposed"] for x in relu]}
     summary = (f"linear: <= {max(x['represented'] for x in lin)} represented (m={m}), "
-               f"{sum(x['superposed'] for x in lin)} superposed at any sparsity; ReLU at S="
+               f"<= {max(x['superposed'] for x in lin)} superposed at each sparsity; ReLU at S="
                f"{fmt(r.settings['sparsities'][-1])}: {relu[-1]['represented']} represented, "
                f"{relu[-1]['superposed']} superposed")
     return Result({"n_hidden": m, "linear_represented": [x["represented"] for x in lin],
@@ -193,8 +193,8 @@ def _correlated(out: Path) -> Result:
     anti = [c for x in r.instances if x["pairs"] == "anticorrelated" for c in x["cosine_within_pairs"]]
     # each regime is the other's control: the same toy, the same training, only the pairs' co-occurrence differs
     controls = {"correlated_max_abs_cos": max(abs(c) for c in corr), "anticorrelated_max_cos": max(anti)}
-    summary = (f"correlated pairs: |cos| <= {fmt(controls['correlated_max_abs_cos'])}; anticorrelated pairs: cos "
-               f"<= {fmt(controls['anticorrelated_max_cos'])}")
+    summary = (f"correlated pairs: max abs cos {fmt(controls['correlated_max_abs_cos'])}; anticorrelated pairs: "
+               f"max cos {fmt(controls['anticorrelated_max_cos'])}")
     return Result({"cosine_within_correlated_pairs": corr, "cosine_within_anticorrelated_pairs": anti,
                    "densities": r.settings["densities"]},
                   max(abs(c) for c in corr) <= CORR_MAX_COS and max(anti) <= ANTI_MAX_COS, _figure(r, "geometry", out),
