@@ -69,7 +69,8 @@ def check(out: Path, images: int = 2048, steps: int = 256) -> Result:
     save_png(grid(final, ncols=len(units)), out / "featvis_curve_detectors.png")
     above = sum(r["featvis_max"] > r["dataset_max"] for r in rows.values())
     controls = {"control_untrained_median_sigma": control_median,
-                "control_untrained_above_dataset_max": sum(r["featvis_max"] > r["dataset_max"] for r in control.values()),
+                "control_untrained_above_dataset_max": sum(r["featvis_max"] > r["dataset_max"]
+                                                           for r in control.values()),
                 "control_untrained_dead_units": sum(r["sigma"] is None for r in control.values())}
     summary = (f"median {fmt(median)} σ over {len(rows)} curve detectors ({above} above the dataset max); "
                f"untrained net: {fmt(control_median)} σ ({controls['control_untrained_dead_units']} dead)")

@@ -67,10 +67,10 @@ def check_split(out: Path, draws: int = DRAWS) -> Result:
                                   "untrained_control": {k: v for k, v in untrained.as_dict().items()
                                                         if k != "unit_scores"},
                                   "passes": ok}
-        controls[f"groups_{g}"] = {"untrained_split": round(untrained.split, 4),
-                                   "random_partitions_p95": numbers[f"groups_{g}"]["trained"]["random_partitions"]["p95"]}
+        p95 = numbers[f"groups_{g}"]["trained"]["random_partitions"]["p95"]
+        controls[f"groups_{g}"] = {"untrained_split": round(untrained.split, 4), "random_partitions_p95": p95}
         parts.append(f"{g} branches: split {fmt(trained.split)} vs random p95 "
-                     f"{fmt(controls[f'groups_{g}']['random_partitions_p95'])} (percentile {fmt(trained.percentile)}), "
+                     f"{fmt(p95)} (percentile {fmt(trained.percentile)}), "
                      f"untrained {fmt(untrained.split)}")
         ax.hist(trained.null_splits.numpy(), bins=30, color="0.7", label="random partitions (trained)")
         ax.axvline(trained.split, color="C3", label=f"trained {trained.split:.2f}")

@@ -131,7 +131,8 @@ def _exist(out: Path) -> Result:
                 "best_layer1_previous_token": numbers["best_layer1_previous_token"]}
     summary = (f"induction head {two['induction_head']} score {fmt(_r(ind))}, previous-token head "
                f"{two['previous_token_head']} {fmt(_r(prev))}; 1-layer model's best induction {fmt(_r(one_ind))}")
-    return Result(numbers, passed, [], controls=controls, summary=summary, note=f"Scores: mean attention on the induction / previous-token diagonal over "
+    return Result(numbers, passed, [], controls=controls, summary=summary,
+                  note=f"Scores: mean attention on the induction / previous-token diagonal over "
                   f"{ROWS} rows of [BOS] + 50 random tokens repeated once.")
 
 
@@ -172,8 +173,10 @@ def _k_composition(out: Path) -> Result:
                 "random_difference_sigma": sep["random_difference_sigma"]}
     summary = (f"strongest K-composition into {two['induction_head']} from {Head.at(0, best).short} "
                f"({fmt(_r(k[best]))}); weakest previous-token head {fmt(sep['weakest_previous'])} vs strongest other "
-               f"{fmt(sep['strongest_other'])} ({fmt(sep['margin_in_random_sigmas'])} random σ); random {fmt(_r(base))}")
-    return Result(numbers, passed, [], controls=controls, summary=summary, note="K-composition ||W_QK^T W_OV|| / (||W_QK|| ||W_OV||) on the "
+               f"{fmt(sep['strongest_other'])} ({fmt(sep['margin_in_random_sigmas'])} random σ); random "
+               f"{fmt(_r(base))}")
+    return Result(numbers, passed, [], controls=controls, summary=summary,
+                  note="K-composition ||W_QK^T W_OV|| / (||W_QK|| ||W_OV||) on the "
                   "LayerNorm-folded weights (transformer.circuits.composition_scores). Control: the layer-0 heads "
                   "that are not previous-token heads, and the spread of random heads' scores "
                   f"({BASELINE_SAMPLES} Gaussian pairs). Every trained head composes above the random mean, so "

@@ -130,7 +130,8 @@ def check(out: Path, images: int = IMAGES, k: int = K, seed: int = 0) -> Result:
         "difference_units_minus_sae_bits": round(med["units"] - med["sae"], 3),
         "conditions": conditions,
     }
-    controls = {"untrained_sae_median_bits": med["untrained_sae"], "random_rotation_median_bits": med["random_rotation"],
+    controls = {"untrained_sae_median_bits": round(med["untrained_sae"], 3),
+                "random_rotation_median_bits": round(med["random_rotation"], 3),
                 "shuffled_labels_median_bits": numbers["shuffled_labels"]}
     summary = (f"median top-{k} label entropy: SAE latents {fmt(med['sae'])} vs units {fmt(med['units'])} bits; "
                f"untrained SAE {fmt(med['untrained_sae'])}, random rotation {fmt(med['random_rotation'])}, shuffled "

@@ -148,7 +148,8 @@ def _linear(out: Path) -> Result:
     relu = [x for x in r.instances if x["model"] == "relu_output"]
     m = r.settings["n_hidden"]
     passed = all(x["represented"] <= m and x["superposed"] == 0 for x in lin) and relu[-1]["superposed"] > 0
-    controls = {"relu_represented": [x["represented"] for x in relu], "relu_superposed": [x["superposed"] for x in relu]}
+    controls = {"relu_represented": [x["represented"] for x in relu],
+                "relu_superposed": [x["superposed"] for x in relu]}
     summary = (f"linear: <= {max(x['represented'] for x in lin)} represented (m={m}), "
                f"<= {max(x['superposed'] for x in lin)} superposed at each sparsity; ReLU at S="
                f"{fmt(r.settings['sparsities'][-1])}: {relu[-1]['represented']} represented, "
