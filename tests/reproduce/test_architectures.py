@@ -10,6 +10,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_census_claim_fails_on_the_resnet_whose_untrained_twin_also_passes_the_finder(tmp_path):
     result = A.check_census(tmp_path, n_orientations=36)
+    assert result.summary and result.controls and "|" not in result.summary
     census = result.numbers["census"]
     assert set(census) == {"shapes", "shapes-vgg", "shapes-resnet"}
     for name, c in census.items():                       # every architecture's untrained twin is measured
@@ -24,6 +25,7 @@ def test_census_claim_fails_on_the_resnet_whose_untrained_twin_also_passes_the_f
 
 def test_match_claim_holds_for_both_architectures_against_their_untrained_twins(tmp_path):
     result = A.check_match(tmp_path, n_orientations=36)
+    assert result.summary and result.controls and "|" not in result.summary
     for name in ("shapes-vgg", "shapes-resnet"):
         m = result.numbers["matches"][name]
         assert m["shapes_detectors"] >= A.MIN_DETECTORS

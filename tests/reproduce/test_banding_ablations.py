@@ -22,6 +22,7 @@ def _control_computed(summary):
 
 def test_gap_net(tmp_path):
     result = BY_NAME["banding-gap"].check(tmp_path)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     _control_computed(n["gap"])
     assert (tmp_path / "banding_gap.png").exists()
@@ -32,6 +33,7 @@ def test_gap_net(tmp_path):
 
 def test_rotated_data(tmp_path):
     result = BY_NAME["banding-rotated-data"].check(tmp_path)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     _control_computed(n["gap_rotated"])
     assert n["rotated_conv4_vertical_excess"] > n["rotated_conv4_horizontal_excess"]
@@ -40,6 +42,7 @@ def test_rotated_data(tmp_path):
 
 def test_avg_x(tmp_path):
     result = BY_NAME["banding-avg-x"].check(tmp_path)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     _control_computed(n["avg_x"])
     assert isinstance(n["avg_x_conv3_banded"], bool)
@@ -48,6 +51,7 @@ def test_avg_x(tmp_path):
 
 def test_max(tmp_path):
     result = BY_NAME["banding-max"].check(tmp_path)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     _control_computed(n["max"])
     assert result.passed is EXPECTED["banding-max"]

@@ -7,6 +7,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_circle_claim_verdict_with_its_shuffled_untrained_and_stimulus_controls(tmp_path):
     result = circle_detectors.check(tmp_path, n_orientations=24, draws=100)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     # the weight criterion holds: far more circle units than chance and than the untrained net
     assert n["units"] == 224 and n["draws"] == 100 and n["expected_by_chance"] == 2.24

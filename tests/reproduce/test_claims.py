@@ -42,6 +42,7 @@ def test_registry_and_unknown_names():
 
 def test_curve_detector_claim_on_the_organism_against_the_untrained_net(tmp_path):
     result = curve_detectors.check(tmp_path, n_orientations=72)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     assert n["curve_detectors"] >= curve_detectors.MIN_DETECTORS and n["sectors_covered_of_8"] >= 7
     # the control is computed and compared: the untrained net, same finder, has (almost) none
@@ -51,6 +52,7 @@ def test_curve_detector_claim_on_the_organism_against_the_untrained_net(tmp_path
 
 def test_universality_claim_verdict_against_the_untrained_pair(tmp_path):
     result = universality.check(tmp_path, images=128, n_orientations=36, layers=("conv2d0", "mixed3a", "mixed3b"))
+    assert result.summary and result.controls and "|" not in result.summary
     n, fam = result.numbers, result.numbers["family"]
     # the control is computed at every layer and for the family
     assert set(n["untrained_pair"]) == set(n["trained_pair"]) == {"conv2d0", "mixed3a", "mixed3b"}
@@ -73,6 +75,7 @@ def test_high_low_claim_holds_on_the_organism(tmp_path):
     from mechscope.reproduce import high_low
 
     result = high_low.check(tmp_path)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     assert n["high_low_detectors"] == len(n["offsets_px"]) >= high_low.MIN_DETECTORS
     # the control is computed and compared: the untrained net's detectors, same finder
@@ -103,6 +106,7 @@ def test_banding_claim_verdict_and_its_untrained_control(tmp_path):
     from mechscope.reproduce import banding
 
     result = banding.check(tmp_path)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     assert n["final_layer"] == "mixed4b" and "conv2d0" in n["excess_per_layer"]
     assert set(n["untrained_convs"]) == set(n["convs"]) and "mixed4b.b3x3.conv" in n["untrained_convs"]
@@ -120,6 +124,7 @@ def test_banding_claim_writes_its_figure_through_save_figure(tmp_path, monkeypat
     real = banding.save_figure
     monkeypatch.setattr(banding, "save_figure", lambda fig, path, **kw: saved.append(path) or real(fig, path, **kw))
     result = banding.check(tmp_path)
+    assert result.summary and result.controls and "|" not in result.summary
     assert saved == [tmp_path / "weight_banding.png"] == [tmp_path / f for f in result.figures]
     assert saved[0].read_bytes()[:4] == b"\x89PNG"
     assert [p.name for p in tmp_path.iterdir()] == ["weight_banding.png"]   # no temporary file left behind
@@ -142,6 +147,7 @@ def test_feature_use_claim_ablates_curve_detectors_against_random_sets(tmp_path)
     from mechscope.reproduce import feature_use
 
     result = feature_use.check(tmp_path, images=160, draws=4, n_orientations=72)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     assert result.passed, n                                 # the verdict: detectors cost the curve task more
     assert n["curve_detectors"] > 10 and n["random_draws"] == 4 and n["other_units"] == 208 - n["curve_detectors"]
@@ -157,6 +163,7 @@ def test_curve_family_claim_on_the_rotating_grid_with_its_profile_and_controls(t
     from mechscope.reproduce import curve_family
 
     result = curve_family.check(tmp_path, n_orientations=36, images=16, profile_orientations=36)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     # the grid: 64 px is off by a fraction of a cell after the strided stem, 65 px rotates onto itself
     assert n["input_size"] == 65 and n["mixed3a_grid_error_at_64px"] > 0.1 and n["mixed3a_grid_error_at_65px"] < 1e-4
@@ -176,6 +183,7 @@ def test_branch_curves_claim_counts_detectors_per_branch_with_its_controls(tmp_p
     from mechscope.reproduce import branch_curves
 
     result = branch_curves.check(tmp_path, n_orientations=72, draws=20)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     rows = n["trained"]["branches"]
     assert list(rows) == ["1x1", "3x3", "5x5", "pool_reduce"] and sum(r["width"] for r in rows.values()) == 208
@@ -200,6 +208,8 @@ def test_curve_evidence_claims_compare_detectors_with_control_units(tmp_path):
     sigma = curve_evidence.check_sigma(tmp_path, **kw)
     fill = curve_evidence.check_fill_colour(tmp_path, **kw)
     angles = curve_evidence.check_angles(tmp_path, **kw)
+    for r in (sigma, fill, angles):
+        assert r.summary and r.controls and "|" not in r.summary
     det, ctrl, info = curve_evidence.measure(**kw)
     # the control is computed: as many responsive non-detector units, disjoint from the detectors
     assert len(ctrl.units) == len(det.units) == info["detectors"] > 10 and not set(ctrl.units) & set(det.units)

@@ -10,6 +10,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_featvis_sigma_against_the_untrained_network(tmp_path):
     result = F.check(tmp_path, images=256, steps=4)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     assert len(n["units"]) == F.UNITS and set(n["control_untrained_units"]) == set(n["units"])   # same units
     for row in (*n["units"].values(), *n["control_untrained_units"].values()):

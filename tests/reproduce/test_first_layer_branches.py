@@ -7,6 +7,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_split_claim_passes_against_random_partitions_and_the_untrained_nets(tmp_path):
     result = flb.check_split(tmp_path, draws=300)
+    assert result.summary and result.controls and "|" not in result.summary
     assert result.passed
     for g in flb.BRANCHED:
         row = result.numbers[f"groups_{g}"]
@@ -21,6 +22,7 @@ def test_split_claim_passes_against_random_partitions_and_the_untrained_nets(tmp
 
 def test_svd_claim_fails_honestly_and_computes_its_control(tmp_path):
     result = flb.check_svd(tmp_path, seeds=5)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     assert not result.passed
     # measured: the first component is the most luminance-like of the top four, not the most colourful

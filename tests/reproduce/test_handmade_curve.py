@@ -10,6 +10,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_handmade_detector_against_learned_detectors_and_shuffled_controls(tmp_path):
     result = H.check(tmp_path, n_orientations=36, designed=(0.0, 135.0))
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     assert n["max_orientation_error_deg"] <= H.MAX_ERROR and n["learned_detectors"] > 10
     # the distribution over learned detectors, not only the best (measured: best 0.88, median 0.70)

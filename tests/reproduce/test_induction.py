@@ -15,6 +15,8 @@ def rows(tmp_path_factory):
 
 
 def test_induction_and_previous_token_heads_exist_and_the_one_layer_control_has_none(rows):
+    for name, r in rows.items():      # each names its control and says its result in one line
+        assert r.summary and r.controls and "|" not in r.summary, name
     n = rows["two-layer-induction-heads"].numbers
     assert n["induction_head"] == "1.3" and n["previous_token_head"] == "0.2"
     assert n["induction_score"] >= I.MIN_INDUCTION and n["previous_token_score"] >= I.MIN_PREVIOUS

@@ -10,6 +10,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_sae_polysemanticity_claim_computes_its_controls_and_verdict(tmp_path):
     result = polysemanticity.check(tmp_path, images=120, k=3)
+    assert result.summary and result.controls and "|" not in result.summary
     n = result.numbers
     for name in ("units", "sae", "untrained_sae", "random_rotation"):       # the finding and both direction controls
         assert 0 < n[name]["live"] <= n[name]["of"] and 0 <= n[name]["median_bits"] <= math.log2(3) + 1e-3, name

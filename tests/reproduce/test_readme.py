@@ -115,3 +115,14 @@ def test_committed_report_names_exactly_the_registered_claims():
     --readme``, then commit both."""
     names = [row["name"] for row in json.loads(COMMITTED.read_text())["claims"]]
     assert names == claim_names()
+
+
+def test_committed_report_rows_all_have_their_own_summary_and_controls():
+    """FAILS UNTIL THE LEAD REGENERATES THE REPORT (as the test above): every claim now sets ``Result.summary``
+    (its key numbers and its control's, in one line) and ``Result.controls``; a report made before that shows
+    the fallback ``summary_line`` of the first numbers and controls guessed from key names (or none)."""
+    for row in json.loads(COMMITTED.read_text())["claims"]:
+        summary = row["summary"]
+        assert summary and summary != summary_line(row["numbers"]), row["name"]
+        assert len(summary) <= 200 and "|" not in summary, row["name"]
+        assert row["controls"], row["name"]

@@ -36,6 +36,8 @@ def _intro(first: torch.Tensor, last: torch.Tensor) -> ExperimentResult:
 def test_dense_and_pentagon_criteria_tell_each_regime_from_the_other(tmp_path, monkeypatch):
     monkeypatch.setattr(S, "_run", lambda name: _intro(DENSE, PENTAGON))
     dense, pentagon = S._dense(tmp_path), S._pentagon(tmp_path)
+    for r in (dense, pentagon):
+        assert r.summary and r.controls and "|" not in r.summary
     assert dense.passed and dense.numbers["control_sparse"]["passes_dense_criterion"] is False
     assert pentagon.passed and pentagon.numbers["control_dense"]["passes_pentagon_criterion"] is False
     assert pentagon.numbers["dimensionality"] == pytest.approx([0.4] * 5, abs=1e-6)
@@ -78,6 +80,8 @@ def test_short_runs_compute_every_control_and_fail_unconverged(tmp_path, monkeyp
     monkeypatch.setattr(S, "_run", short)
     rows = {c.name: c.check(tmp_path) for c in S.CLAIMS if c.name in CHECKED}
     assert set(rows) == set(CHECKED)
+    for name, r in rows.items():   # each names its control and says its result in one line
+        assert r.summary and r.controls and "|" not in r.summary, name
     for name, r in rows.items():
         assert all((tmp_path / f).exists() for f in r.figures), name
     n = {k: r.numbers for k, r in rows.items()}

@@ -32,7 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from mechscope.plots import new_figure, save_figure
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.vision.families.architectures import compare_tunings, family_census, layer_tunings
 from mechscope.zoo.registry import load
 
@@ -77,8 +77,13 @@ def check_census(out: Path, n_orientations: int = ORIENTATIONS) -> Result:
     ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out / "architectures_census.png", dpi=80, tight=False)
+    summary = "curve detectors, trained vs untrained twin: " + "; ".join(
+        f"{n} {c['trained']['curve_detectors']} ({c['trained']['curve_coverage_of_8']}/8 sectors) vs "
+        f"{c['untrained']['curve_detectors']}" for n, c in census.items())
+    controls = {n: {"untrained_curve_detectors": c["untrained"]["curve_detectors"],
+                    "untrained_curve_share": c["untrained"]["curve_share"]} for n, c in census.items()}
     return Result({"census": census, "passes": ok, "orientations": n_orientations}, all(ok.values()),
-                  ["architectures_census.png"],
+                  ["architectures_census.png"], controls=controls, summary=summary, note=
                   "Curve detectors by tuning.curve_detectors (curves >= 1.5x lines, FWHM <= 150 deg, one-sided, peak "
                   "> 10% of the layer's strongest) at the last 16x16 layer of each architecture; the untrained twin is "
                   "the same architecture with seed-0 random weights. High-low detectors reported, not judged. Not "
@@ -112,8 +117,13 @@ def check_match(out: Path, n_orientations: int = ORIENTATIONS) -> Result:
     save_figure(fig, out / "architectures_match.png", dpi=80, tight=False)
     passed = all(numbers[n]["shapes_detectors"] >= MIN_DETECTORS and numbers[n]["gap"] >= MIN_MATCH_GAP
                  for n in others)
+    summary = "shapes curve detectors matched, trained vs untrained twin: " + "; ".join(
+        f"{n} {fmt(v['share_matched'])} vs {fmt(v['share_matched_untrained'])}" for n, v in numbers.items())
+    controls = {n: {"share_matched_untrained": v["share_matched_untrained"],
+                    "median_best_corr_untrained": v["median_best_corr_untrained"]} for n, v in numbers.items()}
     return Result({"matches": numbers, "criteria": {"min_corr": TUNE_CORR, "max_diff_deg": MAX_DIFF},
-                   "orientations": n_orientations}, passed, ["architectures_match.png"],
+                   "orientations": n_orientations}, passed, ["architectures_match.png"], controls=controls,
+                  summary=summary, note=
                   "Each curve detector of shapes:mixed3b matched to the unit of the other network's compared layer "
                   "whose radial tuning curve correlates best with its own (no activation maps are compared: the "
                   "architectures differ); control: the same detectors matched into the untrained twin's layer. "

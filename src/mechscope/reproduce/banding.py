@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mechscope.plots import new_figure, save_figure
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.vision.circuits.banding import BANDED, excess, layer_banding
 from mechscope.vision.circuits.weights import banding_plot
 from mechscope.zoo.registry import load
@@ -48,7 +48,12 @@ def check(out: Path) -> Result:
                "strongest_earlier_excess": earlier, "excess_per_layer": by_layer,
                "convs": trained, "untrained_convs": untrained}
     passed = final >= MIN_EXCESS and final > earlier
-    return Result(numbers, passed, ["weight_banding.png"],
+    final_untrained = {k: v["banded"] for k, v in untrained.items() if k.split(".")[0] == FINAL}
+    summary = (f"{FINAL} banded share above untrained {fmt(final)} (needs >= {MIN_EXCESS:g}) vs strongest earlier "
+               f"layer {fmt(earlier)}; untrained {FINAL} banded: "
+               + ", ".join(fmt(v) for v in final_untrained.values()))
+    controls = {"untrained_final_banded": final_untrained, "strongest_earlier_excess": earlier}
+    return Result(numbers, passed, ["weight_banding.png"], controls=controls, summary=summary, note=
                   "excess: share of a conv's kernels banded either way minus the share in the same conv untrained "
                   "(untrained_convs, the chance level for that kernel size); pooled_score: the old signed score "
                   "pooled over kernels, for comparison. The shapes world has no up or down: shapes, curves, "

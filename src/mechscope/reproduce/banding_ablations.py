@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from mechscope.plots import new_figure, save_figure
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.vision.circuits.banding import BANDED, banding_comparison
 from mechscope.vision.circuits.weights import banding_plot
 from mechscope.zoo.registry import load
@@ -85,13 +85,27 @@ def _last_and_earlier(variant: str) -> tuple[float, float]:
     return gaps[LAST]["banded"], max(g["banded"] for c, g in gaps.items() if c != LAST)
 
 
+def _untrained_last(variant: str) -> dict[str, float]:
+    """The untrained twin's banded / horizontal / vertical shares in conv4: the chance level the excess is over."""
+    row = _measure(variant)["untrained_convs"][LAST]
+    return {k: row[k] for k in ("banded", "horizontal", "vertical")}
+
+
+def _pooled_summary(last: float, earlier: float, h: float, v: float, variant: str) -> str:
+    return (f"conv4 banded excess {fmt(last)} (horizontal {fmt(h)} / vertical {fmt(v)}) vs strongest earlier "
+            f"{fmt(earlier)}; untrained conv4 banded share {fmt(_untrained_last(variant)['banded'])}")
+
+
 def check_gap(out: Path) -> Result:
     last, earlier = _last_and_earlier("gap")
     g = _measure("gap")["excess"][LAST]
     passed = last >= MIN_EXCESS and last > earlier and g["horizontal"] > g["vertical"]
     numbers = {"conv4_excess": last, "strongest_earlier_excess": earlier, "conv4_horizontal_excess":
                g["horizontal"], "conv4_vertical_excess": g["vertical"], "gap": _summary("gap")}
-    return Result(numbers, passed, [_figure("gap", out)], MEASURE + ". The net ends in global average pooling "
+    controls = {"untrained_conv4": _untrained_last("gap"), "strongest_earlier_excess": earlier}
+    return Result(numbers, passed, [_figure("gap", out)], controls=controls,
+                  summary=_pooled_summary(last, earlier, g["horizontal"], g["vertical"], "gap"),
+                  note=MEASURE + ". The net ends in global average pooling "
                   "over conv4's 8x8 map; the world has sky above and ground below, and its tasks depend on "
                   "vertical position." + CAVEAT)
 
@@ -103,7 +117,12 @@ def check_rotated(out: Path) -> Result:
     numbers = {"rotated_conv4_vertical_excess": r["vertical"], "rotated_conv4_horizontal_excess": r["horizontal"],
                "gap_conv4_horizontal_excess": g["horizontal"], "gap_conv4_vertical_excess": g["vertical"],
                "gap_rotated": _summary("gap-rotated")}
-    return Result(numbers, passed, [_figure("gap-rotated", out)], MEASURE + ". Same recipe and seed as "
+    controls = {"gap_conv4_horizontal_excess": g["horizontal"], "gap_conv4_vertical_excess": g["vertical"],
+                "untrained_conv4": _untrained_last("gap-rotated")}
+    summary = (f"rotated conv4 excess vertical {fmt(r['vertical'])} / horizontal {fmt(r['horizontal'])}; "
+               f"unrotated net: horizontal {fmt(g['horizontal'])} / vertical {fmt(g['vertical'])}")
+    return Result(numbers, passed, [_figure("gap-rotated", out)], controls=controls, summary=summary,
+                  note=MEASURE + ". Same recipe and seed as "
                   "banding-gap; every training and held-out image turned 90 degrees (up is on the left)." + CAVEAT)
 
 
@@ -115,7 +134,13 @@ def check_avg_x(out: Path) -> Result:
                "avg_x_conv3_excess": x[BEFORE]["banded"],
                "gap_conv3_excess": _measure("gap")["excess"][BEFORE]["banded"],
                "avg_x_conv3_banded": x[BEFORE]["banded"] >= MIN_EXCESS, "avg_x": _summary("avg-x")}
-    return Result(numbers, passed, [_figure("avg-x", out)], MEASURE + ". The head averages conv4 over x only "
+    controls = {"gap_conv4_excess": gap_last, "gap_conv3_excess": numbers["gap_conv3_excess"],
+                "untrained_conv4": _untrained_last("avg-x")}
+    summary = (f"conv4 banded excess {fmt(x[LAST]['banded'])} with x-only pooling vs {fmt(gap_last)} with global "
+               f"average pooling (needs <= {fmt(gap_last - MIN_EXCESS)}); conv3 {fmt(x[BEFORE]['banded'])} vs "
+               f"{fmt(numbers['gap_conv3_excess'])}")
+    return Result(numbers, passed, [_figure("avg-x", out)], controls=controls, summary=summary,
+                  note=MEASURE + ". The head averages conv4 over x only "
                   "and reads its 8 rows with a linear layer, so vertical position reaches the classifier without "
                   "the conv kernels carrying it. avg_x_conv3_banded: whether the banding appeared in the layer "
                   "before (the paper saw it move there); reported, not part of the criterion." + CAVEAT)
@@ -127,7 +152,10 @@ def check_max(out: Path) -> Result:
     passed = last >= MIN_EXCESS and last > earlier
     numbers = {"conv4_excess": last, "strongest_earlier_excess": earlier, "conv4_horizontal_excess":
                m["horizontal"], "conv4_vertical_excess": m["vertical"], "max": _summary("max")}
-    return Result(numbers, passed, [_figure("max", out)], MEASURE + ". Global max pooling over conv4's 8x8 map. "
+    controls = {"untrained_conv4": _untrained_last("max"), "strongest_earlier_excess": earlier}
+    return Result(numbers, passed, [_figure("max", out)], controls=controls,
+                  summary=_pooled_summary(last, earlier, m["horizontal"], m["vertical"], "max"),
+                  note=MEASURE + ". Global max pooling over conv4's 8x8 map. "
                   "The criterion follows the paper's simplified-model table as we recall it (max pooling still "
                   "bands); the article itself was not in the stored pages searched." + CAVEAT)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from mechscope.plots import new_figure, save_figure
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.families.branches import BranchSplit, branch_specialization
 from mechscope.vision.families.tuning import curve_detectors
@@ -75,7 +75,13 @@ def check(out: Path, n_orientations: int = 72, draws: int = DRAWS) -> Result:
                                        "share_passing": false_positive}}
     passed = (trained["passes"] and not untrained["passes"]
               and (false_positive is None or false_positive <= ALPHA))
-    return Result(numbers, passed, ["branch_curves.png"],
+    t, u = trained["branches"][BRANCH], untrained["branches"][BRANCH]
+    controls = {"untrained_branch": u, "untrained_passes": untrained["passes"],
+                "random_sets_share_passing": false_positive}
+    summary = (f"{t['count']} of {trained['detectors']} detectors in {LAYER}_{BRANCH} (expected {fmt(t['expected'])}, "
+               f"p {fmt(t['p_value'])}); untrained: {u['count']} of {untrained['detectors']} (p {fmt(u['p_value'])}); "
+               f"random sets pass {fmt(false_positive)}")
+    return Result(numbers, passed, ["branch_curves.png"], controls=controls, summary=summary, note=
                   "Curve detectors as in the curve-detectors claim (radial tuning, one-sided, >= 1.5x lines). "
                   "p_value: hypergeometric probability of at least that many detectors in a random draw of the "
                   "branch's width from the block's 208 units. Controls: the untrained network's detectors "

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.vision.circuits.circle_units import CircleUnits, detector_orientations, find_circle_units, ring_ratio
 from mechscope.zoo.registry import load
 
@@ -102,7 +102,13 @@ def check(out: Path, n_orientations: int = ORIENTATIONS, draws: int = DRAWS, see
     }
     trained.figure(out / "circle_detectors.png", TOP)
     untrained.figure(out / "circle_detectors_untrained.png", 4)
+    controls = {"untrained_circle_units": n_raw, "expected_by_chance": numbers["expected_by_chance"],
+                "untrained_score_median_all": numbers["untrained_score_median_all"],
+                "ring_ratio_control_median": ctrl_med}
+    summary = (f"{n} circle units (needs >= {fmt(need)}; untrained net: {n_raw}, chance {fmt(chance)}); ring/arc "
+               f"ratio {fmt(top_med)} vs {fmt(ctrl_med)} for random responsive units")
     return Result(numbers, count_ok and ring_ok, ["circle_detectors.png", "circle_detectors_untrained.png"],
+                  controls=controls, summary=summary, note=
                   f"Circle score over the expanded weights from {len(trained.detectors.units)} mixed3b curve "
                   f"detectors to each mixed4a unit at the map centre; significance against {draws} shuffles of the "
                   f"detectors' orientation labels (99th percentile per unit). The untrained control uses "

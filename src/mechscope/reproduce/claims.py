@@ -134,6 +134,19 @@ def summary_line(numbers: dict, items: int = _SUMMARY_ITEMS) -> str:
     return ", ".join(parts[:items])
 
 
+def fmt(v, digits: int = 3) -> str:
+    """A measured number for a summary line: floats to ``digits`` significant digits, ``None`` as "none".
+
+    >>> fmt(0.91234), fmt(None), fmt(12)
+    ('0.912', 'none', '12')
+    """
+    if v is None:
+        return "none"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
 def machine_info() -> dict:
     """Where a report was made: CPU model, logical cores, torch's intra-op threads and the versions."""
     import torch

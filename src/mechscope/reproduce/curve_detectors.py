@@ -36,7 +36,10 @@ def check(out: Path, n_orientations: int = 720) -> Result:
                "criteria": found.criteria, "orientations": n_orientations}
     passed = (len(found.units) >= MIN_DETECTORS and found.coverage(8) >= MIN_SECTORS
               and len(untrained.units) <= MAX_UNTRAINED)
-    return Result(numbers, passed, figures,
+    summary = (f"{len(found.units)} curve detectors covering {found.coverage(8)}/8 sectors; "
+               f"untrained net: {len(untrained.units)}")
+    return Result(numbers, passed, figures, controls={"untrained_curve_detectors": len(untrained.units)},
+                  summary=summary, note=
                   "Tuning: curves at every orientation and five radii (max over radius), read where the unit "
                   "responds most; lines at the same orientations. Not checked here: rotated dataset examples, "
                   "weights between rotated copies.")

@@ -34,7 +34,7 @@ from mechscope.capture import as_map, capture
 from mechscope.data.shapes import ShapesDataset
 from mechscope.devices import eval_mode
 from mechscope.plots import new_figure, save_figure
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.evidence.stats import activation_stats
 from mechscope.vision.families import stimuli
@@ -165,7 +165,13 @@ def check_sigma(out: Path, n_orientations: int = ORIENTATIONS, images: int = IMA
     d, c = numbers["sigma"]["detectors_median"], numbers["sigma"]["control_median"]
     passed = d is not None and c is not None and d >= MIN_SIGMA and d > c
     fig = _figure(out, "curve_evidence_sigma.png", det.sigma, ctrl.sigma, "peak curve response (σ)", MIN_SIGMA)
-    return Result(numbers, passed, [fig], "σ: (peak response to any curve of the radial-tuning grid, read at one "
+    controls = {"control_median_sigma": c,
+                "share_control_above_dataset_max": numbers["share_control_above_dataset_max"],
+                "control_units": len(ctrl.units)}
+    summary = (f"median peak curve response {fmt(d)} σ over {len(det.units)} detectors vs {fmt(c)} σ over "
+               f"{len(ctrl.units)} control units (P(detector above) {fmt(numbers['sigma']['p_detector_above'])})")
+    return Result(numbers, passed, [fig], controls=controls, summary=summary,
+                  note="σ: (peak response to any curve of the radial-tuning grid, read at one "
                   f"position - mean over every position of {images} shapes-world images) / std.")
 
 
@@ -176,7 +182,12 @@ def check_fill_colour(out: Path, n_orientations: int = ORIENTATIONS, images: int
     d, c = numbers["corr"]["detectors_median"], numbers["corr"]["control_median"]
     passed = d is not None and c is not None and d >= MIN_CORR and d > c
     fig = _figure(out, "curve_evidence_fill_colour.png", det.corr, ctrl.corr, "tuning corr. with outline", MIN_CORR)
-    return Result(numbers, passed, [fig], "Correlation over orientation of the radial tuning curve (max over "
+    controls = {"control_median_corr": c, "control_units": len(ctrl.units),
+                "control_median_by_variant": {k: v["control_median"] for k, v in numbers["by_variant"].items()}}
+    summary = (f"median tuning corr with outline {fmt(d)} for detectors vs {fmt(c)} for control units "
+               f"(P(detector above) {fmt(numbers['corr']['p_detector_above'])})")
+    return Result(numbers, passed, [fig], controls=controls, summary=summary,
+                  note="Correlation over orientation of the radial tuning curve (max over "
                   "five radii) to each painted_curves variant with the one to black outlines on white; "
                   f"variants: {', '.join(n for n, _ in VARIANTS)}. p_detector_above near 0.5 means the control "
                   "units are about as invariant as the detectors: the invariance is then a property of most "
@@ -190,7 +201,11 @@ def check_angles(out: Path, n_orientations: int = ORIENTATIONS, images: int = IM
     passed = d is not None and c is not None and d < 1.0 and d < c
     fig = _figure(out, "curve_evidence_angles.png", det.angle_ratio, ctrl.angle_ratio, "best angle / best curve",
                   1.0)
-    return Result(numbers, passed, [fig], "Best response to angles (every orientation in 10° steps x openings "
+    controls = {"control_median_angle_over_curve": c, "control_units": len(ctrl.units)}
+    summary = (f"median best angle / best curve {fmt(d)} for detectors vs {fmt(c)} for control units "
+               f"(P(detector above) {fmt(numbers['angle_over_curve']['p_detector_above'])})")
+    return Result(numbers, passed, [fig], controls=controls, summary=summary,
+                  note="Best response to angles (every orientation in 10° steps x openings "
                   "45-150°) over best response to curves, each unit at the tuning's read position.")
 
 

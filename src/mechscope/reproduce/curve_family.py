@@ -42,7 +42,7 @@ import torch
 
 from mechscope.data.shapes import ShapesDataset
 from mechscope.plots import new_figure, save_figure
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.families.equivariance import (orientation_weight_profile, partnered_rotation_score,
                                                    rotation_grid_error, rotation_partners, shift_scores)
@@ -191,7 +191,13 @@ def check(out: Path, n_orientations: int = 180, images: int = 512,
                      "profile": bool(profile_ok)},
     }
     passed = tuning_median >= MIN_TUNING and bool(weights_ok) and bool(profile_ok)
-    return Result(numbers, passed, ["curve_family.png"],
+    summary = (f"tuning corr {fmt(tuning_median)}; weight cosine {fmt(weight_median)} vs inputs-fixed "
+               f"{fmt(control_median)}; near-minus-opposite contrast {fmt(trained['contrast'])} vs untrained "
+               f"{fmt(control['contrast'])}")
+    controls = {"weights_control_median_cosine": numbers["weights_control_median_cosine"],
+                "untrained_contrast": control["contrast"], "untrained_near": control["near"],
+                "untrained_opposite": control["opposite"]}
+    return Result(numbers, passed, ["curve_family.png"], controls=controls, summary=summary, note=
                   "Tuning curves are compared under circular shift; weights are expanded weights from mixed3a "
                   f"(linearized model, 5x5 window) for pairs whose preferences differ by a quarter turn "
                   f"(+/- {TOLERANCE:g} deg), with each mixed3a unit replaced by the unit it turns into (estimated "

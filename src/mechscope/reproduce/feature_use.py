@@ -26,7 +26,7 @@ import torch
 
 from mechscope.data.shapes import IGNORE, TASKS
 from mechscope.errors import MechscopeError
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.circuits.feature_use import ablation_plot, shapes_held_out, task_ablation
 from mechscope.vision.families.tuning import curve_detectors
@@ -66,7 +66,14 @@ def check(out: Path, images: int = 500, draws: int = 20, n_orientations: int = 1
         "random_draws": draws, "held_out_images": images,
         "baseline_accuracy": {t: round(v, 4) for t, v in results["zero"].baseline.items()}, **per_mode,
     }
-    return Result(numbers, passed, ["feature_use_ablation.png"],
+    drop = {m: per_mode[m]["detector_drop"][TASK] for m in MODES}
+    top = {m: per_mode[m]["random_drop_max"][TASK] for m in MODES}
+    line = (f"{TASK} task drop {' / '.join(f'{fmt(drop[m])} ({m})' for m in MODES)} vs random sets' max "
+            f"{' / '.join(fmt(top[m]) for m in MODES)}; beats {' / '.join(f'{share[m]:.0%}' for m in MODES)} "
+            f"of {draws} sets")
+    controls = {f"random_{m}": {"drop_median": per_mode[m]["random_drop_median"][TASK], "drop_max": top[m]}
+                for m in MODES}
+    return Result(numbers, passed, ["feature_use_ablation.png"], controls=controls, summary=line, note=
                   f"Accuracy drop = unablated - ablated accuracy on {images} held-out images; the curve task "
                   f"applies to {int((labels[TASK] != IGNORE).sum())} of them. Mean ablation uses per-position "
                   f"means over 256 training-world images. Random sets: {draws} seeded draws of {len(detectors)} "

@@ -24,7 +24,7 @@ import torch
 from mechscope.capture import capture
 from mechscope.data.shapes import ShapesDataset
 from mechscope.images import grid, save_png
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.featvis.render import render_units
 from mechscope.vision.evidence.stats import activation_stats
@@ -68,6 +68,12 @@ def check(out: Path, images: int = 2048, steps: int = 256) -> Result:
     median, control_median = _median(rows), _median(control)
     save_png(grid(final, ncols=len(units)), out / "featvis_curve_detectors.png")
     above = sum(r["featvis_max"] > r["dataset_max"] for r in rows.values())
+    controls = {"control_untrained_median_sigma": control_median,
+                "control_untrained_above_dataset_max": sum(r["featvis_max"] > r["dataset_max"]
+                                                           for r in control.values()),
+                "control_untrained_dead_units": sum(r["sigma"] is None for r in control.values())}
+    summary = (f"median {fmt(median)} σ over {len(rows)} curve detectors ({above} above the dataset max); "
+               f"untrained net: {fmt(control_median)} σ ({controls['control_untrained_dead_units']} dead)")
     return Result({"images": images, "steps": steps, "median_sigma": median, "above_dataset_max": above,
                    "units": rows, "control_untrained_median_sigma": control_median,
                    "control_untrained_above_dataset_max": sum(r["featvis_max"] > r["dataset_max"]
@@ -75,6 +81,7 @@ def check(out: Path, images: int = 2048, steps: int = 256) -> Result:
                    "control_untrained_dead_units": sum(r["sigma"] is None for r in control.values()),
                    "control_untrained_units": control},
                   median is not None and median >= MIN_SIGMA and (control_median is None or median > control_median), ["featvis_curve_detectors.png"],
+                  controls=controls, summary=summary, note=
                   "σ of the unit's activations over every position of the dataset images; the feature "
                   "visualization's activation is its spatial maximum (as dataset examples rank items). Control: "
                   f"the same units of the untrained network (seed {CONTROL_SEED}), same steps, own dataset σ (units constant over the dataset are dead: no σ, left out of the median).")

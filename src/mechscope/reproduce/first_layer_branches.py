@@ -33,7 +33,7 @@ import functools
 from pathlib import Path
 
 from mechscope.plots import new_figure, save_figure
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.vision.families.branches import first_layer_svd
 from mechscope.vision.families.first_layer import branch_colour_split, svd_order
 from mechscope.vision.families.first_layer_report import draw_components, first_conv
@@ -56,7 +56,7 @@ def _weight(groups: int, trained: bool, seed: int = 0):
 
 def check_split(out: Path, draws: int = DRAWS) -> Result:
     numbers: dict = {"draws": draws, "percentile_needed": PERCENTILE}
-    passed = True
+    passed, controls, parts = True, {}, []
     fig, axes = new_figure(1, len(BRANCHED), figsize=(3.2 * len(BRANCHED), 2.6), squeeze=False)
     for ax, g in zip(axes[0], BRANCHED):
         trained = branch_colour_split(_weight(g, True), g, draws=draws)
@@ -67,6 +67,11 @@ def check_split(out: Path, draws: int = DRAWS) -> Result:
                                   "untrained_control": {k: v for k, v in untrained.as_dict().items()
                                                         if k != "unit_scores"},
                                   "passes": ok}
+        p95 = numbers[f"groups_{g}"]["trained"]["random_partitions"]["p95"]
+        controls[f"groups_{g}"] = {"untrained_split": round(untrained.split, 4), "random_partitions_p95": p95}
+        parts.append(f"{g} branches: split {fmt(trained.split)} vs random p95 "
+                     f"{fmt(p95)} (percentile {fmt(trained.percentile)}), "
+                     f"untrained {fmt(untrained.split)}")
         ax.hist(trained.null_splits.numpy(), bins=30, color="0.7", label="random partitions (trained)")
         ax.axvline(trained.split, color="C3", label=f"trained {trained.split:.2f}")
         ax.axvline(untrained.split, color="C0", ls="--", label=f"untrained {untrained.split:.2f}")
@@ -75,7 +80,7 @@ def check_split(out: Path, draws: int = DRAWS) -> Result:
         ax.legend(fontsize=5)
     fig.tight_layout()
     save_figure(fig, out / "first_layer_branches.png", dpi=80, tight=False)
-    return Result(numbers, passed, ["first_layer_branches.png"],
+    return Result(numbers, passed, ["first_layer_branches.png"], controls=controls, summary="; ".join(parts), note=
                   "Colour score: share of a kernel's energy outside the grey direction. Split: mean score of the "
                   "most minus the least colourful branch; percentile: share of random equal-size partitions of the "
                   "same 24 units with a lower split. Controls: the untrained nets (seed 0) and the random "
@@ -102,7 +107,14 @@ def check_svd(out: Path, seeds: int = SEEDS) -> Result:
             "recipe's own initialisation).")
     if order.holds and control.holds:
         note += " The untrained net shows the same order: the trained result cannot be told apart from it."
-    return Result(numbers, passed, ["first_layer_svd.png"], note)
+    t, u = numbers["trained"], numbers["untrained_control"]
+    summary = (f"order {'holds' if order.holds else 'fails'}: #1 colour {fmt(t['colour'][0])} (top-{TOP} max "
+               f"{fmt(max(t['colour']))}), #2 frequency {fmt(t['frequency'][1])} (#2-#{TOP} max "
+               f"{fmt(max(t['frequency'][1:]))}); untrained seed 0 {'holds' if control.holds else 'fails'}, "
+               f"order in {fmt(numbers['untrained_share_with_order'])} of {seeds} untrained seeds")
+    controls = {"untrained_holds": u["holds"], "untrained_colour": u["colour"], "untrained_frequency": u["frequency"],
+                "untrained_share_with_order": numbers["untrained_share_with_order"]}
+    return Result(numbers, passed, ["first_layer_svd.png"], controls=controls, summary=summary, note=note)
 
 
 CLAIMS = (

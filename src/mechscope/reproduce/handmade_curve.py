@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.families.equivariance import shift_scores
 from mechscope.vision.circuits.handmade import curve_circuit
@@ -104,7 +104,12 @@ def check(out: Path, n_orientations: int = 180, designed: tuple[float, ...] = DE
                "control_shuffled_highest_best": max(c["best"] for c in control)}
     passed = (max(errors) <= MAX_ERROR and min(preferences) >= MIN_PREFERENCE and mine["best"] >= MIN_MATCH
               and mine["median"] > control_median)
-    return Result(numbers, passed, [],
+    controls = {"shuffled_highest_median_match": control_median,
+                "shuffled_highest_best_match": numbers["control_shuffled_highest_best"], "shuffles": SHUFFLES}
+    summary = (f"orientation error <= {fmt(max(errors))} deg, curve/line {fmt(min(preferences))}x; match to learned "
+               f"detectors best {fmt(mine['best'])}, median {fmt(mine['median'])} vs shuffled weights' "
+               f"{fmt(control_median)}")
+    return Result(numbers, passed, [], controls=controls, summary=summary, note=
                   "Hand-written net: 8 line detectors (5x5 zero-mean bars) + one 21x21 unit wired along an arc of "
                   "radius 8 px (excite the line detector matching the arc's normal, inhibit the orthogonal one). "
                   "Match = best circular-shift correlation of its tuning curve with a learned detector's; "

@@ -93,7 +93,15 @@ def check(out: Path) -> Result:
         fig.tight_layout()
         save_figure(fig, out / "high_low_nmf.png", dpi=80, tight=False)
         figures.append("high_low_nmf.png")
-    return Result(numbers, passed, figures,
+    summary = f"{len(found)} high-low detectors"
+    if found:
+        summary += f", {numbers['share_split']:.0%} split"
+    summary += f"; untrained net: {len(found_untrained)} detectors"
+    controls = {"untrained_high_low_detectors": len(found_untrained)}
+    if "untrained_share_split" in numbers:
+        summary += f", {numbers['untrained_share_split']:.0%} split"
+        controls["untrained_share_split"] = numbers["untrained_share_split"]
+    return Result(numbers, passed, figures, controls=controls, summary=summary, note=
                   "Offsets in conv2d2 pixels (2 input pixels each) along each detector's preferred direction "
                   "(the direction of its high side). Figure: each detector's high-frequency factor (top) and "
                   "low-frequency factor (bottom); the preferred high side is the angle under the unit's number.")

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.units import Head, parse_head
 
 PAPER = "A Mathematical Framework for Transformer Circuits (Elhage et al., 2021)"
@@ -127,7 +127,12 @@ def _exist(out: Path) -> Result:
                "one_layer_best_induction": _r(one_ind),
                "scores_2l": {k: [[_r(v) for v in row] for row in rows] for k, rows in two["scores"].items()}}
     passed = ind >= MIN_INDUCTION and prev >= MIN_PREVIOUS and one_ind <= MAX_ONE_LAYER_INDUCTION
-    return Result(numbers, passed, [], f"Scores: mean attention on the induction / previous-token diagonal over "
+    controls = {"one_layer_best_induction": _r(one_ind),
+                "best_layer1_previous_token": numbers["best_layer1_previous_token"]}
+    summary = (f"induction head {two['induction_head']} score {fmt(_r(ind))}, previous-token head "
+               f"{two['previous_token_head']} {fmt(_r(prev))}; 1-layer model's best induction {fmt(_r(one_ind))}")
+    return Result(numbers, passed, [], controls=controls, summary=summary,
+                  note=f"Scores: mean attention on the induction / previous-token diagonal over "
                   f"{ROWS} rows of [BOS] + 50 random tokens repeated once.")
 
 
@@ -164,7 +169,14 @@ def _k_composition(out: Path) -> Result:
                "excess_over_baseline_previous_vs_other": [_r(sep["weakest_previous"] - base),
                                                           _r(sep["strongest_other"] - base)]}
     passed = best in previous and sep["margin_in_random_sigmas"] >= K_MARGIN_SIGMAS
-    return Result(numbers, passed, [], "K-composition ||W_QK^T W_OV|| / (||W_QK|| ||W_OV||) on the "
+    controls = {"strongest_other_layer0_head": sep["strongest_other"], "random_baseline": _r(base),
+                "random_difference_sigma": sep["random_difference_sigma"]}
+    summary = (f"strongest K-composition into {two['induction_head']} from {Head.at(0, best).short} "
+               f"({fmt(_r(k[best]))}); weakest previous-token head {fmt(sep['weakest_previous'])} vs strongest other "
+               f"{fmt(sep['strongest_other'])} ({fmt(sep['margin_in_random_sigmas'])} random σ); random "
+               f"{fmt(_r(base))}")
+    return Result(numbers, passed, [], controls=controls, summary=summary,
+                  note="K-composition ||W_QK^T W_OV|| / (||W_QK|| ||W_OV||) on the "
                   "LayerNorm-folded weights (transformer.circuits.composition_scores). Control: the layer-0 heads "
                   "that are not previous-token heads, and the spread of random heads' scores "
                   f"({BASELINE_SAMPLES} Gaussian pairs). Every trained head composes above the random mean, so "
@@ -179,8 +191,10 @@ def _copies(out: Path) -> Result:
     return Result({"induction_head": two["induction_head"], "copying_score": _r(score),
                    "control_untrained_same_head": _r(control),
                    "all_heads": [[_r(v) for v in row] for row in two["copying"]]},
-                  score >= MIN_COPYING > control, [],
-                  "Copying score Re(sum of eigenvalues) / sum |eigenvalues| of W_E W_V W_O W_U, from the "
+                  score >= MIN_COPYING > control, [], controls={"untrained_same_head": _r(control)},
+                  summary=f"copying score of {two['induction_head']} {fmt(_r(score))}; same head untrained "
+                          f"{fmt(_r(control))}",
+                  note="Copying score Re(sum of eigenvalues) / sum |eigenvalues| of W_E W_V W_O W_U, from the "
                   "d_head x d_head product.")
 
 
@@ -198,7 +212,12 @@ def _ablation(out: Path) -> Result:
                    "induction_after_ablating_it_alone": _r(two["induction_after_ablation"]),
                    "loss_second_repeat_before": _r(two["loss_before"]),
                    "loss_second_repeat_after_ablating_it_alone": _r(two["loss_after"])},
-                  after <= MAX_ABLATED_SHARE * before < control, [], "Zero ablation of the output (hook_z) of every layer-0 "
+                  after <= MAX_ABLATED_SHARE * before < control, [],
+                  controls={"induction_after_ablating_other_heads": _r(control)},
+                  summary=f"induction score {fmt(_r(before))} -> {fmt(_r(after))} with previous-token heads "
+                          f"{', '.join(two['previous_token_heads'])} ablated; {fmt(_r(control))} with the other "
+                          "layer-0 heads ablated",
+                  note="Zero ablation of the output (hook_z) of every layer-0 "
                   f"head with previous-token score >= {MIN_PREVIOUS}, on the same tokens; the loss is over the "
                   "second copy's predictions.")
 
@@ -211,7 +230,12 @@ def _one_layer_copying(out: Path) -> Result:
     return Result({"copying_scores": [_r(v) for v in one], "share_copying": _r(share),
                    "control_untrained_copying_scores": [_r(v) for v in untrained],
                    "control_untrained_share_copying": _r(control)},
-                  share > MIN_COPYING_HEADS_SHARE >= control, [], "A head copies when its copying score is at "
+                  share > MIN_COPYING_HEADS_SHARE >= control, [],
+                  controls={"untrained_share_copying": _r(control),
+                            "untrained_copying_scores": [_r(v) for v in untrained]},
+                  summary=f"{sum(v >= MIN_COPYING for v in one)} of {len(one)} heads copy (share {fmt(_r(share))}); "
+                          f"untrained: {sum(v >= MIN_COPYING for v in untrained)} of {len(untrained)}",
+                  note="A head copies when its copying score is at "
                   f"least {MIN_COPYING}. Control: the same model untrained (seed 0).")
 
 

@@ -34,7 +34,7 @@ import torch
 
 from mechscope.data.shapes import ShapesDataset
 from mechscope.plots import new_figure, save_figure
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.reproduce.polysemantic_sae import load_mixed3b_sae
 from mechscope.superposition.sae import SparseAutoencoder
 from mechscope.vision.evidence.polysemanticity import (CONCEPTS, Polysemanticity, concept_labels,
@@ -130,7 +130,13 @@ def check(out: Path, images: int = IMAGES, k: int = K, seed: int = 0) -> Result:
         "difference_units_minus_sae_bits": round(med["units"] - med["sae"], 3),
         "conditions": conditions,
     }
-    return Result(numbers, passed, ["polysemanticity_sae.png"],
+    controls = {"untrained_sae_median_bits": round(med["untrained_sae"], 3),
+                "random_rotation_median_bits": round(med["random_rotation"], 3),
+                "shuffled_labels_median_bits": numbers["shuffled_labels"]}
+    summary = (f"median top-{k} label entropy: SAE latents {fmt(med['sae'])} vs units {fmt(med['units'])} bits; "
+               f"untrained SAE {fmt(med['untrained_sae'])}, random rotation {fmt(med['random_rotation'])}, shuffled "
+               f"labels {fmt(ceil['units'])}")
+    return Result(numbers, passed, ["polysemanticity_sae.png"], controls=controls, summary=summary, note=
                   f"Entropy (bits) of the concept labels of each direction's top-{k} of {images} held-out images "
                   f"(max over positions); medians over live directions (positive on >= {k} images). The rarest "
                   f"concept has {min(m['concept_counts'])} images here (>= k keeps a pure top-k possible). The "

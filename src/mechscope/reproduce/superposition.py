@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from mechscope.plots import save_figure
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.reproduce.phase_diagrams import PHASE_3_2, PHASE_BOUNDARY
 
 PAPER = "Toy Models of Superposition (Elhage et al., 2022)"
@@ -102,6 +102,11 @@ def _dense(out: Path) -> Result:
     cos_sparse = float(torch.nn.functional.cosine_similarity(W[-1, 0], W[-1, 1], dim=0))
     control = dense_keeps_two(sparse["norms"], cos_sparse)
     passed = dense_keeps_two(norms, cos) and not control
+    controls = {"sparse_feature_probability": sparse["feature_probability"], "sparse_norms": sparse["norms"],
+                "sparse_cosine_features_0_1": round(cos_sparse, 4), "sparse_passes_dense_criterion": control}
+    summary = (f"density {fmt(row['feature_probability'])}: norms 0, 1 >= {fmt(min(norms[:2]))}, others <= "
+               f"{fmt(max(norms[2:]))}, cos {fmt(round(cos, 4))}; density {fmt(sparse['feature_probability'])}: "
+               f"others' norms up to {fmt(max(sparse['norms'][2:]))} (passes: {'yes' if control else 'no'})")
     return Result({"feature_probability": row["feature_probability"], "norms": norms,
                    "cosine_features_0_1": round(cos, 4), "bias": row["bias"],
                    "control_sparse": {"feature_probability": sparse["feature_probability"], "norms": sparse["norms"],
@@ -109,7 +114,8 @@ def _dense(out: Path) -> Result:
                   passed, _figure(r, "norms", out),
                   "n=5, m=2, importance 0.9^i: with every feature present, the two most important get a dimension "
                   "each and the rest are dropped (their bias stands in for their mean). Control: the same criterion "
-                  "on the sparsest instance (density 0.05), which must fail it.")
+                  "on the sparsest instance (density 0.05), which must fail it.",
+                  controls=controls, summary=summary)
 
 
 def _pentagon(out: Path) -> Result:
@@ -119,6 +125,13 @@ def _pentagon(out: Path) -> Result:
     dense = r.instances[0]                                # the control: every feature present
     control = is_pentagon(dense["dimensionality"], dense["norms"])
     passed = is_pentagon(dims, norms) and not control
+    controls = {"dense_feature_probability": dense["feature_probability"],
+                "dense_dimensionality": dense["dimensionality"], "dense_norms": dense["norms"],
+                "dense_passes_pentagon_criterion": control}
+    summary = (f"density {fmt(row['feature_probability'])}: D_i {fmt(min(dims))}-{fmt(max(dims))} (2/5 wanted), "
+               f"norms {fmt(min(norms))}-{fmt(max(norms))}; density {fmt(dense['feature_probability'])}: D_i "
+               f"{fmt(min(dense['dimensionality']))}-{fmt(max(dense['dimensionality']))} "
+               f"(passes: {'yes' if control else 'no'})")
     return Result({"feature_probability": row["feature_probability"], "dimensionality": dims, "norms": norms,
                    "dimensions_per_feature": row["dimensions_per_feature"],
                    "control_dense": {"feature_probability": dense["feature_probability"],
@@ -126,7 +139,8 @@ def _pentagon(out: Path) -> Result:
                                      "passes_pentagon_criterion": control}}, passed, _figure(r, "geometry", out),
                   "At 95% sparsity all five features share the two dimensions as a regular pentagon: each "
                   "feature's dimensionality D_i = ||W_i||^2 / sum_j (W_i_hat . W_j)^2 is 2/5. Control: the same "
-                  "criterion on the dense instance, which must fail it.")
+                  "criterion on the dense instance, which must fail it.",
+                  controls=controls, summary=summary)
 
 
 def _linear(out: Path) -> Result:
@@ -135,13 +149,20 @@ def _linear(out: Path) -> Result:
     relu = [x for x in r.instances if x["model"] == "relu_output"]
     m = r.settings["n_hidden"]
     passed = all(x["represented"] <= m and x["superposed"] == 0 for x in lin) and relu[-1]["superposed"] > 0
+    controls = {"relu_represented": [x["represented"] for x in relu],
+                "relu_superposed": [x["superposed"] for x in relu]}
+    summary = (f"linear: <= {max(x['represented'] for x in lin)} represented (m={m}), "
+               f"<= {max(x['superposed'] for x in lin)} superposed at each sparsity; ReLU at S="
+               f"{fmt(r.settings['sparsities'][-1])}: {relu[-1]['represented']} represented, "
+               f"{relu[-1]['superposed']} superposed")
     return Result({"n_hidden": m, "linear_represented": [x["represented"] for x in lin],
                    "linear_superposed": [x["superposed"] for x in lin],
                    "relu_represented": [x["represented"] for x in relu],
                    "relu_superposed": [x["superposed"] for x in relu], "sparsities": r.settings["sparsities"]},
                   passed, _figure(r, "norms_linear", out) + _figure(r, "norms", out),
                   "n=20, m=5, importance 0.7^i. Represented: ||W_i|| > 0.5; superposed: represented with "
-                  "interference sum_{j!=i} (W_i_hat . W_j)^2 > 0.1.")
+                  "interference sum_{j!=i} (W_i_hat . W_j)^2 > 0.1.",
+                  controls=controls, summary=summary)
 
 
 def _sticky(out: Path) -> Result:
@@ -160,21 +181,31 @@ def _correlated(out: Path) -> Result:
     r = _run("correlated")
     corr = [c for x in r.instances if x["pairs"] == "correlated" for c in x["cosine_within_pairs"]]
     anti = [c for x in r.instances if x["pairs"] == "anticorrelated" for c in x["cosine_within_pairs"]]
+    # each regime is the other's control: the same toy, the same training, only the pairs' co-occurrence differs
+    controls = {"correlated_max_abs_cos": max(abs(c) for c in corr), "anticorrelated_max_cos": max(anti)}
+    summary = (f"correlated pairs: max abs cos {fmt(controls['correlated_max_abs_cos'])}; anticorrelated pairs: "
+               f"max cos {fmt(controls['anticorrelated_max_cos'])}")
     return Result({"cosine_within_correlated_pairs": corr, "cosine_within_anticorrelated_pairs": anti,
                    "densities": r.settings["densities"]},
                   max(abs(c) for c in corr) <= CORR_MAX_COS and max(anti) <= ANTI_MAX_COS, _figure(r, "geometry", out),
                   "n=4, m=2, uniform importance: features that occur together take orthogonal directions; features "
-                  "that never co-occur share one direction with opposite signs.")
+                  "that never co-occur share one direction with opposite signs.",
+                  controls=controls, summary=summary)
 
 
 def _privileged(out: Path) -> Result:
     r = _run("privileged")
     mono = [x["monosemantic"] for x in r.instances]
     poly = [x["polysemantic"] for x in r.instances]
+    s, m = r.settings["sparsities"], r.settings["n_hidden"]
+    controls = {"dense_monosemantic": mono[0], "sparse_monosemantic": mono[-1], "sparse_polysemantic": poly[-1]}
+    summary = (f"monosemantic neurons: {mono[0]} of {m} at S={fmt(s[0])}, {mono[-1]} of {m} at S={fmt(s[-1])} "
+               f"({poly[-1]} polysemantic)")
     return Result({"sparsities": r.settings["sparsities"], "monosemantic": mono, "polysemantic": poly},
                   mono[0] == r.settings["n_hidden"] and mono[-1] == 0, _figure(r, "neuron_weights", out),
                   "n=10, m=5 with a ReLU hidden layer (a privileged basis), importance 0.75^i: a neuron is "
-                  "monosemantic when one feature alone has |weight| >= half the neuron's largest.")
+                  "monosemantic when one feature alone has |weight| >= half the neuron's largest.",
+                  controls=controls, summary=summary)
 
 
 def _sae(out: Path) -> Result:
@@ -187,6 +218,10 @@ def _sae(out: Path) -> Result:
     W = W[W.norm(dim=-1) >= r.settings.get("min_norm", 0.5)]                       # the represented features
     control = random_dictionary_scores(W, SAE_LATENTS)
     bar = float(control.quantile(SAE_CONTROL_QUANTILE))
+    controls = {"random_dictionary_median": round(float(control.median()), 4),
+                f"random_dictionary_quantile_{SAE_CONTROL_QUANTILE:g}": round(bar, 4)}
+    summary = (f"mean max cosine {fmt(score)} with {SAE_LATENTS} latents vs random dictionaries' median "
+               f"{fmt(controls['random_dictionary_median'])}, {SAE_CONTROL_QUANTILE:g} quantile {fmt(round(bar, 4))}")
     return Result({"toy": "n=5, m=2, density 0.05 (the pentagon)", "mean_max_cosine_by_latents": best,
                    "control_random_dictionary": {"latents": SAE_LATENTS, "draws": SAE_CONTROL_DRAWS,
                                                  "median": round(float(control.median()), 4),
@@ -197,7 +232,8 @@ def _sae(out: Path) -> Result:
                   "ReLU SAE (L1 0.3, unit-norm decoder, dead-latent resampling) trained on the toy model's "
                   "hidden activations, streamed fresh; score: for each true feature direction W_i, the best "
                   "cosine with a decoder row, averaged. Control: random unit dictionaries of the same size, "
-                  "scored the same way against the same directions.")
+                  "scored the same way against the same directions.",
+                  controls=controls, summary=summary)
 
 
 CLAIMS = (

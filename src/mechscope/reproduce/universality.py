@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mechscope.data.shapes import ShapesDataset
 from mechscope.plots import new_figure, save_figure
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.reproduce.organism import shapes_tuning
 from mechscope.vision.families.tuning import curve_detectors
 from mechscope.vision.families.universality import activation_correlations, tuning_match, universality
@@ -97,9 +97,18 @@ def check(out: Path, images: int = IMAGES, n_orientations: int = 72, layers: tup
     judged = [k for k in JUDGED if k in gaps]
     passed = (bool(judged) and all(gaps[k] >= MIN_GAP for k in judged)
               and len(found.units) >= MIN_DETECTORS and family["gap"] >= MIN_FAMILY_GAP)
+    summary = ("units matched, seeds vs untrained pair: "
+               + ", ".join(f"{k} {fmt(trained[k]['share_matched'])}/{fmt(untrained[k]['share_matched'])}"
+                           for k in judged)
+               + f"; curve detectors matched {fmt(family['share_matched_seed1'])} vs untrained "
+                 f"{fmt(family['share_matched_untrained'])}")
+    controls = {"untrained_pair_share_matched": {k: untrained[k]["share_matched"] for k in layers},
+                "family_share_matched_untrained": family["share_matched_untrained"],
+                "family_median_tuning_corr_untrained": family["median_tuning_corr_untrained"],
+                "untrained_pair_curve_detectors": family["untrained_pair_curve_detectors"]}
     return Result({"threshold": THRESHOLD, "images": images, "trained_pair": trained, "untrained_pair": untrained,
                    "gap_trained_minus_untrained": gaps, "family": family},
-                  passed, ["universality.png"],
+                  passed, ["universality.png"], controls=controls, summary=summary, note=
                   "Units: correlation over every spatial position of the 64-px images (the maps align: same "
                   "architecture); each unit of seed 0 matched to its most correlated unit of seed 1, and the same "
                   "between two untrained networks (seeds 0 and 1). Family: tuning curves over orientation (curves "
