@@ -41,6 +41,7 @@ def test_an_untrained_learner_fails_and_sits_at_its_control(untrained, tmp_path)
         # the control was computed, and the untrained map does not clear it by much
         assert 0 < n["control_shuffled_mean"] <= n["control_shuffled_p95"] <= 1
         assert n["agreement_learned_vs_optimal"] < n["control_shuffled_p95"] + 0.15
+        assert res.summary and "|" not in res.summary and set(res.controls) >= {"control_shuffled_p95"}
         assert (tmp_path / res.figures[0]).read_bytes()[:4] == b"\x89PNG"
 
 

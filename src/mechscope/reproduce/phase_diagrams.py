@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mechscope.reproduce.claims import Claim, Result
+from mechscope.reproduce.claims import Claim, Result, fmt
 
 PAPER = "Toy Models of Superposition (Elhage et al., 2022)"
 #: Share of grid cells where learned and optimal phases must agree (a one-cell band at each boundary, no more).
@@ -86,10 +86,16 @@ def check_boundary(out: Path, result=None) -> Result:
                "analytic": b["analytic"],
                "shift_learned_minus_optimal": round(mid - opt, 4) if mid is not None and opt is not None else None,
                "optimal_W_at_sweep": {str(x["density"]): x["optimal_W"] for x in r.instances[a["cells"]:]}}
+    controls = {"control_shuffled_mean": a["control_shuffled_mean"], "control_shuffled_p95": a["control_shuffled_p95"],
+                "restricted_transition": b["restricted"], "analytic": b["analytic"]}
+    summary = (f"learned = optimal on {a['learned_vs_optimal']:.0%} of {a['cells']} cells (shuffled p95 "
+               f"{a['control_shuffled_p95']:.0%}); transition {fmt(mid)} vs optimal {fmt(opt)}, restricted analytic "
+               f"{fmt(b['restricted'].get('midpoint'))}")
     return Result(numbers, boundary_verdict(a, b), _figure(r, out),
                   "n=2, m=1: learned (best of 10 seeds) vs the exact expected loss minimised numerically (free W and "
                   "b, many starts); the analytic 4/7 compares [1, 0] with a bias against [1, -1] without one and "
-                  "holds only where the optimum is one of those. Control: the learned map shuffled over the grid.")
+                  "holds only where the optimum is one of those. Control: the learned map shuffled over the grid.",
+                  controls=controls, summary=summary)
 
 
 def check_3_2(out: Path, result=None) -> Result:
@@ -105,7 +111,10 @@ def check_3_2(out: Path, result=None) -> Result:
                "cells": a["cells"], "phase_counts": counts,
                "disagreeing_cells": [{k: x[k] for k in ("relative_importance", "density", "phase", "optimal_phase")}
                                      for x in r.instances if x["phase"] != x["optimal_phase"]]}
-    return Result(numbers, diagram_verdict(a), _figure(r, out),
+    controls = {"control_shuffled_mean": a["control_shuffled_mean"], "control_shuffled_p95": a["control_shuffled_p95"]}
+    summary = (f"learned = optimal on {a['learned_vs_optimal']:.0%} of {a['cells']} cells vs shuffled mean "
+               f"{a['control_shuffled_mean']:.0%}, p95 {a['control_shuffled_p95']:.0%}")
+    return Result(numbers, diagram_verdict(a), _figure(r, out), controls=controls, summary=summary, note=
                   "n=3, m=2: the extra feature's phase (norm <= 0.5: not represented; interference > 0.1: "
                   "superposition; else a dedicated dimension), learned (best of 2 seeds) vs numerically optimal. "
                   "Control: the learned map shuffled over the grid.")
