@@ -187,3 +187,42 @@ def plot_sweep(sweep: GeometrySweep, plateaus: Sequence[Plateau] = (), control: 
                  fontsize=8)
     ax.legend(fontsize=7)
     return fig
+
+
+def summarise(sweep: GeometrySweep, tol: float = 0.03, levels: Sequence[float] = (1.0, 0.5)) -> dict:
+    """A JSON-able summary: settings, the per-density seed mean and spread, and per level the longest plateau of
+    the seed-mean curve and of :func:`smooth_control` (``tol`` around the level)."""
+    x = sweep.one_over_density
+    control = smooth_control(x, sweep.mean)
+    plateaus = {}
+    for level in levels:
+        found, ctrl = longest_plateau(x, sweep.mean, level, tol), longest_plateau(x, control, level, tol)
+        plateaus[str(level)] = {"plateau": found.as_dict() if found else None,
+                                "control_plateau": ctrl.as_dict() if ctrl else None}
+    o = sweep.options
+    return {"n_features": o.n_features, "n_hidden": o.n_hidden, "seeds": o.seeds, "steps": o.steps,
+            "batch_size": o.batch_size, "lr": o.lr, "weight_decay": o.weight_decay, "tol": tol,
+            "one_over_density": [round(float(v), 4) for v in x],
+            "dimensions_per_feature_mean": [round(float(v), 4) for v in sweep.mean],
+            "dimensions_per_feature_std": [round(float(v), 4) for v in sweep.std],
+            "dimensions_per_feature": [[round(float(v), 4) for v in row] for row in sweep.dpf],
+            "control_curve": [round(float(v), 4) for v in control], "plateaus": plateaus,
+            "train_seconds": round(sweep.seconds, 2)}
+
+
+def run_sweep(options: GeometryOptions, out, tol: float = 0.03, progress: bool = False) -> dict:
+    """Train :func:`geometry_sweep`, write ``out/geometry.json`` (:func:`summarise`) and ``out/geometry.png``
+    (:func:`plot_sweep`); return the summary."""
+    from pathlib import Path
+
+    from mechscope.artefacts import atomic_write_json
+    from mechscope.plots import save_figure
+
+    out = Path(out)
+    sweep = geometry_sweep(options, progress=progress)
+    summary = summarise(sweep, tol)
+    found = [longest_plateau(sweep.one_over_density, sweep.mean, float(k), tol) for k in summary["plateaus"]]
+    save_figure(plot_sweep(sweep, [p for p in found if p], smooth_control(sweep.one_over_density, sweep.mean)),
+                out / "geometry.png", dpi=80)
+    atomic_write_json(out / "geometry.json", summary)
+    return summary
