@@ -25,7 +25,10 @@ History:
   decay; passed when >= 2 of 16 densities lay within 0.05 of 1 and >= 2 within 0.05 of 1/2.  It failed, and
   could not pass as measured: the grid's second point (1/(1-S) = 1.58) is already partly superposed, so at most
   one point could sit at 1; and counting points anywhere on the curve did not ask for consecutive points.
-- v2 (this): the criterion above; the denser grid, weight decay, several seeds, the control.
+- v2 (this): the criterion above; the denser grid, weight decay, several seeds, the control.  First run
+  (2026-12-04, defaults, 222 CPU-s on one loaded core): FAILS.  The seed-mean curve leaves 1 as early as the
+  control does (run within 0.03 of 1: 1/(1-S) 1.0 .. 1.22, 3 densities, 0.086 decades; control: the same) and
+  crosses 1/2 in one grid point (0.510 at 1/(1-S) = 3.36) instead of staying there; seed spread <= 0.024.
 """
 
 from __future__ import annotations
