@@ -64,3 +64,11 @@ def test_sweep_lays_out_seeds_by_densities_and_measures_dpf():
     assert not torch.equal(r.W[0], r.W[1])                     # the seeds are different instances
     fig = plot_sweep(r, [], smooth_control(r.one_over_density, r.mean))
     assert len(fig.axes) == 1
+
+
+def test_groups_of_instances_keep_the_layout():
+    o = GeometryOptions(n_features=12, n_hidden=3, densities=(1.0, 0.3, 0.05), seeds=2, steps=10, batch_size=32,
+                        group_size=4)
+    r = geometry_sweep(o)
+    assert r.dpf.shape == (2, 3) and r.losses.shape == (2, 3) and r.W.shape == (2, 3, 12, 3)
+    assert torch.allclose(r.dpf, 3 / r.W.square().sum((-2, -1)))
