@@ -212,7 +212,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n")
 
-    print(f"train_toy vs the colab-style reference loop: {steps} steps, batch {args.batch}, AdamW lr 1e-3 wd 0.01, "
+    print(f"train_toy vs the colab-style reference loop: {steps} steps (geometry: its own, below), batch {args.batch}, AdamW lr 1e-3 wd 0.01, "
           f"{args.rounds} interleaved rounds, {args.threads} thread(s) on {info['cpu']}; torch {info['torch']}")
     print(f"  {'setting':<22} {'ours steps/s':>12} {'ref steps/s':>12}  {'ratio median (min, max)':<26} "
           f"{'final loss ours / ref':<24} result")
