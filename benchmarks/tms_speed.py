@@ -14,13 +14,22 @@ Two settings of the paper: ``intro`` (n=5 features, m=2 hidden, 10 instances, im
 reported are steps/s and the paired ratio ours/reference speed (median, min, max over rounds; target >= 3), and each
 side's final loss per instance (mean over the last 100 steps) - close but not identical, the data streams differ.
 
-Run: ``.venv/bin/python benchmarks/tms_speed.py [--steps 10000] [--rounds 3] [--threads 1]``; ``--quick`` is a
-seconds-long check (300 steps, writes to /tmp).  Writes ``benchmarks/results/tms_speed.json`` (``--out`` to change).
+A third setting, ``geometry``, is the paper's geometry sweep at its own scale (``superposition.geometry``): n=400,
+m=30, uniform importance, the 28 densities of ``density_grid()`` x 3 seeds = 84 instances, ours trained in groups
+of 8 instances as ``geometry_sweep`` does, the reference all 84 at once as the notebook would.  Its sides run
+``--geometry-steps`` steps each (default 200: the notebook-style loop takes minutes per hundred steps here) and the
+time of the full 10,000-step sweep is extrapolated from the measured seconds per step, stated as such in the JSON
+(``extrapolated_seconds_at``).
+
+Run: ``.venv/bin/python benchmarks/tms_speed.py [--steps 10000] [--rounds 3] [--threads 1] [--settings ...]``;
+``--quick`` is a seconds-long check (300 steps, 30 for ``geometry``, writes to /tmp).  Writes
+``benchmarks/results/tms_speed.json`` (``--out`` to change), keeping the results of settings not run this time.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -32,16 +41,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from _common import RESULTS, interleaved, machine, paired_ratio
+from mechscope.superposition.geometry import GeometryOptions, density_grid
 from mechscope.superposition.toy import ToyConfig, train_toy
 
+GEOMETRY_SEEDS = 3
 SETTINGS = {
     "intro": dict(n_features=5, n_hidden=2, n_instances=10, importance_rate=0.9),
     "sweep": dict(n_features=20, n_hidden=5, n_instances=7, importance_rate=0.7),
+    "geometry": dict(n_features=400, n_hidden=30, n_instances=len(density_grid()) * GEOMETRY_SEEDS,
+                     importance_rate=1.0),
 }
 TARGET = 3.0
+FULL_STEPS = 10_000
 
 
-def densities(n_instances: int) -> torch.Tensor:
+def densities(n_instances: int, name: str = "") -> torch.Tensor:
+    if name == "geometry":   # the geometry sweep: density_grid() once per seed
+        return torch.tensor(density_grid(), dtype=torch.float32).repeat(GEOMETRY_SEEDS)
     return 20 ** -torch.linspace(0, 1, n_instances)
 
 
@@ -108,17 +124,24 @@ def run_setting(name: str, steps: int, rounds: int, batch: int, warmup_steps: in
     s = SETTINGS[name]
     cfg = ToyConfig(n_features=s["n_features"], n_hidden=s["n_hidden"], n_instances=s["n_instances"])
     importance = s["importance_rate"] ** torch.arange(cfg.n_features, dtype=torch.float32)
-    p = densities(cfg.n_instances)
+    p = densities(cfg.n_instances, name)
     final: dict[str, list[torch.Tensor]] = {"ours": [], "reference": []}
     counter = {"ours": 0, "reference": 0}
+
+    group = GeometryOptions().group_size if name == "geometry" else cfg.n_instances   # as geometry_sweep trains
 
     def ours(n: int = steps, record: bool = True):
         seed = counter["ours"]
         counter["ours"] += 1
-        run = train_toy(cfg, importance, p[:, None], steps=n, batch_size=batch, lr=1e-3, weight_decay=0.01,
-                        schedule="constant", seed=seed, progress=False)
+        losses = []
+        for lo in range(0, cfg.n_instances, group):
+            part = p[lo: lo + group]
+            run = train_toy(dataclasses.replace(cfg, n_instances=len(part)), importance, part[:, None], steps=n,
+                            batch_size=batch, lr=1e-3, weight_decay=0.01, schedule="constant", seed=seed,
+                            progress=False)
+            losses.append(run.losses)
         if record:
-            final["ours"].append(run.losses)
+            final["ours"].append(torch.cat(losses))
 
     def reference(n: int = steps, record: bool = True):
         torch.manual_seed(counter["reference"])
@@ -138,6 +161,8 @@ def run_setting(name: str, steps: int, rounds: int, batch: int, warmup_steps: in
     return {
         "config": {"n_features": cfg.n_features, "n_hidden": cfg.n_hidden, "n_instances": cfg.n_instances,
                    "importance": importance.tolist(), "feature_probability": p.tolist()},
+        "steps": steps,
+        "extrapolated_seconds_at": {"steps": FULL_STEPS, **{k: v * FULL_STEPS / steps for k, v in med.items()}},
         "seconds": times,
         "median_seconds": med,
         "steps_per_second": {k: steps / v for k, v in med.items()},
@@ -157,7 +182,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--quick", action="store_true", help="300 steps, 3 rounds, results to /tmp")
+    parser.add_argument("--geometry-steps", type=int, default=200, help="steps of each side in the geometry row")
+    parser.add_argument("--quick", action="store_true", help="300 steps (30 for geometry), 3 rounds, results to /tmp")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     steps = 300 if args.quick else args.steps
@@ -165,23 +191,32 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     start = time.perf_counter()
-    results = {name: run_setting(name, steps, args.rounds, args.batch, warmup_steps=min(steps, 100))
+    def steps_of(name: str) -> int:
+        return (30 if args.quick else args.geometry_steps) if name == "geometry" else steps
+
+    results = {name: run_setting(name, steps_of(name), args.rounds, args.batch,
+                                 warmup_steps=min(steps_of(name), 10 if name == "geometry" else 100))
                for name in args.settings}
+    if out.exists() and not args.quick:   # keep the rows of the settings not run this time
+        kept = json.loads(out.read_text()).get("results", {})
+        for name, row in kept.items():
+            row.setdefault("steps", json.loads(out.read_text()).get("setup", {}).get("steps"))
+        results = {**{k: v for k, v in kept.items() if k not in results}, **results}
     info = {**machine(), "platform": platform.platform(), "threads": args.threads}
     payload = {"benchmark": "tms_speed", "quick": args.quick,
                "setup": {"steps": steps, "batch": args.batch, "rounds": args.rounds, "lr": 1e-3, "weight_decay": 0.01,
-                         "schedule": "constant", "model": "relu_output", "densities": "20 ** -linspace(0, 1, n)",
+                         "schedule": "constant", "model": "relu_output", "densities": "20 ** -linspace(0, 1, n); geometry: density_grid() x 3 seeds",
                          "final_loss": "per instance, mean over the last 100 steps, averaged over rounds (seeds)"},
                "machine": info, "target": TARGET, "results": results,
                "pass": all(r["pass"] for r in results.values()), "wall_seconds": time.perf_counter() - start}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n")
 
-    print(f"train_toy vs the colab-style reference loop: {steps} steps, batch {args.batch}, AdamW lr 1e-3 wd 0.01, "
+    print(f"train_toy vs the colab-style reference loop: {steps} steps (geometry: its own, below), batch {args.batch}, AdamW lr 1e-3 wd 0.01, "
           f"{args.rounds} interleaved rounds, {args.threads} thread(s) on {info['cpu']}; torch {info['torch']}")
     print(f"  {'setting':<22} {'ours steps/s':>12} {'ref steps/s':>12}  {'ratio median (min, max)':<26} "
           f"{'final loss ours / ref':<24} result")
-    for name, r in results.items():
+    for name, r in ((k, v) for k, v in results.items() if k in args.settings):
         c, sps, ratio, fl = r["config"], r["steps_per_second"], r["ratio"], r["final_loss_mean"]
         label = f"{name} n{c['n_features']} m{c['n_hidden']} x{c['n_instances']}"
         print(f"  {label:<22} {sps['ours']:12.0f} {sps['reference']:12.0f}  "
@@ -189,6 +224,10 @@ def main() -> None:
               f"{fl['ours']:.4g} / {fl['reference']:.4g}{'':<7} "
               f"{'PASS' if r['pass'] else 'FAIL'} (target >= {TARGET:g}x)")
         print(f"  {'':<22} final loss per instance, max relative difference {r['final_loss_max_relative_difference']:.3f}")
+        if "extrapolated_seconds_at" in r:
+            e = r["extrapolated_seconds_at"]
+            print(f"  {'':<22} measured on {r['steps']} steps; {e['steps']} steps extrapolated: ours "
+                  f"{e['ours'] / 60:.1f} min, reference {e['reference'] / 60:.1f} min")
     print(f"{'PASS' if payload['pass'] else 'FAIL'}: target >= {TARGET:g}x; wrote {out}")
 
 

@@ -5,15 +5,16 @@ Modules: ``models`` (models, layers, vis), ``scan`` (examples, stats), ``train``
 ``reproduce``, ``analyses`` (tuning, attribution, weights, circuit, families, ablate), ``banding`` (banding, train
 banding), ``circles`` (circles), ``polysemantic`` (polysemantic, train shapes-sae), ``transformer`` (heads,
 composition, ov, qk, train attn-only), ``superposition`` (superposition, sae), ``microscope`` (build, serve,
-export), ``first_layer`` (first-layer, train branched), ``architectures`` (universality, train shapes-arch).
+export), ``first_layer`` (first-layer, train branched), ``architectures`` (universality, train shapes-arch),
+``geometry`` (tms-geometry).
 """
 
 from __future__ import annotations
 
 import typer
 
-from mechscope.cli import (analyses, architectures, banding, circles, demo, first_layer, microscope, models,
-                           polysemantic, reproduce, scan, superposition, train, transformer)
+from mechscope.cli import (analyses, architectures, banding, circles, demo, first_layer, geometry, microscope,
+                           models, polysemantic, reproduce, scan, superposition, train, transformer)
 from mechscope.errors import MechscopeError
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ polysemantic.register(app, train_app)
 banding.register(app, train_app)
 first_layer.register(app, train_app)
 architectures.register(app, train_app)
+geometry.register(app, train_app)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from mechscope.plots import save_figure
+from mechscope.reproduce import sticky
 from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.reproduce.phase_diagrams import PHASE_3_2, PHASE_BOUNDARY
 
@@ -165,16 +166,6 @@ def _linear(out: Path) -> Result:
                   controls=controls, summary=summary)
 
 
-def _sticky(out: Path) -> Result:
-    r = _run("geometry")
-    dpf = [x["dimensions_per_feature"] for x in r.instances]
-    at_one = sum(abs(d - 1.0) <= 0.05 for d in dpf)
-    at_half = sum(abs(d - 0.5) <= 0.05 for d in dpf)
-    return Result({"one_over_density": [x["one_over_density"] for x in r.instances],
-                   "dimensions_per_feature": dpf, "settings_at_1": at_one, "settings_at_half": at_half},
-                  at_one >= 2 and at_half >= 2, _figure(r, "dimensions_per_feature", out),
-                  "n=200, m=20, uniform importance, 16 densities from 1 to 1/1000: m / ||W||_F^2 stays at 1 "
-                  "and at 1/2 over ranges of sparsity instead of falling smoothly.")
 
 
 def _correlated(out: Path) -> Result:
@@ -247,8 +238,7 @@ CLAIMS = (
     Claim("tms-linear-no-superposition", PAPER, "the linear model never superposes; the ReLU model does when "
           "features are sparse", "linear: <= m features represented and none superposed at every sparsity; "
           "ReLU at S=0.999: some superposed", _linear),
-    Claim("tms-sticky-dimensions", PAPER, "dimensions per feature sticks at 1 and at 1/2 as sparsity varies",
-          ">= 2 of 16 densities with m/||W||_F^2 within 0.05 of 1, and >= 2 within 0.05 of 1/2", _sticky),
+    sticky.CLAIM,                         # reproduce.sticky: plateaus against a smooth control
     PHASE_BOUNDARY,                       # reproduce.phase_diagrams: judged against the numerical optimum
     PHASE_3_2,
     Claim("tms-correlated-pairs", PAPER, "correlated features are placed orthogonally, anticorrelated ones "
