@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -12,21 +10,16 @@ from pathlib import Path
 
 import torch
 
+from mechscope.devices import machine_info
+
 RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
+    """What the numbers were measured on (``mechscope.devices.machine_info``, plus the device)."""
+    info = machine_info()
+    return {"cpu": info["cpu"], "cores": info["cores"], "torch_threads": info["threads"], "torch": info["torch"],
+            "python": info["python"],
             "device": "cuda:" + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
 
 

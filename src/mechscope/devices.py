@@ -18,9 +18,12 @@ Example::
 
 from __future__ import annotations
 
+import os
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import chain
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -66,3 +69,22 @@ def model_device(model: nn.Module, default: str | torch.device | None = "cpu") -
     if t is not None:
         return t.device
     return None if default is None else torch.device(default)
+
+
+def machine_info() -> dict:
+    """Where a result was measured: CPU model, logical cores, torch's intra-op threads and the versions (the
+    reproduce report and the benchmarks record it).
+
+    >>> sorted(machine_info())
+    ['cores', 'cpu', 'platform', 'python', 'threads', 'torch']
+    """
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(terse=True)}

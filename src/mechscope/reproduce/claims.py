@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mechscope.artefacts import atomic_write_bytes, atomic_write_json
+from mechscope.devices import machine_info
 from mechscope.errors import MechscopeError
 
 
@@ -145,22 +145,6 @@ def fmt(v, digits: int = 3) -> str:
     if isinstance(v, float):
         return f"{v:.{digits}g}"
     return str(v)
-
-
-def machine_info() -> dict:
-    """Where a report was made: CPU model, logical cores, torch's intra-op threads and the versions."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(terse=True)}
 
 
 def run_claims(claims: Sequence[Claim], out: str | os.PathLike, *, progress: bool = True) -> list[dict]:
