@@ -18,7 +18,10 @@ Example::
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Callable
+from typing import Any
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from mechscope.errors import MechscopeError
@@ -58,10 +61,21 @@ def make_server(store_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: 
     return HTTPServer((host, port), Handler)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(store_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
           announce: Callable[[str], None] = print) -> None:
-    """Serve the store in ``store_dir`` until interrupted (Ctrl-C); ``announce(url)`` once it listens."""
+    """Serve the store in ``store_dir`` until interrupted: Ctrl-C (SIGINT) or SIGTERM stop it cleanly, also when it
+    was started with SIGINT ignored or blocked (a shell's background job, a CI script); ``announce(url)`` once it
+    listens."""
     server = make_server(store_dir, host=host, port=port)
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, _interrupt) for s in stops}
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     announce(f"http://{server.server_address[0]}:{server.server_address[1]}/")
     try:
         server.serve_forever()
@@ -69,6 +83,8 @@ def serve(store_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 
         pass
     finally:
         server.server_close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 __all__ = ["make_server", "serve"]
