@@ -1,5 +1,8 @@
 """Tokenizers for the text organisms: a trained byte-level BPE, a plain byte tokenizer, and offline GPT-2.
 
+(Just over 400 lines because the three tokenizers share one interface, one file format with its hash check,
+and the token-file helpers the organisms' corpora use; apart, each would import the others' privates.)
+
 * ``train_bpe(texts_or_files, vocab_size=1024)`` trains a GPT-2-style byte-level BPE with HF ``tokenizers``
   (pre-tokenizer ``ByteLevel`` with the GPT-2 split regex, no prefix space, all 256 bytes in the alphabet, so
   ``decode(encode(s)) == s`` for every string).  Training is deterministic: the same texts give the same
