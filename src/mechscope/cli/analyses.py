@@ -188,13 +188,13 @@ def ablate(model: str = typer.Argument(..., help="A shapes-world organism of the
            out: Path = OUT) -> None:
     """Feature use: ablate units of LAYER (zero or mean) and measure each task's held-out accuracy drop, against
     random same-size sets of the layer's other units (JSON + PNG); --each ranks every unit ablated alone."""
-    from mechscope.errors import MechscopeError, unknown_name
+    from mechscope.errors import MechscopeError
+    from mechscope.units import validate
     from mechscope.vision.circuits.feature_use import (save_task_ablations, save_unit_ablation_table,
                                                        shapes_held_out, task_ablation, unit_ablation_table)
 
     net, _ = _model_and_size(model, weights, seed)
-    if layer not in getattr(net, "layer_table", {}):
-        raise unknown_name("layer", layer, list(getattr(net, "layer_table", {})), where=model)
+    layer = validate(net, layer).layer
     x, labels = shapes_held_out(model, images)
     if each:
         written = save_unit_ablation_table(unit_ablation_table(net, layer, x, labels, mode=mode), layer, out)

@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -36,6 +37,26 @@ from mechscope.plots import agg_figure, png_of
 from mechscope.store import Store, read_rows
 
 PARTNER_WORLD_SEED = 11  # the shapes world the partners' activations are compared on
+
+
+# A build asks for the same held-out world, partner network and images once per layer: made once per process.
+@lru_cache(maxsize=2)
+def _held_out(model_name: str, n: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    from mechscope.vision.circuits.feature_use import shapes_held_out
+
+    return shapes_held_out(model_name, n)
+
+
+@lru_cache(maxsize=2)
+def _partner(name: str) -> nn.Module:
+    from mechscope.zoo.registry import load
+
+    return load(name, device="cpu")
+
+
+@lru_cache(maxsize=2)
+def _partner_images(n: int) -> torch.Tensor:
+    return ShapesDataset(n, seed=PARTNER_WORLD_SEED).sample(range(n))[0]
 
 
 def _drops_png(drops: dict[str, float], title: str) -> bytes:
@@ -54,9 +75,9 @@ def _drops_png(drops: dict[str, float], title: str) -> bytes:
 def ablation_figures(model: nn.Module, model_name: str, layer: str, channels: Sequence[int],
                      options: FeatureUse) -> list[tuple[dict[str, Any], bytes]]:
     """An ``ablation`` figure per unit of ``channels`` (see the module docstring)."""
-    from mechscope.vision.circuits.feature_use import shapes_held_out, unit_ablation_table
+    from mechscope.vision.circuits.feature_use import unit_ablation_table
 
-    x, labels = shapes_held_out(model_name, options.images)
+    x, labels = _held_out(model_name, options.images)
     table = unit_ablation_table(model, layer, x, labels, mode=options.mode, channels=list(channels))
     out = []
     for i, c in enumerate(channels):
@@ -75,10 +96,8 @@ def partner_figures(model: nn.Module, layer: str, channels: Sequence[int],
                     options: Partners) -> list[tuple[dict[str, Any], None]]:
     """A ``partner`` figure per unit of ``channels`` (see the module docstring)."""
     from mechscope.vision.families.universality import activation_correlations
-    from mechscope.zoo.registry import load
 
-    other = load(options.model, device="cpu")
-    images, _ = ShapesDataset(options.images, seed=PARTNER_WORLD_SEED).sample(range(options.images))
+    other, images = _partner(options.model), _partner_images(options.images)
     theirs = options.layer or layer
     corr = activation_correlations(model, other, [(layer, theirs)], [images], progress=False)[(layer, theirs)]
     corr = torch.nan_to_num(corr, nan=0.0)
