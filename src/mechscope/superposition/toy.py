@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from mechscope.devices import model_device
 from mechscope.errors import MechscopeError, unknown_name
 from mechscope.superposition.fast import adamw_step, FastToy
+from mechscope.superposition.sparse import SparseToy, sparse_batches
 
 __all__ = [
     "MODELS",
@@ -324,6 +325,7 @@ def train_toy(
     seed: int = 0,
     progress: bool = True,
     model: ToyModel | None = None,
+    sparse_inputs: bool = False,
 ) -> TrainedToy:
     """Train all instances of ``config`` at once with AdamW on fresh synthetic batches.
 
@@ -342,6 +344,11 @@ def train_toy(
     computed in closed form (:class:`FastToy`, checked against autograd in the tests) and the AdamW update
     (exactly ``torch.optim.AdamW``'s arithmetic) runs on one flat tensor holding all parameters, which are
     copied back into ``model`` at the end.  Losses are only evaluated at log steps and in the final tail.
+
+    ``sparse_inputs``: draw each batch as its list of active entries and compute the two products that touch
+    ``x`` over that list (``sparse.SparseToy``; ``"relu_output"`` models with independent features and one
+    probability per instance): the same model, loss and data distribution, much cheaper at low density (a
+    different random stream, so not the same numbers as the dense route for a seed).
     """
     if schedule not in SCHEDULES:
         raise unknown_name("lr schedule", str(schedule), SCHEDULES)
@@ -356,6 +363,11 @@ def train_toy(
     p = _broadcast(feature_probability, config, "feature_probability", probability=True)
     imp_d, p_d = imp.to(device), p.to(device)
     g = torch.Generator(device=device).manual_seed(_data_seed(seed))
+    if sparse_inputs and (config.model != "relu_output" or config.n_correlated_pairs or config.n_anticorrelated_pairs
+                          or not bool((p == p[:, :1]).all())):
+        raise MechscopeError("sparse_inputs needs a \"relu_output\" model with independent features and one feature "
+                             f"probability per instance; got model {config.model!r}, "
+                             f"{config.n_correlated_pairs + config.n_anticorrelated_pairs} pairs.")
 
     log: list[dict] = []
     model.train()
@@ -373,12 +385,16 @@ def train_toy(
             views.append(flat[offset : offset + q.numel()].view(q.shape))
             grads.append(grad_flat[offset : offset + q.numel()].view(q.shape))
             offset += q.numel()
-        fast = FastToy(config.model, views, grads, imp_d, batch_size)
+        if sparse_inputs:
+            fast = SparseToy(views, grads, imp_d, batch_size)
+            data = sparse_batches(p_d, batch_size, g, steps)
+        else:
+            fast = FastToy(config.model, views, grads, imp_d, batch_size)
+            data = _batches(config, batch_size, p_d, g, device, steps)
         tail = min(LOSS_TAIL, steps)
         tail_sum = torch.zeros(config.n_instances, device=device)
         log_every = max(1, steps // 100)
         bar = tqdm(total=steps, disable=not progress, desc=f"toy {config.model}", leave=False)
-        data = _batches(config, batch_size, p_d, g, device, steps)
         with torch.no_grad():
             for step, x in enumerate(data):
                 cur_lr = lr if schedule == "constant" else lr * _lr_factor(schedule, step, steps)
