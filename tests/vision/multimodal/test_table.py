@@ -70,6 +70,10 @@ def test_table_values_by_hand_and_statistics_sources():
     assert given[0, 0].tolist() == [1.0, 5.0]
     like_unit_stats = SimpleNamespace(mean=[0.0, 0.0], std=[2.0, 1.0])   # UnitStats has .mean and .std
     assert torch.allclose(modality_table(acts, concept, modality, 3, 2, stats=like_unit_stats), given, equal_nan=True)
+    as_tensor = torch.tensor([[0.0, 0.0], [2.0, 1.0]])                   # [2, U]: row 0 mean, row 1 std
+    assert torch.allclose(modality_table(acts, concept, modality, 3, 2, stats=as_tensor), given, equal_nan=True)
+    assert torch.allclose(modality_table(acts, concept, modality, 3, 2, stats=as_tensor.numpy()), given,
+                          equal_nan=True)
     maps = acts[:, :, None, None].expand(4, 2, 3, 3)                 # [N, U, H, W]: averaged over positions
     assert torch.allclose(modality_table(maps, concept, modality, 3, 2), table, equal_nan=True)
 
@@ -91,8 +95,11 @@ def test_empty_cells_never_win_and_rows_are_json_ready():
     (lambda: modality_table(torch.zeros(4, 2), torch.zeros(3), torch.zeros(4), 2, 2), "4 labels"),
     (lambda: modality_table(torch.zeros(4, 2), torch.tensor([0, 1, 2, 0]), torch.zeros(4), 2, 2), r"0\.\.1"),
     (lambda: modality_table(torch.zeros(4, 2), torch.zeros(4), torch.full((4,), 0.5), 2, 2), "integers"),
-    (lambda: modality_table(torch.zeros(2, 2), torch.zeros(2), torch.zeros(2), 2, 2, stats=(torch.zeros(3),
-                                                                                                torch.ones(3))), r"\[2\]"),
+    (lambda: modality_table(torch.zeros(2, 2), torch.zeros(2), torch.zeros(2), 2, 2,
+                            stats=(torch.zeros(3), torch.ones(3))), r"\[2\]"),
+    (lambda: modality_table(torch.zeros(2, 2), torch.zeros(2), torch.zeros(2), 2, 2, stats=torch.zeros(3, 2)),
+     r"\[2, 2\] \(row 0 mean"),
+    (lambda: modality_table(torch.zeros(2, 2), torch.zeros(2), torch.zeros(2), 2, 2, stats=3.0), "UnitStats"),
     (lambda: multimodal_units(torch.zeros(2, 3)), r"\[modalities, concepts, units\]"),
     (lambda: multimodal_units(torch.zeros(2, 1, 3)), "at least 2 concepts"),
     (lambda: multimodal_units(torch.zeros(2, 3, 3), (0, 2)), r"outside 0\.\.1"),

@@ -7,7 +7,7 @@ from torch import nn
 
 from mechscope.errors import MechscopeError
 from mechscope.vision.multimodal import (gradient_directions, linear_head_directions, regression_directions,
-                                         text_side_response)
+                                         text_side_response, unit_directions)
 
 D, U, T = 16, 6, 50
 
@@ -45,6 +45,10 @@ def test_gradient_and_regression_directions_recover_the_linear_head(planted):
         image_emb = head(acts)
     assert torch.allclose(regression_directions(acts, image_emb, ridge=0.0), w, atol=1e-3)
     assert text_side_response(regression_directions(acts, image_emb)[2], emb, texts, k=1).texts == ["text 7"]
+    # unit_directions picks the way the arguments allow
+    assert torch.equal(unit_directions(weight=head[2].weight), linear_head_directions(head[2].weight))
+    assert torch.equal(unit_directions(head=head, acts=acts), gradient_directions(head, acts))
+    assert torch.equal(unit_directions(acts=acts, embeddings=image_emb), regression_directions(acts, image_emb))
 
 
 def test_gradient_direction_of_a_nonlinear_head_is_its_mean_local_response():
@@ -79,6 +83,10 @@ def test_random_direction_is_a_null(planted):
     (lambda: regression_directions(torch.ones(5, 2), torch.ones(4, 3)), "one row per item"),
     (lambda: regression_directions(torch.ones(5, 2), torch.ones(5, 3), ridge=-1), ">= 0"),
     (lambda: gradient_directions(lambda a: a.sum(), torch.ones(3, 2)), r"\[N, D\]"),
+    (lambda: unit_directions(acts=torch.ones(3, 2)), "exactly one way"),
+    (lambda: unit_directions(weight=torch.ones(3, 2), acts=torch.ones(3, 2)), "exactly one way"),
+    (lambda: unit_directions(head=torch.nn.Identity(), acts=torch.ones(3, 2), embeddings=torch.ones(3, 2)),
+     "exactly one way"),
 ])
 def test_bad_input_is_refused(call, message):
     with pytest.raises(MechscopeError, match=message):

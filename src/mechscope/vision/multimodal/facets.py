@@ -37,7 +37,9 @@ def _pooled(acts: torch.Tensor, what: str) -> torch.Tensor:
     return a.flatten(2).mean(2) if a.dim() > 2 else a
 
 
-def facet_direction(acts_a: torch.Tensor, acts_b: torch.Tensor, method: str = "mean", C: float = 1.0) -> torch.Tensor:  # noqa: N803
+def facet_direction(
+    acts_a: torch.Tensor, acts_b: torch.Tensor, method: str = "mean", C: float = 1.0,  # noqa: N803
+) -> torch.Tensor:
     """A unit vector ``[U]`` separating layer activations of facet ``a`` ``[N, U, ...]`` from ``b`` ``[M, U, ...]``.
 
     Activations are averaged over positions.  ``method="mean"``: ``mean(a) - mean(b)``, normalised;
@@ -71,5 +73,6 @@ def faceted_objective(
     """
     f = torch.as_tensor(facet)
     if f.dim() != 1:
-        raise MechscopeError(f"facet must be one direction [U] over {facet_layer!r}'s units, got shape {tuple(f.shape)}")
+        raise MechscopeError(f"facet must be one direction [U] over {facet_layer!r}'s units, got shape "
+                             f"{tuple(f.shape)}")
     return as_objective(unit) + weight * direction(facet_layer, f, cossim_pow=cossim_pow)

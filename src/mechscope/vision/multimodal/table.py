@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from mechscope.errors import MechscopeError
@@ -55,13 +56,25 @@ def _labels(values: Any, n: int, count: int, what: str) -> torch.Tensor:
 
 
 def _dataset_stats(stats: Any, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mu [U], sigma [U])`` from ``stats`` (a ``(mean, std)`` pair or an object with ``.mean``/``.std``, e.g.
-    ``vision.evidence.stats.UnitStats``) or from ``a`` itself (population std)."""
+    """``(mu [U], sigma [U])`` from ``stats`` (a ``(mean, std)`` pair, a ``[2, U]`` tensor, or an object with
+    ``.mean``/``.std`` arrays, e.g. ``vision.evidence.stats.UnitStats``) or from ``a`` itself (population std)."""
     if stats is None:
         return a.mean(0), a.std(0, unbiased=False)
-    mean, std = (stats.mean, stats.std) if hasattr(stats, "mean") and hasattr(stats, "std") else stats
-    mu, sigma = (torch.as_tensor(v, dtype=torch.float64).flatten().cpu() for v in (mean, std))
     u = a.shape[1]
+    if isinstance(stats, (torch.Tensor, np.ndarray)):              # a [2, U] tensor: row 0 mean, row 1 std
+        if tuple(stats.shape) != (2, u):
+            raise MechscopeError(f"a stats tensor must be [2, {u}] (row 0 mean, row 1 std per unit), got "
+                                 f"{tuple(stats.shape)}")
+        mean, std = stats[0], stats[1]
+    elif hasattr(stats, "mean") and hasattr(stats, "std"):          # UnitStats (arrays, not methods)
+        mean, std = stats.mean, stats.std
+    else:
+        try:
+            mean, std = stats
+        except (TypeError, ValueError):
+            raise MechscopeError("stats must be a (mean [U], std [U]) pair, a [2, U] tensor or an object with "
+                                 f".mean and .std (UnitStats), got {type(stats).__name__}") from None
+    mu, sigma = (torch.as_tensor(v, dtype=torch.float64).flatten().cpu() for v in (mean, std))
     if mu.shape != (u,) or sigma.shape != (u,):
         raise MechscopeError(f"stats must give a mean and a std per unit ([{u}] each), got {tuple(mu.shape)} and "
                              f"{tuple(sigma.shape)}")
@@ -80,8 +93,9 @@ def modality_table(
         acts: ``[N, U]`` unit activations per item (``[N, U, H, W]`` maps are averaged over positions first).
         concept: ``[N]`` concept index per item, in ``0..n_concepts-1``.
         modality: ``[N]`` modality index per item (e.g. 0 picture, 1 sketch, 2 word), in ``0..n_modalities-1``.
-        stats: the dataset's per-unit statistics: a ``(mean [U], std [U])`` pair or an object with ``.mean`` and
-            ``.std`` (``UnitStats``); default: mean and population std of ``acts``.
+        stats: the dataset's per-unit statistics: a ``(mean [U], std [U])`` pair, a ``[2, U]`` tensor (row 0
+            mean, row 1 std) or an object with ``.mean`` and ``.std`` arrays (``UnitStats``); default: mean and
+            population std of ``acts``.
 
     Returns:
         ``[M, C, U]`` float32: ``(mean of the cell's items - mu_u) / sigma_u``; NaN for an empty cell; 0 for a unit
@@ -145,7 +159,8 @@ class MultimodalUnits:
 def _modality_index(m: int | str, names: Sequence[str] | None, count: int) -> int:
     if isinstance(m, str):
         if names is None or m not in names:
-            raise MechscopeError(f"unknown modality {m!r}; valid: {list(names) if names else 'indices 0..' + str(count - 1)}")
+            valid = list(names) if names else f"indices 0..{count - 1}"
+            raise MechscopeError(f"unknown modality {m!r}; valid: {valid}")
         return list(names).index(m)
     if not 0 <= int(m) < count:
         raise MechscopeError(f"modality index {m} is outside 0..{count - 1} (the table has {count} modalities)")

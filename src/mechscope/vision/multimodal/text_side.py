@@ -11,6 +11,8 @@ ways to get the direction, from exact to general:
 - ``regression_directions(acts, embeddings)``: no access to the head at all; the ridge regression of the image
   embeddings on the units' pooled activations over a dataset, one row per unit (recovers ``W`` for a linear head).
 
+``unit_directions(weight=… | head=…, acts=… | acts=…, embeddings=…)`` picks the one the arguments allow.
+
 The paper (Goh et al. 2021) used the text side of CLIP to find the strings that maximise a neuron ("text feature
 visualization"), searching over text.  The honest analogue here is a ranking of a finite list of candidate texts
 (captions, words) by the cosine between their text embedding and the unit's direction: ``text_side_response``.
@@ -48,7 +50,8 @@ class TextResponse:
 
     def rows(self) -> list[dict[str, object]]:
         """JSON-ready ``[{"text", "index", "score"}]``, best first."""
-        return [{"text": t, "index": int(i), "score": float(s)} for t, i, s in zip(self.texts, self.indices, self.scores)]
+        return [{"text": t, "index": int(i), "score": float(s)}
+                for t, i, s in zip(self.texts, self.indices, self.scores)]
 
 
 def text_side_response(
@@ -144,3 +147,27 @@ def regression_directions(acts: torch.Tensor, embeddings: torch.Tensor, ridge: f
     gram = a.T @ a + ridge * n * torch.eye(u, dtype=torch.float64)
     sol = torch.linalg.lstsq(gram, a.T @ e).solution if ridge == 0 else torch.linalg.solve(gram, a.T @ e)
     return sol.float()
+
+
+def unit_directions(
+    *, weight: torch.Tensor | None = None, head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    acts: torch.Tensor | None = None, embeddings: torch.Tensor | None = None, ridge: float = 1e-3,
+) -> torch.Tensor:
+    """Unit directions ``[U, D]`` by the one way the arguments give: ``weight`` ``[D, U]`` (a
+    linear head: ``linear_head_directions``), ``head`` and ``acts`` (``gradient_directions``), or ``acts`` and
+    ``embeddings`` (``regression_directions``).
+
+    >>> unit_directions(weight=torch.ones(3, 2)).shape
+    torch.Size([2, 3])
+    """
+    given = tuple(x is not None for x in (weight, head, acts, embeddings))
+    ways = {(True, False, False, False): "weight", (False, True, True, False): "head",
+            (False, False, True, True): "regression"}
+    if given not in ways:
+        raise MechscopeError("give exactly one way to find unit directions: weight=[D, U] (a linear head), "
+                             "head= and acts= (its mean Jacobian), or acts= and embeddings= (a regression)")
+    if weight is not None:
+        return linear_head_directions(weight)
+    if head is not None:
+        return gradient_directions(head, acts)
+    return regression_directions(acts, embeddings, ridge)
