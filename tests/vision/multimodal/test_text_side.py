@@ -65,6 +65,25 @@ def test_gradient_direction_of_a_nonlinear_head_is_its_mean_local_response():
         assert torch.allclose(dirs[u], fd, atol=1e-3)
 
 
+def test_gradient_directions_of_a_head_vmap_cannot_batch():
+    class Double(torch.autograd.Function):                            # a backward through numpy: vmap refuses it
+        @staticmethod
+        def forward(ctx, x):
+            return 2 * x
+
+        @staticmethod
+        def backward(ctx, grad):
+            return torch.from_numpy(2 * grad.detach().numpy())
+
+    linear = nn.Linear(4, 3)
+    acts = torch.rand(5, 4, 2, 2)
+    with pytest.raises(RuntimeError):                                 # the vectorized Jacobian fails here ...
+        torch.autograd.functional.jacobian(lambda s: linear(Double.apply(acts + s.view(1, 4, 1, 1)).mean((2, 3))),
+                                           torch.zeros(4), vectorize=True)
+    dirs = gradient_directions(lambda a: linear(Double.apply(a).mean((2, 3))), acts)       # ... the loop does not
+    assert torch.allclose(dirs, 2 * linear.weight.T, atol=1e-6)
+
+
 def test_random_direction_is_a_null(planted):
     texts, emb, head, _ = planted
     g = torch.Generator().manual_seed(5)

@@ -97,7 +97,7 @@ def gradient_directions(head: Callable[[torch.Tensor], torch.Tensor], acts: torc
     ``head`` maps the layer's activations ``[N, U, *positions]`` (or ``[N, U]``) to embeddings ``[N, D]``;
     ``acts`` are a dataset's activations of that layer.  Row ``u`` is ``mean_n d head(acts)_n / d s_u`` where
     ``s_u`` shifts channel ``u`` by the same amount at every position: exact for a linear head after global pooling
-    (``W[:, u]``), the local linear response otherwise.
+    (``W[:, u]``), the local linear response otherwise.  Put the head in eval mode first (dropout, batch norm).
 
     >>> head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
     >>> dirs = gradient_directions(head, torch.rand(5, 4, 2, 2))
@@ -116,7 +116,10 @@ def gradient_directions(head: Callable[[torch.Tensor], torch.Tensor], acts: torc
         return out.mean(0)
 
     shift = torch.zeros(a.shape[1], dtype=a.dtype, device=a.device)
-    jac = torch.autograd.functional.jacobian(mean_embedding, shift, vectorize=True)   # [D, U]
+    try:
+        jac = torch.autograd.functional.jacobian(mean_embedding, shift, vectorize=True)   # [D, U]
+    except RuntimeError:            # a head vmap cannot batch (in-place ops, data-dependent control flow)
+        jac = torch.autograd.functional.jacobian(mean_embedding, shift)
     return jac.T.detach().float().cpu().contiguous()
 
 
