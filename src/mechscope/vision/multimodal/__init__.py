@@ -1,0 +1,35 @@
+"""Multimodal neurons (Goh et al. 2021, "Multimodal Neurons in Artificial Neural Networks"), as pure functions
+over tensors, so that they run on any image–text model: the organism ``shapes-clip``, or CLIP through open_clip.
+
+- ``table``: ``modality_table`` (per modality, concept, unit: σ of the dataset) and ``multimodal_units``;
+- ``text_side``: unit directions in the joint space (``linear_head_directions``, ``gradient_directions``,
+  ``regression_directions``, or ``unit_directions`` to pick one) and ``text_side_response``;
+- ``arithmetic``: ``sparse_concept_decomposition``, ``concept_atlas``, ``plot_concept_atlas``;
+- ``typographic``: ``typographic_flip_rate``, ``random_letter_strings``;
+- ``facets``: ``facet_direction``, ``faceted_objective``;
+- ``figures``: ``plot_modality_table``.
+
+Nothing here loads a model; callers pass activations, embeddings and logits.
+
+Example::
+
+    >>> from mechscope.vision.multimodal import modality_table, multimodal_units
+    >>> callable(modality_table) and callable(multimodal_units)
+    True
+"""
+
+from mechscope.vision.multimodal.arithmetic import (ConceptAtlas, Decomposition, concept_atlas, plot_concept_atlas,
+                                                    sparse_concept_decomposition)
+from mechscope.vision.multimodal.facets import facet_direction, faceted_objective
+from mechscope.vision.multimodal.figures import plot_modality_table
+from mechscope.vision.multimodal.table import MultimodalUnits, modality_table, multimodal_units
+from mechscope.vision.multimodal.text_side import (TextResponse, gradient_directions, linear_head_directions,
+                                                   regression_directions, text_side_response, unit_directions)
+from mechscope.vision.multimodal.typographic import FlipRate, random_letter_strings, typographic_flip_rate
+
+__all__ = [
+    "ConceptAtlas", "Decomposition", "FlipRate", "MultimodalUnits", "TextResponse", "concept_atlas",
+    "facet_direction", "faceted_objective", "gradient_directions", "linear_head_directions", "modality_table",
+    "multimodal_units", "plot_concept_atlas", "plot_modality_table", "random_letter_strings", "regression_directions",
+    "sparse_concept_decomposition", "text_side_response", "typographic_flip_rate", "unit_directions",
+]
