@@ -15,10 +15,12 @@ reported are steps/s and the paired ratio ours/reference speed (median, min, max
 side's final loss per instance (mean over the last 100 steps) - close but not identical, the data streams differ.
 
 A third setting, ``geometry``, is the paper's geometry sweep at its own scale (``superposition.geometry``): n=400,
-m=30, uniform importance, the 28 densities of ``density_grid()`` x 3 seeds = 84 instances, ours trained in groups
-of 8 instances as ``geometry_sweep`` does, the reference all 84 at once as the notebook would.  Its sides run
-``--geometry-steps`` steps each (default 200: the notebook-style loop takes minutes per hundred steps here) and the
-time of the full 10,000-step sweep is extrapolated from the measured seconds per step, stated as such in the JSON
+m=30, uniform importance, the 28 densities of ``density_grid()`` x 3 seeds = 84 instances: ours is
+``geometry_sweep`` with its defaults (one instance per model, sparse inputs below ``SPARSE_BELOW``, 2 worker threads
+of one core each), the reference trains all 84 at once as the notebook would, with ``--geometry-threads`` intra-op
+threads (default 2: both sides get this machine's two cores).  Its sides run ``--geometry-steps`` steps each
+(default 200: the notebook-style loop takes minutes per hundred steps here) and the time of the full 10,000-step
+sweep is extrapolated from the measured seconds per step (start-up included), stated as such in the JSON
 (``extrapolated_seconds_at``).
 
 Run: ``.venv/bin/python benchmarks/tms_speed.py [--steps 10000] [--rounds 3] [--threads 1] [--settings ...]``;
@@ -41,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from _common import RESULTS, interleaved, machine, paired_ratio
-from mechscope.superposition.geometry import GeometryOptions, density_grid
+from mechscope.superposition.geometry import GeometryOptions, density_grid, geometry_sweep
 from mechscope.superposition.toy import ToyConfig, train_toy
 
 GEOMETRY_SEEDS = 3
@@ -120,7 +122,7 @@ def reference_train(model: ReferenceToy, steps: int, n_batch: int = 1024, lr: fl
 # ---- the benchmark -----------------------------------------------------------------------------------------------
 
 
-def run_setting(name: str, steps: int, rounds: int, batch: int, warmup_steps: int) -> dict:
+def run_setting(name: str, steps: int, rounds: int, batch: int, warmup_steps: int, threads: int = 1) -> dict:
     s = SETTINGS[name]
     cfg = ToyConfig(n_features=s["n_features"], n_hidden=s["n_hidden"], n_instances=s["n_instances"])
     importance = s["importance_rate"] ** torch.arange(cfg.n_features, dtype=torch.float32)
@@ -128,24 +130,24 @@ def run_setting(name: str, steps: int, rounds: int, batch: int, warmup_steps: in
     final: dict[str, list[torch.Tensor]] = {"ours": [], "reference": []}
     counter = {"ours": 0, "reference": 0}
 
-    group = GeometryOptions().group_size if name == "geometry" else cfg.n_instances   # as geometry_sweep trains
-
     def ours(n: int = steps, record: bool = True):
         seed = counter["ours"]
         counter["ours"] += 1
-        losses = []
-        for lo in range(0, cfg.n_instances, group):
-            part = p[lo: lo + group]
-            run = train_toy(dataclasses.replace(cfg, n_instances=len(part)), importance, part[:, None], steps=n,
-                            batch_size=batch, lr=1e-3, weight_decay=0.01, schedule="constant", seed=seed,
-                            progress=False)
-            losses.append(run.losses)
+        if name == "geometry":   # the sweep as a user runs it
+            torch.set_num_threads(threads)
+            sweep = geometry_sweep(GeometryOptions(steps=n, batch_size=batch, seed=seed, workers=threads))
+            if record:
+                final["ours"].append(sweep.losses.reshape(-1))   # seed-major, as p
+            return
+        run = train_toy(cfg, importance, p[:, None], steps=n, batch_size=batch, lr=1e-3, weight_decay=0.01,
+                        schedule="constant", seed=seed, progress=False)
         if record:
-            final["ours"].append(torch.cat(losses))
+            final["ours"].append(run.losses)
 
     def reference(n: int = steps, record: bool = True):
         torch.manual_seed(counter["reference"])
         counter["reference"] += 1
+        torch.set_num_threads(threads)
         losses = reference_train(ReferenceToy(cfg.n_features, cfg.n_hidden, cfg.n_instances, p, importance), n,
                                  n_batch=batch)
         if record:
@@ -162,6 +164,7 @@ def run_setting(name: str, steps: int, rounds: int, batch: int, warmup_steps: in
         "config": {"n_features": cfg.n_features, "n_hidden": cfg.n_hidden, "n_instances": cfg.n_instances,
                    "importance": importance.tolist(), "feature_probability": p.tolist()},
         "steps": steps,
+        "threads": threads,
         "extrapolated_seconds_at": {"steps": FULL_STEPS, **{k: v * FULL_STEPS / steps for k, v in med.items()}},
         "seconds": times,
         "median_seconds": med,
@@ -183,6 +186,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--geometry-steps", type=int, default=200, help="steps of each side in the geometry row")
+    parser.add_argument("--geometry-threads", type=int, default=2,
+                        help="cores for each side of the geometry row (ours: that many worker threads)")
     parser.add_argument("--quick", action="store_true", help="300 steps (30 for geometry), 3 rounds, results to /tmp")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -195,14 +200,16 @@ def main() -> None:
         return (30 if args.quick else args.geometry_steps) if name == "geometry" else steps
 
     results = {name: run_setting(name, steps_of(name), args.rounds, args.batch,
-                                 warmup_steps=min(steps_of(name), 10 if name == "geometry" else 100))
+                                 warmup_steps=min(steps_of(name), 10 if name == "geometry" else 100),
+                                 threads=args.geometry_threads if name == "geometry" else args.threads)
                for name in args.settings}
     if out.exists() and not args.quick:   # keep the rows of the settings not run this time
         kept = json.loads(out.read_text()).get("results", {})
         for name, row in kept.items():
             row.setdefault("steps", json.loads(out.read_text()).get("setup", {}).get("steps"))
         results = {**{k: v for k, v in kept.items() if k not in results}, **results}
-    info = {**machine(), "platform": platform.platform(), "threads": args.threads}
+    info = {**machine(), "platform": platform.platform(), "threads": args.threads,
+            "geometry_threads": args.geometry_threads}
     payload = {"benchmark": "tms_speed", "quick": args.quick,
                "setup": {"steps": steps, "batch": args.batch, "rounds": args.rounds, "lr": 1e-3, "weight_decay": 0.01,
                          "schedule": "constant", "model": "relu_output", "densities": "20 ** -linspace(0, 1, n); geometry: density_grid() x 3 seeds",

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -72,3 +73,19 @@ def test_groups_of_instances_keep_the_layout():
     r = geometry_sweep(o)
     assert r.dpf.shape == (2, 3) and r.losses.shape == (2, 3) and r.W.shape == (2, 3, 12, 3)
     assert torch.allclose(r.dpf, 3 / r.W.square().sum((-2, -1)))
+
+
+def test_workers_sparse_route_and_group_layout_do_not_change_the_result():
+    """Threads only schedule the groups: the same models come out; the sparse route is taken below SPARSE_BELOW
+    (its own random stream, so turning it off changes the sparse densities' models and nothing else)."""
+    from mechscope.superposition.geometry import SPARSE_BELOW
+
+    dens = (1.0, 0.2, SPARSE_BELOW / 2)
+    o = GeometryOptions(n_features=40, n_hidden=4, densities=dens, seeds=2, steps=30, batch_size=64, workers=1)
+    one = geometry_sweep(o)
+    two = geometry_sweep(dataclasses.replace(o, workers=2))
+    assert torch.equal(one.W, two.W) and torch.equal(one.losses, two.losses)
+    dense = geometry_sweep(dataclasses.replace(o, sparse=False))
+    assert torch.equal(one.W[:, :2], dense.W[:, :2]) and not torch.equal(one.W[:, 2], dense.W[:, 2])
+    with pytest.raises(MechscopeError, match="workers"):
+        geometry_sweep(dataclasses.replace(o, workers=0))

@@ -53,15 +53,24 @@ def density_grid(dense: int = 10, sparse: int = 18, knee: float = 2.0, top: floa
     return tuple(1.0 / x for x in a + b)
 
 
+#: Densities at or below this train on sparse inputs (``train_toy(sparse_inputs=True)``).  Where the two routes
+#: cost the same at n = 400, m = 30, batch 1024 (CPU time per step, one core, 2026-12-05): 4.4 ms each at
+#: ``1 / (1 - S) = 32``; the sparse route costs 3.2 ms at 64 and 1.9 ms at 1000, the dense one 4.4 ms throughout.
+SPARSE_BELOW = 1 / 32
+
+
 @dataclass(frozen=True)
 class GeometryOptions:
     """One geometry sweep: ``n_features`` x ``n_hidden`` ReLU-output toy models with uniform importance at each of
     ``densities`` (feature probability ``1 - S``), ``seeds`` independent instances each, trained ``steps`` steps of
     AdamW (``lr``, ``weight_decay``; batch ``batch_size``).  The defaults are the paper's scale, n = 400, m = 30.
-    ``group_size``: instances per batched model (groups trained one after another, group g with seed
-    ``seed + g``; 0 = all in one).  At n = 400 one instance's batch is 1.6 MB per tensor, so all 84 at once
-    stream hundreds of MB per step through memory; in groups of 8 the paper-scale sweep took 1.56x less CPU
-    time (25 steps, one loaded core: 13.3 s against 20.7 s)."""
+
+    ``group_size``: instances per batched model (group g trains with seed ``seed + g``; 0 = all in one model).
+    One instance per model is fastest at n = 400: its batch (1.6 MB per tensor) stays in cache, where 8 at once
+    stream 13 MB tensors through memory (per instance-step 4.1 ms alone against 6.7 ms in eights, one loaded core).
+    ``sparse``: groups whose densities are all ``<= SPARSE_BELOW`` train on sparse inputs (same distribution,
+    another random stream).  ``workers``: groups trained side by side in threads, each with
+    ``torch.get_num_threads() // workers`` intra-op threads (at least 1); the result does not depend on it."""
 
     n_features: int = 400
     n_hidden: int = 30
@@ -72,7 +81,9 @@ class GeometryOptions:
     lr: float = 1e-3
     weight_decay: float = 0.01
     seed: int = 0
-    group_size: int = 8
+    group_size: int = 1
+    sparse: bool = True
+    workers: int = 2
 
 
 @dataclass
@@ -98,18 +109,49 @@ def geometry_sweep(options: GeometryOptions = GeometryOptions(), progress: bool 
         raise MechscopeError(f"densities must be in (0, 1], got {o.densities}.")
     if o.seeds < 1:
         raise MechscopeError(f"seeds must be >= 1, got {o.seeds}.")
+    if o.workers < 1:
+        raise MechscopeError(f"workers must be >= 1, got {o.workers}.")
     D = len(o.densities)
     p = torch.tensor(o.densities, dtype=torch.float32).repeat(o.seeds)[:, None]   # [seeds * D, 1]
     size = o.group_size if o.group_size > 0 else len(p)
-    start = time.perf_counter()
-    Ws, losses = [], []
-    for g, lo in enumerate(range(0, len(p), size)):
-        part = p[lo: lo + size]
+    groups = [p[lo: lo + size] for lo in range(0, len(p), size)]
+
+    per_worker = max(1, torch.get_num_threads() // o.workers)
+
+    def train(g: int):
+        if o.workers > 1:
+            torch.set_num_threads(per_worker)   # this thread's own OpenMP setting
+        part = groups[g]
+        sparse = o.sparse and float(part.max()) <= SPARSE_BELOW
         t = train_toy(ToyConfig(o.n_features, o.n_hidden, len(part)), 1.0, part, steps=o.steps,
                       batch_size=o.batch_size, lr=o.lr, weight_decay=o.weight_decay, seed=o.seed + g,
-                      progress=progress)
-        Ws.append(t.model.W.detach().cpu())
-        losses.append(t.losses)
+                      progress=progress and o.workers == 1, sparse_inputs=sparse)
+        return t.model.W.detach().cpu(), t.losses
+
+    start = time.perf_counter()
+    if o.workers == 1:
+        done = [train(g) for g in range(len(groups))]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqdm.auto import tqdm
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(per_worker)
+        try:
+            with ThreadPoolExecutor(o.workers) as pool:
+                # the costly (dense) groups first, so that the last ones to finish are short
+                order = sorted(range(len(groups)), key=lambda g: -float(groups[g].max()))
+                futures = {g: pool.submit(train, g) for g in order}
+                bar = tqdm(total=len(groups), disable=not progress, desc="geometry sweep", unit="model")
+                for g in order:
+                    futures[g].result()
+                    bar.update(1)
+                bar.close()
+                done = [futures[g].result() for g in range(len(groups))]
+        finally:
+            torch.set_num_threads(threads)
+    Ws, losses = [w for w, _ in done], [l for _, l in done]
     seconds = time.perf_counter() - start
     W = torch.cat(Ws).view(o.seeds, D, o.n_features, o.n_hidden)
     dpf = dimensions_per_feature(W)
