@@ -65,8 +65,8 @@ def _normalised(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _check_parity(ref: torch.nn.Module, ours: clip.ClipResNet, name: str) -> None:
-    x = _images(name)
+def _check_parity(ref: torch.nn.Module, ours: clip.ClipResNet, name: str, n_images: int = 2) -> None:
+    x = _images(name, n_images)
     expected = ref.encode_image(_normalised(x))
     assert expected.abs().max() > 1e-3   # not a degenerate (all-zero) embedding
     torch.testing.assert_close(ours.encode_image(x), expected, atol=ATOL, rtol=0)
@@ -153,10 +153,21 @@ def test_rn50x4_architecture_parity():
     ours = clip.build("clip-rn50x4").eval()
     ours.load_state_dict(clip.convert_state_dict(ref.state_dict(), ours, "rn50x4"))
     build_s = time.perf_counter() - t0
-    _check_parity(ref, ours, "clip-rn50x4")
+    _check_parity(ref, ours, "clip-rn50x4", n_images=1)
     acts = mechscope.capture(ours, _images("clip-rn50x4", 1), ["image_block_4_5_Add_6_Relu"])
     assert acts["image_block_4_5_Add_6_Relu"].shape == (1, 2560, 9, 9)   # the paper's 2560 units on a 9x9 grid
     print(f"RN50x4 random build + load: {build_s:.1f} s")
+
+
+def test_feature_visualization_renders_a_paper_unit(rn50):
+    """The image tower under a vision verb: a few steps of ``render`` on a unit named by the paper's layer name, at
+    a size other than CLIP's own (the forward stops at the layer, before the fixed-size attention pool)."""
+    from mechscope.vision.featvis.render import render
+
+    _, ours = rn50
+    result = render(ours, "image_block_4_2_Add_6_Relu:5", size=96, steps=3, progress=False, seed=0)
+    image = result.images[3]
+    assert image.shape == (1, 3, 96, 96) and 0 <= image.min() and image.max() <= 1
 
 
 def test_random_weights_are_seeded():
@@ -197,3 +208,29 @@ def test_openai_torchscript_files_are_read_when_their_hash_is_a_release(tmp_path
     fake["clip-rn50"] = clip.ClipSpec(**{**clip.MODELS["clip-rn50"].__dict__, "sha256": sha256_file(path)})
     monkeypatch.setattr(clip, "MODELS", fake)
     assert set(clip.read_weights(path)) == {"weight", "bias"}
+
+
+def _registered() -> bool:
+    return "clip-rn50" in [c.name for c in mechscope.cards()]
+
+
+@pytest.mark.skipif(not _registered(), reason="zoo/registry.py has no CLIP cards yet (see zoo/clip.py's hook)")
+def test_mechscope_load_reaches_the_wrapper(rn50, tmp_path):
+    """``mechscope.load`` through the registry's CLIP cards: random weights seeded, a file in open_clip's layout, and
+    the card's download location and layer listing."""
+    ref, ours = rn50
+    a = mechscope.load("clip-rn50", weights="random", seed=2, device="cpu")
+    b = mechscope.load("clip-rn50", weights="random", seed=2, device="cpu")
+    assert isinstance(a, clip.ClipResNet) and torch.equal(a.clip.visual.conv1.weight, b.clip.visual.conv1.weight)
+    path = tmp_path / "rn50.pt"
+    torch.save(ref.state_dict(), path)
+    loaded = mechscope.load("clip-rn50", weights=path, device="cpu")
+    x = _images("clip-rn50", 1)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), ours(x), atol=0, rtol=0)
+    card = mechscope.get_card("clip-rn50x4")
+    assert card.input_shape == (3, 288, 288) and card.download.sha256 == clip.spec("clip-rn50x4").sha256
+    from mechscope.zoo.listing import layer_rows
+
+    rows = {r["name"]: r for r in layer_rows("clip-rn50").rows}
+    assert rows["image_block_4_2_Add_6_Relu"]["channels"] == 2048 and rows["layer4.2"]["spatial"] == [7, 7]
