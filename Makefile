@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mechscope-installed
 TEST_STAMP := $(VENV)/.mechscope-test-installed
 
-.PHONY: demo serve test bench bench-scan bench-featvis bench-transformer clean
+.PHONY: demo serve test test-clip bench bench-scan bench-featvis bench-transformer clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,25 @@ serve: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
+
+# Real CLIP through open_clip (the `clip` extra): parity with open_clip on random weights.  open_clip imports
+# torchvision, which has no build beside the dev venv's torch 2.13.0, so these tests get their own venv (torch 2.14.1 +
+# torchvision 0.29.1 from this machine's disk, tests/requirements-clip.txt).  MECHSCOPE_REQUIRE_OPENCLIP=1 makes them
+# fail, not skip, when open_clip cannot be imported; `make test` (no open_clip) skips them.  .ci/run calls this.
+CLIP_VENV  := .venv-clip
+CLIP_BIN   := $(CLIP_VENV)/bin
+CLIP_STAMP := $(CLIP_VENV)/.clip-installed
+
+$(CLIP_STAMP): pyproject.toml tests/requirements-clip.txt
+	test -x $(CLIP_BIN)/python || $(PYTHON) -m venv $(CLIP_VENV)
+	$(CLIP_BIN)/python -m pip install -q --upgrade pip
+	$(CLIP_BIN)/python -m pip install -q -r tests/requirements-clip.txt
+	$(CLIP_BIN)/python -m pip install -q -e '.[clip]'
+	touch $(CLIP_STAMP)
+
+test-clip: $(CLIP_STAMP)
+	MECHSCOPE_REQUIRE_OPENCLIP=1 $(CLIP_BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/zoo/test_clip_parity.py tests/zoo/test_clip.py src/mechscope/zoo/clip.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/capture_early_exit.py
