@@ -31,7 +31,6 @@ Run: ``.venv/bin/python benchmarks/tms_speed.py [--steps 10000] [--rounds 3] [--
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import statistics

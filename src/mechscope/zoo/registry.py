@@ -5,7 +5,8 @@ Example::
     >>> import mechscope
     >>> [card.name for card in mechscope.zoo.registry.cards()]  # doctest: +NORMALIZE_WHITESPACE
     ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l', 'banding-gap', 'banding-gap-rotated',
-     'banding-avg-x', 'banding-max', 'branched-1', 'branched-2', 'branched-3', 'shapes-vgg', 'shapes-resnet']
+     'banding-avg-x', 'banding-max', 'branched-1', 'branched-2', 'branched-3', 'shapes-vgg', 'shapes-resnet',
+     'clip-rn50', 'clip-rn101', 'clip-rn50x4', 'clip-rn50x16', 'clip-rn50x64']
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
 """
 
@@ -25,7 +26,7 @@ from torch import nn
 
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError, WeightsError, unknown_name
-from mechscope.zoo import inceptionv1
+from mechscope.zoo import clip, inceptionv1
 from mechscope.zoo.organisms import banding_net, branched_net, shapes_net, shapes_resnet, shapes_vgg
 from mechscope.zoo.weights import check_state_dict, download, read_state_dict, sha256_file
 
@@ -63,6 +64,7 @@ class ModelCard:
     aliases: tuple[str, ...] = field(default_factory=tuple)
     input_kind: str = "image"   # "image": [batch, *input_shape] floats; "tokens": [batch, pos] token ids
     bundled_tokenizer_sha256: str | None = None   # of ``<bundled stem>.tokenizer.json`` (language organisms)
+    read: Callable[[Path], dict[str, torch.Tensor]] = read_state_dict   # opens a weights file of this model
 
 
 def _shapes_organism(name: str, seed: int, sha256: str, description: str,
@@ -122,6 +124,19 @@ def _attn_only_organism(n_layers: int, sha256: str | None, tokenizer_sha256: str
         bundled=f"attn_only_{n_layers}l.safetensors", bundled_sha256=sha256,
         bundled_tokenizer_sha256=tokenizer_sha256,
         license=f"MIT (trained by mechscope: `mechscope train attn-only --layers {n_layers}`)",
+    )
+
+
+def _clip_card(name: str) -> ModelCard:
+    """An OpenAI ResNet CLIP through open_clip (``pip install 'mechscope[clip]'``; ``zoo/clip.py``)."""
+    spec = clip.MODELS[name]
+    return ModelCard(
+        name=name, description=f"OpenAI's CLIP {spec.filename[:-3]} through open_clip ({spec.image_size} px; image "
+        "tower + text tower); needs pip install 'mechscope[clip]'",
+        build=partial(clip.build, name), convert=clip.convert_state_dict,
+        input_shape=(3, spec.image_size, spec.image_size),
+        download=Download(url=spec.url, filename=f"clip-{spec.filename}", sha256=spec.sha256),
+        read=clip.read_weights, license=clip.LICENSE,
     )
 
 
@@ -198,6 +213,7 @@ _CARDS: tuple[ModelCard, ...] = (
         "resnet", shapes_resnet.ShapesResNet, "189999ed58786c92d3c8f88082293802398445494e1a165d795fba2fbdc28827",
         "The shapes world learned by a small ResNet with basic blocks (64 px): a third architecture for "
         "universality"),
+    *(_clip_card(name) for name in clip.MODELS),
 )
 
 
@@ -295,7 +311,7 @@ def load(
     else:
         model = card.build()
         path = _weights_path(card, weights, progress)
-        state_dict = card.convert(read_state_dict(path), model, str(path))
+        state_dict = card.convert(card.read(path), model, str(path))
         model.load_state_dict(state_dict)
     model.eval()
     return model.to(device=resolve_device(device), dtype=dtype)
