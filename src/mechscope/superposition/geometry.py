@@ -54,8 +54,9 @@ def density_grid(dense: int = 10, sparse: int = 18, knee: float = 2.0, top: floa
 
 
 #: Densities at or below this train on sparse inputs (``train_toy(sparse_inputs=True)``).  Where the two routes
-#: cost the same at n = 400, m = 30, batch 1024 (CPU time per step, one core, 2026-12-05): 4.4 ms each at
-#: ``1 / (1 - S) = 32``; the sparse route costs 3.2 ms at 64 and 1.9 ms at 1000, the dense one 4.4 ms throughout.
+#: cost the same at n = 400, m = 30, batch 1024 (CPU time per step, one core, 2026-12-05): 4.0 ms each at
+#: ``1 / (1 - S) = 32``; the sparse route costs 6.5 ms at 16, 2.6 ms at 64 and 1.45 ms at 1000, the dense one
+#: about 4 ms throughout.
 SPARSE_BELOW = 1 / 32
 
 
