@@ -14,7 +14,7 @@ from mechscope.zoo.organisms.shapes_clip_recipe import (CARD_FILE, TOKENIZER_FIL
                                                        load_shapes_clip, train_caption_tokenizer, train_shapes_clip,
                                                        _same_caption)
 from mechscope.zoo.registry import bundle_dir
-from mechscope.zoo.weights import read_state_dict
+from mechscope.zoo.weights import read_state_dict, sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,14 @@ def test_bundled_card_accuracies_are_reproduced_on_fresh_seeds():
     for style, recorded in card["zeroshot_accuracy"].items():
         # 300 fresh items per style: binomial standard error <= 0.029; allow ~2.5 of them
         assert abs(fresh[style] - recorded) < 0.07, (style, fresh[style], recorded)
+
+
+def test_the_recipe_makes_the_bundled_tokenizer(tmp_path):
+    if not (bundle_dir() / TOKENIZER_FILE).exists():
+        pytest.skip("shapes-clip is not bundled yet")
+    train_caption_tokenizer().save(tmp_path / "tok.json")
+    card = json.loads((bundle_dir() / CARD_FILE).read_text())
+    assert sha256_file(tmp_path / "tok.json") == card["tokenizer_sha256"] == sha256_file(bundle_dir() / TOKENIZER_FILE)
 
 
 def test_recipe_is_recorded_and_replayable():

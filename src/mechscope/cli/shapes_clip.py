@@ -28,7 +28,7 @@ def train_shapes_clip_command(
     card = train_shapes_clip(out, recipe)
     typer.echo("held-out zero-shot accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in card["zeroshot_accuracy"].items()))
     typer.echo(f"wrote {out / WEIGHTS_FILE} (sha256 {card['sha256']}), the tokenizer "
-               f"(sha256 {card['tokenizer']['sha256']}) and {out / CARD_FILE}")
+               f"(sha256 {card['tokenizer_sha256']}) and {out / CARD_FILE}")
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:

@@ -190,8 +190,8 @@ def train_shapes_clip(out_dir: str | os.PathLike, recipe: ShapesClipRecipe = Sha
                         "learned logit_scale",
         "recipe": {**asdict(recipe), "model": recipe.model.as_dict(), "world": recipe.world.as_dict()},
         "pairs_seen": recipe.steps * recipe.batch_size,
-        "tokenizer": {"file": TOKENIZER_FILE, "vocab_size": tokenizer.vocab_size,
-                      "sha256": sha256_file(out / TOKENIZER_FILE)},
+        "tokenizer": {"file": TOKENIZER_FILE, "vocab_size": tokenizer.vocab_size},
+        "tokenizer_sha256": sha256_file(out / TOKENIZER_FILE),
         "held_out": {"world_seed": recipe.seed + HELD_OUT_OFFSET, "items_per_style": recipe.eval_items},
         "zeroshot_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
         "zeroshot_prompts": dict(PROMPTS),
@@ -226,7 +226,7 @@ def load_shapes_clip(directory: str | os.PathLike) -> ShapesClipNet:
         raise MechscopeError(f"{d / WEIGHTS_FILE} fails the sha256 its card records; retrain or reinstall")
     model = ShapesClipNet(recipe.model)
     model.load_state_dict(read_state_dict(d / WEIGHTS_FILE))
-    model.tokenizer = load_tokenizer(d / TOKENIZER_FILE, sha256=card["tokenizer"]["sha256"])
+    model.tokenizer = load_tokenizer(d / TOKENIZER_FILE, sha256=card["tokenizer_sha256"])
     return model.eval()
 
 
