@@ -166,11 +166,15 @@ def _background(d: _Draws, r: dict[str, torch.Tensor], px: torch.Tensor, py: tor
 
 
 def _shape_alpha(d: _Draws, px: torch.Tensor, py: torch.Tensor, cls: torch.Tensor, s: float,
-                 cfg: WorldConfig) -> torch.Tensor:
-    """Coverage ``[B, S, S]`` of each item's main shape of class ``cls``."""
+                 cfg: WorldConfig, outline: bool = False) -> torch.Tensor:
+    """Coverage ``[B, S, S]`` of each item's main shape of class ``cls``.  ``outline=True`` draws a sketch of
+    it instead (the multimodal world's ``sketch`` style): polygons and stars stroked, never filled; a disc as its
+    contour with hatching inside; a ring as its two contours.  The draws taken from ``d`` are the same either way."""
     cx, cy = d(20, 44) * s, d(20, 44) * s
     rad, ang, width = d(*cfg.shape_radius) * s, d(0, _TAU), d(*cfg.stroke_width) * s
     filled, aux1, aux2, aux3 = d() < 0.5, d(), d(), d()
+    if outline:
+        filled = torch.zeros_like(filled)
     alpha = torch.zeros(len(cls), px.shape[-2], px.shape[-1])
     for k, name in enumerate(SHAPE_CLASSES):
         idx = (cls == k).nonzero()[:, 0]
@@ -178,8 +182,14 @@ def _shape_alpha(d: _Draws, px: torch.Tensor, py: torch.Tensor, cls: torch.Tenso
             continue
         x, y, r, a, w, f = cx[idx], cy[idx], rad[idx], ang[idx], width[idx], filled[idx]
         u1, u2, u3 = aux1[idx], aux2[idx], aux3[idx]
-        if name == "disc":
+        if name == "disc" and outline:
+            out = _hatched_disc(px, py, x, y, r, a, w, s)
+        elif name == "disc":
             out = draw.fill(draw.circle_sdf(px, py, x, y, r))
+        elif name == "ring" and outline:
+            gap = (1.5 + u1) * s
+            out = torch.maximum(draw.stroke(draw.circle_sdf(px, py, x, y, r + gap), w),
+                                draw.stroke(draw.circle_sdf(px, py, x, y, r - gap), w))
         elif name == "ring":
             out = draw.stroke(draw.circle_sdf(px, py, x, y, r), w)
         elif name == "arc":
@@ -216,6 +226,16 @@ def _shape_alpha(d: _Draws, px: torch.Tensor, py: torch.Tensor, cls: torch.Tenso
             out = draw.stroke(torch.minimum(*segs), w * 1.3)
         alpha[idx] = out
     return alpha
+
+
+def _hatched_disc(px: torch.Tensor, py: torch.Tensor, x: torch.Tensor, y: torch.Tensor, r: torch.Tensor,
+                  a: torch.Tensor, w: torch.Tensor, s: float) -> torch.Tensor:
+    """A sketched disc ``[B, S, S]``: its contour and parallel hatching (4 px apart, at angle ``a``) inside."""
+    contour = draw.stroke(draw.circle_sdf(px, py, x, y, r), w)
+    proj = ((px - x.view(-1, 1, 1)) * torch.cos(a).view(-1, 1, 1) - (py - y.view(-1, 1, 1)) * torch.sin(a).view(
+        -1, 1, 1)) / (4 * s)
+    hatch = draw.stroke((proj - torch.round(proj)).abs() * 4 * s, w) * draw.fill(draw.circle_sdf(px, py, x, y, r - w))
+    return torch.maximum(contour, hatch)
 
 
 def _curve_alpha(d: _Draws, px: torch.Tensor, py: torch.Tensor, size: int, s: float,

@@ -27,6 +27,8 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -153,11 +155,12 @@ def add_batchnorm(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (a ``ShapesNet`` or any organism built by ``type(model)(batchnorm=False)``) without
-    batch norm: each ``ConvBN`` replaced by one convolution computing the same function in eval mode
-    (``w' = w * g / sqrt(var + eps)``, ``b' = (b - mean) * g / sqrt(var + eps) + beta``); other weights copied."""
-    folded = type(model)(batchnorm=False)
+def fold_batchnorm(model: nn.Module, build: Callable[[], nn.Module] | None = None) -> nn.Module:
+    """A copy of ``model`` (a ``ShapesNet`` or any organism built by ``type(model)(batchnorm=False)``, or by
+    ``build()`` when given) without batch norm: each ``ConvBN`` replaced by one convolution computing the same
+    function in eval mode (``w' = w * g / sqrt(var + eps)``, ``b' = (b - mean) * g / sqrt(var + eps) + beta``);
+    other weights copied."""
+    folded = build() if build is not None else type(model)(batchnorm=False)
     state = {}
     inside_bn = []
     for name, module in model.named_modules():
