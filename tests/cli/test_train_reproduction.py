@@ -21,6 +21,7 @@ TRAINERS = {
     "banding": ("mechscope.zoo.organisms.banding_recipe", "train_banding"),
     "branched": ("mechscope.zoo.organisms.branched_recipe", "train_branched"),
     "shapes-sae": ("mechscope.reproduce.polysemantic_sae", "train_mixed3b_sae"),
+    "shapes-clip": ("mechscope.zoo.organisms.shapes_clip_recipe", "train_shapes_clip"),
 }
 
 
@@ -47,7 +48,7 @@ def _recipe_of(command: str, monkeypatch, tmp_path) -> dict:
     assert isinstance(result.exception, _Captured), (command, result.output, result.exception)
     *variant, recipe = seen["args"]
     record = asdict(recipe)
-    if "world" in record:
+    if "world" in record and hasattr(recipe, "size"):   # the shapes world: its size lives on the recipe
         record["world"] = {**recipe.world.as_dict(), "size": recipe.size}
     if variant:
         record = {"variant": variant[0], **record}

@@ -34,7 +34,7 @@ def test_the_registry_records_the_hashes_the_cards_record():
             continue
         json_card = registry.bundled_card(card.name)
         assert card.bundled_sha256 == json_card["sha256"] == sha256_file(registry.bundle_dir() / card.bundled)
-        if card.input_kind == "tokens":
+        if card.input_kind == "tokens" or card.bundled_tokenizer_sha256 is not None:
             tok = (registry.bundle_dir() / card.bundled).with_suffix(".tokenizer.json")
             assert card.bundled_tokenizer_sha256 == json_card["tokenizer_sha256"] == sha256_file(tok)
 

@@ -140,3 +140,12 @@ def test_recipe_is_recorded_and_replayable():
     r = replace(ShapesClipRecipe(), steps=7)
     card = {"recipe": json.loads(json.dumps({**asdict(r), "model": r.model.as_dict(), "world": r.world.as_dict()}))}
     assert recipe_from_card(card) == r
+
+
+def test_the_zoo_loads_shapes_clip_with_its_tokenizer():
+    net = mechscope.load("shapes-clip", device="cpu")
+    assert net.tokenizer is not None
+    with torch.no_grad():
+        text = net.encode_text(["a picture of a star", "the word ring"])
+    assert text.shape == (2, 64)
+    assert mechscope.load("shapes-clip", weights="random", seed=0, device="cpu").tokenizer is None

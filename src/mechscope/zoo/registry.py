@@ -6,7 +6,7 @@ Example::
     >>> [card.name for card in mechscope.zoo.registry.cards()]  # doctest: +NORMALIZE_WHITESPACE
     ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l', 'banding-gap', 'banding-gap-rotated',
      'banding-avg-x', 'banding-max', 'branched-1', 'branched-2', 'branched-3', 'shapes-vgg', 'shapes-resnet',
-     'clip-rn50', 'clip-rn101', 'clip-rn50x4', 'clip-rn50x16', 'clip-rn50x64']
+     'shapes-clip', 'clip-rn50', 'clip-rn101', 'clip-rn50x4', 'clip-rn50x16', 'clip-rn50x64']
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
 """
 
@@ -27,7 +27,7 @@ from torch import nn
 from mechscope.devices import resolve_device
 from mechscope.errors import MechscopeError, WeightsError, unknown_name
 from mechscope.zoo import clip, inceptionv1
-from mechscope.zoo.organisms import banding_net, branched_net, shapes_net, shapes_resnet, shapes_vgg
+from mechscope.zoo.organisms import banding_net, branched_net, shapes_clip_net, shapes_net, shapes_resnet, shapes_vgg
 from mechscope.zoo.weights import check_state_dict, download, read_state_dict, sha256_file
 
 
@@ -213,6 +213,16 @@ _CARDS: tuple[ModelCard, ...] = (
         "resnet", shapes_resnet.ShapesResNet, "189999ed58786c92d3c8f88082293802398445494e1a165d795fba2fbdc28827",
         "The shapes world learned by a small ResNet with basic blocks (64 px): a third architecture for "
         "universality"),
+    ModelCard(
+        name="shapes-clip",
+        description="Our image-text organism: a narrow InceptionV1-style image tower (Lucid's layer names) and a small "
+                    "transformer text tower trained contrastively (InfoNCE, learned temperature) on the multimodal "
+                    "shapes world: pictures, sketches and written words (64 px)",
+        build=shapes_clip_net.ShapesClipNet, convert=_our_layout, input_shape=(3, 64, 64),
+        bundled="shapes_clip.safetensors",
+        bundled_sha256="832749e78215443aaa8645b3a9bf60fe8adbd881552e55ad62cabb4011000fdf",
+        bundled_tokenizer_sha256="100860f157dafe40bad3f66458ae97f6b556a839ccb744a47fd60dee0ec4c863",
+        license="MIT (trained by mechscope: `mechscope train shapes-clip`)"),
     *(_clip_card(name) for name in clip.MODELS),
 )
 
@@ -248,7 +258,7 @@ def bundled_card(name: str) -> dict:
 
 
 def _ships_tokenizer(card: ModelCard) -> bool:
-    return card.bundled is not None and card.input_kind == "tokens"
+    return card.bundled is not None and card.bundled_tokenizer_sha256 is not None
 
 
 def bundled_tokenizer(name: str):
@@ -258,7 +268,7 @@ def bundled_tokenizer(name: str):
 
     card = get_card(name)
     if not _ships_tokenizer(card):
-        raise MechscopeError(f"{card.name} ships no tokenizer (only the bundled language organisms do)")
+        raise MechscopeError(f"{card.name} ships no tokenizer (only the bundled language organisms and shapes-clip do)")
     path = (bundle_dir() / card.bundled).with_suffix(".tokenizer.json")
     return load_tokenizer(path, sha256=card.bundled_tokenizer_sha256)
 
@@ -313,6 +323,8 @@ def load(
         path = _weights_path(card, weights, progress)
         state_dict = card.convert(card.read(path), model, str(path))
         model.load_state_dict(state_dict)
+        if weights == "bundled" and _ships_tokenizer(card) and hasattr(model, "tokenizer"):
+            model.tokenizer = bundled_tokenizer(card.name)   # an image-text model reads strings with it
     model.eval()
     return model.to(device=resolve_device(device), dtype=dtype)
 
