@@ -7,9 +7,11 @@ over tensors, so that they run on any image–text model: the organism ``shapes-
 - ``arithmetic``: ``sparse_concept_decomposition``, ``concept_atlas``, ``plot_concept_atlas``;
 - ``typographic``: ``typographic_flip_rate``, ``random_letter_strings``;
 - ``facets``: ``facet_direction``, ``faceted_objective``;
-- ``figures``: ``plot_modality_table``.
+- ``figures``: ``plot_modality_table``;
+- ``stimuli``: ``concept_stimuli`` (every concept of the multimodal world in each modality) and
+  ``layer_responses`` (a layer's ``[N, U]`` responses to them) - the one module here that renders and runs a model.
 
-Nothing here loads a model; callers pass activations, embeddings and logits.
+Apart from ``stimuli``, nothing here renders or runs a model; callers pass activations, embeddings and logits.
 
 Example::
 
@@ -22,13 +24,14 @@ from mechscope.vision.multimodal.arithmetic import (ConceptAtlas, Decomposition,
                                                     sparse_concept_decomposition)
 from mechscope.vision.multimodal.facets import facet_direction, faceted_objective
 from mechscope.vision.multimodal.figures import plot_modality_table
+from mechscope.vision.multimodal.stimuli import MODALITIES, ConceptStimuli, concept_stimuli, layer_responses
 from mechscope.vision.multimodal.table import MultimodalUnits, modality_table, multimodal_units
 from mechscope.vision.multimodal.text_side import (TextResponse, gradient_directions, linear_head_directions,
                                                    regression_directions, text_side_response, unit_directions)
 from mechscope.vision.multimodal.typographic import FlipRate, random_letter_strings, typographic_flip_rate
 
 __all__ = [
-    "ConceptAtlas", "Decomposition", "FlipRate", "MultimodalUnits", "TextResponse", "concept_atlas",
+    "MODALITIES", "ConceptStimuli", "concept_stimuli", "layer_responses", "ConceptAtlas", "Decomposition", "FlipRate", "MultimodalUnits", "TextResponse", "concept_atlas",
     "facet_direction", "faceted_objective", "gradient_directions", "linear_head_directions", "modality_table",
     "multimodal_units", "plot_concept_atlas", "plot_modality_table", "random_letter_strings", "regression_directions",
     "sparse_concept_decomposition", "text_side_response", "typographic_flip_rate", "unit_directions",
