@@ -18,7 +18,7 @@ def tms_geometry(features: int = typer.Option(400, help="Features n (the paper's
                  batch: int = typer.Option(1024, help="Batch size."),
                  weight_decay: float = typer.Option(0.01, help="AdamW weight decay (the paper's colab: 0.01)."),
                  tol: float = typer.Option(0.03, help="Plateau tolerance around 1 and 1/2."),
-                 threads: int = typer.Option(2, help="CPU threads."),
+                 threads: int = typer.Option(2, help="CPU cores: that many models trained side by side, one core each."),
                  out: Path = typer.Option(Path("out/superposition/geometry_sweep"), help="Output folder.")) -> None:
     """Train the geometry sweep; write geometry.json (per-density mean and spread, plateaus) and geometry.png."""
     import torch
@@ -27,7 +27,8 @@ def tms_geometry(features: int = typer.Option(400, help="Features n (the paper's
 
     torch.set_num_threads(threads)
     options = GeometryOptions(n_features=features, n_hidden=hidden, densities=density_grid(dense, sparse),
-                              seeds=seeds, steps=steps, batch_size=batch, weight_decay=weight_decay)
+                              seeds=seeds, steps=steps, batch_size=batch, weight_decay=weight_decay,
+                              workers=max(1, threads))
     s = run_sweep(options, out, tol=tol, progress=True)
     typer.echo(f"n={features}, m={hidden}: {len(options.densities)} densities x {seeds} seeds trained in "
                f"{s['train_seconds']} s")
