@@ -127,11 +127,14 @@ def _control_runs(controls: Sequence[str]) -> list[tuple[str, str, int]]:
 def check_multimodal_units(out: Path, controls: Sequence[str] = CONTROLS, per_cell: int = PER_CELL) -> Result:
     if not controls:
         raise MechscopeError(f"multimodal-units needs at least one control of {CONTROLS}")
+    runs = _control_runs(controls)
+    for _, name, seed in runs:                     # every control loads (or fails, naming it) before any work
+        _model(name, seed)
     counts = {layer: {pair: _report(MODEL, 0, layer, per_cell).count(pair)
                       for pair in ("picture-word", "picture-sketch")} for layer in LAYERS}
     found = _report(MODEL, 0, MULTIMODAL_LAYER, per_cell)
     ctrl: dict[str, dict] = {}
-    for label, name, seed in _control_runs(controls):
+    for label, name, seed in runs:
         ctrl[label] = {layer: {pair: _report(name, seed, layer, per_cell).count(pair)
                                for pair in ("picture-word", "picture-sketch")} for layer in LAYERS}
     n = counts[MULTIMODAL_LAYER]["picture-word"]

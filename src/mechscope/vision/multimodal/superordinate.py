@@ -16,10 +16,10 @@ Example::
 
     >>> import torch
     >>> concepts = ["disc", "ring", "star", "cross"]
-    >>> table = torch.tensor([[1.0, 0.0], [0.8, 0.0], [0.0, 0.0], [0.1, 2.0]])   # [C=4, U=2]
+    >>> table = torch.tensor([[1.0, 0.0], [0.8, 0.0], [0.0, 0.0], [0.1, 2.0]])   # [C=4, U=2]; unit 1: cross only
     >>> s = superordinate_units(table, concepts, {"round": ("disc", "ring"), "pointed": ("star", "cross")}, 0.5)
     >>> s.superordinate.tolist(), s.group_names(), [round(v, 2) for v in s.best_gap.tolist()]
-    ([True, False], ['round', 'pointed'], [0.7, -2.0])
+    ([True, False], ['round', 'pointed'], [0.7, 0.0])
 """
 
 from __future__ import annotations
