@@ -51,6 +51,13 @@ History (the lead's and this module's exploration, 2026-12-05, held-out seed 200
 - typographic (300 items, seed 3000): flip 0.39, random letters 0.10; clean accuracy 0.99, own word 0.69: the
   organism reads any writing on a picture, its own name included, so the own-word control loses accuracy (the
   card's picture+word zero-shot 0.67 says the same).  The criterion was kept as the paper's control states it.
+- final run (2026-12-05, defaults, one shared core, each claim from cold; ``shapes-clip-shuffled`` not yet in the
+  registry, so multimodal-units ran with ``controls=("untrained",)``): multimodal-units PASS, 7 units in
+  image_embed (4 of them polygon) vs untrained 0 and 0, mixed4b 1 (23.7 s); text-side-names-concept PASS, 0.469 of
+  32 vs random directions 0.073, untrained 0.094 / 0.125, the 7 multimodal units 6 of 7 (11.0 s);
+  typographic-attacks FAIL, flip 0.368 vs random letters 0.078 (passes) but own-word accuracy 0.697 vs clean
+  0.987, a drop of 0.29 > 0.1 (7.8 s); superordinate-units PASS, 14 in mixed4b (round 10, pointed 2, linear 2)
+  vs untrained 0 and 0, image_embed 6 (21.3 s).  All four in one run (shared caches) 27.7 s.
 """
 
 from __future__ import annotations
