@@ -6,7 +6,8 @@ Modules: ``models`` (models, layers, vis), ``scan`` (examples, stats), ``train``
 banding), ``circles`` (circles), ``polysemantic`` (polysemantic, train shapes-sae), ``transformer`` (heads,
 composition, ov, qk, train attn-only), ``superposition`` (superposition, sae), ``microscope`` (build, serve,
 export), ``first_layer`` (first-layer, train branched), ``architectures`` (universality, train shapes-arch),
-``geometry`` (tms-geometry), ``shapes_clip`` (train shapes-clip).
+``geometry`` (tms-geometry), ``shapes_clip`` (train shapes-clip), ``multimodal`` (multimodal, typographic,
+zeroshot).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import typer
 
 from mechscope.cli import (analyses, architectures, banding, circles, demo, first_layer, geometry, microscope,
-                           models, polysemantic, reproduce, scan, shapes_clip, superposition, train, transformer)
+                           models, multimodal, polysemantic, reproduce, scan, shapes_clip, superposition, train,
+                           transformer)
 from mechscope.errors import MechscopeError
 
 app = typer.Typer(
@@ -41,6 +43,7 @@ first_layer.register(app, train_app)
 architectures.register(app, train_app)
 geometry.register(app, train_app)
 shapes_clip.register(app, train_app)
+multimodal.register(app, train_app)
 
 
 def main() -> None:

@@ -1,0 +1,113 @@
+"""The multimodal verbs of the ``mechscope`` command (registered by ``register``), on image–text models
+(``shapes-clip``, ``clip-*``) and the multimodal world, through ``vision.multimodal.organism``:
+
+- ``multimodal MODEL LAYER``: per unit its strongest concept in each modality (picture, sketch, word), σ, and
+  whether it is multimodal (picture vs word, picture vs sketch) at ``--margin``;
+- ``typographic MODEL``: the flip rate of a shape's picture with another shape's name written on it, with the
+  random-letter and own-word controls;
+- ``zeroshot MODEL``: zero-shot shape accuracy per style.
+
+A model without a text tower is refused, naming the image–text models.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+
+_WEIGHTS_HELP = "bundled | random | download | a path (default: the model's own default)."
+
+
+def _load(model: str, weights: str | None, seed: int):
+    import torch
+
+    from mechscope.vision.multimodal.organism import require_image_text
+    from mechscope.zoo.registry import get_card, load
+
+    torch.set_num_threads(1)
+    card = get_card(model)
+    net = load(card.name, device="cpu", **({"weights": weights, "seed": seed} if weights else {}))
+    require_image_text(net, card.name)
+    if getattr(net, "tokenizer", True) is None:          # shapes-clip with random weights: attach the bundled one
+        net.tokenizer = load(card.name, device="cpu").tokenizer
+    return net.eval()
+
+
+def multimodal(model: str = typer.Argument(..., help="An image-text model: shapes-clip or clip-*."),
+               layer: str = typer.Argument(..., help="An image layer, e.g. mixed4b or image_embed."),
+               margin: float = typer.Option(0.25, "--margin", help="Lead (σ) over the runner-up concept in both "
+                                                                    "modalities for a unit to count as multimodal."),
+               per_cell: int = typer.Option(20, help="Stimuli per (concept, modality)."),
+               weights: Optional[str] = typer.Option(None, help=_WEIGHTS_HELP),
+               seed: int = typer.Option(0, help="Seed of random weights."),
+               as_json: bool = typer.Option(False, "--json", help="Print the JSON instead of a summary.")) -> None:
+    """Per unit of LAYER: the strongest of the ten shapes as a picture, a sketch and a written word (σ of the
+    stimuli) and whether it agrees between picture and word (and picture and sketch) with a lead >= --margin."""
+    from mechscope.vision.multimodal.organism import unit_modality_report
+
+    r = unit_modality_report(_load(model, weights, seed), layer, per_cell=per_cell, margin=margin)
+    d = r.as_dict()
+    if as_json:
+        typer.echo(json.dumps({"model": model, **d}, indent=2))
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in d["counts"].items())
+    typer.echo(f"{model} {layer}: {len(d['units'])} units; multimodal at margin {margin} σ: {counts}")
+    for row in d["units"]:
+        s, z = row["strongest"], row["sigma"]
+        flags = " ".join(k for k, v in row["multimodal"].items() if v)
+        typer.echo(f"  {layer}:{row['unit']:<4} " + "  ".join(f"{m} {s[m]} ({z[m]:+.2f})" for m in s)
+                   + (f"  MULTIMODAL {flags}" if flags else ""))
+
+
+def typographic(model: str = typer.Argument(..., help="An image-text model: shapes-clip or clip-*."),
+                n: int = typer.Option(300, "--n", help="Pictures attacked (shapes balanced)."),
+                world_seed: int = typer.Option(3100, "--world-seed", help="World seed of the pictures."),
+                weights: Optional[str] = typer.Option(None, help=_WEIGHTS_HELP),
+                seed: int = typer.Option(0, help="Seed of random weights."),
+                as_json: bool = typer.Option(False, "--json", help="Print the JSON instead of a summary.")) -> None:
+    """Typographic attack: pictures of shape A with shape B's name written on them; how often the zero-shot
+    prediction flips to B, against random letter strings of B's length and A's own name."""
+    from mechscope.vision.multimodal.organism import typographic_attack
+
+    r = typographic_attack(_load(model, weights, seed), n=n, seed=world_seed)
+    d = r.as_dict()
+    if as_json:
+        typer.echo(json.dumps({"model": model, **d}, indent=2))
+        return
+    a, rnd, own = d["attack"], d["random_letters"], d["own_word"]
+    typer.echo(f"{model}: {n} pictures, clean accuracy {a['clean_accuracy']:.3f}")
+    typer.echo(f"  word B written:         flips to B {a['flip_rate']:.3f}, accuracy {a['attacked_accuracy']:.3f}")
+    typer.echo(f"  random letters (ctrl):  flips to B {rnd['flip_rate']:.3f}, accuracy {rnd['attacked_accuracy']:.3f}")
+    typer.echo(f"  own word A (ctrl):      accuracy {own['attacked_accuracy']:.3f}")
+
+
+def zeroshot(model: str = typer.Argument(..., help="An image-text model: shapes-clip or clip-*."),
+             styles: Optional[List[str]] = typer.Option(None, "--styles", help="Styles (repeat or comma-separate): "
+                                                        "picture, sketch, word, picture+word (default: all)."),
+             n: int = typer.Option(200, "--n", help="Items per style (shapes balanced)."),
+             world_seed: int = typer.Option(3000, "--world-seed", help="World seed of the items."),
+             weights: Optional[str] = typer.Option(None, help=_WEIGHTS_HELP),
+             seed: int = typer.Option(0, help="Seed of random weights."),
+             as_json: bool = typer.Option(False, "--json", help="Print the JSON instead of a summary.")) -> None:
+    """Zero-shot accuracy over the ten shapes per style, by the nearest prompt ("a picture of a star", "a drawing
+    of a star", "the word star")."""
+    from mechscope.data.concepts import STYLES
+    from mechscope.vision.multimodal.organism import zeroshot as run
+
+    chosen = tuple(s.strip() for group in (styles or []) for s in group.split(",") if s.strip()) or STYLES
+    acc = run(_load(model, weights, seed), chosen, n=n, seed=world_seed)
+    if as_json:
+        typer.echo(json.dumps({"model": model, "n": n, "world_seed": world_seed, "accuracy": acc}, indent=2))
+        return
+    typer.echo(f"{model}: zero-shot accuracy over the ten shapes, {n} items per style")
+    for k, v in acc.items():
+        typer.echo(f"  {k:<13} {v:.3f}")
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    """Add ``multimodal``, ``typographic`` and ``zeroshot`` to ``app``."""
+    app.command("multimodal")(multimodal)
+    app.command("typographic")(typographic)
+    app.command("zeroshot")(zeroshot)
