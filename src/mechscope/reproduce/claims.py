@@ -69,7 +69,7 @@ class Claim:
     area: str = ""
 
 
-AREAS = ("vision", "transformer", "superposition")
+AREAS = ("vision", "multimodal", "transformer", "superposition")
 # The claim modules outside vision; any other module's claims are vision claims unless ``Claim.area`` says otherwise.
 CONTROL_WORDS = ("untrained", "random", "shuffled", "control", "baseline")
 _SUMMARY_ITEMS = 5

@@ -4,7 +4,7 @@ Example::
 
     >>> from mechscope.reproduce.registry import claim_names
     >>> len(claim_names()), claim_names()[:2]
-    (36, ['curve-detectors-exist', 'curve-family-rotated-copies'])
+    (40, ['curve-detectors-exist', 'curve-family-rotated-copies'])
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import replace
 from mechscope.errors import unknown_name
 from mechscope.reproduce import (architectures, banding, banding_ablations, branch_curves, circle_detectors,
                                  curve_detectors, curve_evidence, curve_family, feature_use, featvis_sigma,
-                                 first_layer_branches, handmade_curve, high_low, induction, polysemanticity,
-                                 superposition, universality)
+                                 first_layer_branches, handmade_curve, high_low, induction, multimodal,
+                                 polysemanticity, superposition, universality)
 from mechscope.reproduce.claims import Claim
 
 def _area(area: str, *claims: Claim) -> tuple[Claim, ...]:
@@ -29,6 +29,7 @@ CLAIMS: tuple[Claim, ...] = (
            *banding_ablations.CLAIMS, universality.CLAIM, *architectures.CLAIMS, *curve_evidence.CLAIMS,
            feature_use.CLAIM, circle_detectors.CLAIM, branch_curves.CLAIM, *first_layer_branches.CLAIMS,
            polysemanticity.CLAIM, handmade_curve.CLAIM),
+    *_area("multimodal", *multimodal.CLAIMS),
     *_area("transformer", *induction.CLAIMS),
     *_area("superposition", *superposition.CLAIMS),
 )
