@@ -8,10 +8,14 @@ over tensors, so that they run on any image–text model: the organism ``shapes-
 - ``typographic``: ``typographic_flip_rate``, ``random_letter_strings``;
 - ``facets``: ``facet_direction``, ``faceted_objective``;
 - ``figures``: ``plot_modality_table``;
+- ``superordinate``: ``superordinate_units`` (units answering every member of a group of concepts above every
+  non-member);
+- ``organism``: the analyses run on an image–text model and the multimodal world (modality report, zero-shot,
+  typographic attack with its controls, text-side response, superordinate report);
 - ``stimuli``: ``concept_stimuli`` (every concept of the multimodal world in each modality) and
   ``layer_responses`` (a layer's ``[N, U]`` responses to them) - the one module here that renders and runs a model.
 
-Apart from ``stimuli``, nothing here renders or runs a model; callers pass activations, embeddings and logits.
+Apart from ``stimuli`` and ``organism``, nothing here renders or runs a model; callers pass activations, embeddings and logits.
 
 Example::
 
@@ -25,13 +29,14 @@ from mechscope.vision.multimodal.arithmetic import (ConceptAtlas, Decomposition,
 from mechscope.vision.multimodal.facets import facet_direction, faceted_objective
 from mechscope.vision.multimodal.figures import plot_modality_table
 from mechscope.vision.multimodal.stimuli import MODALITIES, ConceptStimuli, concept_stimuli, layer_responses
+from mechscope.vision.multimodal.superordinate import SuperordinateUnits, superordinate_units
 from mechscope.vision.multimodal.table import MultimodalUnits, modality_table, multimodal_units
 from mechscope.vision.multimodal.text_side import (TextResponse, gradient_directions, linear_head_directions,
                                                    regression_directions, text_side_response, unit_directions)
 from mechscope.vision.multimodal.typographic import FlipRate, random_letter_strings, typographic_flip_rate
 
 __all__ = [
-    "MODALITIES", "ConceptStimuli", "concept_stimuli", "layer_responses", "ConceptAtlas", "Decomposition", "FlipRate", "MultimodalUnits", "TextResponse", "concept_atlas",
+    "SuperordinateUnits", "superordinate_units", "MODALITIES", "ConceptStimuli", "concept_stimuli", "layer_responses", "ConceptAtlas", "Decomposition", "FlipRate", "MultimodalUnits", "TextResponse", "concept_atlas",
     "facet_direction", "faceted_objective", "gradient_directions", "linear_head_directions", "modality_table",
     "multimodal_units", "plot_concept_atlas", "plot_modality_table", "random_letter_strings", "regression_directions",
     "sparse_concept_decomposition", "text_side_response", "typographic_flip_rate", "unit_directions",
