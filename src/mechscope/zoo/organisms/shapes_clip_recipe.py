@@ -9,6 +9,14 @@ The tokenizer is a byte-level BPE (``train_bpe``) trained on every caption the w
 (``caption_corpus``).  The image trunk trains with batch norm, folded into the convolutions afterwards
 (``fold_batchnorm``); AdamW with warm-up and cosine decay (``mechscope.training``).
 
+**The shuffled-captions control** (``shuffle_captions=True``, bundled as ``shapes-clip-shuffled``): the same
+recipe, except that item ``i`` of a batch is paired with the caption of another item of the same batch, chosen by a
+fixed permutation (``shuffled_sources``): the batch's items ``s*b … (s+1)*b - 1`` are put in an order drawn from
+``(seed, s)`` and each takes the caption of the next one in that order (a single cycle, so no item keeps its own
+caption).  The images, their order and the captions' multiset per batch are the unshuffled run's; each image always
+meets the same caption (a resumed run too), and that caption says nothing about it.  The files are then
+``shapes_clip_shuffled.*`` and the card's name ``shapes-clip-shuffled``.
+
 ``zeroshot_accuracy(model, tokenizer, world, n, seed)`` classifies the ten shapes from ``n`` images per style
 (shapes balanced, everything else the item's own draw), by the nearest prompt of ``class_prompts(style)`` ("a
 picture of a star", "a drawing of a star", "the word star"); for ``word`` images the class is the written shape
@@ -34,6 +42,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,6 +63,10 @@ WEIGHTS_FILE = "shapes_clip.safetensors"
 CARD_FILE = "shapes_clip.json"
 TOKENIZER_FILE = "shapes_clip.tokenizer.json"
 HELD_OUT_OFFSET = 1000
+SHUFFLED_WEIGHTS_FILE = "shapes_clip_shuffled.safetensors"
+SHUFFLED_CARD_FILE = "shapes_clip_shuffled.json"
+SHUFFLED_TOKENIZER_FILE = "shapes_clip_shuffled.tokenizer.json"
+_SHUFFLE_SALT = 0x5348   # keeps the caption permutation's generator apart from the world's
 
 
 @dataclass(frozen=True)
@@ -70,12 +83,44 @@ class ShapesClipRecipe:
     eval_items: int = 500                   # per style, for the card's zero-shot accuracy
     tokenizer_vocab: int = 384
     checkpoint_every: int = 50
+    shuffle_captions: bool = False          # the control: each image paired with another item's caption
     model: ShapesClipConfig = field(default_factory=ShapesClipConfig)
     world: MultimodalWorld = field(default_factory=MultimodalWorld)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, lr=self.lr, weight_decay=self.weight_decay, warmup=self.warmup,
                            seed=self.seed, checkpoint_every=self.checkpoint_every, log_every=25)
+
+
+def files(recipe: ShapesClipRecipe) -> tuple[str, str, str]:
+    """``(weights, card, tokenizer)`` file names the recipe trains into: ``shapes_clip*`` or, for the
+    shuffled-captions control, ``shapes_clip_shuffled*``."""
+    if recipe.shuffle_captions:
+        return SHUFFLED_WEIGHTS_FILE, SHUFFLED_CARD_FILE, SHUFFLED_TOKENIZER_FILE
+    return WEIGHTS_FILE, CARD_FILE, TOKENIZER_FILE
+
+
+def shuffled_sources(step: int, batch_size: int, seed: int = 0) -> list[int]:
+    """The item whose caption each item of batch ``step`` receives under ``shuffle_captions``: a list ``src`` of
+    length ``batch_size`` where item ``step*batch_size + k`` takes the caption of item ``src[k]``.
+
+    A fixed permutation of the batch's own items (so the batch's captions are the same multiset), drawn from
+    ``(seed, step)`` alone: the items are ordered by a seeded random permutation and each takes the caption of
+    the next in that order (one cycle: no item keeps its own when ``batch_size > 1``).
+
+        >>> src = shuffled_sources(3, 8, seed=0)
+        >>> sorted(src) == list(range(24, 32)), any(s == 24 + k for k, s in enumerate(src))
+        (True, False)
+        >>> src == shuffled_sources(3, 8, seed=0)
+        True
+    """
+    if batch_size < 1 or step < 0:
+        raise MechscopeError(f"shuffled_sources needs step >= 0 and batch_size >= 1, got {step}, {batch_size}")
+    order = np.random.default_rng([int(seed), int(step), _SHUFFLE_SALT]).permutation(batch_size)
+    src = np.empty(batch_size, dtype=np.int64)
+    src[order] = np.roll(order, -1)
+    lo = step * batch_size
+    return [lo + int(k) for k in src]
 
 
 def caption_corpus() -> list[str]:
@@ -157,7 +202,9 @@ def train_shapes_clip(out_dir: str | os.PathLike, recipe: ShapesClipRecipe = Sha
                       progress: bool = True, on_step: Any = None) -> dict[str, Any]:
     """Train the organism into ``out_dir``: ``shapes_clip.tokenizer.json`` first, ``checkpoint.pt`` while
     training (resumed from when present), then ``shapes_clip.safetensors`` (batch norm folded) and
-    ``shapes_clip.json`` (the card).  Returns the card."""
+    ``shapes_clip.json`` (the card); ``shapes_clip_shuffled.*`` with ``recipe.shuffle_captions``.  Returns the
+    card."""
+    weights_file, card_file, tokenizer_file = files(recipe)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.threads)
@@ -165,7 +212,7 @@ def train_shapes_clip(out_dir: str | os.PathLike, recipe: ShapesClipRecipe = Sha
     if tokenizer.vocab_size > recipe.model.d_vocab:
         raise MechscopeError(f"tokenizer_vocab {tokenizer.vocab_size} exceeds the text tower's d_vocab "
                              f"{recipe.model.d_vocab}")
-    tokenizer.save(out / TOKENIZER_FILE)
+    tokenizer.save(out / tokenizer_file)
     torch.manual_seed(recipe.seed)
     clip = ShapesClipNet(recipe.model, batchnorm=True, seed=recipe.seed)
     model = Contrastive(clip)
@@ -173,25 +220,28 @@ def train_shapes_clip(out_dir: str | os.PathLike, recipe: ShapesClipRecipe = Sha
     def batch(step: int) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
         lo = step * recipe.batch_size
         items = sample(range(lo, lo + recipe.batch_size), recipe.seed, recipe.world)
-        return (items.images, clip.tokenize(items.captions, tokenizer)), _same_caption(items.captions)
+        captions = items.captions
+        if recipe.shuffle_captions:
+            captions = [captions[k - lo] for k in shuffled_sources(step, recipe.batch_size, recipe.seed)]
+        return (items.images, clip.tokenize(captions, tokenizer)), _same_caption(captions)
 
     start = time.perf_counter()
     log = train(model, batch, clip_loss, recipe.train_config(), checkpoint=out / "checkpoint.pt",
                 progress=progress, on_step=on_step)
     folded = fold_batchnorm(clip, build=lambda: ShapesClipNet(recipe.model))
     accuracy = zeroshot_accuracy(folded, tokenizer, recipe.world, recipe.eval_items, recipe.seed + HELD_OUT_OFFSET)
-    weights = out / WEIGHTS_FILE
+    weights = out / weights_file
     save_state_dict(folded.state_dict(), weights)
     card = {
-        "name": "shapes-clip",
+        "name": "shapes-clip-shuffled" if recipe.shuffle_captions else "shapes-clip",
         "architecture": "ShapesClipNet (mechscope.zoo.organisms.shapes_clip_net): image tower = narrow "
                         "InceptionV1-style trunk (conv2d0-2, mixed3a, mixed3b, mixed4a, mixed4b; 64 px) + avgpool0 + "
                         "image_embed; text tower = causal transformer (attn_only parts) read at EOS + text_embed; "
                         "learned logit_scale",
         "recipe": {**asdict(recipe), "model": recipe.model.as_dict(), "world": recipe.world.as_dict()},
         "pairs_seen": recipe.steps * recipe.batch_size,
-        "tokenizer": {"file": TOKENIZER_FILE, "vocab_size": tokenizer.vocab_size},
-        "tokenizer_sha256": sha256_file(out / TOKENIZER_FILE),
+        "tokenizer": {"file": tokenizer_file, "vocab_size": tokenizer.vocab_size},
+        "tokenizer_sha256": sha256_file(out / tokenizer_file),
         "held_out": {"world_seed": recipe.seed + HELD_OUT_OFFSET, "items_per_style": recipe.eval_items},
         "zeroshot_accuracy": {k: round(v, 4) for k, v in accuracy.items()},
         "zeroshot_prompts": dict(PROMPTS),
@@ -201,7 +251,12 @@ def train_shapes_clip(out_dir: str | os.PathLike, recipe: ShapesClipRecipe = Sha
         **training_record(start, log, recipe.threads, weights),
         "log": log,
     }
-    atomic_write_json(out / CARD_FILE, card)
+    if recipe.shuffle_captions:
+        card["control"] = ("shuffled captions: each training image is paired with the caption of another item of "
+                           "its batch by a fixed seeded permutation (shuffled_sources): the text says nothing "
+                           "about the image, the caption distribution per batch is unchanged; zero-shot accuracy "
+                           "should be chance (0.1)")
+    atomic_write_json(out / card_file, card)
     return card
 
 
@@ -213,20 +268,21 @@ def recipe_from_card(card: dict[str, Any]) -> ShapesClipRecipe:
                    model=ShapesClipConfig(**r["model"]), world=MultimodalWorld(**world))
 
 
-def load_shapes_clip(directory: str | os.PathLike) -> ShapesClipNet:
+def load_shapes_clip(directory: str | os.PathLike, shuffled: bool = False) -> ShapesClipNet:
     """The organism trained into ``directory`` (its card, weights and tokenizer, sha256-checked against the card),
-    in eval mode with ``model.tokenizer`` attached."""
+    in eval mode with ``model.tokenizer`` attached; ``shuffled``: the shuffled-captions control's files."""
     d = Path(directory)
+    weights_file, card_file, tokenizer_file = files(ShapesClipRecipe(shuffle_captions=shuffled))
     try:
-        card = json.loads((d / CARD_FILE).read_text())
+        card = json.loads((d / card_file).read_text())
     except (OSError, ValueError) as e:
-        raise MechscopeError(f"cannot read the card {d / CARD_FILE}: {e}") from None
+        raise MechscopeError(f"cannot read the card {d / card_file}: {e}") from None
     recipe = recipe_from_card(card)
-    if sha256_file(d / WEIGHTS_FILE) != card["sha256"]:
-        raise MechscopeError(f"{d / WEIGHTS_FILE} fails the sha256 its card records; retrain or reinstall")
+    if sha256_file(d / weights_file) != card["sha256"]:
+        raise MechscopeError(f"{d / weights_file} fails the sha256 its card records; retrain or reinstall")
     model = ShapesClipNet(recipe.model)
-    model.load_state_dict(read_state_dict(d / WEIGHTS_FILE))
-    model.tokenizer = load_tokenizer(d / TOKENIZER_FILE, sha256=card["tokenizer_sha256"])
+    model.load_state_dict(read_state_dict(d / weights_file))
+    model.tokenizer = load_tokenizer(d / tokenizer_file, sha256=card["tokenizer_sha256"])
     return model.eval()
 
 
