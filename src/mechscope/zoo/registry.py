@@ -6,7 +6,7 @@ Example::
     >>> [card.name for card in mechscope.zoo.registry.cards()]  # doctest: +NORMALIZE_WHITESPACE
     ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l', 'banding-gap', 'banding-gap-rotated',
      'banding-avg-x', 'banding-max', 'branched-1', 'branched-2', 'branched-3', 'shapes-vgg', 'shapes-resnet',
-     'shapes-clip', 'clip-rn50', 'clip-rn101', 'clip-rn50x4', 'clip-rn50x16', 'clip-rn50x64']
+     'shapes-clip', 'shapes-clip-shuffled', 'clip-rn50', 'clip-rn101', 'clip-rn50x4', 'clip-rn50x16', 'clip-rn50x64']
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
 """
 
@@ -223,6 +223,16 @@ _CARDS: tuple[ModelCard, ...] = (
         bundled_sha256="832749e78215443aaa8645b3a9bf60fe8adbd881552e55ad62cabb4011000fdf",
         bundled_tokenizer_sha256="100860f157dafe40bad3f66458ae97f6b556a839ccb744a47fd60dee0ec4c863",
         license="MIT (trained by mechscope: `mechscope train shapes-clip`)"),
+    ModelCard(
+        name="shapes-clip-shuffled",
+        description="The control of shapes-clip: the same network and recipe trained on shuffled captions (each image "
+                    "paired with another item's caption by a fixed permutation within its batch), so its text says "
+                    "nothing about its image; zero-shot accuracy at chance",
+        build=shapes_clip_net.ShapesClipNet, convert=_our_layout, input_shape=(3, 64, 64),
+        bundled="shapes_clip_shuffled.safetensors",
+        bundled_sha256="5affbb2dce51e2e3eaeda16e50320012863ae7ac880b49254bb8e50078b7a0b0",
+        bundled_tokenizer_sha256="100860f157dafe40bad3f66458ae97f6b556a839ccb744a47fd60dee0ec4c863",
+        license="MIT (trained by mechscope: `mechscope train shapes-clip --shuffle-captions`)"),
     *(_clip_card(name) for name in clip.MODELS),
 )
 

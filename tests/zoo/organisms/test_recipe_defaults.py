@@ -38,6 +38,10 @@ def _expected(name: str) -> dict:
         return _plain({"variant": name.removeprefix("banding-"), **asdict(BandingRecipe())})
     if name.startswith("branched-"):
         return _shapes_like(BranchedRecipe(groups=int(name.removeprefix("branched-"))))
+    if name == "shapes-clip-shuffled":
+        from mechscope.zoo.organisms.shapes_clip_recipe import ShapesClipRecipe
+
+        return _plain(asdict(ShapesClipRecipe(shuffle_captions=True)))
     if name == "shapes-clip":
         from mechscope.zoo.organisms.shapes_clip_recipe import ShapesClipRecipe
 
@@ -53,7 +57,7 @@ BUNDLED = [card.name for card in cards() if card.bundled is not None]
 
 
 def test_every_bundled_organism_is_covered():
-    assert len(BUNDLED) == 14 and "shapes" in BUNDLED and "attn-only-2l" in BUNDLED
+    assert len(BUNDLED) == 15 and "shapes" in BUNDLED and "attn-only-2l" in BUNDLED
 
 
 @pytest.mark.parametrize("name", BUNDLED)
