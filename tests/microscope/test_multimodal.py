@@ -12,7 +12,8 @@ from mechscope.microscope.multimodal import MultimodalPages, build_multimodal
 from mechscope.microscope.site import render_layer, render_unit
 from mechscope.store import open_store, read_png, read_rows
 
-SMALL = MultimodalPages(per_cell=2, texts=4, facet_units=1, facet_steps=4, facet_size=32, attack_examples=2)
+SMALL = MultimodalPages(per_cell=2, texts=4, facet_units=1, facet_steps=4, facet_size=32, attack_examples=2,
+                        facet_layer="mixed4b")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_every_unit_gets_its_figures_and_the_rows_hold_the_numbers(built):
         for layer, channel in (("mixed4b", 90), ("image_embed", 10)):
             for kind in (kinds.MODALITY_TABLE, kinds.TEXT_SIDE, kinds.TYPOGRAPHIC):
                 assert (layer, channel, kind.name) in have
-        assert ("mixed4b", 90, kinds.FACETED.name) in have            # faceted: the layer's best unit, conv maps only
+        assert ("mixed4b", 90, kinds.FACETED.name) in have and ("image_embed", 10, kinds.FACETED.name) in have
         assert ("mixed4b", -1, kinds.MULTIMODAL_UNITS.name) in have and ("image_embed", -1,
                                                                           kinds.MULTIMODAL_UNITS.name) in have
         for r in rows:
@@ -46,6 +47,8 @@ def test_every_unit_gets_its_figures_and_the_rows_hold_the_numbers(built):
         assert [row[0] for row in table["table"]["rows"]] == ["picture", "sketch", "word"]
         assert all(isinstance(row[2], float) for row in table["table"]["rows"])
         assert table["score_name"] == "multimodal margin (σ)" and isinstance(table["multimodal"], bool)
+        assert by[("image_embed", 10, kinds.FACETED.name)]["facet_layer"] == "mixed4b"
+        assert set(by[("image_embed", 10, kinds.FACETED.name)]["values"]) == {"picture", "word"}
         text = by[("image_embed", 10, kinds.TEXT_SIDE.name)]
         assert len(text["table"]["rows"]) == 4 and -1 <= text["table"]["rows"][0][1] <= 1
         attack = by[("image_embed", 10, kinds.TYPOGRAPHIC.name)]

@@ -57,7 +57,7 @@ MULTIMODAL_LAYERS = ("mixed4b", "image_embed")
 """shapes-clip's layers with multimodal units (picture vs word): 1 of 128 in mixed4b and 4 of 64 in image_embed
 at 0.25 σ, 10 renderings per cell; mixed4a has none (0 of 112)."""
 MULTIMODAL_UNITS = 6
-DEMO_MULTIMODAL = MultimodalPages(facet_units=2, facet_steps=32)
+DEMO_MULTIMODAL = MultimodalPages(facet_units=2, facet_steps=32, facet_layer="mixed4b")
 
 
 def _linked(store: Store, layer: str, units: Sequence[int]) -> list[int]:

@@ -17,8 +17,8 @@ and writes the rows ``microscope.site`` reads (its store contract), kinds declar
   joint space (``unit_directions``: ridge regression of the image embeddings on the unit's pooled activations --
   exact for a linear head); ``settings["names"]`` = the concepts the top text names;
 * for the ``options.facet_units`` units with the highest score, ``faceted``: the unit drawn as a picture and as a
-  word (``vision.multimodal.faceted``; facets fitted on the same layer's responses to the world's pictures and
-  words of the shapes);
+  word (``vision.multimodal.faceted``; facets fitted on ``options.facet_layer``'s -- default: the unit's layer --
+  position-averaged responses to the world's pictures and words of the shapes);
 * per unit whose strongest word concept is known, ``typographic``: pictures of the shape the unit likes least,
   clean, with the unit's word written on them, and with random letters of the same length (the control); the
   unit's response (σ) and the zero-shot prediction over the ten shapes for each row;
@@ -80,7 +80,9 @@ class MultimodalPages:
     """What the multimodal pages compute: ``per_cell`` renderings per concept and modality (world seed ``seed``);
     the multimodal test's ``margin`` (σ, picture vs word); the ``texts`` best-aligned captions shown; faceted
     visualizations for the ``facet_units`` best units of a layer (``facet_steps`` steps at ``facet_size`` px,
-    facet weight ``facet_weight``; 0 units: none); ``attack_examples`` pictures per typographic row (0: none)."""
+    facet weight ``facet_weight``; 0 units: none), with facets fitted in ``facet_layer`` (``None``: the unit's own
+    layer, skipped for a layer without spatial maps such as ``image_embed``; e.g. ``"mixed4b"`` draws the embedding's
+    units too); ``attack_examples`` pictures per typographic row (0: none)."""
 
     per_cell: int = 10
     seed: int = HELD_OUT_SEED
@@ -90,6 +92,7 @@ class MultimodalPages:
     facet_steps: int = 48
     facet_size: int = 64
     facet_weight: float = 1.0
+    facet_layer: str | None = None
     attack_examples: int = 4
 
     def __post_init__(self) -> None:
@@ -253,8 +256,9 @@ def _build(model: nn.Module, name: str, layers: list[str], store: Store, units: 
     stimuli = concept_stimuli(per_cell=options.per_cell, seed=options.seed)
     concepts = list(stimuli.concepts)
     with torch.no_grad():
-        parts = [capture(model, stimuli.images[lo:lo + 256], todo) for lo in range(0, len(stimuli.images), 256)]
-        maps = {layer: torch.cat([p[layer] for p in parts]).float() for layer in todo}
+        read = list(dict.fromkeys(todo + ([options.facet_layer] if options.facet_layer else [])))
+        parts = [capture(model, stimuli.images[lo:lo + 256], read) for lo in range(0, len(stimuli.images), 256)]
+        maps = {layer: torch.cat([p[layer] for p in parts]).float() for layer in read}
         embeds = torch.cat([model(stimuli.images[lo:lo + 256]) for lo in range(0, len(stimuli.images), 256)]).float()
     has_text = hasattr(model, "encode_text") and getattr(model, "tokenizer", None) is not None
     texts = _all_captions() if has_text else []
@@ -274,12 +278,13 @@ def _build(model: nn.Module, name: str, layers: list[str], store: Store, units: 
             chosen = spec.get(layer, [])
         directions = unit_directions(acts=acts, embeddings=embeds) if has_text else None
         facet_units = sorted(chosen, key=lambda c: (-float(score[c]), c))[:options.facet_units]
-        facets = None
-        if facet_units and maps[layer].dim() == 4:
+        facets, facet_layer = None, options.facet_layer or layer
+        if facet_units and maps[facet_layer].dim() == 4:
+            pooled = maps[facet_layer].flatten(2).mean(2)
             word, picture = (stimuli.modality == MODALITIES.index(m) for m in ("word", "picture"))
             shape = torch.tensor([c in SHAPE_CLASSES for c in concepts])[stimuli.concept]
-            facets = {"picture": facet_direction(acts[picture & shape], acts[word & shape]),
-                      "word": facet_direction(acts[word & shape], acts[picture & shape])}
+            facets = {"picture": facet_direction(pooled[picture & shape], pooled[word & shape]),
+                      "word": facet_direction(pooled[word & shape], pooled[picture & shape])}
         pngs: list[tuple[dict[str, Any], bytes]] = []
         rows: list[dict[str, Any]] = []
         base = {"model": name, "layer": layer}
@@ -314,9 +319,9 @@ def _build(model: nn.Module, name: str, layers: list[str], store: Store, units: 
                                   "rows": [[t, round(float(s), 4)] for t, s in zip(r.texts, r.scores)]}}})
             if facets is not None and c in facet_units:
                 fo = FacetedOptions(weight=options.facet_weight, steps=options.facet_steps, size=options.facet_size)
-                out = faceted_render(model, f"{layer}:{c}", facets, layer, fo)
+                out = faceted_render(model, f"{layer}:{c}", facets, facet_layer, fo)
                 pngs.append(({**base, "channel": c, "kind": FACETED.name,
-                              "settings": {**tag, "facet_layer": layer,
+                              "settings": {**tag, "facet_layer": facet_layer,
                                            "values": {k: round(v, 4) for k, v in out.values.items()}}},
                              _images_png([("", torch.cat([out.images[k] for k in ("picture", "word")]),
                                            ["picture facet", "word facet"])], f"{layer}:{c} as a picture / a word")))
