@@ -8,7 +8,11 @@
   (universality);
 * both attention-only organisms' heads (``attn-only-1l``, ``attn-only-2l``): attention on sample text, detector
   scores, top QK/OV token pairs, composition;
-* the superposition ``intro`` experiment (n = 5 features in m = 2 dimensions over ten sparsities).
+* the superposition ``intro`` experiment (n = 5 features in m = 2 dimensions over ten sparsities);
+* the image–text organism ``shapes-clip``: the ``MULTIMODAL_UNITS`` most multimodal units of ``mixed4b`` (its last
+  conv layer) and ``image_embed`` (the joint space, where most of its multimodal units are), each with its
+  modality table, strongest concept per modality, text-side captions and typographic attack, the best two per
+  layer with faceted visualizations (``microscope.multimodal``, ``DEMO_MULTIMODAL``).
 
 The other units of the three vision layers have pages too (a layer row names all its channels), empty until built
 (``mechscope microscope build shapes mixed3b ...`` fills them; the grid shows built units first).  Each part is
@@ -17,12 +21,13 @@ incremental, so a second run only checks the store.  Example (a small, fast vers
     >>> import tempfile
     >>> store = tempfile.mkdtemp()
     >>> small = dict(steps=2, images=16, focus=[45], k=1, toy_steps=20, workers=1, progress=False,
-    ...              feature_use=FeatureUse(images=20), partners=Partners("shapes-seed1", images=4))
+    ...              feature_use=FeatureUse(images=20), partners=Partners("shapes-seed1", images=4),
+    ...              multimodal=MultimodalPages(per_cell=1, facet_units=0, attack_examples=1), multimodal_units=1)
     >>> counts = build_demo(store, **small)
     >>> counts["shapes:mixed3b"], counts["shapes:mixed3a"], counts["shapes:conv2d2"]
     ({'built': 1, 'skipped': 0}, {'built': 1, 'skipped': 0}, {'built': 1, 'skipped': 0})
-    >>> counts["attn-only-2l"], counts["superposition:intro"]
-    ({'built': 8, 'skipped': 0}, {'built': 10, 'skipped': 0})
+    >>> counts["attn-only-2l"], counts["superposition:intro"], counts["shapes-clip"]
+    ({'built': 8, 'skipped': 0}, {'built': 10, 'skipped': 0}, {'built': 2, 'skipped': 0})
     >>> sorted({c["built"] for c in build_demo(store, **small).values()})   # again: nothing to do
     [0]
 """
@@ -36,6 +41,7 @@ from mechscope.data.shapes import ShapesDataset
 from mechscope.microscope.build import build
 from mechscope.microscope.heads import build_heads
 from mechscope.microscope.kinds import UPSTREAM
+from mechscope.microscope.multimodal import MultimodalPages, build_multimodal
 from mechscope.microscope.options import DatasetEvidence, Evidence, FeatureUse, Links, Partners
 from mechscope.microscope.toy import build_toy
 from mechscope.store import Store, open_store, read_rows
@@ -47,6 +53,11 @@ CIRCUIT = ("mixed3b", "mixed3a", "conv2d2")
 """The vision layers, top down: each one's units are the strongest inputs of the units built above it."""
 LANGUAGE_MODELS = ("attn-only-1l", "attn-only-2l")
 TOY_EXPERIMENTS = ("intro",)
+MULTIMODAL_LAYERS = ("mixed4b", "image_embed")
+"""shapes-clip's layers with multimodal units (picture vs word): 1 of 128 in mixed4b and 4 of 64 in image_embed
+at 0.25 σ, 10 renderings per cell; mixed4a has none (0 of 112)."""
+MULTIMODAL_UNITS = 6
+DEMO_MULTIMODAL = MultimodalPages(facet_units=2, facet_steps=32, facet_layer="mixed4b")
 
 
 def _linked(store: Store, layer: str, units: Sequence[int]) -> list[int]:
@@ -61,6 +72,7 @@ def _linked(store: Store, layer: str, units: Sequence[int]) -> list[int]:
 def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1024, seed: int = 0,
                focus: Sequence[int] | None = None, k: int = 3, workers: int = 1, toy_steps: int | None = None,
                feature_use: FeatureUse | None = FeatureUse(), partners: Partners | None = Partners("shapes-seed1"),
+               multimodal: MultimodalPages | None = DEMO_MULTIMODAL, multimodal_units: int = MULTIMODAL_UNITS,
                progress: bool = True) -> dict[str, dict[str, int]]:
     """Build (or bring up to date) the demo's Microscope in ``store_dir`` -> ``{part: {"built", "skipped"}}``.
 
@@ -72,6 +84,8 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
         workers: worker processes for the vision units.
         toy_steps: training steps of the toy models (default: the experiment's own, 10,000).
         feature_use, partners: the vision units' ablation and universality evidence (``None``: not).
+        multimodal, multimodal_units: what shapes-clip's pages show and how many units per layer (``None``: no
+            shapes-clip pages).
     """
     counts: dict[str, dict[str, int]] = {}
     net = load("shapes", device="cpu")
@@ -92,7 +106,12 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
             counts[name] = build_heads(model, name, store, tokenizer=bundled_tokenizer(name), progress=progress)
         for experiment in TOY_EXPERIMENTS:
             counts[f"superposition:{experiment}"] = build_toy(store, experiment, steps=toy_steps, progress=progress)
+        if multimodal is not None:
+            counts["shapes-clip"] = build_multimodal(load("shapes-clip", device="cpu"), "shapes-clip",
+                                                     MULTIMODAL_LAYERS, store, units=multimodal_units,
+                                                     options=multimodal, progress=progress)
     return counts
 
 
-__all__ = ["build_demo", "CIRCUIT", "LANGUAGE_MODELS", "TOY_EXPERIMENTS"]
+__all__ = ["build_demo", "CIRCUIT", "LANGUAGE_MODELS", "TOY_EXPERIMENTS", "MULTIMODAL_LAYERS", "MULTIMODAL_UNITS",
+           "DEMO_MULTIMODAL"]

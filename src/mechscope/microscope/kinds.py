@@ -96,6 +96,18 @@ PARTNER = FigureKind("partner", "Universality: the most similar units of another
 POLYSEMANTICITY = FigureKind("polysemanticity", "Polysemanticity: concept labels of the top dataset examples",
                              _SCAN_FRESH)
 POLYSEMANTIC_UNITS = FigureKind("polysemantic_units", "The most polysemantic units of the layer", _SCAN_FRESH)
+# multimodal units of an image-text model (``microscope.multimodal``)
+_MULTIMODAL_FRESH = ("build",)
+MODALITY_TABLE = FigureKind("modality_table", "Modality table: the unit's response to every concept as a picture, "
+                            "a sketch and a written word (σ of the stimuli)", _MULTIMODAL_FRESH, thumbnail=True)
+TEXT_SIDE = FigureKind("text_side", "Text-side maximal response: the captions best aligned with the unit's "
+                       "direction in the joint embedding space", _MULTIMODAL_FRESH)
+FACETED = FigureKind("faceted", "Faceted feature visualization: the unit drawn as a picture and as a word",
+                     _MULTIMODAL_FRESH)
+TYPOGRAPHIC = FigureKind("typographic", "Typographic attack: the unit's word written on a picture",
+                         _MULTIMODAL_FRESH)
+MULTIMODAL_UNITS = FigureKind("multimodal_units", "The multimodal units of the layer (picture and word agree)",
+                              _MULTIMODAL_FRESH)
 # toy models: figures that carry their own caption
 METRICS = FigureKind("metrics", None, _TOY_FRESH)
 SUMMARY = FigureKind("summary", None, _TOY_FRESH)
@@ -103,7 +115,8 @@ SUMMARY = FigureKind("summary", None, _TOY_FRESH)
 FIGURE_KINDS: tuple[FigureKind, ...] = (
     FEATVIS, FEATVIS_DIVERSITY, FEATVIS_NEGATIVE, ATTENTION, HEAD_SCORES, COMPOSITION, QK_PAIRS, OV_PAIRS, GEOMETRY,
     GRAM, NORMS, LOG_PROB, QUILT, HISTOGRAM, TUNING, ATTRIBUTION, UPSTREAM, DOWNSTREAM, ABLATION, PARTNER,
-    POLYSEMANTICITY, POLYSEMANTIC_UNITS, METRICS, SUMMARY)
+    POLYSEMANTICITY, POLYSEMANTIC_UNITS, MODALITY_TABLE, TEXT_SIDE, FACETED, TYPOGRAPHIC, MULTIMODAL_UNITS,
+    METRICS, SUMMARY)
 """Every figure kind a builder of this package writes, in display order."""
 
 CAPTIONS: dict[str, str] = {k.name: k.caption for k in FIGURE_KINDS if k.caption is not None}
@@ -149,4 +162,4 @@ __all__ = ["FigureKind", "LayerKind", "FIGURE_KINDS", "CAPTIONS", "HEAD_KINDS", 
            "caption", "figure_order", "noun", "FEATVIS", "FEATVIS_DIVERSITY", "FEATVIS_NEGATIVE", "ATTENTION",
            "HEAD_SCORES", "COMPOSITION", "QK_PAIRS", "OV_PAIRS", "GEOMETRY", "GRAM", "NORMS", "LOG_PROB", "QUILT",
            "HISTOGRAM", "TUNING", "ATTRIBUTION", "UPSTREAM", "DOWNSTREAM", "ABLATION", "PARTNER", "POLYSEMANTICITY",
-           "POLYSEMANTIC_UNITS", "METRICS", "SUMMARY", "VISION", "HEADS", "TOY"]
+           "POLYSEMANTIC_UNITS", "MODALITY_TABLE", "TEXT_SIDE", "FACETED", "TYPOGRAPHIC", "MULTIMODAL_UNITS", "METRICS", "SUMMARY", "VISION", "HEADS", "TOY"]

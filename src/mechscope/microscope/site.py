@@ -16,7 +16,8 @@ Store contract (what the pages read; anything absent is simply not shown):
   the dataset kinds ``"log_prob"``, ``"quilt"``, ``"histogram"``, then ``"tuning"``, ``"attribution"``,
   ``"upstream"`` / ``"downstream"`` (weight heatmaps), ``"ablation"`` (feature use), ``"partner"`` (universality),
   ``"polysemanticity"`` (a unit's top-k label entropy, no PNG) and the layer-wide ``"polysemantic_units"``, the
-  head kinds ``"attention"``, ``"head_scores"``,
+  multimodal kinds ``"modality_table"`` (a thumbnail kind), ``"text_side"`` (no PNG), ``"faceted"``,
+  ``"typographic"`` and the layer-wide ``"multimodal_units"``, the head kinds ``"attention"``, ``"head_scores"``,
   ``"composition"``, ``"qk_pairs"``, ``"ov_pairs"`` and the toy-model kinds ``"geometry"``, ``"gram"``,
   ``"norms"``, ``"metrics"``, ``"summary"`` (the last two carry their own caption).  ``settings`` (a JSON object)
   may hold:

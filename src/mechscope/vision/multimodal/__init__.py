@@ -7,6 +7,7 @@ over tensors, so that they run on any image–text model: the organism ``shapes-
 - ``arithmetic``: ``sparse_concept_decomposition``, ``concept_atlas``, ``plot_concept_atlas``;
 - ``typographic``: ``typographic_flip_rate``, ``random_letter_strings``;
 - ``facets``: ``facet_direction``, ``faceted_objective``;
+- ``faceted``: ``world_facets`` (facets fitted on the world's images) and ``faceted_render`` (a unit drawn per facet);
 - ``figures``: ``plot_modality_table``;
 - ``superordinate``: ``superordinate_units`` (units answering every member of a group of concepts above every
   non-member);
@@ -26,6 +27,7 @@ Example::
 
 from mechscope.vision.multimodal.arithmetic import (ConceptAtlas, Decomposition, concept_atlas, plot_concept_atlas,
                                                     sparse_concept_decomposition)
+from mechscope.vision.multimodal.faceted import FacetedImages, FacetedOptions, faceted_render, world_facets
 from mechscope.vision.multimodal.facets import facet_direction, faceted_objective
 from mechscope.vision.multimodal.figures import plot_modality_table
 from mechscope.vision.multimodal.stimuli import MODALITIES, ConceptStimuli, concept_stimuli, layer_responses
@@ -36,7 +38,9 @@ from mechscope.vision.multimodal.text_side import (TextResponse, gradient_direct
 from mechscope.vision.multimodal.typographic import FlipRate, random_letter_strings, typographic_flip_rate
 
 __all__ = [
-    "SuperordinateUnits", "superordinate_units", "MODALITIES", "ConceptStimuli", "concept_stimuli", "layer_responses", "ConceptAtlas", "Decomposition", "FlipRate", "MultimodalUnits", "TextResponse", "concept_atlas",
+    "SuperordinateUnits", "superordinate_units", "MODALITIES", "ConceptStimuli", "concept_stimuli",
+    "layer_responses", "ConceptAtlas", "FacetedImages", "FacetedOptions", "faceted_render", "world_facets",
+    "Decomposition", "FlipRate", "MultimodalUnits", "TextResponse", "concept_atlas",
     "facet_direction", "faceted_objective", "gradient_directions", "linear_head_directions", "modality_table",
     "multimodal_units", "plot_concept_atlas", "plot_modality_table", "random_letter_strings", "regression_directions",
     "sparse_concept_decomposition", "text_side_response", "typographic_flip_rate", "unit_directions",
