@@ -7,16 +7,16 @@ banding), ``circles`` (circles), ``polysemantic`` (polysemantic, train shapes-sa
 composition, ov, qk, train attn-only), ``superposition`` (superposition, sae), ``microscope`` (build, serve,
 export), ``first_layer`` (first-layer, train branched), ``architectures`` (universality, train shapes-arch),
 ``geometry`` (tms-geometry), ``shapes_clip`` (train shapes-clip), ``multimodal`` (multimodal, typographic,
-zeroshot).
+zeroshot), ``atlas`` (concept-atlas).
 """
 
 from __future__ import annotations
 
 import typer
 
-from mechscope.cli import (analyses, architectures, banding, circles, demo, first_layer, geometry, microscope,
-                           models, multimodal, polysemantic, reproduce, scan, shapes_clip, superposition, train,
-                           transformer)
+from mechscope.cli import (analyses, architectures, atlas, banding, circles, demo, first_layer, geometry,
+                           microscope, models, multimodal, polysemantic, reproduce, scan, shapes_clip, superposition,
+                           train, transformer)
 from mechscope.errors import MechscopeError
 
 app = typer.Typer(
@@ -44,6 +44,7 @@ architectures.register(app, train_app)
 geometry.register(app, train_app)
 shapes_clip.register(app, train_app)
 multimodal.register(app, train_app)
+atlas.register(app, train_app)
 
 
 def main() -> None:

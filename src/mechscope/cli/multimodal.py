@@ -5,7 +5,8 @@
   whether it is multimodal (picture vs word, picture vs sketch) at ``--margin``;
 - ``typographic MODEL``: the flip rate of a shape's picture with another shape's name written on it, with the
   random-letter and own-word controls;
-- ``zeroshot MODEL``: zero-shot shape accuracy per style.
+- ``zeroshot MODEL``: zero-shot shape accuracy per style, or with ``--dataset DIR`` on a folder of images with one
+  subfolder per class.
 
 A model without a text tower is refused, naming the image–text models.
 """
@@ -13,6 +14,7 @@ A model without a text tower is refused, naming the image–text models.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -90,12 +92,30 @@ def zeroshot(model: str = typer.Argument(..., help="An image-text model: shapes-
              world_seed: int = typer.Option(3000, "--world-seed", help="World seed of the items."),
              weights: Optional[str] = typer.Option(None, help=_WEIGHTS_HELP),
              seed: int = typer.Option(0, help="Seed of random weights."),
+             dataset: Optional[Path] = typer.Option(None, "--dataset", help="A folder with one subfolder of images "
+                                                    "per class (named by the class) to classify instead of the "
+                                                    "world, by the prompts 'a picture of a {class}'."),
              as_json: bool = typer.Option(False, "--json", help="Print the JSON instead of a summary.")) -> None:
     """Zero-shot accuracy over the ten shapes per style, by the nearest prompt ("a picture of a star", "a drawing
-    of a star", "the word star")."""
+    of a star", "the word star"); with --dataset, over the class subfolders of a folder of images."""
     from mechscope.data.concepts import STYLES
     from mechscope.vision.multimodal.organism import zeroshot as run
 
+    if dataset is not None:
+        from mechscope.vision.multimodal.folder_zeroshot import folder_classes, folder_zeroshot
+
+        folder_classes(dataset)                          # a bad folder is refused before the model loads
+        r = folder_zeroshot(_load(model, weights, seed), dataset)
+        if as_json:
+            typer.echo(json.dumps({"model": model, "dataset": str(dataset), **r.as_dict()}, indent=2))
+            return
+        typer.echo(f"{model}: zero-shot accuracy on {dataset} ({len(r.classes)} classes, {r.n} images): "
+                   f"{r.accuracy:.3f}")
+        for c, v in r.per_class.items():
+            typer.echo(f"  {c:<13} {v:.3f}")
+        if r.unlabelled or r.skipped:
+            typer.echo(f"  left out: {r.unlabelled} images outside class subfolders, {r.skipped} unreadable")
+        return
     chosen = tuple(s.strip() for group in (styles or []) for s in group.split(",") if s.strip()) or STYLES
     acc = run(_load(model, weights, seed), chosen, n=n, seed=world_seed)
     if as_json:

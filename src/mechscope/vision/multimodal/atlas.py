@@ -100,11 +100,14 @@ class ConceptAtlasReport:
 
 def concept_atlas_report(model: nn.Module, layer: str = "image_embed", k: int = 4,
                          concepts: Sequence[str] = CONCEPT_NAMES, modalities: Sequence[str] = ATLAS_MODALITIES,
-                         per_cell: int = 10, seed: int = HELD_OUT_SEED) -> ConceptAtlasReport:
+                         per_cell: int = 10, seed: int = HELD_OUT_SEED,
+                         report: ModalityReport | None = None) -> ConceptAtlasReport:
     """The concepts × units matrix of ``layer`` (``per_cell`` renderings of each concept in each of
     ``modalities``, ``modality_table`` in σ, averaged over modalities, negatives clipped to 0) and its NMF atlas
-    into ``k`` factors."""
-    report = unit_modality_report(model, layer, concepts, modalities, per_cell=per_cell, seed=seed)
+    into ``k`` factors.  ``report``: a modality report of the layer already made (then the other stimulus
+    arguments are not used)."""
+    if report is None:
+        report = unit_modality_report(model, layer, concepts, modalities, per_cell=per_cell, seed=seed)
     matrix = torch.nan_to_num(report.table, nan=0.0).mean(0).clamp(min=0)     # [C, U]
     return ConceptAtlasReport(layer, report.concepts, report.modalities, matrix.float(),
                               concept_atlas(matrix, k=k, clip_negative=True))
