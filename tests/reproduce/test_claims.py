@@ -29,13 +29,14 @@ def test_registry_and_unknown_names():
                              "curve-detectors-prefer-curves-to-angles", "ablating-curve-detectors",
                              "circle-detectors", "curve-detectors-in-5x5-branch", "first-layer-branches-split-colour",
                              "first-layer-svd-colour-then-frequency", "sae-latents-more-monosemantic",
-                             "handmade-curve-detector", "two-layer-induction-heads",
+                             "handmade-curve-detector", "multimodal-units", "text-side-names-concept",
+                             "typographic-attacks", "superordinate-units", "two-layer-induction-heads",
                              "k-composition-prev-to-induction", "induction-head-copies", "ablating-prev-token-head",
                              "one-layer-heads-copy", "tms-dense-keeps-two", "tms-sparse-pentagon",
                              "tms-linear-no-superposition", "tms-sticky-dimensions", "tms-phase-boundary",
                              "tms-phase-diagram-3-2", "tms-correlated-pairs", "tms-privileged-basis",
                              "sae-recovers-toy-features"]
-    assert len(get_claims(["all"])) == 36
+    assert len(get_claims(["all"])) == 40
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 

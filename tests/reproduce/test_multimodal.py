@@ -29,8 +29,8 @@ def test_multimodal_units_fail_when_the_model_is_its_own_control(tmp_path, monke
 
 
 def test_a_missing_control_model_is_an_error_naming_it(tmp_path):
-    with pytest.raises(MechscopeError, match="shapes-clip-shuffled"):
-        mm.check_multimodal_units(tmp_path, controls=("untrained", "shapes-clip-shuffled"), per_cell=2)
+    with pytest.raises(MechscopeError, match="shapes-clip-shufled"):
+        mm.check_multimodal_units(tmp_path, controls=("untrained", "shapes-clip-shufled"), per_cell=2)
     with pytest.raises(MechscopeError, match="at least one control"):
         mm.check_multimodal_units(tmp_path, controls=(), per_cell=2)
 

@@ -29,6 +29,11 @@ History:
   (2026-12-04, defaults, 222 CPU-s on one loaded core): FAILS.  The seed-mean curve leaves 1 as early as the
   control does (run within 0.03 of 1: 1/(1-S) 1.0 .. 1.22, 3 densities, 0.086 decades; control: the same) and
   crosses 1/2 in one grid point (0.510 at 1/(1-S) = 3.36) instead of staying there; seed spread <= 0.024.
+- Not part of this claim (too long for ``reproduce all``): the paper's own scale, n = 400, m = 30, 28 densities x 3
+  seeds, 10,000 steps (``geometry_sweep`` defaults, about 25 min on 2 cores; 2026-12-05, committed in
+  ``docs/superposition/geometry_n400_m30/``).  There the curve stays within 0.03 of 1 over 5 densities up to
+  1/(1-S) = 1.36 (0.134 decades; control 0.067), which would pass this criterion at 1; at 1/2 it again has one
+  point (0.503 at 2.82; 0.578 at 2.0, 0.455 at 3.99), so it would fail there - the grid is coarse between 2 and 4.
 """
 
 from __future__ import annotations
