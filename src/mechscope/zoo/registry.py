@@ -127,6 +127,15 @@ def _attn_only_organism(n_layers: int, sha256: str | None, tokenizer_sha256: str
     )
 
 
+def _shapes_clip_card(name: str, sha256: str, description: str, command: str) -> ModelCard:
+    """The image-text organism (or its control): weights and its caption tokenizer bundled."""
+    return ModelCard(
+        name=name, description=description, build=shapes_clip_net.ShapesClipNet, convert=_our_layout,
+        input_shape=(3, 64, 64), bundled=name.replace("-", "_") + ".safetensors", bundled_sha256=sha256,
+        bundled_tokenizer_sha256="100860f157dafe40bad3f66458ae97f6b556a839ccb744a47fd60dee0ec4c863",
+        license=f"MIT (trained by mechscope: `{command}`)")
+
+
 def _clip_card(name: str) -> ModelCard:
     """An OpenAI ResNet CLIP through open_clip (``pip install 'mechscope[clip]'``; ``zoo/clip.py``)."""
     spec = clip.MODELS[name]
@@ -213,26 +222,16 @@ _CARDS: tuple[ModelCard, ...] = (
         "resnet", shapes_resnet.ShapesResNet, "189999ed58786c92d3c8f88082293802398445494e1a165d795fba2fbdc28827",
         "The shapes world learned by a small ResNet with basic blocks (64 px): a third architecture for "
         "universality"),
-    ModelCard(
-        name="shapes-clip",
-        description="Our image-text organism: a narrow InceptionV1-style image tower (Lucid's layer names) and a small "
-                    "transformer text tower trained contrastively (InfoNCE, learned temperature) on the multimodal "
-                    "shapes world: pictures, sketches and written words (64 px)",
-        build=shapes_clip_net.ShapesClipNet, convert=_our_layout, input_shape=(3, 64, 64),
-        bundled="shapes_clip.safetensors",
-        bundled_sha256="832749e78215443aaa8645b3a9bf60fe8adbd881552e55ad62cabb4011000fdf",
-        bundled_tokenizer_sha256="100860f157dafe40bad3f66458ae97f6b556a839ccb744a47fd60dee0ec4c863",
-        license="MIT (trained by mechscope: `mechscope train shapes-clip`)"),
-    ModelCard(
-        name="shapes-clip-shuffled",
-        description="The control of shapes-clip: the same network and recipe trained on shuffled captions (each image "
-                    "paired with another item's caption by a fixed permutation within its batch), so its text says "
-                    "nothing about its image; zero-shot accuracy at chance",
-        build=shapes_clip_net.ShapesClipNet, convert=_our_layout, input_shape=(3, 64, 64),
-        bundled="shapes_clip_shuffled.safetensors",
-        bundled_sha256="5affbb2dce51e2e3eaeda16e50320012863ae7ac880b49254bb8e50078b7a0b0",
-        bundled_tokenizer_sha256="100860f157dafe40bad3f66458ae97f6b556a839ccb744a47fd60dee0ec4c863",
-        license="MIT (trained by mechscope: `mechscope train shapes-clip --shuffle-captions`)"),
+    _shapes_clip_card(
+        "shapes-clip", "832749e78215443aaa8645b3a9bf60fe8adbd881552e55ad62cabb4011000fdf",
+        "Our image-text organism: a narrow InceptionV1-style image tower (Lucid's layer names) and a small "
+        "transformer text tower trained contrastively (InfoNCE, learned temperature) on the multimodal shapes world: "
+        "pictures, sketches and written words (64 px)", "mechscope train shapes-clip"),
+    _shapes_clip_card(
+        "shapes-clip-shuffled", "5affbb2dce51e2e3eaeda16e50320012863ae7ac880b49254bb8e50078b7a0b0",
+        "The control of shapes-clip: the same network and recipe trained on shuffled captions (each image paired with "
+        "another item's caption by a fixed permutation within its batch), so its text says nothing about its image; "
+        "zero-shot accuracy at chance", "mechscope train shapes-clip --shuffle-captions"),
     *(_clip_card(name) for name in clip.MODELS),
 )
 

@@ -44,8 +44,9 @@ from torch import nn
 from mechscope.errors import MechscopeError
 from mechscope.units import LayerInfo
 from mechscope.zoo.attn_only import AttnOnlyConfig, Block, Embed, LayerNorm, PosEmbed
-from mechscope.zoo.inceptionv1 import ConvReLU, Mixed, SameMaxPool2d, add_conv_layers, add_mixed_layers
-from mechscope.zoo.organisms.shapes_net import INPUT_MEAN, INPUT_STD, ConvBN
+from mechscope.zoo.inceptionv1 import ConvReLU
+from mechscope.zoo.organisms.shapes_net import (INPUT_MEAN, INPUT_STD, ConvBN, add_trunk, mixed_width,
+                                                 trunk_layer_table)
 
 STEM = {"conv2d0": (3, 16, 5, 2), "conv2d1": (16, 16, 1, 1), "conv2d2": (16, 48, 3, 1)}
 MIXED = {  # c_in, 1x1, 3x3 bottleneck, 3x3, 5x5 bottleneck, 5x5, pool reduce
@@ -82,20 +83,11 @@ class ShapesClipConfig:
 
 
 def _width(name: str) -> int:
-    _, c1, _, c3, _, c5, cp = MIXED[name]
-    return c1 + c3 + c5 + cp
+    return mixed_width(MIXED[name])
 
 
 def _layer_table(embed_dim: int) -> dict[str, LayerInfo]:
-    t: dict[str, LayerInfo] = {}
-    for name, (_, c_out, _, _) in STEM.items():
-        add_conv_layers(t, name, name, c_out)
-    t["maxpool1"] = LayerInfo("maxpool1", STEM["conv2d2"][1])
-    for name, widths in MIXED.items():
-        add_mixed_layers(t, name, widths)
-        if name == "mixed3b":
-            t["maxpool4"] = LayerInfo("maxpool4", _width(name))
-    t["avgpool0"] = LayerInfo("avgpool0", _width("mixed4b"))
+    t = trunk_layer_table(STEM, MIXED)
     t["image_embed"] = LayerInfo("image_embed", embed_dim)
     return t
 
@@ -162,15 +154,7 @@ class ShapesClipNet(nn.Module):
         super().__init__()
         cfg = config or ShapesClipConfig()
         self.config = cfg
-        for name, (c_in, c_out, k, stride) in STEM.items():
-            setattr(self, name, ConvReLU(c_in, c_out, k, stride))
-        self.maxpool1 = SameMaxPool2d(3, 2)
-        self.mixed3a = Mixed(*MIXED["mixed3a"])
-        self.mixed3b = Mixed(*MIXED["mixed3b"])
-        self.maxpool4 = SameMaxPool2d(3, 2)
-        self.mixed4a = Mixed(*MIXED["mixed4a"])
-        self.mixed4b = Mixed(*MIXED["mixed4b"])
-        self.avgpool0 = nn.AdaptiveAvgPool2d(1)
+        add_trunk(self, STEM, MIXED)
         self.image_embed = nn.Linear(_width("mixed4b"), cfg.embed_dim)
         self.text = TextTower(cfg.text_config())
         self.text_embed = nn.Linear(cfg.d_model, cfg.embed_dim, bias=False)

@@ -51,21 +51,47 @@ STAGES = ("conv2d0", "conv2d1", "conv2d2", "maxpool1", "mixed3a", "mixed3b", "ma
 INPUT_MEAN, INPUT_STD = 0.5, 0.25
 
 
-def _width(name: str) -> int:
-    _, c1, _, c3, _, c5, cp = MIXED[name]
+def mixed_width(widths: tuple[int, ...]) -> int:
+    """The output channels of a mixed block ``(c_in, 1x1, 3x3 bottleneck, 3x3, 5x5 bottleneck, 5x5, pool)``."""
+    _, c1, _, c3, _, c5, cp = widths
     return c1 + c3 + c5 + cp
 
 
-def _layer_table() -> dict[str, LayerInfo]:
+def _width(name: str) -> int:
+    return mixed_width(MIXED[name])
+
+
+def trunk_layer_table(stem: dict[str, tuple[int, ...]], mixed: dict[str, tuple[int, ...]]) -> dict[str, LayerInfo]:
+    """The layer table of a ShapesNet-style trunk (``stem`` convolutions, ``maxpool1``, ``mixed`` blocks with
+    ``maxpool4`` after ``mixed3b``, ``avgpool0``): every name Lucid gives these InceptionV1 layers."""
     t: dict[str, LayerInfo] = {}
-    for name, (_, c_out, _, _) in STEM.items():
+    for name, (_, c_out, _, _) in stem.items():
         add_conv_layers(t, name, name, c_out)
-    t["maxpool1"] = LayerInfo("maxpool1", STEM["conv2d2"][1])
-    for name, widths in MIXED.items():
+    t["maxpool1"] = LayerInfo("maxpool1", stem["conv2d2"][1])
+    for name, widths in mixed.items():
         add_mixed_layers(t, name, widths)
         if name == "mixed3b":
-            t["maxpool4"] = LayerInfo("maxpool4", _width(name))
-    t["avgpool0"] = LayerInfo("avgpool0", _width("mixed4b"))
+            t["maxpool4"] = LayerInfo("maxpool4", mixed_width(widths))
+    t["avgpool0"] = LayerInfo("avgpool0", mixed_width(mixed["mixed4b"]))
+    return t
+
+
+def add_trunk(net: nn.Module, stem: dict[str, tuple[int, ...]], mixed: dict[str, tuple[int, ...]]) -> None:
+    """Give ``net`` a ShapesNet-style trunk's modules in forward order (so a seeded build initialises them in the
+    same order): ``stem`` convolutions, ``maxpool1``, mixed3a/3b, ``maxpool4``, mixed4a/4b, ``avgpool0``."""
+    for name, (c_in, c_out, k, stride) in stem.items():
+        setattr(net, name, ConvReLU(c_in, c_out, k, stride))
+    net.maxpool1 = SameMaxPool2d(3, 2)
+    net.mixed3a = Mixed(*mixed["mixed3a"])
+    net.mixed3b = Mixed(*mixed["mixed3b"])
+    net.maxpool4 = SameMaxPool2d(3, 2)
+    net.mixed4a = Mixed(*mixed["mixed4a"])
+    net.mixed4b = Mixed(*mixed["mixed4b"])
+    net.avgpool0 = nn.AdaptiveAvgPool2d(1)
+
+
+def _layer_table() -> dict[str, LayerInfo]:
+    t = trunk_layer_table(STEM, MIXED)
     t["softmax2_pre_activation"] = LayerInfo("softmax2_pre_activation", NUM_LOGITS)
     return t
 
@@ -84,15 +110,7 @@ class ShapesNet(nn.Module):
 
     def __init__(self, batchnorm: bool = False) -> None:
         super().__init__()
-        for name, (c_in, c_out, k, stride) in STEM.items():
-            setattr(self, name, ConvReLU(c_in, c_out, k, stride))
-        self.maxpool1 = SameMaxPool2d(3, 2)
-        self.mixed3a = Mixed(*MIXED["mixed3a"])
-        self.mixed3b = Mixed(*MIXED["mixed3b"])
-        self.maxpool4 = SameMaxPool2d(3, 2)
-        self.mixed4a = Mixed(*MIXED["mixed4a"])
-        self.mixed4b = Mixed(*MIXED["mixed4b"])
-        self.avgpool0 = nn.AdaptiveAvgPool2d(1)
+        add_trunk(self, STEM, MIXED)
         self.softmax2_pre_activation = nn.Linear(_width("mixed4b"), NUM_LOGITS)
         self.layer_table = _layer_table()
         if batchnorm:
