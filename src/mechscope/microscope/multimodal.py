@@ -53,7 +53,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -68,6 +67,7 @@ from mechscope.units import layer_width
 from mechscope.vision.multimodal import (FacetedOptions, concept_stimuli, facet_direction, faceted_render,
                                          modality_table, multimodal_units, plot_modality_table,
                                          random_letter_strings, text_side_response, unit_directions)
+from mechscope.vision.multimodal.organism import encode_images, encode_texts
 from mechscope.vision.multimodal.stimuli import HELD_OUT_SEED, MODALITIES
 
 KINDS = (MODALITY_TABLE, TEXT_SIDE, FACETED, TYPOGRAPHIC, MULTIMODAL_UNITS)
@@ -153,9 +153,8 @@ def _zeroshot(model: nn.Module, images: torch.Tensor) -> list[str] | None:
     """The zero-shot shape of each image (the ten shapes' picture prompts), or ``None`` without a text tower."""
     if not hasattr(model, "encode_text") or getattr(model, "tokenizer", None) is None:
         return None
-    text = F.normalize(model.encode_text(class_prompts("picture")), dim=-1)
-    image = F.normalize(model.encode_image(images), dim=-1)
-    return [SHAPE_CLASSES[int(i)] for i in (image @ text.T).argmax(1)]
+    scores = encode_images(model, images) @ encode_texts(model, class_prompts("picture")).T
+    return [SHAPE_CLASSES[int(i)] for i in scores.argmax(1)]
 
 
 def _attack(model: nn.Module, layer: str, u: int, table: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor,

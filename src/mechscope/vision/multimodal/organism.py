@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,7 @@ from mechscope.vision.multimodal.table import MultimodalUnits, modality_table, m
 from mechscope.vision.multimodal.text_side import (linear_head_directions, regression_directions,
                                                    text_side_response)
 from mechscope.vision.multimodal.typographic import FlipRate, random_letter_strings, typographic_flip_rate
+from mechscope.zoo.organisms.shapes_clip_recipe import zeroshot_accuracy
 
 IMAGE_TEXT_MODELS = ("shapes-clip", "clip-rn50", "clip-rn101", "clip-rn50x4", "clip-rn50x16", "clip-rn50x64")
 ZEROSHOT_SEED = 3000     # world seeds no training or card used: the organism trains on 0, its card reads 1000/1001
@@ -171,27 +173,16 @@ def zeroshot(model: nn.Module, styles: Sequence[str] = STYLES, n: int = 200, see
              batch_size: int = 250) -> dict[str, float]:
     """Zero-shot shape accuracy per style over ``n`` items of the world ``seed`` (item ``i`` shows
     ``SHAPE_CLASSES[i % 10]``; ``word`` writes it; ``picture+word`` writes the shape's own name), classified by the
-    nearest of ``class_prompts(style)``.  The same protocol as the card's ``zeroshot_accuracy``, for any
-    image–text model."""
+    nearest of ``class_prompts(style)``: the card's ``zeroshot_accuracy``, for any image–text model (its images
+    resized to the model's input size)."""
     require_image_text(model)
     for st in styles:
         if st not in STYLES:
             raise unknown_name("style", st, STYLES)
     if n < 1:
         raise MechscopeError(f"zeroshot needs n >= 1 items per style, got {n}")
-    out = {}
-    for style in styles:
-        prompts = encode_texts(model, class_prompts(style))
-        right = 0
-        for lo in range(0, n, batch_size):
-            idx = list(range(lo, min(n, lo + batch_size)))
-            labels = [i % len(SHAPE_CLASSES) for i in idx]
-            names = [SHAPE_CLASSES[k] for k in labels]
-            batch = render(None, None, "word", names, seed=seed, indices=idx) if style == "word" else \
-                render(names, None, style, seed=seed, indices=idx)
-            right += int(((encode_images(model, batch.images) @ prompts.T).argmax(1) == torch.tensor(labels)).sum())
-        out[style] = right / n
-    return out
+    return zeroshot_accuracy(model, n=n, seed=seed, batch_size=batch_size, styles=tuple(styles),
+                             prepare=functools.partial(fit_images, model))
 
 
 # ----------------------------------------------------------------------------------------------- typographic

@@ -35,6 +35,7 @@ Example (a few steps, to show the call; the real recipe runs ``ShapesClipRecipe(
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 import os
 import resource
 import time
@@ -166,18 +167,25 @@ def _same_caption(captions: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def zeroshot_accuracy(model: ShapesClipNet, tokenizer: Any, world: MultimodalWorld = MultimodalWorld(),
+def zeroshot_accuracy(model: Any, tokenizer: Any = None, world: MultimodalWorld = MultimodalWorld(),
                       n: int = 500, seed: int = HELD_OUT_OFFSET, batch_size: int = 250,
-                      styles: tuple[str, ...] = STYLES) -> dict[str, float]:
+                      styles: tuple[str, ...] = STYLES,
+                      prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
     """Zero-shot shape accuracy per style over ``n`` items each of the world ``seed`` (shapes balanced: item ``i``
-    shows ``SHAPE_CLASSES[i % 10]``; for ``word``, writes it), classified by the nearest of ``class_prompts(style)``."""
+    shows ``SHAPE_CLASSES[i % 10]``; for ``word``, writes it), classified by the nearest of ``class_prompts(style)``.
+
+    ``model``: any image-text model (``encode_image``, ``encode_text``); ``tokenizer``: passed to ``encode_text``
+    when given (else the model reads strings itself); ``prepare``: applied to each batch of 64-px images before
+    ``encode_image`` (e.g. resizing for a model with another input size)."""
     if n < 1:
         raise MechscopeError(f"zeroshot_accuracy needs n >= 1 items per style, got {n}")
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
+    text_kw = {} if tokenizer is None else {"tokenizer": tokenizer}
     out = {}
     for style in styles:
-        prompts = F.normalize(model.encode_text(class_prompts(style), tokenizer=tokenizer), dim=-1)
+        prompts = F.normalize(model.encode_text(class_prompts(style), **text_kw).float().cpu(), dim=-1)
         right = 0
         for lo in range(0, n, batch_size):
             idx = list(range(lo, min(n, lo + batch_size)))
@@ -187,7 +195,8 @@ def zeroshot_accuracy(model: ShapesClipNet, tokenizer: Any, world: MultimodalWor
                 batch = render(None, None, "word", names, seed=seed, indices=idx, world=world)
             else:
                 batch = render(names, None, style, seed=seed, indices=idx, world=world)
-            img = F.normalize(model.encode_image(batch.images), dim=-1)
+            images = batch.images if prepare is None else prepare(batch.images)
+            img = F.normalize(model.encode_image(images.to(device)).float().cpu(), dim=-1)
             right += int(((img @ prompts.T).argmax(1) == torch.tensor(labels)).sum())
         out[style] = right / n
     model.train(was_training)
