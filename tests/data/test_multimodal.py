@@ -51,7 +51,7 @@ def test_labels_are_consistent_and_every_style_and_concept_occurs(batch):
 def test_captions_parse_back_to_their_labels(batch):
     for i, text in enumerate(batch.captions):
         fields = parse_caption(text)
-        assert fields["style"] == STYLES[int(batch.style[i])]
+        assert fields["style"] == STYLES[int(batch.caption_style[i])]
         assert TEMPLATES[fields["style"]].index(fields["template"]) == int(batch.template[i])
         if "shape" in fields:
             assert fields["shape"] == SHAPE_CLASSES[int(batch.shape[i])]
@@ -152,3 +152,23 @@ def test_dataset_batches_and_other_sizes():
     chunks = list(ds.batches(4))
     assert [idx for idx, _ in chunks] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert chunks[0][1].images.shape == (4, 3, 32, 32)
+
+
+def test_a_labelled_pictures_caption_names_its_label_with_the_worlds_probability():
+    idx = range(400)
+    always = sample(idx, seed=2, world=MultimodalWorld(caption_names_label=1.0))
+    half = sample(idx, seed=2)
+    pw = always.style == STYLES.index("picture+word")
+    assert (always.caption_style == always.style).all()                  # the first recipe's captions
+    assert torch.equal(always.images, half.images)                       # the mix changes captions only
+    named = half.caption_style[pw] == STYLES.index("picture+word")
+    assert 0.3 < named.float().mean() < 0.7 and int(pw.sum()) > 30
+    for i in torch.nonzero(pw).flatten().tolist():
+        text = half.captions[i]
+        names = half.caption_style[i] == STYLES.index("picture+word")
+        assert (half.texts[i] in text.split()[-3:] and "word" in text or "labelled" in text) == bool(names)
+    other = ~pw
+    assert [half.captions[i] for i in torch.nonzero(other).flatten().tolist()] == \
+        [always.captions[i] for i in torch.nonzero(other).flatten().tolist()]
+    with pytest.raises(MechscopeError, match="caption_names_label"):
+        MultimodalWorld(caption_names_label=1.5)

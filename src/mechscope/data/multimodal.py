@@ -17,7 +17,9 @@ ten shape classes, seven named colours (``COLOURS``) and three superordinate gro
   filled, a disc as its contour with hatching, a ring as its two contours (so the two stay apart);
 * ``word`` -- a concept's name (any of the twenty) written in a named colour, random size and position;
 * ``picture+word`` -- a picture with its shape's name written on it.  ``render`` writes any other concept, or
-  any text, instead: the typographic attack.
+  any text, instead: the typographic attack.  Its caption names the written word with probability
+  ``MultimodalWorld.caption_names_label``; otherwise it describes the picture alone (a ``picture`` template), as
+  the caption of a labelled object on the web often does.
 
 **Captions** come from ``TEMPLATES`` (per style), one template per item (``concepts.py``: ``caption``,
 ``parse_caption``, ``concept_captions``, ``class_prompts``).  Sampling draws 1,000 64-px items in about a second
@@ -25,7 +27,9 @@ on one thread (Pillow's text included).
 
 **Labels** (``MultimodalBatch``, ``[N]`` long tensors): ``style`` (index into ``STYLES``), ``shape`` (index into
 ``SHAPE_CLASSES``; -1 for ``word``), ``colour`` (index into ``COLOURS``; the ink's for words, -1 for sketches),
-``word`` (the concept id written; ``NO_WORD = -1`` none, ``OTHER_TEXT = -2`` free text) and ``template``.
+``word`` (the concept id written; ``NO_WORD = -1`` none, ``OTHER_TEXT = -2`` free text), ``caption_style`` (the
+style whose template the caption uses: the item's own, or ``picture`` for a ``picture+word`` item whose caption does
+not name its label) and ``template`` (an index into ``TEMPLATES`` of ``caption_style``).
 
 Example::
 
@@ -36,8 +40,8 @@ Example::
     >>> bool((sample([2], seed=0).images == batch.images[2:3]).all())   # a pure function of (seed, index)
     True
     >>> attack = render("disc", "red", "picture+word", word="star", seed=0, indices=[7])
-    >>> attack.captions[0] in ("a red disc with the word star on it", "a photo of a disc labelled star")
-    True
+    >>> attack.texts, attack.captions      # this item's caption describes the picture, not its label
+    (['star'], ['a red round shape'])
 """
 
 from __future__ import annotations
@@ -77,7 +81,9 @@ class MultimodalWorld:
     """Parameters of the world (pixel lengths on a 64-px canvas; scaled with ``size``).
 
     ``style_probs``: of ``STYLES``; ``word_kinds``: the probabilities that a ``word`` item writes a shape, a colour
-    or a group name; ``font_px``: the font size range; ``hue_jitter``: degrees around each named colour's hue."""
+    or a group name; ``font_px``: the font size range; ``hue_jitter``: degrees around each named colour's hue;
+    ``caption_names_label``: the probability that a ``picture+word`` item's caption names the written word (1.0:
+    always, the first ``shapes-clip`` recipe; otherwise the caption describes the picture alone)."""
 
     size: int = 64
     style_probs: tuple[float, float, float, float] = (0.35, 0.2, 0.3, 0.15)
@@ -90,6 +96,7 @@ class MultimodalWorld:
     hue_jitter: float = 8.0
     pixel_noise: float = 0.02
     backgrounds: tuple[str, ...] = BACKGROUNDS
+    caption_names_label: float = 0.5
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or self.size < 16:
@@ -99,6 +106,9 @@ class MultimodalWorld:
             if len(p) != n or min(p) < 0 or sum(p) <= 0:
                 raise MechscopeError(f"MultimodalWorld.{name} needs {n} non-negative numbers with a positive sum, "
                                      f"got {p!r}")
+        if not 0.0 <= float(self.caption_names_label) <= 1.0:
+            raise MechscopeError("MultimodalWorld.caption_names_label is a probability in [0, 1], got "
+                                 f"{self.caption_names_label!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -107,7 +117,8 @@ class MultimodalWorld:
 @dataclass(frozen=True)
 class MultimodalBatch:
     """``images [N, 3, S, S]`` in ``[0, 1]``, ``captions`` (N strings), and ``[N]`` long labels ``style``,
-    ``shape``, ``colour``, ``word``, ``template`` (see the module docstring); ``texts`` holds what was written."""
+    ``shape``, ``colour``, ``word``, ``template``, ``caption_style`` (see the module docstring); ``texts`` holds
+    what was written."""
 
     images: torch.Tensor
     captions: list[str]
@@ -117,6 +128,7 @@ class MultimodalBatch:
     word: torch.Tensor
     template: torch.Tensor
     texts: list[str | None] = field(default_factory=list)
+    caption_style: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -247,15 +259,24 @@ def _choices(u: torch.Tensor, world: MultimodalWorld) -> dict[str, torch.Tensor]
 
 
 def _captions(style: torch.Tensor, shape: torch.Tensor, colour: torch.Tensor, texts: Sequence[str | None],
-              template_u: torch.Tensor) -> tuple[list[str], torch.Tensor]:
-    caps, chosen = [], []
+              template_u: torch.Tensor, names_label: float) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Captions, template indices and caption styles.  One uniform per item picks the template; for a
+    ``picture+word`` item its first ``names_label`` of the unit interval picks among the templates that name the
+    word and the rest among the ``picture`` templates (at ``names_label = 1`` exactly the old draw)."""
+    caps, chosen, cap_styles = [], [], []
     for i in range(len(style)):
-        st = STYLES[int(style[i])]
-        k = min(int(float(template_u[i]) * len(TEMPLATES[st])), len(TEMPLATES[st]) - 1)
+        st, u = STYLES[int(style[i])], float(template_u[i])
+        if st == "picture+word" and u >= names_label:
+            st, u = "picture", (u - names_label) / (1.0 - names_label)
+        elif st == "picture+word":
+            u = u / names_label
+        k = min(int(u * len(TEMPLATES[st])), len(TEMPLATES[st]) - 1)
         chosen.append(k)
+        cap_styles.append(STYLES.index(st))
         caps.append(caption(st, k, shape=SHAPE_CLASSES[int(shape[i])] if shape[i] >= 0 else None,
-                            colour=COLOURS[int(colour[i])] if colour[i] >= 0 else None, word=texts[i]))
-    return caps, torch.tensor(chosen, dtype=torch.long)
+                            colour=COLOURS[int(colour[i])] if colour[i] >= 0 else None,
+                            word=texts[i] if st != "picture" else None))
+    return caps, torch.tensor(chosen, dtype=torch.long), torch.tensor(cap_styles, dtype=torch.long)
 
 
 def _check_indices(indices: Sequence[int]) -> list[int]:
@@ -275,8 +296,9 @@ def sample(indices: Sequence[int], seed: int = 0, world: MultimodalWorld = Multi
     texts = [CONCEPT_NAMES[int(w)] if w >= 0 else None for w in c["word"]]
     colour = torch.where(c["style"] == STYLES.index("sketch"), -1, c["colour"])
     images = _draw(indices, seed, world, c["style"], c["shape"], c["colour"], texts, r)
-    captions, template = _captions(c["style"], c["shape"], colour, texts, r["u"][:, 4])
-    return MultimodalBatch(images, captions, c["style"], c["shape"], colour, c["word"], template, texts)
+    captions, template, cap_style = _captions(c["style"], c["shape"], colour, texts, r["u"][:, 4],
+                                              world.caption_names_label)
+    return MultimodalBatch(images, captions, c["style"], c["shape"], colour, c["word"], template, texts, cap_style)
 
 
 def _broadcast(value: object, n: int | None) -> list:
@@ -352,9 +374,10 @@ def render(shape: object, colour: object = None, style: object = "picture", word
     style_v, shape_v, colour_v = (torch.tensor(v, dtype=torch.long) for v in (style_t, shape_t, colour_t))
     images = _draw(idx, seed, world, style_v, shape_v, colour_v, written, r)
     colour_v = torch.where(style_v == STYLES.index("sketch"), -1, colour_v)
-    captions, template = _captions(style_v, shape_v, colour_v, written, r["u"][:, 4])
+    captions, template, cap_style = _captions(style_v, shape_v, colour_v, written, r["u"][:, 4],
+                                              world.caption_names_label)
     return MultimodalBatch(images, captions, style_v, shape_v, colour_v, torch.tensor(word_t, dtype=torch.long),
-                           template, written)
+                           template, written, cap_style)
 
 
 class MultimodalDataset:
