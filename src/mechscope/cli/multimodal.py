@@ -126,8 +126,32 @@ def zeroshot(model: str = typer.Argument(..., help="An image-text model: shapes-
         typer.echo(f"  {k:<13} {v:.3f}")
 
 
+def text_search(model: str = typer.Argument(..., help="An image-text model with a BPE tokenizer: shapes-clip."),
+                unit: str = typer.Argument(..., help="A unit, e.g. image_embed:5 or mixed4b:12."),
+                max_words: int = typer.Option(4, "--max-words", help="Longest text searched (words)."),
+                beam: int = typer.Option(8, "--beam", help="Texts kept at each length."),
+                k: int = typer.Option(5, "--k", help="Texts printed per list."),
+                weights: Optional[str] = typer.Option(None, help=_WEIGHTS_HELP),
+                seed: int = typer.Option(0, help="Seed of random weights."),
+                as_json: bool = typer.Option(False, "--json", help="Print the JSON instead of a summary.")) -> None:
+    """Text feature visualization of UNIT: the world's captions ranked by how well their text embedding aligns
+    with the unit's direction in the joint space, and the free texts a beam search over the tokenizer's words
+    finds (scores are cosines)."""
+    from mechscope.vision.multimodal.organism import unit_text_search
+
+    r = unit_text_search(_load(model, weights, seed), unit, max_words=max_words, beam=beam, k=k)
+    if as_json:
+        typer.echo(json.dumps({"model": model, **r}, indent=2))
+        return
+    typer.echo(f"{model} {r['unit']}: captions ranked / free text searched ({r['vocabulary']} words, up to "
+               f"{max_words} words, beam {beam})")
+    for a, b in zip(r["ranked"], r["searched"]):
+        typer.echo(f"  {a['score']:+.3f} {a['text']:<34} {b['score']:+.3f} {b['text']}")
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add ``multimodal``, ``typographic`` and ``zeroshot`` to ``app``."""
+    """Add ``multimodal``, ``typographic``, ``zeroshot`` and ``text-search`` to ``app``."""
+    app.command("text-search")(text_search)
     app.command("multimodal")(multimodal)
     app.command("typographic")(typographic)
     app.command("zeroshot")(zeroshot)

@@ -4,6 +4,8 @@ over tensors, so that they run on any image–text model: the organism ``shapes-
 - ``table``: ``modality_table`` (per modality, concept, unit: σ of the dataset) and ``multimodal_units``;
 - ``text_side``: unit directions in the joint space (``linear_head_directions``, ``gradient_directions``,
   ``regression_directions``, or ``unit_directions`` to pick one) and ``text_side_response``;
+- ``text_search``: ``search_text`` (text feature visualization: a beam search over words for the free text that
+  best aligns with a unit) and ``tokenizer_words``;
 - ``arithmetic``: ``sparse_concept_decomposition``, ``concept_atlas``, ``plot_concept_atlas``;
 - ``typographic``: ``typographic_flip_rate``, ``random_letter_strings``;
 - ``facets``: ``facet_direction``, ``faceted_objective``;
@@ -33,6 +35,7 @@ from mechscope.vision.multimodal.figures import plot_modality_table
 from mechscope.vision.multimodal.stimuli import MODALITIES, ConceptStimuli, concept_stimuli, layer_responses
 from mechscope.vision.multimodal.superordinate import SuperordinateUnits, superordinate_units
 from mechscope.vision.multimodal.table import MultimodalUnits, modality_table, multimodal_units
+from mechscope.vision.multimodal.text_search import search_text, tokenizer_words
 from mechscope.vision.multimodal.text_side import (TextResponse, gradient_directions, linear_head_directions,
                                                    regression_directions, text_side_response, unit_directions)
 from mechscope.vision.multimodal.typographic import FlipRate, random_letter_strings, typographic_flip_rate
@@ -43,5 +46,5 @@ __all__ = [
     "Decomposition", "FlipRate", "MultimodalUnits", "TextResponse", "concept_atlas",
     "facet_direction", "faceted_objective", "gradient_directions", "linear_head_directions", "modality_table",
     "multimodal_units", "plot_concept_atlas", "plot_modality_table", "random_letter_strings", "regression_directions",
-    "sparse_concept_decomposition", "text_side_response", "typographic_flip_rate", "unit_directions",
+    "search_text", "sparse_concept_decomposition", "text_side_response", "tokenizer_words", "typographic_flip_rate", "unit_directions",
 ]

@@ -45,6 +45,7 @@ from mechscope.errors import MechscopeError, unknown_name
 from mechscope.vision.multimodal.stimuli import HELD_OUT_SEED, MODALITIES, concept_stimuli, layer_responses
 from mechscope.vision.multimodal.superordinate import SuperordinateUnits, superordinate_units
 from mechscope.vision.multimodal.table import MultimodalUnits, modality_table, multimodal_units
+from mechscope.vision.multimodal.text_search import search_text, tokenizer_words
 from mechscope.vision.multimodal.text_side import (linear_head_directions, regression_directions,
                                                    text_side_response)
 from mechscope.vision.multimodal.typographic import FlipRate, random_letter_strings, typographic_flip_rate
@@ -269,6 +270,39 @@ def text_side_report(directions: Tensor, text_embeddings: Tensor, texts: Sequenc
         r = text_side_response(d, text_embeddings, texts, k=k)
         rows.append({"concept": c, "top": r.rows(), "names_concept": names_concept(r.texts[0], c)})
     return rows
+
+
+def unit_text_search(model: nn.Module, unit: str, max_words: int = 4, beam: int = 8, k: int = 5,
+                     vocabulary: Sequence[str] | None = None) -> dict[str, Any]:
+    """Text feature visualization of ``unit`` (``layer:channel``): the ``k`` best of the world's texts
+    (``candidate_texts``, ranked) and the ``k`` best free texts of up to ``max_words`` words found by
+    ``search_text`` from ``vocabulary`` (default: the model tokenizer's words, ``tokenizer_words``), seeded with
+    the ranked ones, so the search scores at least as well.  A layer without a linear path to the embedding takes
+    its directions by regression on the world's held-out stimuli."""
+    from mechscope.units import parse_unit, validate
+
+    require_image_text(model)
+    u = parse_unit(unit)
+    validate(model, u.layer)
+    needs_images = not (u.layer == "image_embed" or u.layer == "avgpool0"
+                        or u.layer == (getattr(model, "stages", ()) or ("",))[-1])
+    images = concept_stimuli(SHAPE_CLASSES, MODALITIES, 20, HELD_OUT_SEED).images if needs_images else None
+    directions = unit_text_directions(model, u.layer, images)
+    if not 0 <= u.channel < directions.shape[0]:
+        raise MechscopeError(f"{u.layer} has units 0..{directions.shape[0] - 1}; got {u.channel}")
+    if vocabulary is None:
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is None or not hasattr(tokenizer, "decode"):
+            raise MechscopeError("this model's tokenizer cannot list its words: pass vocabulary= (a list of words)")
+        vocabulary = tokenizer_words(tokenizer)
+    d = directions[u.channel]
+    texts = candidate_texts()
+    ranked = text_side_response(d, encode_texts(model, texts), texts, k=k)
+    found = search_text(lambda t: encode_texts(model, t), d, vocabulary, max_words=max_words, beam=beam, k=k,
+                        seeds=ranked.texts)
+    return {"unit": f"{u.layer}:{u.channel}", "ranked": ranked.rows(),
+            "searched": [{"text": t, "score": float(s)} for t, s in zip(found.texts, found.scores)],
+            "vocabulary": len(vocabulary), "max_words": max_words, "beam": beam}
 
 
 def picture_selective_units(report: ModalityReport, k: int) -> tuple[list[int], list[str]]:

@@ -16,7 +16,7 @@ ways to get the direction, from exact to general:
 The paper (Goh et al. 2021) used the text side of CLIP to find the strings that maximise a neuron ("text feature
 visualization"), searching over text.  The honest analogue here is a ranking of a finite list of candidate texts
 (captions, words) by the cosine between their text embedding and the unit's direction: ``text_side_response``.
-It finds the best of the texts offered, not the best text the tower could read.
+It finds the best of the texts offered; ``text_search.search_text`` searches free text beyond them.
 
 Example::
 
