@@ -71,6 +71,11 @@ from mechscope.units import search_grammar
 HTML = "text/html; charset=utf-8"
 PNG = "image/png"
 
+TILE_PX = 128
+"""Width and height (CSS pixels) of a tile's picture in a layer's grid and of a layer's picture on the index: the
+pages give every such ``img`` these ``width``/``height`` attributes, so the layout does not move as the lazily
+loaded pictures arrive."""
+
 _UNIT_FILE = re.compile(r"(0|[1-9][0-9]*)\.html")
 
 
@@ -90,16 +95,20 @@ def _index(view: StoreView) -> str:
     search = []
     for (model, layer), row in view.layers.items():
         href = relative_url(page, layer_url(model, layer))
-        n = row.get("channels")
-        count: Any = n if isinstance(n, int) and n > 0 else len(view.units(model, layer))
-        models.setdefault(model, []).append({"name": layer, "href": href, "kind": view.kind(model, layer),
-                                             "count": count})
         units = view.units(model, layer)
+        n = row.get("channels")
+        kind = view.kind(model, layer)
+        picture = view.layer_picture(model, layer)
+        models.setdefault(model, []).append({
+            "name": layer, "href": href, "kind": kind, "noun": noun(kind),
+            "count": n if isinstance(n, int) and n > 0 else len(units),
+            "src": relative_url(page, png_url(picture[1])) if picture else None,
+            "title": f"{layer}:{picture[0]}" if picture else "", "counts": view.counts(model, layer)})
         ranged = not units or units[-1] == len(units) - 1
         search.append([model, layer, href[: -len("index.html")], len(units) if ranged else units])
     example = next((f"{layer}:0" for (_, layer) in view.layers), "mixed3b:379")
     return _env().get_template("index.html").render(models=list(models.items()), search=search, example=example,
-                                                        grammar=search_grammar())
+                                                        grammar=search_grammar(), tile=TILE_PX)
 
 
 def _layer(view: StoreView, model: str, layer: str, sort: str) -> str:
@@ -107,8 +116,7 @@ def _layer(view: StoreView, model: str, layer: str, sort: str) -> str:
         raise MechscopeError(f"sort must be 'score' or 'channel', not {sort!r}")
     view.require_layer(model, layer)
     page = layer_url(model, layer)
-    settings = view.layers[(model, layer)].get("settings")
-    thumbnail = str(settings.get("thumbnail") or FEATVIS.name) if isinstance(settings, dict) else FEATVIS.name
+    thumbnail = view.thumbnail(model, layer)
     thumbs: dict[int, dict[str, Any]] = {}
     scores: dict[int, dict[str, float]] = {}  # every score a unit's figures carry, by name: the grid's sort keys
     names: dict[str, tuple[int, str]] = {}
@@ -142,7 +150,7 @@ def _layer(view: StoreView, model: str, layer: str, sort: str) -> str:
     return _env().get_template("layer.html").render(
         model=model, layer=layer, kind=kind, noun=noun(kind), units=units, figures=figures, sorts=sorts,
         empty=sum(u["src"] is None for u in units) if any(u["src"] for u in units) else 0,
-        home=relative_url(page, index_url()))
+        home=relative_url(page, index_url()), tile=TILE_PX)
 
 
 def _table(settings: Any) -> dict[str, list[Any]] | None:
