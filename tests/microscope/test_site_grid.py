@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html.parser
 import time
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +112,10 @@ def test_served_pages_are_the_rendered_ones(store):
     assert site.page_for_path(store, site.layer_url("big", "wide"))[0].decode() == site.render_layer(store, "big",
                                                                                                      "wide")
     assert site.page_for_path(store, "")[0].decode() == site.render_index(store)
+
+
+def test_the_stylesheet_sizes_tiles_as_the_img_attributes_do():
+    css = (Path(site.__file__).parent / "templates" / "style.css").read_text()
+    for rule in (".cell img,.cell .blank{", ".layer img,.layer .blank{"):
+        body = css[css.index(rule) + len(rule):].split("}", 1)[0]
+        assert f"width:{site.TILE_PX}px;height:{site.TILE_PX}px" in body, rule

@@ -10,7 +10,7 @@ Store contract (what the pages read; anything absent is simply not shown):
   ``examples`` or ``stats``.  ``settings`` may hold ``{"kind": "vision" | "heads" | "toy", ...}`` and
   ``"thumbnail"``: the figure kind shown in the layer grid (default ``"featvis"``).
 * ``figures`` rows ``(model, layer, channel, kind, png, settings)``; ``channel = -1`` is a layer-wide figure
-  (shown on the layer page).  The kinds are declared in ``mechscope.microscope.kinds`` (captions, display order:
+  (shown on the layer page, below the grid: a layer page leads with its units' pictures).  The kinds are declared in ``mechscope.microscope.kinds`` (captions, display order:
   captioned kinds in that order, other kinds after them by name, captioned by their kind): ``"featvis"`` (the
   unit's feature visualization, its thumbnail in the layer grid), ``"featvis_diversity"``, ``"featvis_negative"``,
   the dataset kinds ``"log_prob"``, ``"quilt"``, ``"histogram"``, then ``"tuning"``, ``"attribution"``,
@@ -233,12 +233,15 @@ def _unit(view: StoreView, model: str, layer: str, channel: int) -> str:
 
 
 def render_index(store: Store) -> str:
-    """The front page: every model and layer of ``store``, and a search box (client-side) for ``layer:channel``."""
+    """The front page: every model and its layers, each with a picture (the thumbnail figure of its best-scoring
+    unit; a blank when it has none), its number of units and how many have pictures, dataset examples and
+    statistics; and a search box (client-side) for ``layer:channel``."""
     return _index(StoreView.of(store))
 
 
 def render_layer(store: Store, model: str, layer: str, *, sort: str = "score") -> str:
-    """A layer's page: its layer-wide figures and the grid of its units' feature visualizations.
+    """A layer's page: the grid of its units' thumbnails (feature visualizations; one tile per unit, linking to its
+    page; lazy-loaded, ``TILE_PX`` square), then its layer-wide figures.
 
     ``sort="score"`` orders the grid by the featvis score (highest first, units without one last),
     ``sort="channel"`` by channel; the page can re-sort itself either way.
