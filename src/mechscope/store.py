@@ -268,5 +268,29 @@ def unit_channels(store: Store, model: str, layer: str) -> list[int]:
     return sorted(int(r[0]) for r in store.db.execute(sql, (model, layer) * len(tables)))
 
 
+def count_channels(store: Store, table: str, **where: Any) -> int:
+    """How many distinct channels (``>= 0``: units, not layer-wide rows) the rows of ``table`` matching ``where``
+    cover, counted by SQLite without reading the rows (e.g. the units of a layer that have statistics).
+
+    Example::
+
+        >>> import tempfile
+        >>> with open_store(tempfile.mkdtemp()) as store:
+        ...     with transaction(store):
+        ...         n = put_rows(store, "figures", [{"model": "m", "layer": "l", "channel": c, "kind": k}
+        ...                                         for c, k in ((0, "a"), (0, "b"), (3, "a"), (-1, "a"))])
+        ...     count_channels(store, "figures", model="m", layer="l"), count_channels(store, "figures", kind="b")
+        (2, 1)
+    """
+    spec = _table(table)
+    if "channel" not in spec["key"]:
+        raise MechscopeError(f"table {table!r} has no channel column; tables with one: "
+                             f"{', '.join(t for t, s in TABLES.items() if 'channel' in s['key'])}")
+    _columns(spec, where, "filter columns")
+    clause = " AND ".join([*(f"{c} = ?" for c in where), "channel >= 0"])
+    return int(store.db.execute(f"SELECT COUNT(DISTINCT channel) FROM {table} WHERE {clause}",
+                                tuple(where.values())).fetchone()[0])
+
+
 __all__ = ["SCHEMA_VERSION", "TABLES", "Store", "open_store", "transaction", "put_png", "read_png", "put_rows",
-           "delete_rows", "read_rows", "unit_channels"]
+           "delete_rows", "read_rows", "unit_channels", "count_channels"]

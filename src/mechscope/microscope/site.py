@@ -10,7 +10,7 @@ Store contract (what the pages read; anything absent is simply not shown):
   ``examples`` or ``stats``.  ``settings`` may hold ``{"kind": "vision" | "heads" | "toy", ...}`` and
   ``"thumbnail"``: the figure kind shown in the layer grid (default ``"featvis"``).
 * ``figures`` rows ``(model, layer, channel, kind, png, settings)``; ``channel = -1`` is a layer-wide figure
-  (shown on the layer page).  The kinds are declared in ``mechscope.microscope.kinds`` (captions, display order:
+  (shown on the layer page, below the grid: a layer page leads with its units' pictures).  The kinds are declared in ``mechscope.microscope.kinds`` (captions, display order:
   captioned kinds in that order, other kinds after them by name, captioned by their kind): ``"featvis"`` (the
   unit's feature visualization, its thumbnail in the layer grid), ``"featvis_diversity"``, ``"featvis_negative"``,
   the dataset kinds ``"log_prob"``, ``"quilt"``, ``"histogram"``, then ``"tuning"``, ``"attribution"``,
@@ -71,6 +71,11 @@ from mechscope.units import search_grammar
 HTML = "text/html; charset=utf-8"
 PNG = "image/png"
 
+TILE_PX = 128
+"""Width and height (CSS pixels) of a tile's picture in a layer's grid and of a layer's picture on the index: the
+pages give every such ``img`` these ``width``/``height`` attributes, so the layout does not move as the lazily
+loaded pictures arrive."""
+
 _UNIT_FILE = re.compile(r"(0|[1-9][0-9]*)\.html")
 
 
@@ -90,16 +95,20 @@ def _index(view: StoreView) -> str:
     search = []
     for (model, layer), row in view.layers.items():
         href = relative_url(page, layer_url(model, layer))
-        n = row.get("channels")
-        count: Any = n if isinstance(n, int) and n > 0 else len(view.units(model, layer))
-        models.setdefault(model, []).append({"name": layer, "href": href, "kind": view.kind(model, layer),
-                                             "count": count})
         units = view.units(model, layer)
+        n = row.get("channels")
+        kind = view.kind(model, layer)
+        picture = view.layer_picture(model, layer)
+        models.setdefault(model, []).append({
+            "name": layer, "href": href, "kind": kind, "noun": noun(kind),
+            "count": n if isinstance(n, int) and n > 0 else len(units),
+            "src": relative_url(page, png_url(picture[1])) if picture else None,
+            "title": f"{layer}:{picture[0]}" if picture else "", "counts": view.counts(model, layer)})
         ranged = not units or units[-1] == len(units) - 1
         search.append([model, layer, href[: -len("index.html")], len(units) if ranged else units])
     example = next((f"{layer}:0" for (_, layer) in view.layers), "mixed3b:379")
     return _env().get_template("index.html").render(models=list(models.items()), search=search, example=example,
-                                                        grammar=search_grammar())
+                                                        grammar=search_grammar(), tile=TILE_PX)
 
 
 def _layer(view: StoreView, model: str, layer: str, sort: str) -> str:
@@ -107,8 +116,7 @@ def _layer(view: StoreView, model: str, layer: str, sort: str) -> str:
         raise MechscopeError(f"sort must be 'score' or 'channel', not {sort!r}")
     view.require_layer(model, layer)
     page = layer_url(model, layer)
-    settings = view.layers[(model, layer)].get("settings")
-    thumbnail = str(settings.get("thumbnail") or FEATVIS.name) if isinstance(settings, dict) else FEATVIS.name
+    thumbnail = view.thumbnail(model, layer)
     thumbs: dict[int, dict[str, Any]] = {}
     scores: dict[int, dict[str, float]] = {}  # every score a unit's figures carry, by name: the grid's sort keys
     names: dict[str, tuple[int, str]] = {}
@@ -142,7 +150,7 @@ def _layer(view: StoreView, model: str, layer: str, sort: str) -> str:
     return _env().get_template("layer.html").render(
         model=model, layer=layer, kind=kind, noun=noun(kind), units=units, figures=figures, sorts=sorts,
         empty=sum(u["src"] is None for u in units) if any(u["src"] for u in units) else 0,
-        home=relative_url(page, index_url()))
+        home=relative_url(page, index_url()), tile=TILE_PX)
 
 
 def _table(settings: Any) -> dict[str, list[Any]] | None:
@@ -225,12 +233,15 @@ def _unit(view: StoreView, model: str, layer: str, channel: int) -> str:
 
 
 def render_index(store: Store) -> str:
-    """The front page: every model and layer of ``store``, and a search box (client-side) for ``layer:channel``."""
+    """The front page: every model and its layers, each with a picture (the thumbnail figure of its best-scoring
+    unit; a blank when it has none), its number of units and how many have pictures, dataset examples and
+    statistics; and a search box (client-side) for ``layer:channel``."""
     return _index(StoreView.of(store))
 
 
 def render_layer(store: Store, model: str, layer: str, *, sort: str = "score") -> str:
-    """A layer's page: its layer-wide figures and the grid of its units' feature visualizations.
+    """A layer's page: the grid of its units' thumbnails (feature visualizations; one tile per unit, linking to its
+    page; lazy-loaded, ``TILE_PX`` square), then its layer-wide figures.
 
     ``sort="score"`` orders the grid by the featvis score (highest first, units without one last),
     ``sort="channel"`` by channel; the page can re-sort itself either way.

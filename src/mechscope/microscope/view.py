@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mechscope.errors import MechscopeError
+from mechscope.microscope.kinds import FEATVIS
 from mechscope.microscope.urls import is_png_path
-from mechscope.store import Store, read_rows, unit_channels
+from mechscope.store import Store, count_channels, read_rows, unit_channels
 from mechscope.units import Head, Unit, parse
 
 _CHANNEL = re.compile(r"0|[1-9][0-9]*")
@@ -69,6 +70,25 @@ class StoreView:
         settings = self.layers.get((model, layer), {}).get("settings")
         return str(settings.get("kind", "")) if isinstance(settings, dict) else ""
 
+    def thumbnail(self, model: str, layer: str) -> str:
+        """The figure kind a layer's grid shows per unit (``settings["thumbnail"]``, default ``"featvis"``)."""
+        settings = self.layers.get((model, layer), {}).get("settings")
+        return str(settings.get("thumbnail") or FEATVIS.name) if isinstance(settings, dict) else FEATVIS.name
+
+    def layer_picture(self, model: str, layer: str) -> tuple[int, str] | None:
+        """``(channel, png path)`` of the picture that stands for a layer on the index: the thumbnail figure of its
+        best-scoring unit (the lowest channel when none is scored), among those whose PNG exists; ``None`` if none."""
+        rows = read_rows(self.store, "figures", model=model, layer=layer, kind=self.thumbnail(model, layer))
+        ranked = sorted((r for r in rows if r["channel"] >= 0), key=lambda r: _best_first(r["settings"], r["channel"]))
+        return next(((r["channel"], r["png"]) for r in ranked if self.png_ok(r["png"])), None)
+
+    def counts(self, model: str, layer: str) -> dict[str, int]:
+        """How many units of a layer have a picture (its thumbnail kind), dataset examples and statistics."""
+        return {"pictures": count_channels(self.store, "figures", model=model, layer=layer,
+                                           kind=self.thumbnail(model, layer)),
+                "examples": count_channels(self.store, "examples", model=model, layer=layer),
+                "statistics": count_channels(self.store, "stats", model=model, layer=layer)}
+
     def png_ok(self, rel: Any) -> bool:
         """Whether ``rel`` is a store PNG path whose file exists (else the page shows no image)."""
         return is_png_path(rel) and (self.store.root / rel).is_file()
@@ -112,6 +132,11 @@ def score_of(settings: Any) -> tuple[float | None, str]:
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
         return None, ""
     return float(score), str(settings.get("score_name") or "score")
+
+
+def _best_first(settings: Any, channel: int) -> tuple[bool, float, int]:
+    score, _ = score_of(settings)
+    return score is None, -(score or 0.0), channel
 
 
 def link_target(name: Any, layers: Iterable[str] = ()) -> tuple[str, int] | None:
