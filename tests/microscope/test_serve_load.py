@@ -4,6 +4,7 @@ holds a half-sent request open; and a stalled client is dropped after the timeou
 from __future__ import annotations
 
 import socket
+import sqlite3
 import threading
 import time
 import urllib.request
@@ -116,6 +117,26 @@ def test_a_stalled_client_is_dropped_after_the_timeout_while_others_are_served(t
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_store_pool_lends_a_connection_to_one_thread_at_a_time_and_reuses_it(tmp_path):
+    from mechscope.microscope.serve import StorePool
+    from mechscope.store import read_rows
+
+    _build(tmp_path / "store")
+    pool = StorePool(tmp_path / "store", keep=2)
+    with pool.lend() as a, pool.lend() as b, pool.lend() as c:
+        assert len({id(a), id(b), id(c)}) == 3          # held at once: never the same connection
+    with pool.lend() as again:
+        assert again in (a, b, c)                        # returned ones are reused (two of three kept)
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(len(read_rows(again, "figures"))))
+    worker.start()                                       # usable from a thread other than the opener's
+    worker.join()
+    assert seen == [sum(LAYERS.values())]
+    pool.close()
+    with pytest.raises(sqlite3.ProgrammingError):        # closed with the pool
+        again.db.execute("SELECT 1")
 
 
 def test_the_old_single_threaded_server_would_have_blocked(tmp_path):

@@ -40,17 +40,17 @@ TIMEOUT_S = 5.0
 """Seconds a connection may stay silent (mid-request or mid-response) before the server drops it."""
 BACKLOG = 128
 """Connections the kernel queues before the server accepts them (``listen``'s backlog; http.server's default is 5,
-which made 16 concurrent clients see refused connections)."""
+with which connections of 16 concurrent clients overflowed it: ~1 s SYN retransmits, and some errors)."""
 
 
 class StorePool:
     """Open read connections to one store, each lent to one thread at a time.
 
     A connection is opened with ``check_same_thread=False`` and only ever used by the thread that borrowed it, until
-    it is returned: no two threads touch it at once, which is what sqlite3 asks of a shared connection.  (The other
-    safe choice, one connection per thread, would open and integrity-check the store once per HTTP connection,
-    since the server starts a thread for each.)  At most ``keep`` idle connections are kept; the others are closed
-    when returned.  Each query sees what a build has committed so far (autocommit, no long transaction).
+    it is returned: no two threads touch it at once, which is all a shared connection needs in SQLite's
+    multi-thread and serialized modes (``sqlite3.threadsafety`` 1 or 3).  The other safe choice, one connection per
+    thread, would open and integrity-check the store once per HTTP connection, since the server starts a thread for
+    each.  At most ``keep`` idle connections are kept; the others are closed when returned.  Each query sees what a build has committed so far (autocommit, no long transaction).
 
     >>> import tempfile
     >>> pool = StorePool(tempfile.mkdtemp(), create=True)
