@@ -129,8 +129,11 @@ def _check(db: sqlite3.Connection, path: Path) -> None:
         raise MechscopeError(f"{where} lacks the tables {missing}; it is damaged or foreign; rebuild the store")
 
 
-def open_store(root: str | os.PathLike, *, create: bool = True) -> Store:
+def open_store(root: str | os.PathLike, *, create: bool = True, check_same_thread: bool = True) -> Store:
     """Open the store in folder ``root`` (created, with an empty index, when ``create`` and it has none).
+
+    ``check_same_thread=False`` lets threads other than the opening one use the connection (sqlite3's flag of that
+    name); the caller must then make sure that only one thread uses it at a time (as the server's pool does).
 
     Raises ``MechscopeError`` for an index that is not an SQLite file, not a mechscope store, of another schema
     version, or damaged (``PRAGMA integrity_check``), and for a missing index when ``create=False``.
@@ -149,7 +152,7 @@ def open_store(root: str | os.PathLike, *, create: bool = True) -> Store:
         finally:
             db.close()
         os.replace(tmp, path)
-    db = sqlite3.connect(path, isolation_level=None)  # autocommit; transactions are explicit (``transaction``)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)  # autocommit; transactions are explicit (``transaction``)
     try:
         _check(db, path)
     except BaseException:

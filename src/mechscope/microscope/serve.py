@@ -1,6 +1,11 @@
 """Serve a Microscope store over HTTP: every answer comes from ``site.page_for_path`` (the site's pages and the
 store's own PNGs, nothing else), bound to 127.0.0.1 unless asked otherwise.
 
+Requests are served concurrently, one daemon thread per connection, so a slow or stalled client holds only its own
+thread; a connection that sends nothing for ``timeout`` seconds is dropped.  The store is read through a small pool
+of open connections, each lent to one thread at a time (opening a store checks its integrity, which costs more
+the larger it grows: ~9 ms at 1.6 MB, so not once per request).
+
 Example::
 
     >>> import tempfile, threading, urllib.request
@@ -18,29 +23,88 @@ Example::
 from __future__ import annotations
 
 import os
+import queue
 import signal
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from mechscope.errors import MechscopeError
 from mechscope.microscope.site import page_for_path
-from mechscope.store import open_store
+from mechscope.store import Store, open_store
+
+TIMEOUT_S = 5.0
+"""Seconds a connection may stay silent (mid-request or mid-response) before the server drops it."""
+BACKLOG = 128
+"""Connections the kernel queues before the server accepts them (``listen``'s backlog; http.server's default is 5,
+with which connections of 16 concurrent clients overflowed it: ~1 s SYN retransmits, and some errors)."""
 
 
-def make_server(store_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000) -> HTTPServer:
-    """An HTTP server (not yet serving: call ``serve_forever``) for the store in ``store_dir``; ``port=0`` picks a
-    free port (``server.server_address``).  Requests are answered one at a time; each opens the store for its own
-    duration (an SQLite connection belongs to the thread that made it, and the store stays readable while a build
-    adds to it)."""
-    open_store(store_dir, create=False).close()   # refuse a missing or foreign store now, not at the first request
+class StorePool:
+    """Open read connections to one store, each lent to one thread at a time.
+
+    A connection is opened with ``check_same_thread=False`` and only ever used by the thread that borrowed it, until
+    it is returned: no two threads touch it at once, which is all a shared connection needs in SQLite's
+    multi-thread and serialized modes (``sqlite3.threadsafety`` 1 or 3).  The other safe choice, one connection per
+    thread, would open and integrity-check the store once per HTTP connection, since the server starts a thread for
+    each.  At most ``keep`` idle connections are kept; the others are closed when returned.  Each query sees what a build has committed so far (autocommit, no long transaction).
+
+    >>> import tempfile
+    >>> pool = StorePool(tempfile.mkdtemp(), create=True)
+    >>> with pool.lend() as store:
+    ...     store.db.execute("PRAGMA user_version").fetchone()[0]
+    1
+    >>> pool.close()
+    """
+
+    def __init__(self, store_dir: str | os.PathLike, *, keep: int = 16, create: bool = False) -> None:
+        self.store_dir = store_dir
+        self.keep = keep
+        self._idle: queue.LifoQueue[Store] = queue.LifoQueue()
+        self._closed = False
+        self._lock = threading.Lock()   # returning a connection vs closing the pool
+        self._idle.put(open_store(store_dir, create=create, check_same_thread=False))  # refuse a bad store now
+
+    @contextmanager
+    def lend(self) -> Iterator[Store]:
+        """A store connection for this thread alone until the ``with`` block ends."""
+        try:
+            store = self._idle.get_nowait()
+        except queue.Empty:
+            store = open_store(self.store_dir, create=False, check_same_thread=False)
+        try:
+            yield store
+        finally:
+            with self._lock:
+                keep = not self._closed and self._idle.qsize() < self.keep
+                if keep:
+                    self._idle.put(store)
+            if not keep:
+                store.close()
+
+    def close(self) -> None:
+        """Close the idle connections (and those lent out, as they come back)."""
+        with self._lock:
+            self._closed = True
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+def handler_class(pool: StorePool, *, timeout: float | None = TIMEOUT_S) -> type[BaseHTTPRequestHandler]:
+    """The request handler: GET answers ``page_for_path`` from a store of ``pool`` (404 for anything else); a
+    connection silent for ``timeout`` seconds is closed (``None``: never, as http.server's default)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server protocol
             path = self.path[1:] if self.path.startswith("/") else None
             try:
-                with open_store(store_dir, create=False) as store:
+                with pool.lend() as store:
                     answer = page_for_path(store, path) if path is not None else None
             except MechscopeError:   # e.g. a unit the store does not hold
                 answer = None
@@ -58,7 +122,43 @@ def make_server(store_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: 
         def log_message(self, format: str, *args) -> None:  # quiet: the CLI prints the URL once
             pass
 
-    return HTTPServer((host, port), Handler)
+    Handler.timeout = timeout
+    return Handler
+
+
+class MicroscopeServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with daemon threads (stopping never waits for a client), a deep listen backlog, a
+    store pool closed with the server, and silence about clients that hang up or time out."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = BACKLOG
+
+    def __init__(self, address: tuple[str, int], pool: StorePool, *, timeout: float | None = TIMEOUT_S) -> None:
+        self.pool = pool
+        try:
+            super().__init__(address, handler_class(pool, timeout=timeout))
+        except BaseException:
+            pool.close()
+            raise
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.pool.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return   # the client went away or stalled: its business, not a server error
+        super().handle_error(request, client_address)
+
+
+def make_server(store_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
+                timeout: float | None = TIMEOUT_S) -> MicroscopeServer:
+    """An HTTP server (not yet serving: call ``serve_forever``) for the store in ``store_dir``; ``port=0`` picks a
+    free port (``server.server_address``).  Requests are answered concurrently, one daemon thread per connection;
+    a connection silent for ``timeout`` seconds is dropped.  Raises ``MechscopeError`` for a missing or foreign
+    store (now, not at the first request)."""
+    return MicroscopeServer((host, port), StorePool(store_dir), timeout=timeout)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -66,11 +166,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def serve(store_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
-          announce: Callable[[str], None] = print) -> None:
+          announce: Callable[[str], None] = print, timeout: float | None = TIMEOUT_S) -> None:
     """Serve the store in ``store_dir`` until interrupted: Ctrl-C (SIGINT) or SIGTERM stop it cleanly, also when it
     was started with SIGINT ignored or blocked (a shell's background job, a CI script); ``announce(url)`` once it
-    listens."""
-    server = make_server(store_dir, host=host, port=port)
+    listens.  Requests are served as ``make_server`` serves them."""
+    server = make_server(store_dir, host=host, port=port, timeout=timeout)
     stops = (signal.SIGINT, signal.SIGTERM)
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -87,4 +187,4 @@ def serve(store_dir: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 
             signal.signal(s, handler)
 
 
-__all__ = ["make_server", "serve"]
+__all__ = ["BACKLOG", "TIMEOUT_S", "MicroscopeServer", "StorePool", "handler_class", "make_server", "serve"]
