@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mechscope-installed
 TEST_STAMP := $(VENV)/.mechscope-test-installed
 
-.PHONY: demo serve test test-clip bench bench-scan bench-featvis bench-transformer clean
+.PHONY: demo serve test test-clip bench bench-serve bench-scan bench-featvis bench-transformer clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,10 @@ $(BENCH_STAMP): pyproject.toml benchmarks/requirements-lucent.txt benchmarks/req
 	$(BENCH_BIN)/python -m pip install -q --no-deps -r benchmarks/requirements-lucent-nodeps.txt
 	$(BENCH_BIN)/python -m pip install -q -e .
 	touch $(BENCH_STAMP)
+
+# The Microscope server under loopback load (16 clients, a stalled one) vs http.server's single-threaded server.
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/serve_load.py $(ARGS)
 
 bench-featvis: $(BENCH_STAMP)
 	$(BENCH_BIN)/python benchmarks/featvis_vs_lucent.py $(ARGS)
