@@ -7,6 +7,8 @@ the rows that ``mechscope.microscope.site`` reads (see its store contract).  Lay
 
 * a ``layers`` row per layer: ``channels = n_heads``, ``settings = {"kind": "heads", "thumbnail": "attention",
   "n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx"}``;
+* a layer-wide (``channel = -1``) ``"attention_view"`` row per layer, no PNG: every head's pattern on the sample
+  text with its tokens (``microscope.attention_view.attention_payload``), read by the head pages' interactive view;
 * per head, ``figures`` rows (every ``settings`` also holds ``"build"``, ``"k"`` and ``"tokens"``, see below):
 
   - ``"attention"``: heatmap of the head's pattern ``[query, key]`` on the sample text (at most ``MAX_TOKENS``
@@ -27,7 +29,8 @@ the rows that ``mechscope.microscope.site`` reads (see its store contract).  Lay
     ``note``.
 
 Incremental: ``settings["build"]`` is a digest of everything the rows depend on (the weights, the sample tokens,
-``k``, the probe and ``FORMAT``); a head whose rows all exist with the same digest is skipped.  Each layer is
+``k``, the probe and ``FORMAT``); a head whose rows all exist with the same digest is skipped (a layer whose
+``attention_view`` row is missing or stale gets it rewritten, without its heads).  Each layer is
 written in one ``transaction`` (PNGs first, then rows), so an interruption leaves no half-written layer.
 
 Example::
@@ -63,8 +66,9 @@ from tqdm.auto import tqdm
 
 from mechscope.devices import model_device
 from mechscope.errors import MechscopeError
-from mechscope.microscope.kinds import (ATTENTION, COMPOSITION, HEAD_KINDS, HEAD_SCORES, HEADS, OV_PAIRS,
-                                        QK_PAIRS)
+from mechscope.microscope.attention_view import attention_payload
+from mechscope.microscope.kinds import (ATTENTION, ATTENTION_VIEW, COMPOSITION, HEAD_KINDS, HEAD_SCORES, HEADS,
+                                        OV_PAIRS, QK_PAIRS)
 from mechscope.plots import agg_figure, png_of
 from mechscope.store import Store, open_store, put_png, put_rows, read_rows, transaction
 from mechscope.transformer.circuits import (composition_baseline, composition_scores, copying_scores, ov_circuit,
@@ -241,7 +245,8 @@ def _build(store: Store, model: Any, cfg: Any, model_name: str, tokenizer: Any, 
         counts["built"] += len(todo)
         counts["skipped"] += n_heads - len(todo)
         old = read_rows(store, "layers", model=model_name, layer=name)
-        if todo or not old or old[0]["settings"] != layer_settings:
+        view_ok = ATTENTION_VIEW.up_to_date(stored.get((-1, ATTENTION_VIEW.name)), common)
+        if todo or not view_ok or not old or old[0]["settings"] != layer_settings:
             plan.append((layer, todo))
     if not plan:
         return counts
@@ -260,7 +265,9 @@ def _build(store: Store, model: Any, cfg: Any, model_name: str, tokenizer: Any, 
     for layer, todo in bar:
         name = f"blocks.{layer}.attn"
         bar.set_postfix_str(f"{name}: {len(todo)} heads")
-        figs: list[tuple[dict[str, Any], bytes | None]] = []
+        figs: list[tuple[dict[str, Any], bytes | None]] = [(
+            {"model": model_name, "layer": name, "channel": -1, "kind": ATTENTION_VIEW.name,
+             "settings": {**common, **attention_payload(patterns[layer], labels)}}, None)]
         for h in todo:
             head = f"{layer}.{h}"
             values = {kind: float(scores[kind][layer, h]) for kind in KINDS}

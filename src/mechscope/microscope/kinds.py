@@ -70,6 +70,8 @@ FEATVIS_DIVERSITY = FigureKind("featvis_diversity", "Diversity: different images
 FEATVIS_NEGATIVE = FigureKind("featvis_negative", "Negative feature visualization: what suppresses the unit",
                               _FEATVIS_FRESH)
 # attention heads (``microscope.heads``)
+ATTENTION_VIEW = FigureKind("attention_view", "Attention on the sample text: hover over or click a token",
+                            _HEAD_FRESH)  # layer-wide (channel -1): every head's pattern, see microscope.attention_view
 ATTENTION = FigureKind("attention", "Attention pattern on sample text", _HEAD_FRESH, thumbnail=True)
 HEAD_SCORES = FigureKind("head_scores", "Detector scores (previous-token, induction, duplicate-token)", _HEAD_FRESH)
 COMPOSITION = FigureKind("composition", "Composition with heads of earlier layers", _HEAD_FRESH)
@@ -113,9 +115,9 @@ METRICS = FigureKind("metrics", None, _TOY_FRESH)
 SUMMARY = FigureKind("summary", None, _TOY_FRESH)
 
 FIGURE_KINDS: tuple[FigureKind, ...] = (
-    FEATVIS, FEATVIS_DIVERSITY, FEATVIS_NEGATIVE, ATTENTION, HEAD_SCORES, COMPOSITION, QK_PAIRS, OV_PAIRS, GEOMETRY,
-    GRAM, NORMS, LOG_PROB, QUILT, HISTOGRAM, TUNING, ATTRIBUTION, UPSTREAM, DOWNSTREAM, ABLATION, PARTNER,
-    POLYSEMANTICITY, POLYSEMANTIC_UNITS, MODALITY_TABLE, TEXT_SIDE, FACETED, TYPOGRAPHIC, MULTIMODAL_UNITS,
+    FEATVIS, FEATVIS_DIVERSITY, FEATVIS_NEGATIVE, ATTENTION_VIEW, ATTENTION, HEAD_SCORES, COMPOSITION, QK_PAIRS,
+    OV_PAIRS, GEOMETRY, GRAM, NORMS, LOG_PROB, QUILT, HISTOGRAM, TUNING, ATTRIBUTION, UPSTREAM, DOWNSTREAM, ABLATION,
+    PARTNER, POLYSEMANTICITY, POLYSEMANTIC_UNITS, MODALITY_TABLE, TEXT_SIDE, FACETED, TYPOGRAPHIC, MULTIMODAL_UNITS,
     METRICS, SUMMARY)
 """Every figure kind a builder of this package writes, in display order."""
 
@@ -159,7 +161,7 @@ def noun(layer_kind: str) -> str:
 
 
 __all__ = ["FigureKind", "LayerKind", "FIGURE_KINDS", "CAPTIONS", "HEAD_KINDS", "LAYER_KINDS", "figure_kind",
-           "caption", "figure_order", "noun", "FEATVIS", "FEATVIS_DIVERSITY", "FEATVIS_NEGATIVE", "ATTENTION",
-           "HEAD_SCORES", "COMPOSITION", "QK_PAIRS", "OV_PAIRS", "GEOMETRY", "GRAM", "NORMS", "LOG_PROB", "QUILT",
-           "HISTOGRAM", "TUNING", "ATTRIBUTION", "UPSTREAM", "DOWNSTREAM", "ABLATION", "PARTNER", "POLYSEMANTICITY",
+           "caption", "figure_order", "noun", "FEATVIS", "FEATVIS_DIVERSITY", "FEATVIS_NEGATIVE", "ATTENTION_VIEW",
+           "ATTENTION", "HEAD_SCORES", "COMPOSITION", "QK_PAIRS", "OV_PAIRS", "GEOMETRY", "GRAM", "NORMS", "LOG_PROB",
+           "QUILT", "HISTOGRAM", "TUNING", "ATTRIBUTION", "UPSTREAM", "DOWNSTREAM", "ABLATION", "PARTNER", "POLYSEMANTICITY",
            "POLYSEMANTIC_UNITS", "MODALITY_TABLE", "TEXT_SIDE", "FACETED", "TYPOGRAPHIC", "MULTIMODAL_UNITS", "METRICS", "SUMMARY", "VISION", "HEADS", "TOY"]

@@ -18,7 +18,9 @@ Store contract (what the pages read; anything absent is simply not shown):
   ``"polysemanticity"`` (a unit's top-k label entropy, no PNG) and the layer-wide ``"polysemantic_units"``, the
   multimodal kinds ``"modality_table"`` (a thumbnail kind), ``"text_side"`` (no PNG), ``"faceted"``,
   ``"typographic"`` and the layer-wide ``"multimodal_units"``, the head kinds ``"attention"``, ``"head_scores"``,
-  ``"composition"``, ``"qk_pairs"``, ``"ov_pairs"`` and the toy-model kinds ``"geometry"``, ``"gram"``,
+  ``"composition"``, ``"qk_pairs"``, ``"ov_pairs"``, the layer-wide ``"attention_view"`` (every head's pattern
+  on the sample text, ``microscope.attention_view``: shown on the layer page and on each head's page with that
+  head selected, as tokens that a hover or click tints by attention) and the toy-model kinds ``"geometry"``, ``"gram"``,
   ``"norms"``, ``"metrics"``, ``"summary"`` (the last two carry their own caption).  ``settings`` (a JSON object)
   may hold:
 
@@ -61,7 +63,8 @@ import jinja2
 
 from mechscope.artefacts import atomic_write_bytes
 from mechscope.errors import MechscopeError
-from mechscope.microscope.kinds import CAPTIONS, FEATVIS, caption, figure_order, noun
+from mechscope.microscope.attention_view import page_data
+from mechscope.microscope.kinds import ATTENTION_VIEW, CAPTIONS, FEATVIS, caption, figure_order, noun
 from mechscope.microscope.urls import (index_url, is_png_path, layer_url, png_url, relative_url, slug,
                                        unit_url)
 from mechscope.microscope.view import StoreView, link_target, number_text, score_of, stat_text
@@ -162,20 +165,25 @@ def _table(settings: Any) -> dict[str, list[Any]] | None:
     return {"columns": [str(c) for c in columns] if isinstance(columns, list) else [], "rows": rows}
 
 
-def _figure(view: StoreView, page: str, model: str, row: dict[str, Any]) -> dict[str, Any] | None:
-    """What a page shows of one ``figures`` row, or ``None`` when it has nothing to show."""
+def _figure(view: StoreView, page: str, model: str, row: dict[str, Any], head: int = 0) -> dict[str, Any] | None:
+    """What a page shows of one ``figures`` row, or ``None`` when it has nothing to show (``head``: the unit an
+    attention view selects first)."""
     settings = row["settings"] if isinstance(row["settings"], dict) else {}
     links = _links(view, page, model, settings)
     table = _table(settings)
     note = str(settings["note"]) if isinstance(settings.get("note"), str) else ""
     src = relative_url(page, png_url(row["png"])) if view.png_ok(row["png"]) else None
-    if src is None and not links and table is None and not note:
+    attention = None
+    if row["kind"] == ATTENTION_VIEW.name:
+        heads = [f"{row['layer']}:{h}" for h in view.units(model, row["layer"])]
+        attention = page_data(settings, head, heads)
+    if src is None and not links and table is None and not note and attention is None:
         return None
     own = settings.get("caption")
     score, score_name = score_of(settings)
     kind = slug(row["kind"])
     return {"kind": kind, "vis": kind.startswith(FEATVIS.name), "src": src, "note": note, "table": table,
-            "links": links, "caption": own if isinstance(own, str) else caption(row["kind"]),
+            "links": links, "caption": own if isinstance(own, str) else caption(row["kind"]), "attention": attention,
             "score": score, "score_name": score_name, "score_text": number_text(score)}
 
 
@@ -204,9 +212,12 @@ def _unit(view: StoreView, model: str, layer: str, channel: int) -> str:
     page = unit_url(model, layer, channel)
     store = view.store
     figures = []
-    for row in sorted(read_rows(store, "figures", model=model, layer=layer, channel=channel),
-                      key=lambda r: figure_order(r["kind"])):
-        shown = _figure(view, page, model, row)
+    units = view.units(model, layer)
+    i = units.index(channel)
+    rows = read_rows(store, "figures", model=model, layer=layer, channel=channel)
+    rows += read_rows(store, "figures", model=model, layer=layer, channel=-1, kind=ATTENTION_VIEW.name)
+    for row in sorted(rows, key=lambda r: figure_order(r["kind"])):
+        shown = _figure(view, page, model, row, head=i)
         if shown is not None:
             figures.append(shown)
     examples: dict[str, list[dict[str, Any]]] = {}
@@ -221,8 +232,6 @@ def _unit(view: StoreView, model: str, layer: str, channel: int) -> str:
     for row in read_rows(store, "stats", model=model, layer=layer, channel=channel)[:1]:
         stats = [(name.replace("_", " "), stat_text(name, value)) for name, value in row.items()
                  if name not in ("model", "layer", "channel", "histogram") and value is not None]
-    units = view.units(model, layer)
-    i = units.index(channel)
     prev = relative_url(page, unit_url(model, layer, units[i - 1])) if i > 0 else None
     nxt = relative_url(page, unit_url(model, layer, units[i + 1])) if i + 1 < len(units) else None
     kind = view.kind(model, layer)
