@@ -1,6 +1,7 @@
 // The interactive attention view (templates/attention.html; data: microscope.attention_view.page_data, embedded as
-// JSON). Hovering over a token, or clicking it (pinned until clicked again), tints every token by the selected
-// head's attention: "attends to" = the token's row (it is the query), "attended from" = its column (it is the key).
+// JSON). Hovering over a token (it stays shown when the pointer leaves, so that the head or direction can be
+// changed), or clicking it (pinned until clicked again; Escape clears), tints every token by the selected head's
+// attention: "attends to" = the token's row (it is the query), "attended from" = its column (it is the key).
 // A tint is the background's alpha: the weight itself. Rows are stored without trailing zeros: a missing entry is 0.
 (function () {
   const DATA = JSON.parse(document.getElementById("attention-data").textContent);
@@ -45,7 +46,7 @@
       delete t.dataset.w;
       t.classList.remove("selected");
     });
-    status.textContent = "Hover over a token to see where it attends; click it to pin it (click again to unpin).";
+    status.textContent = "Hover over a token to see where it attends; click it to pin it (click again to unpin, Escape to clear).";
   }
   tokens.forEach(function (t, i) {
     t.addEventListener("mouseenter", function () { if (pinned === null) show(i); });
@@ -55,8 +56,8 @@
       if (e.key === "Enter" || e.key === " ") { e.preventDefault(); t.click(); }
     });
   });
-  document.getElementById("attention-tokens").addEventListener("mouseleave", function () {
-    if (pinned === null) clear();
+  document.addEventListener("keydown", function (e) {
+    if (e.key === "Escape") { pinned = null; clear(); }
   });
   function redraw() { if (current !== null) show(current); }
   select.addEventListener("change", redraw);
