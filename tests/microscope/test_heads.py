@@ -65,12 +65,13 @@ def test_rows_for_every_head_and_kind(tiny_store):
     for r in figures:
         kinds.setdefault((r["layer"], r["channel"]), set()).add(r["kind"])
     assert kinds == {("blocks.0.attn", 0): KINDS0, ("blocks.0.attn", 1): KINDS0,
-                     ("blocks.1.attn", 0): KINDS1, ("blocks.1.attn", 1): KINDS1}
+                     ("blocks.1.attn", 0): KINDS1, ("blocks.1.attn", 1): KINDS1,
+                     ("blocks.0.attn", -1): {"attention_view"}, ("blocks.1.attn", -1): {"attention_view"}}
     by = {(r["layer"], r["channel"], r["kind"]): r for r in figures}
     for (layer, h, kind), r in by.items():
         s = r["settings"]
         assert s["k"] == 4 and s["tokens"] == 15 and len(s["build"]) == 16   # n_ctx 16: [BOS] + 7 + 7
-        assert (r["png"] is None) == (kind in ("qk_pairs", "ov_pairs")), (layer, h, kind)
+        assert (r["png"] is None) == (kind in ("qk_pairs", "ov_pairs", "attention_view")), (layer, h, kind)
         if kind in ("qk_pairs", "ov_pairs"):
             assert len(s["table"]["rows"]) == 4
             values = [row[2] for row in s["table"]["rows"]]

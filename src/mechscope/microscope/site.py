@@ -183,7 +183,7 @@ def _figure(view: StoreView, page: str, model: str, row: dict[str, Any], head: i
     score, score_name = score_of(settings)
     kind = slug(row["kind"])
     return {"kind": kind, "vis": kind.startswith(FEATVIS.name), "src": src, "note": note, "table": table,
-            "links": links, "caption": own if isinstance(own, str) else caption(row["kind"]), "attention": attention,
+            "links": links, "caption": own if isinstance(own, str) else caption(row["kind"]), "view": attention,
             "score": score, "score_name": score_name, "score_text": number_text(score)}
 
 
