@@ -51,10 +51,11 @@ test-clip: $(CLIP_STAMP)
 	MECHSCOPE_REQUIRE_OPENCLIP=1 $(CLIP_BIN)/python -m pytest -q -p no:cacheprovider \
 		tests/zoo/test_clip_parity.py tests/zoo/test_clip.py src/mechscope/zoo/clip.py
 
-# The transformer analyses on TransformerLens 4.x's TransformerBridge: differential tests on a tiny random GPT-2 built
-# in code (offline).  TL 4.x needs transformers>=5.9, which TL 3.9 (in .venv) cannot share, so they get their own venv
-# (.venv-tl4: the CPU torch from this machine's disk, then tests/requirements-tl4.txt).  MECHSCOPE_REQUIRE_TL4=1 makes
-# them fail, not skip, when TL 4 cannot be imported; `make test` (TL 3.9) skips them.  .ci/run calls this.
+# The transformer analyses on TransformerLens 4.x's TransformerBridge: differential tests on tiny random models built in
+# code (a TL-native attention-only one holding our weights, and a Hugging Face GPT-2), offline.  TL 4.x removed the
+# HookedTransformer that .venv's differential tests compare against (TL 3.9), and one venv holds one transformer-lens,
+# so these get their own venv (.venv-tl4: the CPU torch from this machine's disk, then tests/requirements-tl4.txt).
+# MECHSCOPE_REQUIRE_TL4=1 makes them fail, not skip, without TL 4; `make test` (TL 3.9) skips them.  .ci/run calls this.
 TL4_VENV  := .venv-tl4
 TL4_BIN   := $(TL4_VENV)/bin
 TL4_STAMP := $(TL4_VENV)/.tl4-installed

@@ -91,10 +91,10 @@ def run_with_cache(model: Any, tokens: Tensor, names: Sequence[str]) -> tuple[Te
     if not is_transformer_lens(model):
         logits, cache = model.run_with_cache(tokens, names)
         return logits, {n: cache[n] for n in names}
-    logits, cache = model.run_with_cache(tokens, names_filter=names)
-    missing = [n for n in names if n not in cache]
+    missing = [n for n in names if n not in model.hook_dict]
     if missing:
         raise unknown_name("hook", missing[0], list(model.hook_dict), where=type(model).__name__)
+    logits, cache = model.run_with_cache(tokens, names_filter=names)
     return logits, {n: cache[n] for n in names}
 
 
