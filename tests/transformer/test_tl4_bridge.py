@@ -301,3 +301,27 @@ def test_gpt2_bridge_bad_input_fails_clearly(gpt2):
         run_with_cache(bridge, _tokens(), ["blocks.0.attn.hook_patern"])
     with pytest.raises(MechscopeError, match="no head 2.0"):
         ablation_effect(bridge, 2, 0, _tokens())
+
+
+def test_sae_on_a_gpt2_bridge_hook_point_reads_hfs_mlp_activations(gpt2):
+    from mechscope.superposition.sae import SAEConfig, capture_activations, train_sae
+    from mechscope.transformer.models import run_with_cache
+
+    hf, bridge = gpt2
+    batches = [_tokens(batch=4, seq_len=7, seed=s) for s in (9, 10)]
+    rows = capture_activations(bridge, "blocks.0.mlp.hook_post", batches)      # TL's hook name, via its alias
+    seen = []
+    handle = hf.transformer.h[0].mlp.act.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    try:
+        with torch.no_grad():
+            for tokens in batches:
+                hf(tokens)
+    finally:
+        handle.remove()
+    assert rows.shape == (2 * 4 * 15, 64)
+    torch.testing.assert_close(rows, torch.cat(seen).reshape(-1, 64), atol=1e-5, rtol=0)
+    cached = run_with_cache(bridge, batches[0], ["blocks.0.mlp.hook_post"])[1]["blocks.0.mlp.hook_post"]
+    torch.testing.assert_close(rows[:60], cached.reshape(-1, 64), atol=0, rtol=0)
+    trained = train_sae(rows, SAEConfig(d_in=64, n_latents=128, kind="topk", k=8, steps=200, batch_size=64, lr=3e-3,
+                                        resample_every=0), progress=False, log_every=20)
+    assert trained.log[-1]["mse"] < 0.25 * trained.log[0]["mse"]
