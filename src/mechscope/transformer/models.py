@@ -101,7 +101,17 @@ def run_with_cache(model: Any, tokens: Tensor, names: Sequence[str]) -> tuple[Te
 def add_forward_hook(module: Any, fn: Callable[[Tensor], Tensor]) -> Any:
     """Register ``fn(value) -> new value`` on hook point ``module`` so that ``fn`` sees and returns TL's layout
     (a ``TransformerBridge`` hook point with a ``hook_conversion`` converts its tensor before ``fn`` and back
-    after).  Returns the handle; ``handle.remove()`` takes the hook off."""
+    after).  Returns the handle; ``handle.remove()`` takes the hook off.
+
+    >>> import torch
+    >>> from mechscope.zoo.attn_only import AttnOnlyConfig, AttnOnlyTransformer
+    >>> model = AttnOnlyTransformer(AttnOnlyConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, n_ctx=8, d_vocab=20))
+    >>> handle = add_forward_hook(model.blocks[0].attn.hook_z, torch.zeros_like)   # silence every head
+    >>> tokens = torch.zeros(1, 4, dtype=torch.long)
+    >>> bool((run_with_cache(model, tokens, ["blocks.0.attn.hook_z"])[1]["blocks.0.attn.hook_z"] == 0).all())
+    True
+    >>> handle.remove()
+    """
     conversion = getattr(module, "hook_conversion", None)
 
     def hook(_module: Any, _inputs: Any, value: Tensor) -> Tensor:
