@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mechscope-installed
 TEST_STAMP := $(VENV)/.mechscope-test-installed
 
-.PHONY: demo serve test test-clip bench bench-serve bench-scan bench-featvis bench-transformer clean
+.PHONY: demo serve test test-clip test-tl4 bench bench-serve bench-scan bench-featvis bench-transformer clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,27 @@ $(CLIP_STAMP): pyproject.toml tests/requirements-clip.txt
 test-clip: $(CLIP_STAMP)
 	MECHSCOPE_REQUIRE_OPENCLIP=1 $(CLIP_BIN)/python -m pytest -q -p no:cacheprovider \
 		tests/zoo/test_clip_parity.py tests/zoo/test_clip.py src/mechscope/zoo/clip.py
+
+# The transformer analyses on TransformerLens 4.x's TransformerBridge: differential tests on tiny random models built in
+# code (a TL-native attention-only one holding our weights, and a Hugging Face GPT-2), offline.  TL 4.x removed the
+# HookedTransformer that .venv's differential tests compare against (TL 3.9), and one venv holds one transformer-lens,
+# so these get their own venv (.venv-tl4: the CPU torch from this machine's disk, then tests/requirements-tl4.txt).
+# MECHSCOPE_REQUIRE_TL4=1 makes them fail, not skip, without TL 4; `make test` (TL 3.9) skips them.  .ci/run calls this.
+TL4_VENV  := .venv-tl4
+TL4_BIN   := $(TL4_VENV)/bin
+TL4_STAMP := $(TL4_VENV)/.tl4-installed
+
+$(TL4_STAMP): pyproject.toml tests/requirements-tl4.txt
+	test -x $(TL4_BIN)/python || $(PYTHON) -m venv $(TL4_VENV)
+	$(TL4_BIN)/python -m pip install -q --upgrade pip
+	$(TL4_BIN)/python -m pip install -q torch==2.13.0
+	$(TL4_BIN)/python -m pip install -q -r tests/requirements-tl4.txt
+	$(TL4_BIN)/python -m pip install -q -e .
+	touch $(TL4_STAMP)
+
+test-tl4: $(TL4_STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MECHSCOPE_REQUIRE_TL4=1 $(TL4_BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/transformer/test_tl4_bridge.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/capture_early_exit.py

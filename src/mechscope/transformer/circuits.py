@@ -3,7 +3,8 @@
 Pure functions over any model exposing TransformerLens's attribute paths — ``embed.W_E [d_vocab, d_model]``,
 ``pos_embed.W_pos [n_ctx, d_model]``, ``blocks[l].attn.W_Q / W_K / W_V [n_heads, d_model, d_head]``,
 ``blocks[l].attn.W_O [n_heads, d_head, d_model]``, ``unembed.W_U [d_model, d_vocab]`` — i.e. our
-:class:`~mechscope.zoo.attn_only.AttnOnlyTransformer` or a TransformerLens ``HookedTransformer``.
+:class:`~mechscope.zoo.attn_only.AttnOnlyTransformer`, a TransformerLens ``HookedTransformer`` or a TransformerLens
+4.x ``TransformerBridge``.
 
 Conventions (TransformerLens's, row vectors: a residual vector ``x`` multiplies weights on the left, ``x @ W``):
 
@@ -55,19 +56,40 @@ def weights(model: Any) -> dict[str, Tensor]:
     ``W_E [d_vocab, d_model]``, ``W_pos [n_ctx, d_model]`` and ``W_U [d_model, d_vocab]``.
 
     Reads ``model.blocks[l].attn.W_*``, ``model.embed.W_E``, ``model.pos_embed.W_pos`` and
-    ``model.unembed.W_U``, so works on ours and on a TransformerLens ``HookedTransformer`` alike."""
+    ``model.unembed.W_U``, so works on ours, a TransformerLens ``HookedTransformer`` and a TransformerLens 4.x
+    ``TransformerBridge`` alike.  Grouped-query K/V weights (a bridge's ``[n_kv_heads, ...]``) are repeated to
+    one per query head, as TL does (query head ``h`` reads K/V head ``h // (n_heads // n_kv_heads)``).  A model
+    without learned positional embeddings (rotary) has no ``W_pos`` entry."""
     try:
         blocks = list(model.blocks)
         out = {name: torch.stack([getattr(b.attn, name).detach() for b in blocks])
                for name in ("W_Q", "W_K", "W_V", "W_O")}
         out["W_E"] = model.embed.W_E.detach()
-        out["W_pos"] = model.pos_embed.W_pos.detach()
         out["W_U"] = model.unembed.W_U.detach()
     except (AttributeError, TypeError, RuntimeError) as err:
         raise MechscopeError(f"{type(model).__name__} does not expose TransformerLens-style weights "
                              f"(blocks[l].attn.W_Q/W_K/W_V/W_O, embed.W_E, pos_embed.W_pos, unembed.W_U): "
                              f"{err}") from None
+    try:
+        out["W_pos"] = model.pos_embed.W_pos.detach()
+    except AttributeError:      # rotary / ALiBi: positions never enter the residual stream
+        pass
+    n_heads = out["W_Q"].shape[1]
+    for name in ("W_K", "W_V"):
+        n_kv = out[name].shape[1]
+        if n_kv != n_heads:
+            if n_heads % n_kv:
+                raise MechscopeError(f"{name} has {n_kv} heads per layer, which do not divide the {n_heads} "
+                                     f"query heads.")
+            out[name] = out[name].repeat_interleave(n_heads // n_kv, dim=1)
     return out
+
+
+def _w_pos(w: dict[str, Tensor]) -> Tensor:
+    if "W_pos" not in w:
+        raise MechscopeError("this model has no learned positional embedding (pos_embed.W_pos; rotary or ALiBi "
+                             "positions never enter the residual stream), so there is no positional circuit.")
+    return w["W_pos"]
 
 
 def _select(w: Tensor, layer: int | None, head: int | None) -> Tensor:
@@ -103,7 +125,7 @@ def qk_circuit(model: Any, layer: int | None = None, head: int | None = None, *,
     ``positional=True``: ``W_pos W_Q W_Kᵀ W_posᵀ [.., n_ctx, n_ctx]`` (rows = query position, columns = key
     position).  Inner dim ``d_head``."""
     w = weights(model)
-    emb = w["W_pos"] if positional else w["W_E"]
+    emb = _w_pos(w) if positional else w["W_E"]
     W_Q, W_K = _select(w["W_Q"], layer, head), _select(w["W_K"], layer, head)
     return FactoredMatrix(emb @ W_Q, W_K.mT @ emb.T)
 
@@ -123,7 +145,7 @@ def direct_path(model: Any, *, positional: bool = False) -> FactoredMatrix:
     = logit.  ``positional=True``: ``W_pos W_U [n_ctx, d_vocab]`` (only meaningful for ``"standard"``
     positional embeddings, which enter the residual stream).  Inner dim ``d_model``."""
     w = weights(model)
-    return FactoredMatrix(w["W_pos"] if positional else w["W_E"], w["W_U"])
+    return FactoredMatrix(_w_pos(w) if positional else w["W_E"], w["W_U"])
 
 
 def _right_factors(w: dict[str, Tensor], kind: str) -> tuple[Tensor, Tensor]:

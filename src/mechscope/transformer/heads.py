@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from mechscope.errors import MechscopeError
+from mechscope.transformer.models import add_forward_hook, run_with_cache
 from mechscope.units import Head
 
 KINDS = ("previous_token", "induction", "duplicate_token")
@@ -133,7 +134,7 @@ def attention_patterns(model: Any, tokens: Tensor | None = None) -> Tensor:
     tokens = default_tokens(model) if tokens is None else tokens
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names)
+        _, cache = run_with_cache(model, tokens, names)
     return torch.stack([cache[n] for n in names])
 
 
@@ -235,16 +236,16 @@ def ablate_head(model: Any, layer: int, head: int, *, kind: str = "zero",
         ref = default_tokens(model) if mean_over is None else mean_over
         name = f"blocks.{layer}.attn.hook_z"
         with torch.no_grad():
-            value = model.run_with_cache(ref, [name])[1][name][:, :, head].mean(dim=(0, 1))
+            value = run_with_cache(model, ref, [name])[1][name][:, :, head].mean(dim=(0, 1))
     else:
         raise MechscopeError(f"kind must be 'zero' or 'mean', not {kind!r}")
 
-    def hook(_module: Any, _inputs: Any, z: Tensor) -> Tensor:
+    def replace(z: Tensor) -> Tensor:
         z = z.clone()
         z[:, :, head] = value.to(z.dtype)
         return z
 
-    handle = attn.hook_z.register_forward_hook(hook)
+    handle = add_forward_hook(attn.hook_z, replace)
     try:
         yield value
     finally:
@@ -302,7 +303,7 @@ def ablation_effect(model: Any, layer: int, head: int, tokens: Tensor | None = N
 
     def measure(suffix: str) -> None:
         with torch.no_grad():
-            logits, cache = model.run_with_cache(tokens, names)
+            logits, cache = run_with_cache(model, tokens, names)
         for k, v in _scores_from_patterns(torch.stack([cache[n] for n in names]), s).items():
             out[f"{k}_{suffix}"] = v
         out[f"loss_{suffix}"] = float(_loss_from_logits(logits, tokens, second_repeat_positions(s)))

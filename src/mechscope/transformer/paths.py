@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from mechscope.errors import MechscopeError
+from mechscope.transformer.models import ModelSpec, describe, run_with_cache
 
 
 @dataclass
@@ -83,8 +84,8 @@ class PathExpansion:
         return float((self.total() - self.logits).abs().max())
 
 
-def _check(model: Any) -> None:
-    cfg = model.cfg
+def _check(model: Any) -> ModelSpec:
+    cfg = describe(model)
     if cfg.normalization == "LN":
         raise MechscopeError("path_expansion needs normalization None or 'LNPre': a LayerNorm with weights is not "
                              "linear in its input's parts.  Fold it first: "
@@ -96,6 +97,7 @@ def _check(model: Any) -> None:
     if cfg.n_layers not in (1, 2):
         raise MechscopeError(f"path_expansion covers 1- and 2-layer models (the paper's expansions), this one has "
                              f"{cfg.n_layers} layers")
+    return cfg
 
 
 def path_expansion(model: Any, tokens: Tensor, *, keep_virtual: bool = True) -> PathExpansion:
@@ -103,14 +105,13 @@ def path_expansion(model: Any, tokens: Tensor, *, keep_virtual: bool = True) -> 
     and bias paths; patterns (and LNPre scales) frozen from the actual forward — see the module docstring.
     ``keep_virtual=False`` keeps only ``virtual_sum`` (``virtual`` costs ``n_heads**2 * batch * pos * d_vocab``).
     No grad; computed in the model's dtype; ``total()`` matches the logits within float rounding."""
-    _check(model)
-    cfg = model.cfg
+    cfg = _check(model)
     L, lnpre = cfg.n_layers, cfg.normalization == "LNPre"
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(L)]
     scale_names = ([f"blocks.{layer}.ln1.hook_scale" for layer in range(L)] + ["ln_final.hook_scale"]
                    if lnpre else [])
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens, names + scale_names)
+        logits, cache = run_with_cache(model, tokens, names + scale_names)
         patterns = torch.stack([cache[n] for n in names])            # [L, batch, H, q, k]
         scales = {n: cache[n] for n in scale_names}
 
