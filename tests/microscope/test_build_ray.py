@@ -24,14 +24,15 @@ from mechscope.store import open_store, read_rows
 ray = pytest.importorskip("ray")
 
 PORT = 6412
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+ROOT = Path(__file__).resolve().parents[2]
+SRC = str(ROOT / "src")
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
 FAST_FAILURE = {"RAY_health_check_initial_delay_ms": "0", "RAY_health_check_period_ms": "500",
                 "RAY_health_check_timeout_ms": "500", "RAY_health_check_failure_threshold": "3"}
 
 
 def _ray_start(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, **FAST_FAILURE, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, **FAST_FAILURE, "PYTHONPATH": os.pathsep.join([SRC, str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("RAY_ADDRESS", None)
     return subprocess.Popen([RAY_BIN, "start", "--block", "--num-cpus", "1", "--disable-usage-stats", *args],
                             env=env, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -147,6 +148,23 @@ def test_a_ray_build_equals_the_in_process_build(cluster, local, tmp_path):
     assert _build(tmp_path, on_ray) == {"built": 12, "skipped": 0}
     _same_rows(_rows(tmp_path), local)    # the same rows and the same PNGs, byte for byte
     assert _build(tmp_path, on_ray) == {"built": 0, "skipped": 12}  # and it is up to date
+
+
+def _die_once(marker_dir: str, task: int) -> int:
+    """Task ``task``; every third one kills its worker process the first time it runs."""
+    marker = Path(marker_dir) / str(task)
+    if task % 3 == 0 and not marker.exists():
+        marker.touch()
+        os._exit(1)
+    return task * task
+
+
+def test_ray_reruns_a_task_whose_worker_died_and_yields_each_index_once(cluster, tmp_path):
+    address, _ = cluster
+    got = list(engine(address).map(_die_once, list(range(7)), shared=str(tmp_path)))
+    assert sorted(i for i, _ in got) == list(range(7))        # each index once
+    assert dict(got) == {i: i * i for i in range(7)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "3", "6"]   # those workers did die once
 
 
 class _KillAfterFirst:
