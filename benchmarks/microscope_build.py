@@ -4,11 +4,11 @@ Each kind is timed on its own, in one run, by building the same store in steps (
 skipped): feature visualizations (positive and negative, one batch per layer), then tuning curves, then
 upstream/downstream links, then the dataset evidence (examples, statistics, distribution plots and quilts, the
 top example's attribution); then a rebuild with nothing to do (the incremental check) and the static export.
-Then the fan-out: the same vision build (feature visualizations, tuning, links) into fresh stores with 1 and
-with 2 worker processes, alternating, ``--rounds`` times (paired ratio).  Last, the head pages of both
+Then, with ``--ray ADDRESS``, the fan-out: the same vision build (feature visualizations, tuning, links) into
+fresh stores in this process and on that Ray cluster, alternating, ``--rounds`` times (paired ratio).  Last, the head pages of both
 attention-only organisms (per head) and the toy-model pages of the intro experiment (per instance).
 
-    python benchmarks/microscope_build.py [--units 8] [--steps 128] [--threads 2] [--rounds 2]
+    python benchmarks/microscope_build.py [--units 8] [--steps 128] [--threads 2] [--rounds 2] [--ray ADDRESS]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from _common import machine, write
+from mechscope.compute.engine import InProcess, engine
 from mechscope.data.shapes import ShapesDataset
 from mechscope.microscope.build import build
 from mechscope.microscope.heads import build_heads
@@ -39,7 +40,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="upstream units per unit")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", type=int, default=1024, help="items of the shapes world scanned")
-    parser.add_argument("--rounds", type=int, default=2, help="paired rounds of the 1- vs 2-worker build")
+    parser.add_argument("--rounds", type=int, default=2, help="paired rounds of the in-process vs Ray build")
+    parser.add_argument("--ray", default=None, help="a Ray cluster's address: compare the build there with this "
+                                                    "process's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     net = load("shapes", device="cpu")
@@ -63,12 +66,13 @@ def main() -> None:
         start = time.perf_counter()
         site = export(store, Path(d) / "site")
         times["export"] = time.perf_counter() - start
-        workers: dict[int, list[float]] = {1: [], 2: []}
-        for r in range(args.rounds):
-            for n in (1, 2) if r % 2 == 0 else (2, 1):
+        engines = {"in-process": InProcess(), "ray": engine(args.ray)} if args.ray else {}
+        fanout: dict[str, list[float]] = {name: [] for name in engines}
+        for r in range(args.rounds if engines else 0):
+            for name in list(engines) if r % 2 == 0 else list(engines)[::-1]:
                 start = time.perf_counter()
-                build(net, "shapes", LAYERS, Path(d) / f"workers{n}_{r}", **common, **links, workers=n)
-                workers[n].append(time.perf_counter() - start)
+                build(net, "shapes", LAYERS, Path(d) / f"{name}_{r}", **common, **links, engine=engines[name])
+                fanout[name].append(time.perf_counter() - start)
         heads = {}
         for name in ("attn-only-1l", "attn-only-2l"):
             model = load(name, device="cpu")
@@ -84,8 +88,9 @@ def main() -> None:
     kinds = ("featvis", "tuning", "links", "dataset")
     total = sum(times[k] for k in kinds)
     split = {k: times[k] / total for k in kinds}
-    ratios = sorted(a / b for a, b in zip(workers[1], workers[2]))
-    speedup = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1:][:2]) / 2
+    ratios = sorted(a / b for a, b in zip(fanout.get("in-process", []), fanout.get("ray", [])))
+    speedup = (ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1:][:2]) / 2
+               ) if ratios else None
     print(f"shapes {', '.join(LAYERS)}: {args.units} units per layer, {args.steps} feature-visualization steps at "
           f"64 px, {args.k} upstream units, {args.threads} threads")
     print(f"  feature visualizations  {times['featvis']:7.2f} s  ({per_unit['featvis']:.2f} s per unit, positive "
@@ -99,15 +104,17 @@ def main() -> None:
           f"{100 * split['dataset']:.0f} %)")
     print(f"  rebuild, nothing to do  {times['rebuild_nothing_to_do']:7.2f} s")
     print(f"  export ({site['pages']} pages, {site['pngs']} PNGs)  {times['export']:7.2f} s")
-    print(f"  vision build with 1 / 2 worker processes: {', '.join(f'{t:.1f}' for t in workers[1])} s / "
-          f"{', '.join(f'{t:.1f}' for t in workers[2])} s -> 2 workers {speedup:.2f}x as fast (median paired ratio)")
+    if ratios:
+        print(f"  vision build in-process / on Ray ({engines['ray'].workers} workers): "
+              f"{', '.join(f'{t:.1f}' for t in fanout['in-process'])} s / "
+              f"{', '.join(f'{t:.1f}' for t in fanout['ray'])} s -> Ray {speedup:.2f}x as fast (median paired ratio)")
     for name, h in heads.items():
         print(f"  head pages of {name}: {h['heads']} heads in {h['seconds']:.2f} s "
               f"({h['seconds'] / max(1, h['heads']):.2f} s per head)")
     print(f"  toy-model pages of intro (10,000 steps, best of 3): {toy['built']} instances in {toy_seconds:.1f} s")
     path = write("microscope_build", {"machine": machine(), "settings": vars(args), "layers": LAYERS,
                                       "seconds": times, "seconds_per_unit": per_unit, "share_of_build": split,
-                                      "export": site, "workers_seconds": workers, "workers_2_speedup": speedup,
+                                      "export": site, "fanout_seconds": fanout, "ray_speedup": speedup,
                                       "heads": heads, "toy_intro": {"instances": toy["built"],
                                                                     "seconds": toy_seconds}})
     print(f"wrote {path}")

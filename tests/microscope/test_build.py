@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from mechscope.compute.engine import InProcess
 from mechscope.errors import MechscopeError
 from mechscope.microscope.build import build
 from mechscope.microscope.options import DatasetEvidence, Evidence, Links
@@ -20,10 +21,10 @@ def _net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3, padding=1), nn.ReLU()).eval()
 
 
-def _build(net: nn.Module, out, *, channels=None, dataset=None, workers=1, **evidence):
+def _build(net: nn.Module, out, *, channels=None, dataset=None, engine=None, **evidence):
     return build(net, "tiny", ["1", "3"], out, channels=channels,
                  evidence=Evidence(**{"steps": 4, "size": 16, **evidence}), links=Links({"3": "1"}, k=2),
-                 dataset=dataset, workers=workers, progress=False)
+                 dataset=dataset, engine=engine, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -217,10 +218,21 @@ def test_dataset_examples_stats_and_attribution(tmp_path):
         "built": 7, "skipped": 0}
 
 
-def test_workers_split_layers_and_give_the_same_links(tmp_path):
+class _Backwards(InProcess):
+    """An engine of 3 workers whose tasks finish last first (as a cluster's may)."""
+
+    workers = 3
+
+    def map(self, fn, tasks, shared=None):
+        for i in reversed(range(len(tasks))):
+            yield i, fn(shared, tasks[i])
+
+
+def test_slices_finishing_in_any_order_give_the_same_rows_and_links(tmp_path):
     net = _net()
     one, two = tmp_path / "one", tmp_path / "two"
-    assert _build(net, one, diversity=2) == _build(net, two, diversity=2, workers=2) == {"built": 7, "skipped": 0}
+    assert _build(net, one, diversity=2) == _build(net, two, diversity=2, engine=_Backwards()) == {
+        "built": 7, "skipped": 0}
 
     def summary(path):
         with open_store(path) as store:
@@ -234,12 +246,15 @@ def test_workers_split_layers_and_give_the_same_links(tmp_path):
     kinds, _ = summary(two)
     assert [(layer, c) for layer, c, kind in kinds if kind == "featvis_diversity"] == [
         ("1", 0), ("1", 1), ("1", 2), ("1", 3), ("3", 0), ("3", 1), ("3", 2)]
-    assert _build(net, two, diversity=2, workers=2) == {"built": 0, "skipped": 7}
+    with open_store(one) as a, open_store(two) as b:   # per-unit seeds: the same pictures, however sliced
+        assert [(r["layer"], r["channel"], r["kind"], r["png"]) for r in read_rows(a, "figures", model="tiny")] == [
+            (r["layer"], r["channel"], r["kind"], r["png"]) for r in read_rows(b, "figures", model="tiny")]
+    assert _build(net, two, diversity=2, engine=_Backwards()) == {"built": 0, "skipped": 7}
 
 
 def test_build_option_errors(tmp_path):
     net = _net()
-    for kw, words in (({"workers": 0}, "workers"), ({"diversity": 1}, "diversity"), ({"steps": 0}, "steps"),
+    for kw, words in (({"engine": 3}, "Engine"), ({"diversity": 1}, "diversity"), ({"steps": 0}, "steps"),
                       ({"dataset": "not options"}, "DatasetEvidence")):
         with pytest.raises(MechscopeError, match=words):
             _build(net, tmp_path, **kw)

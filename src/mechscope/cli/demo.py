@@ -23,7 +23,9 @@ def demo(
                                            "curve detectors (default: all of them)."),
     k: int = typer.Option(3, help="Microscope: upstream units followed from each unit."),
     toy_steps: int = typer.Option(None, help="Microscope: training steps of the toy models (default: 10,000)."),
-    workers: int = typer.Option(1, help="Microscope: worker processes for the vision units."),
+    ray: str = typer.Option(None, "--ray", envvar="RAY_ADDRESS",
+                            help="Microscope: compute the vision units on the Ray cluster at this address (HOST:PORT, "
+                                 "ray://HOST:PORT or 'auto'; needs the ray extra); default: in this process."),
     serve: bool = typer.Option(None, "--serve/--no-serve", help="Serve the Microscope afterwards (default: when "
                                                                "run from a terminal)."),
     port: int = typer.Option(8000, help="Port of the Microscope's server (0: any free one)."),
@@ -57,6 +59,7 @@ def demo(
                        + ("curves/lines " + (f"{ratio:.2g}" if ratio < 1e3 else "inf (no line response)")))
         typer.echo("wrote " + " and ".join(str(p) for p in shown.files))
 
+    from mechscope.compute.engine import engine
     from mechscope.microscope.demo import build_demo
     from mechscope.microscope.site import export as export_site
 
@@ -65,7 +68,7 @@ def demo(
     focus = None  # build_demo finds mixed3b's curve detectors itself
     if layer == "mixed3b" and found.units:  # the ones found above, those shown first
         focus = list(dict.fromkeys(shown.picks + found.units))[:circuit]
-    counts = build_demo(store, steps=microscope_steps, images=images, seed=seed, workers=workers, k=k,
+    counts = build_demo(store, steps=microscope_steps, images=images, seed=seed, engine=engine(ray) if ray else None, k=k,
                         focus=focus, toy_steps=toy_steps)
     for part, c in counts.items():
         typer.echo(f"  {part:<22} built {c['built']:>4}, up to date {c['skipped']:>4}")

@@ -35,13 +35,17 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
                   partners: str = typer.Option(None, help="Another zoo network (e.g. shapes-seed1, or "
                                                           "shapes-vgg:conv3_2 for a layer of another name): link "
                                                           "each unit to its most correlated units there."),
-                  workers: int = typer.Option(1, help="Local worker processes."),
+                  ray: str = typer.Option(None, "--ray", envvar="RAY_ADDRESS",
+                                          help="Compute an image model's units on the Ray cluster at this address "
+                                               "(HOST:PORT, ray://HOST:PORT or 'auto'; needs the ray extra); "
+                                               "default: in this process."),
                   text: str = typer.Option(None, help="Language models: the sample text of the attention patterns."),
                   toy_steps: int = typer.Option(None, help="superposition: training steps (default: the "
                                                            "experiment's own)."),
                   weights: str = typer.Option("bundled", help="bundled | random | download | a weights file.")) -> None:
     """Compute the evidence of LAYERS' units (a language model's heads, a toy experiment's instances) into OUT;
     units already built with the same settings are skipped."""
+    from mechscope.compute.engine import engine
     from mechscope.errors import MechscopeError
     from mechscope.microscope.models import build_model
     from mechscope.microscope.options import Evidence, FeatureUse, Partners
@@ -52,7 +56,7 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
     other, _, other_layer = (partners or "").partition(":")
     built = build_model(model, layers or [], out, weights=weights, units_per_layer=units,
                         evidence=Evidence(steps=steps, diversity=diversity), upstream=pairs, k=k, dataset=dataset,
-                        examples_k=examples_k, workers=workers, text=text, toy_steps=toy_steps,
+                        examples_k=examples_k, engine=engine(ray) if ray else None, text=text, toy_steps=toy_steps,
                         feature_use=FeatureUse(images=feature_use) if feature_use else None,
                         partners=Partners(other, layer=other_layer or None) if other else None)
     typer.echo(built.describe())

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -70,6 +71,20 @@ def _call(fn: Callable[[Any, Any], Any], shared: Any, task: Any, threads: int) -
     return fn(shared, task)
 
 
+def _check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Fail at once, naming ``address``, when nothing listens at a ``HOST:PORT`` / ``ray://HOST:PORT`` address
+    (``ray.init`` would retry for minutes).  ``"auto"`` is left to Ray."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise MechscopeError(f"cannot connect to the Ray cluster at {address!r}: nothing answers at {host}:{port} "
+                             f"({e}); start one with `ray start --head --port {port}` or give another address"
+                             ) from None
+
+
 class RayEngine:
     """Tasks on a Ray cluster at ``address`` (``"auto"``, ``"HOST:PORT"``, ``"ray://..."``); ``cpus_per_task`` CPUs
     (and torch threads) per task; ``max_retries``: how often Ray reruns a task whose worker died."""
@@ -78,6 +93,7 @@ class RayEngine:
 
     def __init__(self, address: str, cpus_per_task: int = 1, max_retries: int = 3) -> None:
         ray = _import_ray()
+        _check_reachable(address)
         if not ray.is_initialized():
             try:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)

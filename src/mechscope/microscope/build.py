@@ -1,5 +1,5 @@
 """Fill a results store with the Microscope's per-unit evidence of an image model.
-(Over 400 lines because planning what is stale, running the slices in workers and writing each layer in one
+(Over 400 lines because planning what is stale, running the slices on an engine and writing each layer in one
 transaction share the private ``_Settings`` and the store's freshness rules; the figures themselves are
 computed elsewhere: ``microscope.evidence``, ``microscope.layer_evidence``, ``vision.evidence.scan_store``.)
 
@@ -36,8 +36,9 @@ Incremental: a unit whose rows hold the same settings (steps and size of the vis
 tuning; layer, ``k`` and size of the links; dataset, ``examples_k`` and size of the scan: the ``fresh`` keys of
 ``mechscope.microscope.kinds``) is not computed again;
 a unit needing nothing counts as skipped.  Each layer is written in one ``transaction`` (PNGs first, then rows),
-so an interruption leaves no half-written layer, and a rerun resumes with the layers still missing.  With
-``workers > 1`` each layer's units are split over that many spawned processes; the parent writes.
+so an interruption leaves no half-written layer, and a rerun resumes with the layers still missing.  The units
+are computed in slices on a ``mechscope.compute.engine`` (in this process, or on a Ray cluster); only this process
+writes, so a slice that Ray reruns after a worker died neither loses nor duplicates a row.
 
 Example::
 
@@ -55,10 +56,8 @@ Example::
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -67,6 +66,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mechscope.capture import layer_shapes
+from mechscope.compute.engine import Engine, InProcess, engine as default_engine
 from mechscope.errors import MechscopeError
 from mechscope.microscope.evidence import (TUNING_ORIENTATIONS, Computed, Job, attribution_figure, bars_png,
                                            compute)
@@ -124,14 +124,14 @@ def build(
     dataset: DatasetEvidence | None = None,
     feature_use: FeatureUse | None = None,
     partners: Partners | None = None,
-    workers: int = 1,
+    engine: Engine | None = None,
     progress: bool = True,
 ) -> dict[str, int]:
     """Write the evidence of ``layers``' units of ``model`` into the store ``out_dir``.
 
     Args:
         model: an image model ``[B, 3, H, W] -> ...`` (put it in ``eval()`` mode); layers named as for ``capture``.
-            With ``workers > 1`` it must pickle (any plain ``nn.Module`` does).
+            On a Ray engine it must pickle (any plain ``nn.Module`` does).
         model_name: the ``model`` key of the rows (e.g. the model card's name).
         layers: the layers to build, in any order.
         out_dir: the store folder (created if need be), or an open ``Store``.
@@ -149,11 +149,11 @@ def build(
             the shapes world (``ablation`` figures; shapes-world organisms only; default: none).
         partners: ``options.Partners(model, images, k)``: per unit, its most correlated units of the same layer
             of the zoo network ``model`` (``partner`` figures; default: none).
-        workers: local worker processes for the feature visualizations, tuning curves and links (each a slice
-            of a layer's units, at most ``SLICE`` per slice; the parent writes each layer once all its slices are
-            done).  ``1`` runs in this process.  The workers are spawned (a fresh interpreter each): in a script,
-            call ``build`` under ``if __name__ == "__main__":``.  On 2 cores they were slower than one process
-            (``benchmarks/microscope_build.py``): they pay off with more cores than torch's threads use well.
+        engine: where the feature visualizations, tuning curves and links are computed
+            (``mechscope.compute.engine``): each layer's units are cut into slices (tasks, at most ``SLICE`` units
+            each), the model goes to the workers once, and this process alone writes each layer once all its slices
+            are back.  Default ``compute.engine.engine(None)``: in this process, or on the Ray cluster at
+            ``$RAY_ADDRESS``.  Per-unit seeds make the figures the same whichever engine or slice computed them.
         progress: a progress bar over the units.
 
     Returns:
@@ -167,18 +167,19 @@ def build(
                                  f"{type(value).__name__}")
     if isinstance(out_dir, Store):
         return _build(out_dir, model, model_name, layers, units_per_layer, channels, evidence, links, dataset,
-                      (feature_use, partners), workers, progress)
+                      (feature_use, partners), engine, progress)
     with open_store(out_dir) as store:
         return _build(store, model, model_name, layers, units_per_layer, channels, evidence, links, dataset,
-                      (feature_use, partners), workers, progress)
+                      (feature_use, partners), engine, progress)
 
 
 def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], units_per_layer: int | None,
            channels: dict[str, list[int]] | None, evidence: Evidence, links: Links | None,
-           dataset: DatasetEvidence | None, per_layer: tuple[FeatureUse | None, Partners | None], workers: int,
-           progress: bool) -> dict[str, int]:
-    if not isinstance(workers, int) or workers < 1:
-        raise MechscopeError(f"workers is a number of processes, at least 1 (got {workers!r})")
+           dataset: DatasetEvidence | None, per_layer: tuple[FeatureUse | None, Partners | None],
+           compute_engine: Engine | None, progress: bool) -> dict[str, int]:
+    if compute_engine is not None and not callable(getattr(compute_engine, "map", None)):
+        raise MechscopeError(f"engine takes a mechscope.compute.engine Engine (engine(None), engine('auto'), ...), "
+                             f"not {type(compute_engine).__name__}")
     links = links or Links()
     names = list(dict.fromkeys(validate(model, name).layer for name in layers))
     sources = {validate(model, a).layer: validate(model, b).layer for a, b in links.upstream.items()}
@@ -204,8 +205,10 @@ def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], u
         counts["built"] += len(todo_units[layer])
         counts["skipped"] += len(chosen[layer]) - len(todo_units[layer])
     bar = tqdm(total=sum(len(job.units) for job in jobs.values()), desc="microscope", unit="unit",
-               disable=not progress)
-    for layer, done in _run(model, config, jobs, workers, bar):
+               disable=not progress)  # tqdm shows units/s and the time left
+    if compute_engine is None:  # connect (to $RAY_ADDRESS) only when there is something to compute
+        compute_engine = default_engine(None) if any(job.units for job in jobs.values()) else InProcess()
+    for layer, done in _run(model, config, jobs, compute_engine, bar):
         _write(store, config, layer, done, shapes[layer])
     bar.close()
     for layer, stale in layer_jobs.items():
@@ -246,24 +249,12 @@ def _plan(store: Store, config: _Settings, layer: str, chosen: list[int], source
                diversity=need(FEATVIS_DIVERSITY, evidence.diversity > 1))
 
 
-# ---------------------------------------------------------------------------------------------------- workers
+# ---------------------------------------------------------------------------------------------------- tasks
 
-_WORKER_MODEL: nn.Module | None = None
-
-
-def _init_worker(model: nn.Module, threads: int) -> None:
-    global _WORKER_MODEL
-    torch.set_num_threads(threads)
-    _WORKER_MODEL = model
-
-
-def _compute(model: nn.Module, job: Job, config: _Settings) -> Computed:
+def _compute(shared: tuple[nn.Module, _Settings], job: Job) -> Computed:
+    """One task of ``engine.map``: a slice of one layer's units (module-level: Ray pickles it by reference)."""
+    model, config = shared
     return compute(model, job, replace(config.evidence, size=config.size), k=config.k)
-
-
-def _work(job: Job, config: _Settings) -> Computed:
-    assert _WORKER_MODEL is not None
-    return _compute(_WORKER_MODEL, job, config)
 
 
 def _merge(parts: Sequence[Computed]) -> Computed:
@@ -276,49 +267,39 @@ def _merge(parts: Sequence[Computed]) -> Computed:
     return out
 
 
-def _slices(job: Job, workers: int) -> list[Job]:
-    """``job`` in slices of at most ``SLICE`` units, at least one per worker: the progress bar moves, and a
-    feature-visualization batch of that size is already as fast per unit as a larger one."""
-    return job.split(max(workers, -(-len(job.units) // SLICE))) if job.units else [job]
+def _slice_size(units: int, workers: int) -> int:
+    """Units per task: about two tasks per worker for a layer (so that the bar moves and a slow slice does not
+    leave workers idle), at most ``SLICE`` (a feature-visualization batch of that size is already as fast per unit
+    as a larger one).  What a unit's figures are does not depend on it (per-unit seeds)."""
+    return max(1, min(SLICE, -(-units // (2 * max(1, workers)))))
 
 
-def _run(model: nn.Module, config: _Settings, jobs: dict[str, Job], workers: int, bar: Any):
-    """Yield ``(layer, Computed)`` per layer: in this process, or over ``workers`` spawned processes (each layer in
-    ``_slices``; a layer is yielded once all its slices are back)."""
-    if workers == 1:
-        for layer, job in jobs.items():
+def _run(model: nn.Module, config: _Settings, jobs: dict[str, Job], compute_engine: Engine, bar: Any
+         ) -> Iterator[tuple[str, Computed]]:
+    """Yield ``(layer, Computed)`` per layer once all its slices are back (in the order they finish).
+
+    Every layer's slices are tasks of one ``compute_engine.map`` (the model and settings are its ``shared``: they
+    travel once); this process, the driver, merges the slices of a layer in slice order."""
+    tasks: list[Job] = []
+    owner: list[str] = []
+    for layer, job in jobs.items():
+        if not job.units:  # nothing to compute: written at once
+            yield layer, Computed()
+            continue
+        for piece in job.split(-(-len(job.units) // _slice_size(len(job.units), compute_engine.workers))):
+            tasks.append(piece)
+            owner.append(layer)
+    parts: dict[str, dict[int, Computed]] = {layer: {} for layer in owner}
+    left = {layer: owner.count(layer) for layer in parts}
+    for i, done in compute_engine.map(_compute, tasks, shared=(model, config)):
+        layer = owner[i]
+        parts[layer][i] = done
+        bar.update(len(tasks[i].units))
+        left[layer] -= 1
+        if left[layer] == 0:
             bar.set_postfix_str(layer)
-            parts = []
-            for piece in _slices(job, 1):
-                parts.append(_compute(model, piece, config))
-                bar.update(len(piece.units))
-            yield layer, _merge(parts)
-        return
-    threads = max(1, torch.get_num_threads() // workers)
-    context = multiprocessing.get_context("spawn")  # fork after torch has run threads can deadlock
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(model, threads)) as pool:
-        futures: dict[Future, tuple[str, int]] = {}
-        parts: dict[str, list[Computed]] = {}
-        left: dict[str, int] = {}
-        for layer, job in jobs.items():
-            if not job.units:  # nothing to compute: written at once
-                yield layer, Computed()
-                continue
-            slices = _slices(job, workers)
-            left[layer] = len(slices)
-            parts[layer] = []
-            for piece in slices:
-                futures[pool.submit(_work, piece, config)] = (layer, len(piece.units))
-        while futures:
-            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-            for future in finished:
-                layer, n = futures.pop(future)
-                parts[layer].append(future.result())
-                bar.update(n)
-                left[layer] -= 1
-                if left[layer] == 0:
-                    yield layer, _merge(parts.pop(layer))
+            mine = parts.pop(layer)
+            yield layer, _merge([mine[j] for j in sorted(mine)])
 
 
 # ---------------------------------------------------------------------------------------------------- writing

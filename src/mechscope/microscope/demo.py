@@ -20,7 +20,7 @@ incremental, so a second run only checks the store.  Example (a small, fast vers
 
     >>> import tempfile
     >>> store = tempfile.mkdtemp()
-    >>> small = dict(steps=2, images=16, focus=[45], k=1, toy_steps=20, workers=1, progress=False,
+    >>> small = dict(steps=2, images=16, focus=[45], k=1, toy_steps=20, progress=False,
     ...              feature_use=FeatureUse(images=20), partners=Partners("shapes-seed1", images=4),
     ...              multimodal=MultimodalPages(per_cell=1, facet_units=0, attack_examples=1), multimodal_units=1)
     >>> counts = build_demo(store, **small)
@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from mechscope.compute.engine import Engine
 from mechscope.data.shapes import ShapesDataset
 from mechscope.microscope.build import build
 from mechscope.microscope.heads import build_heads
@@ -70,7 +71,7 @@ def _linked(store: Store, layer: str, units: Sequence[int]) -> list[int]:
 
 
 def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1024, seed: int = 0,
-               focus: Sequence[int] | None = None, k: int = 3, workers: int = 1, toy_steps: int | None = None,
+               focus: Sequence[int] | None = None, k: int = 3, engine: Engine | None = None, toy_steps: int | None = None,
                feature_use: FeatureUse | None = FeatureUse(), partners: Partners | None = Partners("shapes-seed1"),
                multimodal: MultimodalPages | None = DEMO_MULTIMODAL, multimodal_units: int = MULTIMODAL_UNITS,
                progress: bool = True) -> dict[str, dict[str, int]]:
@@ -81,7 +82,8 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
         images: items of the shapes world scanned for dataset examples (seed ``seed + 7``).
         focus: the ``mixed3b`` units to start from (default: its curve detectors, ``vision.families.tuning``).
         k: upstream units followed from each unit, layer by layer.
-        workers: worker processes for the vision units.
+        engine: where the vision units are computed (``mechscope.compute.engine``; default in this process, or
+            on the Ray cluster at ``$RAY_ADDRESS``).
         toy_steps: training steps of the toy models (default: the experiment's own, 10,000).
         feature_use, partners: the vision units' ablation and universality evidence (``None``: not).
         multimodal, multimodal_units: what shapes-clip's pages show and how many units per layer (``None``: no
@@ -99,7 +101,7 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
                 net, "shapes", [layer], store, channels={layer: units},
                 evidence=Evidence(steps=steps, size=64, seed=seed), links=Links({layer: below} if below else {}, k=k),
                 dataset=DatasetEvidence(data, f"shapes:{images}:{seed + 7}"), feature_use=feature_use,
-                partners=partners, workers=workers, progress=progress)
+                partners=partners, engine=engine, progress=progress)
             units = _linked(store, layer, units)
         for name in LANGUAGE_MODELS:
             model = load(name, device="cpu")

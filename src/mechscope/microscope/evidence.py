@@ -180,7 +180,7 @@ def compute(model: nn.Module, job: Job, evidence: Evidence, k: int = 4) -> Compu
                               png_bytes(grid(images, ncols=diversity))))
     if job.tuning:
         curves = radial_tuning_curve(model, layer, list(job.tuning), n_orientations=TUNING_ORIENTATIONS, size=size,
-                                     progress=False)
+                                     position="layer_max", progress=False)  # not the slice's: the same in any slice
         preferred, preference = curves.preferred, curves.curve_preference
         for i, c in enumerate(job.tuning):
             done.pngs.append(({"layer": layer, "channel": c, "kind": TUNING.name,

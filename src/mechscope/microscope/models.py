@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from mechscope.compute.engine import Engine
 from mechscope.errors import MechscopeError
 from mechscope.microscope.kinds import HEADS, TOY, VISION, LayerKind
 from mechscope.microscope.options import EXAMPLES_K, DatasetEvidence, Evidence, FeatureUse, Links, Partners
@@ -64,7 +65,7 @@ class _Request:
     links: Links
     dataset: str | None
     examples_k: int
-    workers: int
+    engine: Engine | None
     text: str | None
     toy_steps: int | None
     progress: bool
@@ -75,7 +76,7 @@ class _Request:
 def build_model(name: str, layers: Sequence[str] = (), out_dir: str | os.PathLike | Store = "out/microscope", *,
                 weights: str = "bundled", units_per_layer: int | None = None, evidence: Evidence = Evidence(),
                 upstream: Mapping[str, str] | None = None, k: int = 4, dataset: str | None = None,
-                examples_k: int = EXAMPLES_K, workers: int = 1, text: str | None = None, toy_steps: int | None = None,
+                examples_k: int = EXAMPLES_K, engine: Engine | None = None, text: str | None = None, toy_steps: int | None = None,
                 feature_use: FeatureUse | None = None, partners: Partners | None = None,
                 progress: bool = True) -> Built:
     """Build (or bring up to date) the Microscope of ``name`` in the store ``out_dir`` (see the module docstring).
@@ -91,7 +92,8 @@ def build_model(name: str, layers: Sequence[str] = (), out_dir: str | os.PathLik
         upstream, k: image models: ``{layer: earlier_layer}`` links and upstream units kept per unit.
         dataset: image models: a dataset spec (a folder of images or ``shapes:N[:SEED]``) for dataset examples,
             statistics and the top example's attribution; ``examples_k`` top and bottom examples per unit.
-        workers: image models: local worker processes.
+        engine: image models: where the units are computed (``mechscope.compute.engine``; default in this
+            process, or on the Ray cluster at ``$RAY_ADDRESS``).
         feature_use: shapes-world organisms: what ablating each unit alone costs each task (``ablation`` figures).
         partners: image models: each unit's most correlated units of the same layer of another zoo network.
         text: language models: the sample text of the attention patterns.
@@ -99,7 +101,7 @@ def build_model(name: str, layers: Sequence[str] = (), out_dir: str | os.PathLik
         progress: show progress bars.
     """
     request = _Request(name, list(layers or ()), out_dir, weights, units_per_layer, evidence,
-                       Links(dict(upstream or {}), k), dataset, examples_k, workers, text, toy_steps, progress,
+                       Links(dict(upstream or {}), k), dataset, examples_k, engine, text, toy_steps, progress,
                        feature_use, partners)
     if name == SUPERPOSITION:
         return _toy(request)
@@ -151,7 +153,7 @@ def _vision(request: _Request, card: Any) -> Built:
     net = load(card.name, weights=request.weights, device="cpu")
     counts = build(net, card.name, request.layers, request.out, units_per_layer=request.units_per_layer,
                    evidence=replace(request.evidence, size=size), links=request.links, dataset=data,
-                   feature_use=request.feature_use, partners=request.partners, workers=request.workers,
+                   feature_use=request.feature_use, partners=request.partners, engine=request.engine,
                    progress=request.progress)
     return Built(VISION, {card.name: counts})
 

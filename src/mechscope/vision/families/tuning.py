@@ -8,7 +8,9 @@ curvature, rotated dataset examples — share their stimulus grids, readout posi
 radii, with the unit's response taken as the **maximum over radius**.  The response is read at one spatial
 position of the layer's map: ``"max"`` (default) is the position near the centre where the unit's strongest
 response to any of the stimuli occurs (the stimuli are centred, so this is where the unit is best placed to see
-them), ``"centre"`` the middle of the map, or an explicit ``(x, y)``.  The same is measured for straight lines
+them; of the strongest of the channels asked for, as all share one position), ``"layer_max"`` the same over
+every channel of the layer (so that a unit's curve does not depend on which other units were measured with it),
+``"centre"`` the middle of the map, or an explicit ``(x, y)``.  The same is measured for straight lines
 (``stimuli.lines``) so that a curve detector can be told from a line detector: ``curve_preference`` is the
 ratio of the best curve response to the best line response.
 
@@ -163,7 +165,7 @@ def _position(maps: torch.Tensor, position: str | tuple[int, int]) -> tuple[int,
     if position == "centre":
         return h // 2, w // 2
     if position != "max":
-        raise MechscopeError(f"position must be 'max', 'centre' or (x, y), got {position!r}")
+        raise MechscopeError(f"position must be 'max', 'layer_max', 'centre' or (x, y), got {position!r}")
     best = maps.amax(dim=(0, 1))  # [x, y]
     mask = torch.full_like(best, -math.inf)
     rx, ry = max(1, h // 4), max(1, w // 4)
@@ -183,7 +185,7 @@ def radial_tuning_curve(model: nn.Module, layer: str, channels: Sequence[int] | 
         n_orientations: orientations evenly spaced over 360° (720 = the paper's 0.5° steps).
         radii: radii of curvature as fractions of ``size``; the response is the max over them.
         size: image side in pixels (the model's input size).
-        position: ``"max"``, ``"centre"`` or ``(x, y)`` (see the module docstring).
+        position: ``"max"``, ``"layer_max"``, ``"centre"`` or ``(x, y)`` (see the module docstring).
         stimulus: passed to ``stimuli.curves`` / ``stimuli.lines`` (``length``, ``width``, ``background``…).
     Returns:
         ``RadialTuning`` with ``responses [C, O]``.
@@ -211,8 +213,9 @@ def radial_tuning_curve(model: nn.Module, layer: str, channels: Sequence[int] | 
     bad = [c for c in chans if not 0 <= c < maps.shape[2]]
     if bad:
         raise MechscopeError(f"channels {bad} out of range: {layer_name} has {maps.shape[2]} channels")
+    where = _position(maps.flatten(0, 1), "max") if position == "layer_max" else None   # before the subset
     maps = maps[:, :, chans]
-    x, y = _position(maps.flatten(0, 1), position)
+    x, y = where or _position(maps.flatten(0, 1), position)
     at = maps[..., x, y]  # [R, O, C]
     best, which = at.max(0)
     radius = torch.tensor(list(radii), dtype=torch.float32)[which]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -140,6 +141,8 @@ def _optimize(model: nn.Module, objective: Objective, param: ParamFn, options: R
         if options.seed is not None:
             torch.manual_seed(options.seed)
         params, image_fn = param()
+        if options.seed is not None:  # the transforms' draws do not depend on how many values param() drew
+            torch.manual_seed(derived_seed(options.seed, "transforms"))
         opt = (options.optimizer or (lambda p: torch.optim.Adam(p, lr=0.05)))(params)
         transform = compose(standard_transforms() if options.transforms is None else options.transforms)
         state = {"step": 0}
@@ -165,6 +168,43 @@ def _optimize(model: nn.Module, objective: Objective, param: ParamFn, options: R
                         result.images[step] = image_fn().detach().cpu()
     result.trace = torch.stack(trace).cpu().tolist()
     return result, image_fn
+
+
+def derived_seed(seed: int, name: str) -> int:
+    """A 63-bit seed for the stream ``name`` (e.g. a unit's label) of ``seed``: the same on every machine and in
+    every process (no ``hash()`` salting), and unrelated for different names.
+
+    >>> derived_seed(0, "mixed3a:10") == derived_seed(0, "mixed3a:10") != derived_seed(0, "mixed3a:11")
+    True
+    """
+    digest = hashlib.sha256(f"{seed}\x00{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _per_item(make: Callable[[int], tuple[list[torch.Tensor], Callable[[], torch.Tensor]]], labels: Sequence[str],
+              seed: int | None) -> ParamFn:
+    """``make(len(labels))`` whose element ``i`` starts from the values ``make(1)`` draws under the seed
+    ``derived_seed(seed, labels[i])``: a unit's start does not depend on the batch it is optimized in.
+
+    Only where every parameter is ``[batch, ...]`` (as ``param.image``'s are); a parameterization that shares
+    parameters across the batch keeps its own batch-wide draw.
+    """
+    def param() -> tuple[list[torch.Tensor], Callable[[], torch.Tensor]]:
+        params, image_fn = make(len(labels))
+        if seed is None:
+            return params, image_fn
+        with torch.no_grad():
+            for i, label in enumerate(labels):
+                torch.manual_seed(derived_seed(seed, label))
+                mine, _ = make(1)
+                if len(mine) != len(params) or any(p.shape[0] != len(labels) or q.shape != (1, *p.shape[1:])
+                                                   for p, q in zip(params, mine)):
+                    return params, image_fn   # shared parameters: no per-item start
+                for p, q in zip(params, mine):
+                    p[i].copy_(q[0])
+        return params, image_fn
+
+    return param
 
 
 def _model_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
@@ -243,6 +283,12 @@ def render_units(
     only the images of one unit), so the batch optimizes every unit as a separate render would, at a fraction of
     the cost: one forward/backward for all, stopped at the deepest layer needed.
 
+    With a ``seed``, a unit's image does not depend on the batch it is rendered in: element ``i`` starts from
+    parameters drawn under ``derived_seed(seed, labels[i])`` (its unit, sign and diversity index), and the random
+    transforms, applied alike to the whole batch, come from a stream of ``seed`` alone.  Rendering units together,
+    in slices or one by one thus gives the same images up to float rounding (a convolution's kernel can differ
+    in the last bits between batch sizes): the same 8-bit PNGs but for rare pixels at a rounding boundary.
+
     Args:
         units: names such as ``["mixed3b:379", "mixed4a:476@7,7"]``; all are validated before any work.
         diversity: images per unit, pushed apart by Lucid's diversity penalty (weight ``diversity_weight``).
@@ -268,7 +314,8 @@ def render_units(
                                    "redirect_relu": options.redirect_relu,
                                    "optimizer": "Adam(lr=0.05)" if options.optimizer is None
                                    else repr(options.optimizer)})
-    result, image_fn = _optimize(model, objective, lambda: make(len(labels)), options, _what(names), result)
+    result, image_fn = _optimize(model, objective, _per_item(make, labels, options.seed), options, _what(names),
+                                 result)
     result.activations = _final_activations(model, labels, image_fn)
     return result
 
@@ -361,5 +408,5 @@ def _final_activations(model: nn.Module, labels: list[str], image_fn: Callable[[
         return [float(o(acts)) for o in objectives]
 
 
-__all__ = ["render", "render_units", "render_interpolation", "units_objective", "RenderOptions", "RenderResult",
+__all__ = ["render", "render_units", "render_interpolation", "units_objective", "derived_seed", "RenderOptions", "RenderResult",
            "UnitsResult", "file_stem"]
