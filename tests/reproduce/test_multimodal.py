@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -43,12 +45,34 @@ def test_text_side_names_the_concept_above_random_directions_and_untrained(tmp_p
     assert 0 < r.numbers["chance_share_of_texts"] < 0.2 and len(r.numbers["examples"]) == 8
 
 
-def test_typographic_attack_flips_but_the_own_word_control_costs_accuracy(tmp_path):
+def test_typographic_attack_flips_to_the_written_word_and_its_own_name_keeps_accuracy(tmp_path):
     r = mm.check_typographic(tmp_path, n=60)
-    # the organism reads its own name on a picture as a distraction too: the claim fails on that control
-    assert r.numbers["flip_passed"] is True and r.numbers["own_word_passed"] is False and r.passed is False
+    assert r.numbers["flip_passed"] is True and r.numbers["own_word_passed"] is True and r.passed is True
     assert r.numbers["flip_rate"] >= mm.FLIP_RATIO * r.controls["random_letters_flip_rate"]
-    assert r.controls["own_word_drop"] > mm.OWN_WORD_MAX_DROP and "missed: own-word" in r.summary
+    assert r.controls["own_word_drop"] <= mm.OWN_WORD_MAX_DROP and "missed" not in r.summary
+
+
+def test_typographic_claim_fails_on_the_shuffled_caption_control(tmp_path, monkeypatch):
+    real = mm._model
+    monkeypatch.setattr(mm, "_model", lambda name, seed=0: real("shapes-clip-shuffled" if name == mm.MODEL else name,
+                                                                seed))
+    r = mm.check_typographic(tmp_path, n=60)
+    assert r.passed is False and r.numbers["flip_passed"] is False and "missed: flip" in r.summary
+
+
+def test_typographic_claim_fails_when_writing_the_own_name_costs_accuracy(tmp_path, monkeypatch):
+    """The verdict's own-word branch: the first shapes-clip (every labelled picture captioned by its label) lost
+    0.29 accuracy to its own name; a report with that drop must fail however well the attack flips."""
+    real = mm.typographic_attack
+
+    def costly_own_word(model, n, **kw):
+        r = real(model, n=n, **kw)
+        own = dataclasses.replace(r.own_word, attacked_accuracy=r.own_word.clean_accuracy - 0.29)
+        return dataclasses.replace(r, own_word=own)
+
+    monkeypatch.setattr(mm, "typographic_attack", costly_own_word)
+    r = mm.check_typographic(tmp_path, n=30)
+    assert r.passed is False and r.numbers["own_word_passed"] is False and "missed: own-word" in r.summary
 
 
 def test_superordinate_units_beat_the_untrained_network(tmp_path):

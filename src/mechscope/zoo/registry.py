@@ -223,12 +223,12 @@ _CARDS: tuple[ModelCard, ...] = (
         "The shapes world learned by a small ResNet with basic blocks (64 px): a third architecture for "
         "universality"),
     _shapes_clip_card(
-        "shapes-clip", "832749e78215443aaa8645b3a9bf60fe8adbd881552e55ad62cabb4011000fdf",
+        "shapes-clip", "44f1f9e7f954f5ac02c4b19dcf1974e36d8b30c7cbf2f4595b1354d74a89dfc0",
         "Our image-text organism: a narrow InceptionV1-style image tower (Lucid's layer names) and a small "
         "transformer text tower trained contrastively (InfoNCE, learned temperature) on the multimodal shapes world: "
         "pictures, sketches and written words (64 px)", "mechscope train shapes-clip"),
     _shapes_clip_card(
-        "shapes-clip-shuffled", "5affbb2dce51e2e3eaeda16e50320012863ae7ac880b49254bb8e50078b7a0b0",
+        "shapes-clip-shuffled", "1973f92ebcc630fc9fefe9c897f9d99d3914460042e8eb9bba4cb0de54f1410f",
         "The control of shapes-clip: the same network and recipe trained on shuffled captions (each image paired with "
         "another item's caption by a fixed permutation within its batch), so its text says nothing about its image; "
         "zero-shot accuracy at chance", "mechscope train shapes-clip --shuffle-captions"),

@@ -72,8 +72,9 @@ def search_text(
 ) -> TextResponse:
     """The ``k`` best texts of up to ``max_words`` words from ``words`` for ``direction`` ``[D]``, best first.
 
-    ``encode(texts) -> [T, D]``; ``seeds``: texts the beam starts from besides the single words (e.g. the best
-    captions of ``text_side_response``).  ``indices`` of the result are ranks in the explored set (the texts are
+    ``encode(texts) -> [T, D]``; ``seeds``: texts scored beside the single words (e.g. the best captions of
+    ``text_side_response``), so the result is never worse than they are; those shorter than ``max_words`` words
+    may also start the beam.  ``indices`` of the result are ranks in the explored set (the texts are
     new strings, not rows of a candidate list).  Cost: about ``max_words * beam * 2 * len(words)`` encodings.
     """
     d = torch.as_tensor(direction).detach().float().cpu()
@@ -93,8 +94,11 @@ def search_text(
             for t, s in zip(new, _scores(encode, new, d, batch).tolist()):
                 seen[t] = s
 
-    score(vocab + [s for s in seeds if s.strip()])
-    frontier = sorted(seen, key=seen.__getitem__, reverse=True)[:beam]
+    seeds = [s.strip() for s in seeds if s.strip()]
+    score(vocab + seeds)
+    # the beam grows from words and from seeds short enough to grow; longer seeds only compete in the final ranking
+    frontier = sorted([t for t in seen if len(t.split()) < max_words] or vocab, key=seen.__getitem__,
+                      reverse=True)[:beam]
     for _ in range(max_words - 1):
         grown = [f"{t} {w}" for t in frontier if len(t.split()) < max_words for w in vocab]
         grown += [f"{w} {t}" for t in frontier if len(t.split()) < max_words for w in vocab]
