@@ -167,3 +167,26 @@ def test_shards_on_a_two_node_ray_cluster_equal_the_single_pass(ray_cluster):
     assert runner.name == "ray" and runner.workers == 2
     split = sharded_scan(net, data, LAYERS, engine=runner, shards=3, k=4, sample=12, batch_size=8, progress=False)
     _assert_equal(one, split)
+
+
+def test_cli_examples_and_stats_on_the_cluster_write_the_in_process_rows(ray_cluster, tmp_path):
+    from typer.testing import CliRunner
+
+    from mechscope.cli import app
+    from mechscope.store import open_store, read_rows
+
+    def rows(out, table):
+        with open_store(out) as store:
+            return [{k: v for k, v in r.items() if k != "png"} for r in read_rows(store, table, layer="conv2d0")]
+
+    common = ["shapes", "conv2d0", "--dataset", "shapes:24", "--weights", "random", "--batch-size", "8"]
+    for verb, table, extra in (("examples", "examples", ["--top-k", "2"]), ("stats", "stats", ["--plot-units", "0"])):
+        local = CliRunner().invoke(app, [verb, *common, *extra, "--out", str(tmp_path / f"{verb}-local")])
+        remote = CliRunner().invoke(app, [verb, *common, *extra, "--out", str(tmp_path / f"{verb}-ray"),
+                                          "--ray", ray_cluster])
+        assert local.exit_code == 0 and remote.exit_code == 0, local.output + remote.output
+        a, b = rows(tmp_path / f"{verb}-local", table), rows(tmp_path / f"{verb}-ray", table)
+        assert len(a) == len(b) == {"examples": 32 * 2 * 2, "stats": 32}[table], verb
+        for x, y in zip(a, b):     # mean and std merged by Chan's update: equal up to float64 rounding
+            moments = [(x.pop(m), y.pop(m)) for m in ("mean", "std") if m in x]
+            assert x == y and all(u == pytest.approx(v, rel=1e-12, abs=1e-12) for u, v in moments), verb
