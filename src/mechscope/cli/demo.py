@@ -24,6 +24,8 @@ def demo(
     k: int = typer.Option(3, help="Microscope: upstream units followed from each unit."),
     toy_steps: int = typer.Option(None, help="Microscope: training steps of the toy models (default: 10,000)."),
     workers: int = typer.Option(1, help="Microscope: worker processes for the vision units."),
+    whole_layers: str = typer.Option("mixed3a", help="Microscope: shapes layers built whole, every unit "
+                                                     "(comma-separated; '' for none)."),
     serve: bool = typer.Option(None, "--serve/--no-serve", help="Serve the Microscope afterwards (default: when "
                                                                "run from a terminal)."),
     port: int = typer.Option(8000, help="Port of the Microscope's server (0: any free one)."),
@@ -66,7 +68,8 @@ def demo(
     if layer == "mixed3b" and found.units:  # the ones found above, those shown first
         focus = list(dict.fromkeys(shown.picks + found.units))[:circuit]
     counts = build_demo(store, steps=microscope_steps, images=images, seed=seed, workers=workers, k=k,
-                        focus=focus, toy_steps=toy_steps)
+                        focus=focus, toy_steps=toy_steps,
+                        whole=[name.strip() for name in whole_layers.split(",") if name.strip()])
     for part, c in counts.items():
         typer.echo(f"  {part:<22} built {c['built']:>4}, up to date {c['skipped']:>4}")
     written = export_site(store, site)

@@ -1,8 +1,8 @@
 """The Microscope of the bundled organisms, as ``make demo`` builds it: one store with
 
 * every unit of the vision organism's ``WHOLE_LAYERS`` (``mixed3a``: 128 units) with its feature visualization
-  and negative, radial tuning curve, dataset examples, statistics, distribution plot and quilt, upstream links to
-  ``conv2d2`` and the attribution of its top example (a whole layer's grid, as OpenAI Microscope showed it);
+  and negative, radial tuning curve, dataset examples, statistics, distribution plot and quilt (a whole layer's
+  grid, as OpenAI Microscope showed it; links and attributions only for the circuit's units, below);
 * the vision organism ``shapes``, walked along its curve-detector circuit: the curve detectors of ``mixed3b``,
   the ``mixed3a`` units that feed them most strongly, and the ``conv2d2`` units that feed those.  Each unit gets
   its feature visualization and negative, radial tuning curve, dataset examples, statistics, distribution plot
@@ -55,7 +55,8 @@ from mechscope.zoo.registry import bundled_tokenizer, load
 CIRCUIT = ("mixed3b", "mixed3a", "conv2d2")
 """The vision layers, top down: each one's units are the strongest inputs of the units built above it."""
 WHOLE_LAYERS = ("mixed3a",)
-"""The vision layers built whole (every unit), each linked to the circuit layer below it."""
+"""The vision layers built whole (every unit; the per-unit attribution of links costs a backward pass per unit,
+so links stay on the circuit)."""
 LANGUAGE_MODELS = ("attn-only-1l", "attn-only-2l")
 TOY_EXPERIMENTS = ("intro",)
 MULTIMODAL_LAYERS = ("mixed4b", "image_embed")
@@ -91,9 +92,9 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
         feature_use, partners: the vision units' ablation and universality evidence (``None``: not).
         multimodal, multimodal_units: what shapes-clip's pages show and how many units per layer (``None``: no
             shapes-clip pages).
-        whole: vision layers built whole (part ``shapes:LAYER (all)``): feature visualizations, tuning curves,
-            dataset evidence and links to the next ``CIRCUIT`` layer down, in one build whose dataset scan is one
-            pass; the circuit's units of that layer then only add their feature use and partners.
+        whole: vision layers built whole (part ``shapes:LAYER (all)``): feature visualizations, tuning curves and
+            dataset evidence (one pass over the data); the circuit's units of that layer then add their links,
+            attribution, feature use and partners.
     """
     counts: dict[str, dict[str, int]] = {}
     net = load("shapes", device="cpu")
@@ -104,10 +105,8 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
     evidence = Evidence(steps=steps, size=64, seed=seed)
     with open_store(store_dir) as store:
         for layer in whole:
-            below = dict(zip(CIRCUIT, CIRCUIT[1:])).get(layer)
-            counts[f"shapes:{layer} (all)"] = build(
-                net, "shapes", [layer], store, evidence=evidence, links=Links({layer: below} if below else {}, k=k),
-                dataset=dataset, workers=workers, progress=progress)
+            counts[f"shapes:{layer} (all)"] = build(net, "shapes", [layer], store, evidence=evidence, dataset=dataset,
+                                                    workers=workers, progress=progress)
         units = sorted(int(c) for c in focus)
         for layer, below in zip(CIRCUIT, CIRCUIT[1:] + (None,)):
             counts[f"shapes:{layer}"] = build(
