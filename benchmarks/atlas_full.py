@@ -42,6 +42,20 @@ def _scan_seconds(net: torch.nn.Module, data: ShapesDataset, layers: list[str], 
     return time.perf_counter() - start
 
 
+def _save(args: argparse.Namespace, fraction: float, widths: dict[str, int], rows: list[dict], all_scan: float,
+          done: bool) -> Path:
+    projected = all_scan + sum(r["projected_layer_s"] for r in rows)
+    return write("atlas_full", {
+        "model": args.model, "images": args.images, "steps": args.steps, "examples_k": args.examples_k,
+        "fraction": fraction, "units": sum(widths.values()), "complete": done, "layers": rows,
+        "all_layers_scan_s": round(all_scan, 2), "projected_total_s": round(projected, 1) if done else None,
+        "target_s": TARGET_S, "machine": machine(),
+        "note": "evidence per unit: feature visualization + negative (one batch per slice of 32 units), radial "
+                "tuning curve, upstream links (k=4) to the layer below with the attribution of the top example, "
+                "dataset examples / statistics / log-prob plot / quilt.  Timed on a machine shared with other jobs; "
+                "a small fraction over-projects layers whose visualizations batch 32 units at once."})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", nargs="?", const=1 / 16, type=float, default=None, metavar="FRACTION",
@@ -80,15 +94,10 @@ def main() -> None:
         rows.append(row)
         print(f"{layer:<10} {n:>4}/{widths[layer]:<4} units: build {build_s:6.1f} s (scan {scan_s:5.1f} s), "
               f"{per_unit:5.2f} s/unit -> whole layer {row['projected_layer_s']:7.1f} s", flush=True)
+        _save(args, fraction, widths, rows, all_scan, done=len(rows) == len(layers))   # a partial run is kept
     projected = all_scan + sum(r["projected_layer_s"] for r in rows)
     print(f"projected full atlas: {projected / 60:.1f} min (target {TARGET_S / 60:.0f} min)", flush=True)
-    path = write("atlas_full", {
-        "model": args.model, "images": args.images, "steps": args.steps, "examples_k": args.examples_k,
-        "fraction": fraction, "units": sum(widths.values()), "layers": rows, "all_layers_scan_s": round(all_scan, 2),
-        "projected_total_s": round(projected, 1), "target_s": TARGET_S, "machine": machine(),
-        "note": "evidence per unit: feature visualization + negative (one batch per slice of 32 units), radial "
-                "tuning curve, upstream links (k=4) to the layer below with the attribution of the top example, "
-                "dataset examples / statistics / log-prob plot / quilt.  Timed on a machine shared with other jobs."})
+    path = _save(args, fraction, widths, rows, all_scan, done=True)
     print(f"wrote {path}")
 
 
