@@ -48,7 +48,8 @@ def test_unknown_model_is_one_line_on_stderr_with_exit_1():
 
 def test_demo_on_the_bundled_organism(tmp_path):
     args = ["demo", "--out", str(tmp_path), "--steps", "3", "--images", "64", "--detectors", "3",
-            "--microscope-steps", "2", "--circuit", "1", "--k", "1", "--toy-steps", "20"]
+            "--microscope-steps", "2", "--circuit", "1", "--k", "1", "--toy-steps", "20",
+            "--whole-layers", "conv2d0"]
     result = runner.invoke(app, args)  # not a terminal: builds and exports, does not serve
     assert result.exit_code == 0, result.output
     assert "accuracy on 500 fresh held-out images" in result.output and "curve detectors" in result.output
@@ -59,6 +60,7 @@ def test_demo_on_the_bundled_organism(tmp_path):
         assert (tmp_path / "microscope-site" / page).is_file(), page
     for layer in ("mixed3b", "mixed3a", "conv2d2"):  # one unit per layer, down the circuit
         assert re.search(rf"shapes:{layer} +built +1, up to date +0", result.output), result.output
+    assert re.search(r"shapes:conv2d0 \(all\) +built +32, up to date +0", result.output), result.output
 
 
 

@@ -26,6 +26,8 @@ def demo(
     ray: str = typer.Option(None, "--ray", envvar="RAY_ADDRESS",
                             help="Microscope: compute the vision units on the Ray cluster at this address (HOST:PORT, "
                                  "ray://HOST:PORT or 'auto'; needs the ray extra); default: in this process."),
+    whole_layers: str = typer.Option("mixed3a", help="Microscope: shapes layers built whole, every unit "
+                                                     "(comma-separated; '' for none)."),
     serve: bool = typer.Option(None, "--serve/--no-serve", help="Serve the Microscope afterwards (default: when "
                                                                "run from a terminal)."),
     port: int = typer.Option(8000, help="Port of the Microscope's server (0: any free one)."),
@@ -69,7 +71,8 @@ def demo(
     if layer == "mixed3b" and found.units:  # the ones found above, those shown first
         focus = list(dict.fromkeys(shown.picks + found.units))[:circuit]
     counts = build_demo(store, steps=microscope_steps, images=images, seed=seed, engine=engine(ray) if ray else None, k=k,
-                        focus=focus, toy_steps=toy_steps)
+                        focus=focus, toy_steps=toy_steps,
+                        whole=[name.strip() for name in whole_layers.split(",") if name.strip()])
     for part, c in counts.items():
         typer.echo(f"  {part:<22} built {c['built']:>4}, up to date {c['skipped']:>4}")
     written = export_site(store, site)

@@ -18,6 +18,10 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
                   layers: list[str] = typer.Argument(None, help="An image model's layers (e.g. mixed3a mixed3b); for "
                                                                 "superposition, experiments (default intro); a "
                                                                 "language model takes none (all its heads)."),
+                  all_layers: bool = typer.Option(False, "--all-layers", help="An image model: every main layer "
+                                                  "with spatial maps (no pre-ReLU taps, branches or pooling), as "
+                                                  "`mechscope layers MODEL` lists them; the unit counts are "
+                                                  "printed first."),
                   out: Path = typer.Option(Path("out/microscope"), help="The results store to add to."),
                   units: int = typer.Option(None, help="Units per layer (default: all)."),
                   steps: int = typer.Option(128, help="Feature-visualization steps."),
@@ -53,6 +57,16 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
     pairs = dict(u.split("=", 1) for u in upstream if "=" in u)
     if len(pairs) != len(upstream):
         raise MechscopeError(f"--upstream takes LAYER=SOURCE, e.g. mixed3b=mixed3a; got {upstream}")
+    if all_layers:
+        from mechscope.zoo.listing import atlas_layers
+
+        if layers:
+            raise MechscopeError(f"give LAYERS or --all-layers, not both (got {layers})")
+        widths = atlas_layers(model)
+        layers = list(widths)
+        counts = {layer: width if units is None else min(width, units) for layer, width in widths.items()}
+        typer.echo(f"{model}: {len(counts)} layers, {sum(counts.values())} units: "
+                   + ", ".join(f"{layer} {n}" for layer, n in counts.items()))
     other, _, other_layer = (partners or "").partition(":")
     built = build_model(model, layers or [], out, weights=weights, units_per_layer=units,
                         evidence=Evidence(steps=steps, diversity=diversity), upstream=pairs, k=k, dataset=dataset,

@@ -27,6 +27,9 @@ _SEED = typer.Option(0, help="Seed of random weights.")
 _BATCH = typer.Option(64, help="Images per forward pass.")
 _SIZE = typer.Option(None, help="Image size (default: the model card's input size).")
 _DEVICE = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: CUDA when available).")
+_RAY = typer.Option(None, "--ray", envvar="RAY_ADDRESS", metavar="ADDRESS",
+                    help="Run the scan on this Ray cluster (auto, HOST:PORT) as image ranges merged exactly; "
+                         "default: in this process.")
 
 
 def examples(
@@ -40,10 +43,11 @@ def examples(
     batch_size: int = _BATCH,
     size: int = _SIZE,
     device: str = _DEVICE,
+    ray: str = _RAY,
 ) -> None:
     """Dataset examples of every unit of LAYERS: top/bottom-k images with receptive-field crops, into OUT."""
     _scan_to_store("examples", model, layer_names, dataset, out, top_k=top_k, weights=weights, seed=seed,
-                   batch_size=batch_size, device=device, size=size, plot_units=0, examples=True, stats=False)
+                   batch_size=batch_size, device=device, size=size, plot_units=0, examples=True, stats=False, ray=ray)
 
 
 def stats(
@@ -58,10 +62,12 @@ def stats(
     batch_size: int = _BATCH,
     size: int = _SIZE,
     device: str = _DEVICE,
+    ray: str = _RAY,
 ) -> None:
     """Activation statistics of every unit of LAYERS (moments, firing, quantiles, histogram) and plots, into OUT."""
     _scan_to_store("stats", model, layer_names, dataset, out, top_k=1, weights=weights, seed=seed,
-                   batch_size=batch_size, device=device, size=size, plot_units=plot_units, examples=False, stats=True)
+                   batch_size=batch_size, device=device, size=size, plot_units=plot_units, examples=False, stats=True,
+                   ray=ray)
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:

@@ -196,7 +196,8 @@ def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], u
     todo_units = {layer: set(job.units) for layer, job in jobs.items()}
     if dataset is not None:
         spatial = {layer: len(shapes[layer]) == 3 for layer in names}
-        for layer, units in _scan_dataset(store, model, config, chosen, sources, spatial, dataset, progress).items():
+        for layer, units in _scan_dataset(store, model, config, chosen, sources, spatial, dataset, progress,
+                                          engine=compute_engine).items():
             todo_units[layer] |= units
     layer_jobs = {layer: stale_units(store, model_name, layer, chosen[layer], *per_layer) for layer in names}
     for layer, stale in layer_jobs.items():
@@ -342,10 +343,15 @@ def _write(store: Store, config: _Settings, layer: str, done: Computed, shape: S
 
 def _scan_dataset(store: Store, model: nn.Module, config: _Settings, chosen: dict[str, list[int]],
                   links: dict[str, str], spatial: dict[str, bool], data: DatasetEvidence,
-                  progress: bool) -> dict[str, set[int]]:
+                  progress: bool, engine: Any = None) -> dict[str, set[int]]:
     """Dataset examples, statistics and distribution plots of the chosen units (``vision.scan_store``) and the
-    attribution of each one's top example to its upstream layer -> the units written, per layer."""
+    attribution of each one's top example to its upstream layer -> the units written, per layer.
+
+    One pass over the data for every stale layer (one forward per batch captures them all); with an ``engine``
+    of more than one worker (``compute.engine``) the pass is cut into image ranges run there and merged exactly
+    (``vision.evidence.shards``)."""
     from mechscope.vision.evidence.scan import scan
+    from mechscope.vision.evidence.shards import sharded_scan
     from mechscope.microscope.polysemantic import save_polysemanticity
     from mechscope.vision.evidence.scan_store import save_scan
 
@@ -366,7 +372,11 @@ def _scan_dataset(store: Store, model: nn.Module, config: _Settings, chosen: dic
             stale.append(layer)
     if not stale:
         return {}
-    state = scan(model, dataset, stale, k=data.examples_k, progress=progress, settings={"scan": tag})
+    if engine is not None and (engine.name == "ray" or engine.workers > 1):
+        state = sharded_scan(model, dataset, stale, engine=engine, k=data.examples_k, progress=progress,
+                             settings={"scan": tag})
+    else:
+        state = scan(model, dataset, stale, k=data.examples_k, progress=progress, settings={"scan": tag})
     save_scan(store, state, model, dataset, model_name=name, input_size=config.size,
               plot_units={layer: chosen[layer] for layer in stale}, settings={"scan": tag}, progress=progress)
     save_polysemanticity(store, state, dataset, name, stale, tag)   # labelled worlds only

@@ -1,5 +1,8 @@
 """The Microscope of the bundled organisms, as ``make demo`` builds it: one store with
 
+* every unit of the vision organism's ``WHOLE_LAYERS`` (``mixed3a``: 128 units) with its feature visualization
+  and negative, radial tuning curve, dataset examples, statistics, distribution plot and quilt (a whole layer's
+  grid, as OpenAI Microscope showed it; links and attributions only for the circuit's units, below);
 * the vision organism ``shapes``, walked along its curve-detector circuit: the curve detectors of ``mixed3b``,
   the ``mixed3a`` units that feed them most strongly, and the ``conv2d2`` units that feed those.  Each unit gets
   its feature visualization and negative, radial tuning curve, dataset examples, statistics, distribution plot
@@ -14,13 +17,13 @@
   modality table, strongest concept per modality, text-side captions and typographic attack, the best two per
   layer with faceted visualizations (``microscope.multimodal``, ``DEMO_MULTIMODAL``).
 
-The other units of the three vision layers have pages too (a layer row names all its channels), empty until built
+The other units of the circuit's layers have pages too (a layer row names all its channels), empty until built
 (``mechscope microscope build shapes mixed3b ...`` fills them; the grid shows built units first).  Each part is
 incremental, so a second run only checks the store.  Example (a small, fast version)::
 
     >>> import tempfile
     >>> store = tempfile.mkdtemp()
-    >>> small = dict(steps=2, images=16, focus=[45], k=1, toy_steps=20, progress=False,
+    >>> small = dict(steps=2, images=16, focus=[45], k=1, toy_steps=20, progress=False, whole=(),
     ...              feature_use=FeatureUse(images=20), partners=Partners("shapes-seed1", images=4),
     ...              multimodal=MultimodalPages(per_cell=1, facet_units=0, attack_examples=1), multimodal_units=1)
     >>> counts = build_demo(store, **small)
@@ -52,6 +55,9 @@ from mechscope.zoo.registry import bundled_tokenizer, load
 
 CIRCUIT = ("mixed3b", "mixed3a", "conv2d2")
 """The vision layers, top down: each one's units are the strongest inputs of the units built above it."""
+WHOLE_LAYERS = ("mixed3a",)
+"""The vision layers built whole (every unit; the per-unit attribution of links costs a backward pass per unit,
+so links stay on the circuit)."""
 LANGUAGE_MODELS = ("attn-only-1l", "attn-only-2l")
 TOY_EXPERIMENTS = ("intro",)
 MULTIMODAL_LAYERS = ("mixed4b", "image_embed")
@@ -74,7 +80,7 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
                focus: Sequence[int] | None = None, k: int = 3, engine: Engine | None = None, toy_steps: int | None = None,
                feature_use: FeatureUse | None = FeatureUse(), partners: Partners | None = Partners("shapes-seed1"),
                multimodal: MultimodalPages | None = DEMO_MULTIMODAL, multimodal_units: int = MULTIMODAL_UNITS,
-               progress: bool = True) -> dict[str, dict[str, int]]:
+               whole: Sequence[str] = WHOLE_LAYERS, progress: bool = True) -> dict[str, dict[str, int]]:
     """Build (or bring up to date) the demo's Microscope in ``store_dir`` -> ``{part: {"built", "skipped"}}``.
 
     Args:
@@ -88,20 +94,27 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
         feature_use, partners: the vision units' ablation and universality evidence (``None``: not).
         multimodal, multimodal_units: what shapes-clip's pages show and how many units per layer (``None``: no
             shapes-clip pages).
+        whole: vision layers built whole (part ``shapes:LAYER (all)``): feature visualizations, tuning curves and
+            dataset evidence (one pass over the data); the circuit's units of that layer then add their links,
+            attribution, feature use and partners.
     """
     counts: dict[str, dict[str, int]] = {}
     net = load("shapes", device="cpu")
     if focus is None:
         focus = curve_detectors(radial_tuning_curve(net, CIRCUIT[0], n_orientations=180, progress=False)).units
     data = ShapesDataset(n=images, size=64, seed=seed + 7)
+    dataset = DatasetEvidence(data, f"shapes:{images}:{seed + 7}")
+    evidence = Evidence(steps=steps, size=64, seed=seed)
     with open_store(store_dir) as store:
+        for layer in whole:
+            counts[f"shapes:{layer} (all)"] = build(net, "shapes", [layer], store, evidence=evidence, dataset=dataset,
+                                                    engine=engine, progress=progress)
         units = sorted(int(c) for c in focus)
         for layer, below in zip(CIRCUIT, CIRCUIT[1:] + (None,)):
             counts[f"shapes:{layer}"] = build(
                 net, "shapes", [layer], store, channels={layer: units},
-                evidence=Evidence(steps=steps, size=64, seed=seed), links=Links({layer: below} if below else {}, k=k),
-                dataset=DatasetEvidence(data, f"shapes:{images}:{seed + 7}"), feature_use=feature_use,
-                partners=partners, engine=engine, progress=progress)
+                evidence=evidence, links=Links({layer: below} if below else {}, k=k), dataset=dataset,
+                feature_use=feature_use, partners=partners, engine=engine, progress=progress)
             units = _linked(store, layer, units)
         for name in LANGUAGE_MODELS:
             model = load(name, device="cpu")
@@ -115,5 +128,5 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
     return counts
 
 
-__all__ = ["build_demo", "CIRCUIT", "LANGUAGE_MODELS", "TOY_EXPERIMENTS", "MULTIMODAL_LAYERS", "MULTIMODAL_UNITS",
+__all__ = ["build_demo", "CIRCUIT", "WHOLE_LAYERS", "LANGUAGE_MODELS", "TOY_EXPERIMENTS", "MULTIMODAL_LAYERS", "MULTIMODAL_UNITS",
            "DEMO_MULTIMODAL"]

@@ -50,19 +50,25 @@ def scan_to_store(out: Path, model: str, layers: Sequence[str], dataset: str, *,
                   top_k: int = 16, weights: str = "bundled", seed: int = 0, batch_size: int = 64,
                   device: str | None = None, size: int | None = None, plot_units: int = 0, examples: bool = True,
                   stats: bool = False, progress: bool = True,
-                  on_resume: Callable[[Path], None] | None = None) -> ScanSummary:
+                  on_resume: Callable[[Path], None] | None = None, ray: str | None = None) -> ScanSummary:
     """Scan ``dataset`` (a folder of images or ``shapes:N[:SEED]``) with the zoo model ``model`` (``weights``:
     bundled | random | download | a path; ``seed`` of random weights) at ``size`` px (default: the card's),
     keeping ``top_k`` examples per unit of each of ``layers``; save it into the store at ``out`` (created) and copy
     each plot to ``out/plots/LAYER/{CHANNEL|layer}_{kind}.png``.  The scan is checkpointed to
     ``out/{name}.checkpoint.npz`` and resumed from it (``on_resume(path)`` is called first when it is); the store
-    is opened before the scan, so a damaged index is refused before any work."""
+    is opened before the scan, so a damaged index is refused before any work.
+
+    ``ray``: a Ray cluster's address (``auto``, ``HOST:PORT``; default ``$RAY_ADDRESS``): the scan runs there as
+    image ranges merged exactly (``vision.evidence.shards.sharded_scan``; a shard is not checkpointed, an
+    interrupted cluster scan starts over); without one it runs in this process, checkpointed."""
     from mechscope.artefacts import atomic_write_bytes
+    from mechscope.compute.engine import engine
     from mechscope.data.open import open_dataset
     from mechscope.store import open_store, read_rows
     from mechscope.units import validate
     from mechscope.vision.evidence.scan import scan
     from mechscope.vision.evidence.scan_store import save_scan
+    from mechscope.vision.evidence.shards import sharded_scan
     from mechscope.zoo.registry import get_card, load
 
     out = Path(out)
@@ -72,14 +78,19 @@ def scan_to_store(out: Path, model: str, layers: Sequence[str], dataset: str, *,
     for layer in layers:
         validate(net, layer)
     data = open_dataset(dataset, size)
+    runner = engine(ray or None)  # connects first: a wrong address is refused before any work
     settings = {"model": card.name, "weights": str(weights), "seed": seed, "dataset": dataset, "size": size}
     with open_store(out) as store:  # opened first: a damaged index is refused before the scan, not after
         checkpoint = out / f"{name}.checkpoint.npz"
-        resumed = checkpoint if checkpoint.exists() else None
+        resumed = checkpoint if checkpoint.exists() and runner.name != "ray" else None
         if resumed is not None and on_resume is not None:
             on_resume(checkpoint)
-        state = scan(net, data, list(layers), k=top_k, batch_size=batch_size, checkpoint=checkpoint,
-                     settings=settings, progress=progress)
+        if runner.name == "ray":
+            state = sharded_scan(net, data, list(layers), engine=runner, k=top_k, batch_size=batch_size,
+                                 settings=settings, progress=progress)
+        else:
+            state = scan(net, data, list(layers), k=top_k, batch_size=batch_size, checkpoint=checkpoint,
+                         settings=settings, progress=progress)
         written = save_scan(store, state, net, data, model_name=card.name, input_size=size, examples=examples,
                             stats=stats, plot_units=plot_units, progress=progress)
         plots = []
