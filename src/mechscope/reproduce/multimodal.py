@@ -58,6 +58,12 @@ History (the lead's and this module's exploration, 2026-12-05, held-out seed 200
   typographic-attacks FAIL, flip 0.368 vs random letters 0.078 (passes) but own-word accuracy 0.697 vs clean
   0.987, a drop of 0.29 > 0.1 (7.8 s); superordinate-units PASS, 14 in mixed4b (round 10, pointed 2, linear 2)
   vs untrained 0 and 0, image_embed 6 (21.3 s).  All four in one run (shared caches) 27.7 s.
+- shapes-clip iteration 2 (the world's ``caption_names_label`` = 0.5, so "a picture of a X" also describes a
+  labelled picture; organism and shuffled control retrained; the criteria above unchanged): multimodal-units PASS,
+  9 in image_embed vs 0 in every control, mixed4b 6; text-side-names-concept PASS, 0.344 vs random directions
+  0.094, untrained 0.094 / 0.125, the multimodal units 5 of 9; typographic-attacks PASS, flip 0.497 vs random
+  letters 0.121, own word 0.990 vs clean 0.993; superordinate-units PASS, 16 in mixed4b (round 8, pointed 1,
+  linear 7) vs untrained 0.  All four 33 s.
 """
 
 from __future__ import annotations
