@@ -2,6 +2,7 @@
 moved to the device asked for and gives what the same model built there gives; a task asked to run on a GPU its
 worker lacks runs on the CPU."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -128,3 +129,17 @@ def test_train_moves_the_model_and_every_batch_to_the_device():
                 device="cpu")
     assert moved == [torch.device("cpu")] and set(seen) == {torch.device("cpu")}
     assert log[-1]["mse"] < log[0]["mse"]
+
+
+def test_the_scans_amp_path_accumulates_float_values(monkeypatch):
+    """The scan's code under CUDA autocast, exercised with CPU bfloat16 autocast standing in for it."""
+    from mechscope.vision.evidence import scan as scan_mod
+
+    monkeypatch.setattr(scan_mod, "autocast", lambda device, amp: torch.autocast("cpu", dtype=torch.bfloat16,
+                                                                                  enabled=amp))
+    amp = scan(reference(), Images(), ["2"], k=2, batch_size=4, progress=False, amp=True)
+    plain = scan(reference(), Images(), ["2"], k=2, batch_size=4, progress=False)
+    assert amp.examples["2"].top_values.dtype == torch.float32
+    assert not torch.equal(amp.examples["2"].top_values, plain.examples["2"].top_values)   # rounded in bf16
+    assert torch.allclose(amp.examples["2"].top_values, plain.examples["2"].top_values, rtol=2e-2, atol=2e-2)
+    assert amp.stats["2"].mean.tolist() == pytest.approx(plain.stats["2"].mean.tolist(), rel=2e-2, abs=2e-2)

@@ -51,3 +51,25 @@ def test_amp_on_the_cpu_changes_nothing():
     amp = render_units(_net(), ["2:0", "2:1"], options=options, amp=True)
     assert torch.equal(plain.final, amp.final)
     assert plain.activations == amp.activations
+
+
+def test_the_amp_path_keeps_the_objective_and_image_in_float32(monkeypatch):
+    """The code that runs under CUDA autocast, exercised with CPU bfloat16 autocast standing in for it."""
+    from mechscope.vision.featvis import render as render_mod
+
+    used = []
+
+    def cpu_bf16(device, amp):
+        used.append(amp)
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp)
+
+    monkeypatch.setattr(render_mod, "autocast", cpu_bf16)
+    options = RenderOptions(steps=4, size=16, seed=1, progress=False)
+    amp = render_units(_net(), ["2:0", "2:1"], options=options, amp=True)
+    plain = render_units(_net(), ["2:0", "2:1"], options=options)
+    assert used == [True] * 4 + [False] * 4
+    assert amp.final.dtype == torch.float32 and all(isinstance(t, float) for t in amp.trace)
+    assert not torch.equal(amp.final, plain.final)                   # the forward really ran in bfloat16
+    # ... and close to float32 (not equal: Adam's normalized steps amplify tiny gradient differences)
+    assert (amp.final - plain.final).abs().mean() < 0.02
+    assert amp.activations == pytest.approx(plain.activations, rel=0.2)

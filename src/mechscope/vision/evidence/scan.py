@@ -265,7 +265,8 @@ def scan(
                 _check_order(index, state.examples.last_index)
                 with autocast(device, amp):
                     acts = capture(model, images.to(device), names)
-                acts = {name: a.float() for name, a in acts.items()}
+                if amp:   # accumulate float32 (statistics: float64) values, not bfloat16 ones
+                    acts = {name: a.float() for name, a in acts.items()}
                 _update(state, acts, index, ranges, value_range, margin)
                 del item, images, acts  # free this batch's tensors before the next forward allocates its own
                 bar.update(len(index))

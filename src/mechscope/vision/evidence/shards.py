@@ -178,7 +178,8 @@ def _first_ranges(model: nn.Module, dataset: Any, names: list[str], batch_size: 
     try:
         with torch.no_grad(), autocast(device, amp):
             acts = capture(model, images.to(device), names)
-        acts = {name: a.float() for name, a in acts.items()}
+        if amp:
+            acts = {name: a.float() for name, a in acts.items()}
     finally:
         for module, mode in modes:
             module.training = mode

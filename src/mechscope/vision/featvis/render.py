@@ -159,7 +159,8 @@ def _optimize(model: nn.Module, objective: Objective, param: ParamFn, options: R
                 image = image_fn()
                 with autocast(image.device, options.amp):
                     acts = dict(capture(model, transform(image), layers)) if layers else {}
-                acts = {name: a.float() for name, a in acts.items()}  # the objective in float32, also under amp
+                if options.amp:  # the objective in float32 also under autocast
+                    acts = {name: a.float() for name, a in acts.items()}
                 acts[INPUT] = image  # Lucid's T("input"): the image before the transforms
                 value = objective(acts)
                 (-value).backward()
