@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from collections.abc import Iterator
@@ -30,11 +31,104 @@ import torch
 from torch import nn
 
 
+DEVICE_FORMS = "cpu, cuda, cuda:N (N a GPU index) or mps"
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None`` -> ``cuda`` when available, else ``cpu``; anything else is passed to ``torch.device``."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def checked_device(device: str | torch.device | None = None) -> torch.device:
+    """``resolve_device`` for a device a user named (``--device``): a clear ``MechscopeError`` for a string that
+    is no device (naming the valid forms), for ``cuda`` on a machine without CUDA and for a GPU index it lacks,
+    before any work starts.
+
+    >>> checked_device("cpu"), checked_device(None).type in ("cpu", "cuda")
+    (device(type='cpu'), True)
+    >>> checked_device("gpu0")
+    Traceback (most recent call last):
+    ...
+    mechscope.errors.MechscopeError: unknown device 'gpu0'; valid: cpu, cuda, cuda:N (N a GPU index) or mps
+    """
+    from mechscope.errors import MechscopeError
+
+    if device is None:
+        return resolve_device(None)
+    try:
+        dev = torch.device(device.strip() if isinstance(device, str) else device)
+    except (RuntimeError, TypeError, ValueError):
+        raise MechscopeError(f"unknown device {device!r}; valid: {DEVICE_FORMS}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise MechscopeError(f"unknown device {device!r}; valid: {DEVICE_FORMS}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MechscopeError(f"device {str(dev)!r} asked for, but this machine has no CUDA GPU that torch "
+                                 f"{torch.__version__} can use (torch.cuda.is_available() is False); "
+                                 "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise MechscopeError(f"device {str(dev)!r} asked for, but this machine has "
+                                 f"{torch.cuda.device_count()} CUDA GPU(s): cuda:0 .. "
+                                 f"cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise MechscopeError("device 'mps' asked for, but MPS is not available here; use --device cpu")
+    return dev
+
+
+def worker_device(requested: str | torch.device | None) -> torch.device:
+    """Where a compute task (possibly on another machine) runs when its driver asked for ``requested``: that
+    device when this machine has it (``cuda:N`` falls back to ``cuda`` when this machine has fewer GPUs), else
+    the CPU, so a cluster can mix GPU and CPU workers.  ``None``: the CPU.
+
+    >>> worker_device(None), worker_device("cpu")
+    (device(type='cpu'), device(type='cpu'))
+    """
+    if requested is None:
+        return torch.device("cpu")
+    dev = torch.device(requested)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return torch.device("cuda")
+    return dev
+
+
+def portable(model: nn.Module, engine_name: str) -> nn.Module:
+    """The model as an engine's tasks receive it: itself in this process; for another process (a Ray worker,
+    maybe without a GPU), a CPU copy when it lives elsewhere: each task moves it to its own ``worker_device``.
+
+    >>> from torch import nn
+    >>> net = nn.Linear(2, 2)
+    >>> portable(net, "in-process") is net, portable(net, "ray") is net
+    (True, True)
+    """
+    if engine_name == "in-process" or model_device(model) == torch.device("cpu"):
+        return model
+    import copy
+
+    return copy.deepcopy(model).to("cpu")
+
+
+def autocast(device: str | torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    """The mixed-precision context of a forward pass: ``torch.autocast`` in bfloat16 when ``amp`` and ``device``
+    is CUDA; otherwise nothing (mixed precision is off on the CPU: bfloat16 matmuls there are slower than float32
+    on most CPUs and would only cost accuracy).  Callers cast what they accumulate back to float32/float64.
+
+    >>> import torch
+    >>> with autocast("cpu", True):
+    ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    torch.float32
+    """
+    dev = torch.device(device)
+    if amp and dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+AMP_ON_CPU = "--amp has no effect on the CPU (mixed precision is used on CUDA only); running in float32"
 
 
 @contextmanager

@@ -43,6 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mechscope.artefacts import atomic_write_bytes
+from mechscope.devices import checked_device, model_device
 from mechscope.errors import MechscopeError
 
 
@@ -94,6 +95,23 @@ def _diverged(what: str, step: int, config: TrainConfig, path: Path | None, save
         f"or check the data for NaN/inf values; {kept}")
 
 
+def to_device(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor in it (nested in tuples, lists, dicts) moved to ``device``; the rest as is.
+
+    >>> to_device((torch.ones(1), {"y": torch.zeros(1)}, 3), torch.device("cpu"))[1]["y"].device
+    device(type='cpu')
+    """
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):   # a named tuple
+        return type(value)(*(to_device(v, device) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_device(v, device) for v in value)
+    return value
+
+
 def _finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
 
@@ -108,6 +126,7 @@ def train(
     progress: bool = True,
     on_step: Callable[[int, nn.Module], None] | None = None,
     prepare: Callable[[Any], Any] | None = None,
+    device: str | torch.device | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place; returns the metrics log (one dict per ``log_every`` steps: ``step``, ``lr``,
     ``seconds`` and the averages of what ``loss`` returned).
@@ -123,7 +142,14 @@ def train(
             Only finite states are written to it.
         on_step: called after every step with ``(step + 1, model)`` (e.g. for probes at checkpoints).
         prepare: applied to the inputs before the forward (e.g. a memory-format change).
+        device: where to train (``cpu``, ``cuda``, ``cuda:N``; checked by ``devices.checked_device``): the model
+            is moved there in place, and every batch (tensors, or dicts / tuples / lists of them) follows it.
+            Default: where the model is.  The checkpoint is read onto the CPU and loaded into the model wherever
+            it lives; the RNG saved with it is the CPU's (``batch`` draws on the CPU, as the examples do).
     """
+    if device is not None:
+        model.to(checked_device(device))
+    place = model_device(model)
     torch.manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start, log, elapsed = 0, [], 0.0
@@ -160,7 +186,7 @@ def train(
         for step in range(start, config.steps):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, config)
-            inputs, targets = batch(step)
+            inputs, targets = to_device(batch(step), place)
             if prepare is not None:
                 inputs = prepare(inputs)
             value, metrics = loss(model(inputs), targets)

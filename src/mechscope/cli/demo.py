@@ -28,6 +28,10 @@ def demo(
                                  "ray://HOST:PORT or 'auto'; needs the ray extra); default: in this process."),
     whole_layers: str = typer.Option("mixed3a", help="Microscope: shapes layers built whole, every unit "
                                                      "(comma-separated; '' for none)."),
+    device: str = typer.Option(None, help="Microscope: cpu, cuda or cuda:N for the vision units (default: the "
+                                          "CPU)."),
+    amp: bool = typer.Option(False, "--amp", help="Microscope: the vision units' forward passes in bfloat16 "
+                                                  "autocast on CUDA; no effect on the CPU."),
     serve: bool = typer.Option(None, "--serve/--no-serve", help="Serve the Microscope afterwards (default: when "
                                                                "run from a terminal)."),
     port: int = typer.Option(8000, help="Port of the Microscope's server (0: any free one)."),
@@ -39,6 +43,12 @@ def demo(
     from mechscope.zoo.organisms.shapes_recipe import fresh_accuracy
     from mechscope.zoo.registry import bundled_card, load
 
+    from mechscope.devices import AMP_ON_CPU, checked_device
+
+    if device is not None or amp:
+        placed = checked_device(device or "cpu")   # before any work: a clear error for a wrong or absent device
+        if amp and placed.type != "cuda":
+            typer.echo(AMP_ON_CPU, err=True)
     models(as_json=False)
     card = bundled_card("shapes")
     net = load("shapes", device="cpu")
@@ -72,7 +82,8 @@ def demo(
         focus = list(dict.fromkeys(shown.picks + found.units))[:circuit]
     counts = build_demo(store, steps=microscope_steps, images=images, seed=seed, engine=engine(ray) if ray else None, k=k,
                         focus=focus, toy_steps=toy_steps,
-                        whole=[name.strip() for name in whole_layers.split(",") if name.strip()])
+                        whole=[name.strip() for name in whole_layers.split(",") if name.strip()], device=device,
+                        amp=amp)
     for part, c in counts.items():
         typer.echo(f"  {part:<22} built {c['built']:>4}, up to date {c['skipped']:>4}")
     written = export_site(store, site)

@@ -43,6 +43,12 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
                                           help="Compute an image model's units on the Ray cluster at this address "
                                                "(HOST:PORT, ray://HOST:PORT or 'auto'; needs the ray extra); "
                                                "default: in this process."),
+                  device: str = typer.Option(None, help="Image models: cpu, cuda or cuda:N (default: the CPU); on a "
+                                                        "Ray cluster each task runs there when its worker has it, "
+                                                        "else on the CPU."),
+                  amp: bool = typer.Option(False, "--amp", help="Image models: feature visualizations and dataset "
+                                                                "scans in bfloat16 autocast on CUDA; no effect on "
+                                                                "the CPU."),
                   text: str = typer.Option(None, help="Language models: the sample text of the attention patterns."),
                   toy_steps: int = typer.Option(None, help="superposition: training steps (default: the "
                                                            "experiment's own)."),
@@ -50,10 +56,15 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
     """Compute the evidence of LAYERS' units (a language model's heads, a toy experiment's instances) into OUT;
     units already built with the same settings are skipped."""
     from mechscope.compute.engine import engine
+    from mechscope.devices import AMP_ON_CPU, checked_device
     from mechscope.errors import MechscopeError
     from mechscope.microscope.models import build_model
     from mechscope.microscope.options import Evidence, FeatureUse, Partners
 
+    if device is not None or amp:
+        placed = checked_device(device or "cpu")   # before any work: a clear error for a wrong or absent device
+        if amp and placed.type != "cuda":
+            typer.echo(AMP_ON_CPU, err=True)
     pairs = dict(u.split("=", 1) for u in upstream if "=" in u)
     if len(pairs) != len(upstream):
         raise MechscopeError(f"--upstream takes LAYER=SOURCE, e.g. mixed3b=mixed3a; got {upstream}")
@@ -72,7 +83,8 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
                         evidence=Evidence(steps=steps, diversity=diversity), upstream=pairs, k=k, dataset=dataset,
                         examples_k=examples_k, engine=engine(ray) if ray else None, text=text, toy_steps=toy_steps,
                         feature_use=FeatureUse(images=feature_use) if feature_use else None,
-                        partners=Partners(other, layer=other_layer or None) if other else None)
+                        partners=Partners(other, layer=other_layer or None) if other else None, device=device,
+                        amp=amp)
     typer.echo(built.describe())
     typer.echo(f"store {out} (browse: mechscope microscope serve {out})")
 

@@ -9,7 +9,11 @@ import typer
 
 def _scan_to_store(verb: str, model: str, layer_names: list[str], dataset: str, out: Path, **options) -> None:
     """The body of ``examples`` and ``stats``: one library call, then its summary."""
+    from mechscope.devices import AMP_ON_CPU, checked_device
     from mechscope.vision.evidence.scan_run import scan_to_store
+
+    if options.get("amp") and checked_device(options.get("device")).type != "cuda":
+        typer.echo(AMP_ON_CPU, err=True)
 
     s = scan_to_store(out, model, layer_names, dataset, name=verb, **options,
                       on_resume=lambda path: typer.echo(f"continuing the scan checkpointed in {path}"))
@@ -26,7 +30,10 @@ _WEIGHTS = typer.Option("bundled", help="bundled | random | download | a path to
 _SEED = typer.Option(0, help="Seed of random weights.")
 _BATCH = typer.Option(64, help="Images per forward pass.")
 _SIZE = typer.Option(None, help="Image size (default: the model card's input size).")
-_DEVICE = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: CUDA when available).")
+_DEVICE = typer.Option(None, help="cpu, cuda, cuda:N (default: CUDA when available); on a Ray cluster, each shard "
+                                   "runs there when its worker has it, else on the CPU.")
+_AMP = typer.Option(False, "--amp", help="Forward passes in bfloat16 autocast on CUDA (statistics still "
+                                         "accumulate in float64); no effect on the CPU.")
 _RAY = typer.Option(None, "--ray", envvar="RAY_ADDRESS", metavar="ADDRESS",
                     help="Run the scan on this Ray cluster (auto, HOST:PORT) as image ranges merged exactly; "
                          "default: in this process.")
@@ -43,11 +50,13 @@ def examples(
     batch_size: int = _BATCH,
     size: int = _SIZE,
     device: str = _DEVICE,
+    amp: bool = _AMP,
     ray: str = _RAY,
 ) -> None:
     """Dataset examples of every unit of LAYERS: top/bottom-k images with receptive-field crops, into OUT."""
     _scan_to_store("examples", model, layer_names, dataset, out, top_k=top_k, weights=weights, seed=seed,
-                   batch_size=batch_size, device=device, size=size, plot_units=0, examples=True, stats=False, ray=ray)
+                   batch_size=batch_size, device=device, amp=amp, size=size, plot_units=0, examples=True, stats=False,
+                   ray=ray)
 
 
 def stats(
@@ -62,12 +71,13 @@ def stats(
     batch_size: int = _BATCH,
     size: int = _SIZE,
     device: str = _DEVICE,
+    amp: bool = _AMP,
     ray: str = _RAY,
 ) -> None:
     """Activation statistics of every unit of LAYERS (moments, firing, quantiles, histogram) and plots, into OUT."""
     _scan_to_store("stats", model, layer_names, dataset, out, top_k=1, weights=weights, seed=seed,
-                   batch_size=batch_size, device=device, size=size, plot_units=plot_units, examples=False, stats=True,
-                   ray=ray)
+                   batch_size=batch_size, device=device, amp=amp, size=size, plot_units=plot_units, examples=False,
+                   stats=True, ray=ray)
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:

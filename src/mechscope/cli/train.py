@@ -17,6 +17,8 @@ def train_shapes_command(
     census_every: int = typer.Option(200, help="Count curve detectors in mixed3a/mixed3b every N steps (0: off)."),
     census_orientations: int = typer.Option(720, help="Orientations of the final census (720 = 0.5 deg steps)."),
     eval_items: int = typer.Option(None, help="Held-out images for the accuracies (default: the recipe's)."),
+    device: str = typer.Option(None, help="cpu, cuda or cuda:N (default: the CPU, as the bundled card was "
+                                          "trained)."),
 ) -> None:
     """Train the shapes organism: OUT/shapes.safetensors + OUT/shapes.json (accuracy, curve-detector census).
     Rerunning with the same settings resumes from OUT/checkpoint.pt."""
@@ -25,6 +27,10 @@ def train_shapes_command(
     from mechscope.vision.families.census import train_shapes_with_census
     from mechscope.zoo.organisms.shapes_recipe import CARD_FILE, WEIGHTS_FILE, ShapesRecipe
 
+    from mechscope.devices import checked_device
+
+    if device is not None:
+        checked_device(device)   # before any work: a clear error for a wrong or absent device
     recipe = ShapesRecipe(seed=seed, tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()))
     changes = {k: v for k, v in (("steps", steps), ("batch_size", batch_size), ("threads", threads),
                                                   ("eval_items", eval_items)) if v}
@@ -36,7 +42,7 @@ def train_shapes_command(
             for k, v in found.items()))
 
     card = train_shapes_with_census(out, recipe, census_every=census_every, census_orientations=census_orientations,
-                                    on_census=census)
+                                    on_census=census, device=device)
     typer.echo("held-out accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in card["accuracy"].items()))
     for layer, c in card["curve_detector_census"].items():
         typer.echo(f"{layer}: {c['curve_detectors']} of {c['units']} units are curve detectors, covering "

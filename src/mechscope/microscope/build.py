@@ -67,6 +67,7 @@ from tqdm.auto import tqdm
 
 from mechscope.capture import layer_shapes
 from mechscope.compute.engine import Engine, InProcess, engine as default_engine
+from mechscope.devices import checked_device, model_device, portable, worker_device
 from mechscope.errors import MechscopeError
 from mechscope.microscope.evidence import (TUNING_ORIENTATIONS, Computed, Job, attribution_figure, bars_png,
                                            compute)
@@ -100,11 +101,14 @@ def _same(settings: Any, want: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class _Settings:
-    """What every slice of a build shares: the rows' model name, the per-unit evidence (``size`` resolved) and ``k``."""
+    """What every slice of a build shares: the rows' model name, the per-unit evidence (``size`` resolved), ``k``,
+    the device the build asked for (a task runs there when its worker has it, else on the CPU) and ``amp``."""
 
     model_name: str
     evidence: Evidence
     k: int
+    device: str = "cpu"
+    amp: bool = False
 
     @property
     def size(self) -> int:
@@ -125,6 +129,8 @@ def build(
     feature_use: FeatureUse | None = None,
     partners: Partners | None = None,
     engine: Engine | None = None,
+    device: str | torch.device | None = None,
+    amp: bool = False,
     progress: bool = True,
 ) -> dict[str, int]:
     """Write the evidence of ``layers``' units of ``model`` into the store ``out_dir``.
@@ -154,6 +160,13 @@ def build(
             each), the model goes to the workers once, and this process alone writes each layer once all its slices
             are back.  Default ``compute.engine.engine(None)``: in this process, or on the Ray cluster at
             ``$RAY_ADDRESS``.  Per-unit seeds make the figures the same whichever engine or slice computed them.
+        device: where the model runs (``cpu``, ``cuda``, ``cuda:N``; checked first by
+            ``devices.checked_device``; the model is moved there in place); default: where the model is.  A Ray
+            task runs on it when its worker has that device, else on the CPU (``devices.worker_device``); the
+            model travels to the workers as a CPU copy, and results come back as floats and PNG bytes.
+        amp: the feature visualizations and the dataset scan's forward passes in bfloat16 autocast on CUDA
+            (``devices.autocast``); nothing on the CPU.  Statistics still accumulate in float64; tuning curves,
+            links and attributions stay float32.
         progress: a progress bar over the units.
 
     Returns:
@@ -165,18 +178,22 @@ def build(
         if value is not None and not isinstance(value, kind):
             raise MechscopeError(f"{what} takes a mechscope.microscope.options.{kind.__name__}, not "
                                  f"{type(value).__name__}")
+    if device is not None:
+        model.to(checked_device(device))
+    placed = (str(model_device(model)), bool(amp))
     if isinstance(out_dir, Store):
         return _build(out_dir, model, model_name, layers, units_per_layer, channels, evidence, links, dataset,
-                      (feature_use, partners), engine, progress)
+                      (feature_use, partners), engine, progress, placed)
     with open_store(out_dir) as store:
         return _build(store, model, model_name, layers, units_per_layer, channels, evidence, links, dataset,
-                      (feature_use, partners), engine, progress)
+                      (feature_use, partners), engine, progress, placed)
 
 
 def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], units_per_layer: int | None,
            channels: dict[str, list[int]] | None, evidence: Evidence, links: Links | None,
            dataset: DatasetEvidence | None, per_layer: tuple[FeatureUse | None, Partners | None],
-           compute_engine: Engine | None, progress: bool) -> dict[str, int]:
+           compute_engine: Engine | None, progress: bool, placed: tuple[str, bool] = ("cpu", False)
+           ) -> dict[str, int]:
     if compute_engine is not None and not callable(getattr(compute_engine, "map", None)):
         raise MechscopeError(f"engine takes a mechscope.compute.engine Engine (engine(None), engine('auto'), ...), "
                              f"not {type(compute_engine).__name__}")
@@ -186,7 +203,7 @@ def _build(store: Store, model: nn.Module, model_name: str, layers: list[str], u
     unknown = sorted(set(sources) - set(names))
     if unknown:
         raise MechscopeError(f"links.upstream names layers {unknown} that are not being built; layers: {names}")
-    config = _Settings(model_name, evidence, links.k)
+    config = _Settings(model_name, evidence, links.k, *placed)
     size = config.size
     shapes = layer_shapes(model, (3, size, size), sorted(set(names) | set(sources.values())))
     chosen = {layer: _select(layer, int(shapes[layer][0]), units_per_layer, channels) for layer in names}
@@ -221,6 +238,9 @@ def _write_layer_evidence(store: Store, model: nn.Module, config: _Settings, lay
                           stale: dict[str, list[int]], per_layer: tuple[FeatureUse | None, Partners | None],
                           shape: Sequence[int], progress: bool) -> None:
     feature_use, partners = per_layer
+    if not stale.get(ABLATION.name) and not stale.get(PARTNER.name):
+        return
+    model = portable(model, "cpu copy")  # on the CPU: these take CPU inputs (held-out worlds, a partner network)
     made: list[tuple[dict[str, Any], bytes | None]] = []
     if stale.get(ABLATION.name):
         if progress:
@@ -255,7 +275,10 @@ def _plan(store: Store, config: _Settings, layer: str, chosen: list[int], source
 def _compute(shared: tuple[nn.Module, _Settings], job: Job) -> Computed:
     """One task of ``engine.map``: a slice of one layer's units (module-level: Ray pickles it by reference)."""
     model, config = shared
-    return compute(model, job, replace(config.evidence, size=config.size), k=config.k)
+    device = worker_device(config.device)
+    if model_device(model) != device:
+        model.to(device)   # a Ray worker's own copy (a CPU one from the driver) onto its GPU, when it has one
+    return compute(model, job, replace(config.evidence, size=config.size), k=config.k, amp=config.amp)
 
 
 def _merge(parts: Sequence[Computed]) -> Computed:
@@ -292,7 +315,7 @@ def _run(model: nn.Module, config: _Settings, jobs: dict[str, Job], compute_engi
             owner.append(layer)
     parts: dict[str, dict[int, Computed]] = {layer: {} for layer in owner}
     left = {layer: owner.count(layer) for layer in parts}
-    for i, done in compute_engine.map(_compute, tasks, shared=(model, config)):
+    for i, done in compute_engine.map(_compute, tasks, shared=(portable(model, compute_engine.name), config)):
         layer = owner[i]
         parts[layer][i] = done
         bar.update(len(tasks[i].units))
@@ -374,9 +397,10 @@ def _scan_dataset(store: Store, model: nn.Module, config: _Settings, chosen: dic
         return {}
     if engine is not None and (engine.name == "ray" or engine.workers > 1):
         state = sharded_scan(model, dataset, stale, engine=engine, k=data.examples_k, progress=progress,
-                             settings={"scan": tag})
+                             settings={"scan": tag}, device=config.device, amp=config.amp)
     else:
-        state = scan(model, dataset, stale, k=data.examples_k, progress=progress, settings={"scan": tag})
+        state = scan(model, dataset, stale, k=data.examples_k, progress=progress, settings={"scan": tag},
+                     amp=config.amp)
     save_scan(store, state, model, dataset, model_name=name, input_size=config.size,
               plot_units={layer: chosen[layer] for layer in stale}, settings={"scan": tag}, progress=progress)
     save_polysemanticity(store, state, dataset, name, stale, tag)   # labelled worlds only

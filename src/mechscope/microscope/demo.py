@@ -80,7 +80,8 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
                focus: Sequence[int] | None = None, k: int = 3, engine: Engine | None = None, toy_steps: int | None = None,
                feature_use: FeatureUse | None = FeatureUse(), partners: Partners | None = Partners("shapes-seed1"),
                multimodal: MultimodalPages | None = DEMO_MULTIMODAL, multimodal_units: int = MULTIMODAL_UNITS,
-               whole: Sequence[str] = WHOLE_LAYERS, progress: bool = True) -> dict[str, dict[str, int]]:
+               whole: Sequence[str] = WHOLE_LAYERS, device: str | None = None, amp: bool = False,
+               progress: bool = True) -> dict[str, dict[str, int]]:
     """Build (or bring up to date) the demo's Microscope in ``store_dir`` -> ``{part: {"built", "skipped"}}``.
 
     Args:
@@ -97,6 +98,8 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
         whole: vision layers built whole (part ``shapes:LAYER (all)``): feature visualizations, tuning curves and
             dataset evidence (one pass over the data); the circuit's units of that layer then add their links,
             attribution, feature use and partners.
+        device, amp: where the vision units are computed and their bfloat16 autocast on CUDA
+            (``microscope.build.build``); the heads, toy models and shapes-clip pages stay on the CPU (small).
     """
     counts: dict[str, dict[str, int]] = {}
     net = load("shapes", device="cpu")
@@ -108,13 +111,14 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
     with open_store(store_dir) as store:
         for layer in whole:
             counts[f"shapes:{layer} (all)"] = build(net, "shapes", [layer], store, evidence=evidence, dataset=dataset,
-                                                    engine=engine, progress=progress)
+                                                    engine=engine, device=device, amp=amp, progress=progress)
         units = sorted(int(c) for c in focus)
         for layer, below in zip(CIRCUIT, CIRCUIT[1:] + (None,)):
             counts[f"shapes:{layer}"] = build(
                 net, "shapes", [layer], store, channels={layer: units},
                 evidence=evidence, links=Links({layer: below} if below else {}, k=k), dataset=dataset,
-                feature_use=feature_use, partners=partners, engine=engine, progress=progress)
+                feature_use=feature_use, partners=partners, engine=engine, device=device, amp=amp,
+                progress=progress)
             units = _linked(store, layer, units)
         for name in LANGUAGE_MODELS:
             model = load(name, device="cpu")

@@ -149,11 +149,14 @@ def _tuning_png(tuning: Any, channel: int) -> bytes:
 
 # ---------------------------------------------------------------------------------------------------- compute
 
-def compute(model: nn.Module, job: Job, evidence: Evidence, k: int = 4) -> Computed:
+def compute(model: nn.Module, job: Job, evidence: Evidence, k: int = 4, amp: bool = False) -> Computed:
     """Do ``job`` on ``model`` (see the module docstring): ``evidence.pixels`` is the input size, ``evidence.steps``
     and ``.seed`` those of the feature visualizations, ``evidence.diversity`` the images per unit of the diversity
     sets (for ``job.diversity``); ``k`` upstream units per unit.  Which units get which figure is ``job``'s to say
-    (``evidence.negative`` and ``.tuning`` are the planner's)."""
+    (``evidence.negative`` and ``.tuning`` are the planner's).  Everything runs on the model's device; ``amp``:
+    the feature visualizations' forward passes in bfloat16 autocast on CUDA (``RenderOptions.amp``; the tuning
+    curves and links stay float32: they are cheap, and a preferred angle or a link order should not move with
+    rounding).  What comes back is plain data (floats, PNG bytes), never a device tensor."""
     size, steps, seed, diversity = evidence.pixels, evidence.steps, evidence.seed, evidence.diversity
     done = Computed()
     layer = job.layer
@@ -161,7 +164,7 @@ def compute(model: nn.Module, job: Job, evidence: Evidence, k: int = 4) -> Compu
     render = sorted(set(job.featvis) | set(job.negative))
     if render:  # one batch: positives (and negatives, "<unit>#neg") of every unit that needs either
         result = render_units(model, [f"{layer}:{c}" for c in render], size=size, steps=steps, seed=seed,
-                              negative=bool(job.negative), progress=False)
+                              negative=bool(job.negative), progress=False, amp=amp)
         index = {label: i for i, label in enumerate(result.labels)}
         for kind, need, suffix in ((FEATVIS, job.featvis, ""), (FEATVIS_NEGATIVE, job.negative, "#neg")):
             for c in need:
@@ -172,7 +175,7 @@ def compute(model: nn.Module, job: Job, evidence: Evidence, k: int = 4) -> Compu
                                   png_bytes(result.final[i])))
     if job.diversity and diversity > 1:
         result = render_units(model, [f"{layer}:{c}" for c in job.diversity], size=size, steps=steps, seed=seed,
-                              diversity=diversity, progress=False)
+                              diversity=diversity, progress=False, amp=amp)
         for j, c in enumerate(job.diversity):
             images = result.final[j * diversity:(j + 1) * diversity]
             done.pngs.append(({"layer": layer, "channel": c, "kind": FEATVIS_DIVERSITY.name,

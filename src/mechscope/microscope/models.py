@@ -71,6 +71,8 @@ class _Request:
     progress: bool
     feature_use: FeatureUse | None = None
     partners: Partners | None = None
+    device: str | None = None
+    amp: bool = False
 
 
 def build_model(name: str, layers: Sequence[str] = (), out_dir: str | os.PathLike | Store = "out/microscope", *,
@@ -78,7 +80,7 @@ def build_model(name: str, layers: Sequence[str] = (), out_dir: str | os.PathLik
                 upstream: Mapping[str, str] | None = None, k: int = 4, dataset: str | None = None,
                 examples_k: int = EXAMPLES_K, engine: Engine | None = None, text: str | None = None, toy_steps: int | None = None,
                 feature_use: FeatureUse | None = None, partners: Partners | None = None,
-                progress: bool = True) -> Built:
+                device: str | None = None, amp: bool = False, progress: bool = True) -> Built:
     """Build (or bring up to date) the Microscope of ``name`` in the store ``out_dir`` (see the module docstring).
 
     Args:
@@ -96,13 +98,19 @@ def build_model(name: str, layers: Sequence[str] = (), out_dir: str | os.PathLik
             process, or on the Ray cluster at ``$RAY_ADDRESS``).
         feature_use: shapes-world organisms: what ablating each unit alone costs each task (``ablation`` figures).
         partners: image models: each unit's most correlated units of the same layer of another zoo network.
+        device, amp: image models: where the units are computed (``cpu``, ``cuda``, ``cuda:N``; default: CPU) and
+            bfloat16 autocast of their forward passes on CUDA (``microscope.build.build``).  Checked before any work.
         text: language models: the sample text of the attention patterns.
         toy_steps: ``"superposition"``: training steps (default: the experiment's own).
         progress: show progress bars.
     """
     request = _Request(name, list(layers or ()), out_dir, weights, units_per_layer, evidence,
                        Links(dict(upstream or {}), k), dataset, examples_k, engine, text, toy_steps, progress,
-                       feature_use, partners)
+                       feature_use, partners, device, amp)
+    if device is not None:
+        from mechscope.devices import checked_device
+
+        checked_device(device)   # a clear error before any model is loaded or trained
     if name == SUPERPOSITION:
         return _toy(request)
     from mechscope.zoo.registry import get_card
@@ -154,7 +162,7 @@ def _vision(request: _Request, card: Any) -> Built:
     counts = build(net, card.name, request.layers, request.out, units_per_layer=request.units_per_layer,
                    evidence=replace(request.evidence, size=size), links=request.links, dataset=data,
                    feature_use=request.feature_use, partners=request.partners, engine=request.engine,
-                   progress=request.progress)
+                   device=request.device, amp=request.amp, progress=request.progress)
     return Built(VISION, {card.name: counts})
 
 

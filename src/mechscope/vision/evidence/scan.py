@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from mechscope.artefacts import load_npz, save_npz
 from mechscope.capture import as_map, capture
-from mechscope.devices import model_device, resolve_device
+from mechscope.devices import autocast, model_device, resolve_device
 from mechscope.errors import MechscopeError
 from mechscope.units import parse_layers
 from mechscope.vision.evidence.examples import _update as _update_examples
@@ -204,6 +204,7 @@ def scan(
     value_range: Any = None,
     margin: float = 0.5,
     device: str | torch.device | None = None,
+    amp: bool = False,
     progress: bool = True,
     checkpoint: str | os.PathLike | None = None,
     every: int = 20,
@@ -221,7 +222,11 @@ def scan(
         layers: layer names; outputs ``[B, C, x, y]`` or ``[B, C]``.
         k: top/bottom examples kept per channel.  bins, value_range, margin: histograms, as ``activation_stats``.
         sample: size of the random sample (quilts); seed: its hash seed.
-        device: where the model runs; default: the model's device.
+        device: where the model runs (the model is moved there, in place, when it lives elsewhere); default: the
+            model's device.  The accumulators (top-k, statistics in float64, the sample) stay on the CPU.
+        amp: the forward pass in bfloat16 autocast on CUDA (``devices.autocast``; nothing on the CPU); the
+            activations are cast to float32 before anything accumulates them, so only the forward is rounded
+            (to ~3 significant digits: near-ties in the top-k can swap).
         checkpoint: ``.npz`` path of the checkpoint, written every ``every`` batches and at the end.  If it
             exists and ``resume``, the scan continues it (its settings must match, else ``MechscopeError``).
         settings: JSON-able facts about the scan (model, weights, dataset) stored in the checkpoint and
@@ -241,7 +246,7 @@ def scan(
     else:
         state = ScanState(layers=names, examples=ExamplesState(k=k), stats={}, sample=Sample(sample, seed), bins=bins,
                           settings=settings)
-    device = resolve_device(device) if device is not None else model_device(model)
+    device = _place(model, device)
     ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     try:
         total = len(dataset)
@@ -258,7 +263,10 @@ def scan(
                 if len(index) == 0:
                     continue
                 _check_order(index, state.examples.last_index)
-                acts = capture(model, images.to(device), names)
+                with autocast(device, amp):
+                    acts = capture(model, images.to(device), names)
+                if amp:   # accumulate float32 (statistics: float64) values, not bfloat16 ones
+                    acts = {name: a.float() for name, a in acts.items()}
                 _update(state, acts, index, ranges, value_range, margin)
                 del item, images, acts  # free this batch's tensors before the next forward allocates its own
                 bar.update(len(index))
@@ -276,6 +284,16 @@ def scan(
     if path is not None:
         save_scan_state(state, path)
     return state
+
+
+def _place(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """The device a scan runs on: ``device`` (the model moved there when it lives elsewhere), else the model's."""
+    if device is None:
+        return model_device(model)
+    device = resolve_device(device)
+    if model_device(model, default=None) not in (None, device):
+        model.to(device)
+    return device
 
 
 def _update(state: ScanState, acts: Mapping[str, torch.Tensor], index: torch.Tensor, ranges: dict,

@@ -48,8 +48,8 @@ class ScanSummary:
 
 def scan_to_store(out: Path, model: str, layers: Sequence[str], dataset: str, *, name: str = "scan",
                   top_k: int = 16, weights: str = "bundled", seed: int = 0, batch_size: int = 64,
-                  device: str | None = None, size: int | None = None, plot_units: int = 0, examples: bool = True,
-                  stats: bool = False, progress: bool = True,
+                  device: str | None = None, amp: bool = False, size: int | None = None, plot_units: int = 0,
+                  examples: bool = True, stats: bool = False, progress: bool = True,
                   on_resume: Callable[[Path], None] | None = None, ray: str | None = None) -> ScanSummary:
     """Scan ``dataset`` (a folder of images or ``shapes:N[:SEED]``) with the zoo model ``model`` (``weights``:
     bundled | random | download | a path; ``seed`` of random weights) at ``size`` px (default: the card's),
@@ -60,10 +60,15 @@ def scan_to_store(out: Path, model: str, layers: Sequence[str], dataset: str, *,
 
     ``ray``: a Ray cluster's address (``auto``, ``HOST:PORT``; default ``$RAY_ADDRESS``): the scan runs there as
     image ranges merged exactly (``vision.evidence.shards.sharded_scan``; a shard is not checkpointed, an
-    interrupted cluster scan starts over); without one it runs in this process, checkpointed."""
+    interrupted cluster scan starts over); without one it runs in this process, checkpointed.
+
+    ``device``: ``cpu``, ``cuda``, ``cuda:N`` (default: CUDA when available), checked before any work
+    (``devices.checked_device``); on a cluster each shard runs there when its worker has it, else on the CPU.
+    ``amp``: the forward passes in bfloat16 autocast on CUDA (``devices.autocast``; nothing on the CPU)."""
     from mechscope.artefacts import atomic_write_bytes
     from mechscope.compute.engine import engine
     from mechscope.data.open import open_dataset
+    from mechscope.devices import checked_device
     from mechscope.store import open_store, read_rows
     from mechscope.units import validate
     from mechscope.vision.evidence.scan import scan
@@ -73,6 +78,7 @@ def scan_to_store(out: Path, model: str, layers: Sequence[str], dataset: str, *,
 
     out = Path(out)
     card = get_card(model)
+    device = checked_device(device)
     size = size or int(card.input_shape[-1])
     net = load(card.name, weights=weights, seed=seed, device=device)
     for layer in layers:
@@ -87,10 +93,10 @@ def scan_to_store(out: Path, model: str, layers: Sequence[str], dataset: str, *,
             on_resume(checkpoint)
         if runner.name == "ray":
             state = sharded_scan(net, data, list(layers), engine=runner, k=top_k, batch_size=batch_size,
-                                 settings=settings, progress=progress)
+                                 device=device, amp=amp, settings=settings, progress=progress)
         else:
             state = scan(net, data, list(layers), k=top_k, batch_size=batch_size, checkpoint=checkpoint,
-                         settings=settings, progress=progress)
+                         device=device, amp=amp, settings=settings, progress=progress)
         written = save_scan(store, state, net, data, model_name=card.name, input_size=size, examples=examples,
                             stats=stats, plot_units=plot_units, progress=progress)
         plots = []

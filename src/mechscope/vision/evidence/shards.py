@@ -51,31 +51,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mechscope.capture import capture
-from mechscope.devices import model_device, resolve_device
+from mechscope.compute.ranges import shard_ranges
+from mechscope.devices import autocast, portable, worker_device
 from mechscope.errors import MechscopeError
 from mechscope.vision.evidence.examples import _NO_INDEX, ExamplesState, LayerExamples, _batch
-from mechscope.vision.evidence.scan import Sample, ScanState, _names, scan
+from mechscope.vision.evidence.scan import Sample, ScanState, _names, _place, scan
 from mechscope.vision.evidence.stats import _auto_range, _resolve_range
 
 __all__ = ["sharded_scan", "shard_ranges", "merge_examples", "merge_layer_examples", "merge_samples",
            "merge_scan_states"]
-
-
-def shard_ranges(n: int, shards: int, align: int = 1) -> list[tuple[int, int]]:
-    """At most ``shards`` contiguous ``(start, stop)`` index ranges covering ``range(n)``, every boundary a multiple
-    of ``align`` (a scan's batch size: each shard then reads the very batches the single pass reads), sizes as
-    even as that allows, never an empty one.
-
-    >>> shard_ranges(10, 3), shard_ranges(100, 3, align=16)
-    ([(0, 3), (3, 6), (6, 10)], [(0, 32), (32, 64), (64, 100)])
-    """
-    for name, value in (("shards", shards), ("align", align)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise MechscopeError(f"{name} must be a positive int, got {value!r}")
-    blocks = -(-n // align)
-    shards = max(1, min(shards, blocks))
-    bounds = [min(n, align * (blocks * i // shards)) for i in range(shards + 1)]
-    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
 # ---- exact merges ----------------------------------------------------------------------------------------------
@@ -174,13 +158,16 @@ class _Range:
 
 
 def _scan_shard(shared: Mapping[str, Any], task: tuple[int, int]) -> ScanState:
-    """One shard's scan (a module-level task for ``engine.map``)."""
+    """One shard's scan (a module-level task for ``engine.map``), on this worker's device: the driver's when this
+    machine has it (a GPU worker for a ``cuda`` scan), else the CPU (``devices.worker_device``); its state comes
+    back on the CPU."""
     options = dict(shared["options"])
+    options["device"] = worker_device(options["device"])
     return scan(shared["model"], _Range(shared["dataset"], *task), shared["layers"], progress=False, **options)
 
 
 def _first_ranges(model: nn.Module, dataset: Any, names: list[str], batch_size: int, device: Any,
-                  value_range: Any, margin: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                  value_range: Any, margin: float, amp: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each layer's histogram range as the single pass fixes it: given, else from the dataset's first batch."""
     first = next(iter(dataset.batches(batch_size, start=0)), None)
     if first is None:
@@ -189,8 +176,10 @@ def _first_ranges(model: nn.Module, dataset: Any, names: list[str], batch_size: 
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device, amp):
             acts = capture(model, images.to(device), names)
+        if amp:
+            acts = {name: a.float() for name, a in acts.items()}
     finally:
         for module, mode in modes:
             module.training = mode
@@ -213,6 +202,7 @@ def sharded_scan(
     value_range: Any = None,
     margin: float = 0.5,
     device: str | torch.device | None = None,
+    amp: bool = False,
     progress: bool = True,
     settings: Mapping[str, Any] | None = None,
 ) -> ScanState:
@@ -221,7 +211,8 @@ def sharded_scan(
 
     Args:
         shards: number of image ranges (default: ``2 x engine.workers``, one when the engine has one worker).
-        k, bins, sample, seed, batch_size, value_range, margin, device, settings: as ``scan``.
+        k, bins, sample, seed, batch_size, value_range, margin, device, amp, settings: as ``scan``; a Ray task
+            runs on ``device`` when its worker has it, else on the CPU.
         progress: a bar over the shards.
 
     Returns:
@@ -240,12 +231,12 @@ def sharded_scan(
     ranges = shard_ranges(n, shards, align=batch_size)
     if not ranges:
         raise MechscopeError("the dataset is empty; give it at least one image")
-    device = resolve_device(device) if device is not None else model_device(model)
-    fixed = _first_ranges(model, dataset, names, batch_size, device, value_range, margin)
+    device = _place(model, device)
+    fixed = _first_ranges(model, dataset, names, batch_size, device, value_range, margin, amp)
     options = {"k": k, "bins": bins, "sample": sample, "seed": seed, "batch_size": batch_size,
                "value_range": {name: tuple(r.tolist() for r in fixed[name]) for name in names},
-               "margin": margin, "device": str(device), "settings": dict(settings or {})}
-    shared = {"model": model, "dataset": dataset, "layers": names, "options": options}
+               "margin": margin, "device": str(device), "amp": amp, "settings": dict(settings or {})}
+    shared = {"model": portable(model, runner.name), "dataset": dataset, "layers": names, "options": options}
     states: list[ScanState | None] = [None] * len(ranges)
     with tqdm(total=n, desc=f"scan ({len(ranges)} shards, {runner.name})", unit="img", disable=not progress) as bar:
         for i, state in runner.map(_scan_shard, ranges, shared=shared):

@@ -46,13 +46,15 @@ def _summary(census: dict[str, dict], fields: Sequence[str] = SUMMARY) -> dict[s
 def train_shapes_with_census(out_dir: str | os.PathLike, recipe: ShapesRecipe = ShapesRecipe(), *,
                              census_every: int = 200, census_orientations: int = 720,
                              layers: Sequence[str] = CENSUS_LAYERS, progress: bool = True,
-                             on_census: Callable[[int, dict[str, dict]], None] | None = None) -> dict[str, Any]:
+                             on_census: Callable[[int, dict[str, dict]], None] | None = None,
+                             device: str | None = None) -> dict[str, Any]:
     """Train the shapes organism into ``out_dir`` (``train_shapes``: resumable) and add the curve-detector census
     to its card: every ``census_every`` steps during training (0: never; at most 72 orientations;
     ``on_census(step, census)`` is called after each), then on the trained model at ``census_orientations``
     orientations (``curve_detector_census``, ``curve_detector_census_strict``) and on the untrained model
     (``curve_detector_census_untrained``); ``census_during_training`` lists the rows by step.  Rewrites
-    ``out_dir/shapes.json`` and returns the card."""
+    ``out_dir/shapes.json`` and returns the card.  ``device``: where to train (``train_shapes``); the censuses
+    during training run there too, the final ones on the CPU."""
     from mechscope.zoo.registry import load
 
     out = Path(out_dir)
@@ -68,7 +70,7 @@ def train_shapes_with_census(out_dir: str | os.PathLike, recipe: ShapesRecipe = 
             if on_census is not None:
                 on_census(step, found)
 
-    card = train_shapes(out, recipe, progress=progress, on_step=census)
+    card = train_shapes(out, recipe, progress=progress, on_step=census, device=device)
     net = load("shapes", weights=out / WEIGHTS_FILE, device="cpu")
     card["curve_detector_census"] = curve_detector_census(net, layers, size=recipe.size,
                                                           n_orientations=census_orientations)

@@ -12,6 +12,10 @@ by the whole batch), ``laplacian_pyramid`` (a sum of those at halving resolution
 pattern producing network over the pixel coordinates) and ``shared_image`` (Lucid's interpolation recipe: per
 frame FFT images plus low-resolution structure shared by all frames).
 
+Every parameter is created on ``device`` (the model's, in ``render``), but its random start is drawn by the CPU
+generator and then moved there: a seed gives the same start on a GPU as on the CPU, so a unit's visualization
+does not depend on which kind of worker computed it (up to the devices' float rounding).
+
 Example::
 
     >>> from mechscope.vision.featvis.param import cppn, image
@@ -49,7 +53,7 @@ def rfft2d_freqs(h: int, w: int) -> torch.Tensor:
 
 def pixel_image(shape: tuple[int, int, int, int], sd: float = 0.01, device=None) -> tuple[list[torch.Tensor], ImageFn]:
     """Raw pixels ``[batch, channels, h, w]`` initialised from N(0, sd)."""
-    t = (torch.randn(shape, device=device) * sd).requires_grad_(True)
+    t = (torch.randn(shape).to(device) * sd).requires_grad_(True)
     return [t], lambda: t
 
 
@@ -59,7 +63,7 @@ def fft_image(
     """Lucid's Fourier parameterization with 1/f scaling; ``shape = [batch, channels, h, w]``."""
     b, c, h, w = shape
     freqs = rfft2d_freqs(h, w).to(device)
-    spectrum = (torch.randn(b, c, *freqs.shape, 2, device=device) * sd).requires_grad_(True)
+    spectrum = (torch.randn(b, c, *freqs.shape, 2).to(device) * sd).requires_grad_(True)
     scale = 1.0 / torch.clamp(freqs, min=1.0 / max(w, h)) ** decay_power
     # Lucid scales by sqrt(h * w) and inverts with TensorFlow's irfft2d, which divides by h * w: together an
     # orthonormal inverse transform.  PyTorch's "backward" norm divides by h * w as TensorFlow does.
@@ -132,7 +136,7 @@ def lowres_tensor(
         dy, dx = (int(v) for v in offset)
     if not (0 <= dy <= h and 0 <= dx <= w):
         raise ValueError(f"offset {(dy, dx)} out of range for {h}x{w}")
-    low = (torch.randn(tuple(underlying_shape), device=device) * sd).requires_grad_(True)
+    low = (torch.randn(tuple(underlying_shape)).to(device) * sd).requires_grad_(True)
 
     def image_fn() -> torch.Tensor:
         t = low
@@ -301,13 +305,13 @@ def cppn(
     layers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
     fan_in = 2
     for _ in range(num_layers):
-        weight = torch.randn(num_hidden_channels, fan_in, 1, 1, device=device) * math.sqrt(1.0 / fan_in)
-        bias = torch.randn(num_hidden_channels, device=device) * 0.1
+        weight = torch.randn(num_hidden_channels, fan_in, 1, 1).to(device) * math.sqrt(1.0 / fan_in)
+        bias = torch.randn(num_hidden_channels).to(device) * 0.1
         beta = torch.zeros(num_hidden_channels, device=device) if normalize else None
         layers.append((weight, bias, beta))
         fan_in = 2 * num_hidden_channels
     out_weight = torch.zeros(num_output_channels, fan_in, 1, 1, device=device)
-    out_bias = torch.randn(num_output_channels, device=device) * output_bias_sd
+    out_bias = torch.randn(num_output_channels).to(device) * output_bias_sd
     params = [t for layer in layers for t in layer if t is not None] + [out_weight, out_bias]
     for p in params:
         p.requires_grad_(True)

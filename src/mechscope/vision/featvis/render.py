@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mechscope.capture import capture, layer_shapes
-from mechscope.devices import eval_mode, placement, resolve_device
+from mechscope.devices import autocast, eval_mode, placement, resolve_device
 from mechscope.errors import MechscopeError
 from mechscope.units import Unit, VisLabel, layer_width, parse_unit, validate
 from mechscope.vision.featvis import param as param_mod
@@ -68,7 +68,9 @@ class RenderOptions:
     ``standard_transforms()``, ``[]`` for none; ``optimizer``: ``params -> Optimizer``, default Adam with learning
     rate 0.05; ``seed`` seeds the parameter init and the transforms' random draws; ``progress`` shows a bar;
     ``redirect_relu``: Lucid's redirected ReLU gradient for the first 16 steps (``nn.ReLU`` modules);
-    ``device``: where the image lives (default: the model's device).
+    ``device``: where the image lives (default: the model's device); ``amp``: the forward pass in bfloat16
+    autocast on CUDA (``devices.autocast``; nothing on the CPU): the image parameters, the transforms, the
+    optimizer state and the objective's value stay float32.
     """
 
     size: int = 128
@@ -80,6 +82,7 @@ class RenderOptions:
     progress: bool = True
     redirect_relu: bool = True
     device: str | torch.device | None = None
+    amp: bool = False
 
     def with_overrides(self, overrides: dict[str, Any]) -> RenderOptions:
         """These options with some fields replaced; an unknown field name is refused, naming the valid ones."""
@@ -154,7 +157,10 @@ def _optimize(model: nn.Module, objective: Objective, param: ParamFn, options: R
                 state["step"] = step
                 opt.zero_grad()
                 image = image_fn()
-                acts = dict(capture(model, transform(image), layers)) if layers else {}
+                with autocast(image.device, options.amp):
+                    acts = dict(capture(model, transform(image), layers)) if layers else {}
+                if options.amp:  # the objective in float32 also under autocast
+                    acts = {name: a.float() for name, a in acts.items()}
                 acts[INPUT] = image  # Lucid's T("input"): the image before the transforms
                 value = objective(acts)
                 (-value).backward()

@@ -128,10 +128,13 @@ def evaluate(model: torch.nn.Module, dataset: ShapesDataset, batch_size: int = 2
 
 
 def train_shapes(out_dir: str | os.PathLike, recipe: ShapesRecipe = ShapesRecipe(), *, progress: bool = True,
-                 on_step: Any = None) -> dict[str, Any]:
+                 on_step: Any = None, device: str | None = None) -> dict[str, Any]:
     """Train the organism (``recipe.architecture``: a key of ``ARCHITECTURES``) into ``out_dir``:
     ``checkpoint.pt`` while training (resumed from when present), then ``shapes.safetensors`` (batch norm folded;
-    ``shapes_vgg.safetensors`` etc. for other architectures) and ``shapes.json`` (the card).  Returns the card."""
+    ``shapes_vgg.safetensors`` etc. for other architectures) and ``shapes.json`` (the card).  Returns the card.
+    ``device``: where to train (``training.train``; default the CPU, as every bundled card was trained); the
+    images are drawn on the CPU (the same batches on any device), the model comes back to the CPU to be folded,
+    evaluated and saved."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.threads)
@@ -157,7 +160,8 @@ def train_shapes(out_dir: str | os.PathLike, recipe: ShapesRecipe = ShapesRecipe
 
     log = train(model, batch, loss, recipe.train_config(), checkpoint=out / "checkpoint.pt",
                 progress=progress, on_step=on_step,
-                prepare=lambda x: x.contiguous(memory_format=torch.channels_last))
+                prepare=lambda x: x.contiguous(memory_format=torch.channels_last), device=device)
+    model.to("cpu")
     folded = fold_batchnorm(model.to(memory_format=torch.contiguous_format))
     held_out = ShapesDataset(n=recipe.eval_items, size=recipe.size, seed=recipe.seed + HELD_OUT_OFFSET, config=world)
     accuracy = evaluate(folded, held_out)
