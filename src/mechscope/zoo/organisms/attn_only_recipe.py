@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -83,11 +84,18 @@ class AttnOnlyRecipe:
     repeat_prob: float = 0.3
     probe_every: int = 500
     eval_rows: int = 256
+    d_mlp: int | None = None   # an MLP (GELU) in every block: the ``mlp-1l`` organism (``mlp_recipe``)
+    tokenizer_from: str | None = None   # a bundled ``*.tokenizer.json`` to reuse instead of training a BPE
+
+    @property
+    def name(self) -> str:
+        """``attn-only-{N}l``, or ``mlp-{N}l`` when the blocks have MLPs."""
+        return f"{'attn-only' if self.d_mlp is None else 'mlp'}-{self.n_layers}l"
 
     def config(self) -> attn_only.AttnOnlyConfig:
         return attn_only.AttnOnlyConfig(n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads,
                                         d_head=self.d_head, n_ctx=self.n_ctx, d_vocab=self.d_vocab,
-                                        positional=self.positional)
+                                        positional=self.positional, d_mlp=self.d_mlp)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, lr=self.lr, weight_decay=self.weight_decay, warmup=self.warmup,
@@ -97,8 +105,17 @@ class AttnOnlyRecipe:
         """The share of repeat rows at ``step`` (1 during the synthetic phase, then falling linearly)."""
         if step < self.synthetic_steps:
             return 1.0
-        ramp = min(1.0, (step - self.synthetic_steps) / max(1, self.ramp_steps))
+        ramp = min(1.0, (step - self.synthetic_steps) / self.ramp_steps) if self.ramp_steps > 0 else 1.0
         return 1.0 - ramp * (1.0 - self.final_synthetic)
+
+
+def mlp_recipe(**changes: Any) -> AttnOnlyRecipe:
+    """The ``mlp-1l`` organism's recipe: one block with attention and a GELU MLP (d_mlp 512), the attention-only
+    organisms' corpus and their bundled tokenizer, trained on natural text only (no induction curriculum: its
+    job is MLP features of text, not induction).  ``changes`` override fields (``steps``, ``seed``, ...)."""
+    base = dict(n_layers=1, d_mlp=512, steps=4000, synthetic_steps=0, ramp_steps=0, final_synthetic=0.0, repeat_prob=0.0,
+                tokenizer_from="attn_only_1l.tokenizer.json")
+    return AttnOnlyRecipe(**{**base, **changes})
 
 
 def repeat_row(g: torch.Generator, n_ctx: int, d_vocab: int, bos: int) -> torch.Tensor:
@@ -151,6 +168,10 @@ def prepare_data(out: Path, recipe: AttnOnlyRecipe, *, progress: bool = True) ->
         build_corpus(corpus_dir, max_bytes=recipe.corpus_bytes, seed=recipe.seed)
     corpus = load_corpus(corpus_dir)
     tok_path = data / "tokenizer.json"
+    if not tok_path.exists() and recipe.tokenizer_from is not None:
+        from mechscope.zoo.registry import bundle_dir
+
+        atomic_write_bytes(tok_path, (bundle_dir() / recipe.tokenizer_from).read_bytes())
     if not tok_path.exists():
         train_bpe([corpus.path("train")], vocab_size=recipe.d_vocab).save(tok_path)
     tokenizer = load_tokenizer(tok_path)
@@ -222,15 +243,16 @@ def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnl
 
     log = train(model, lambda s: batch_at(s, recipe, data["train"], bos), next_token_loss, recipe.train_config(),
                 checkpoint=out / "checkpoint.pt", progress=progress, on_step=on_step_saving)
-    name = f"attn-only-{recipe.n_layers}l"
+    name = recipe.name
     weights = attn_only.save(model, out / f"{name}.safetensors")
     tok_file = out / f"{name}.tokenizer.json"
     atomic_write_bytes(tok_file, data["tokenizer_path"].read_bytes())
     final = probe(model, data["held_out"], bos, recipe.eval_rows, head_scores)
     card = {
         "name": name,
-        "architecture": f"AttnOnlyTransformer (mechscope.zoo.attn_only): {recipe.n_layers} attention-only layers, "
-                        f"d_model {recipe.d_model}, {recipe.n_heads} heads x {recipe.d_head}, n_ctx {recipe.n_ctx}, "
+        "architecture": f"AttnOnlyTransformer (mechscope.zoo.attn_only): {recipe.n_layers} "
+                        + ("attention-only layers" if recipe.d_mlp is None else
+                           f"layers of attention + GELU MLP (d_mlp {recipe.d_mlp})") + f", d_model {recipe.d_model}, {recipe.n_heads} heads x {recipe.d_head}, n_ctx {recipe.n_ctx}, "
                         f"BPE {recipe.d_vocab}, {recipe.positional} positions, LayerNorm",
         "recipe": asdict(recipe),
         "data": {"corpus": data["corpus"].recipe,
@@ -247,6 +269,7 @@ def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnl
         "train_seconds_this_session": round(time.perf_counter() - start, 1),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": recipe.threads,
                     "torch": torch.__version__},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "sha256": sha256_file(weights),
         "tokenizer_sha256": sha256_file(tok_file),
         "log": log,
