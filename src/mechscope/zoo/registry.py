@@ -207,7 +207,7 @@ _CARDS: tuple[ModelCard, ...] = (
         "4751b46c241b9c6aeca1e5889b4d927d802cf227e52437f30257311d3da2953f", "Our 2-layer attention-only transformer (4 heads per layer, d_model 128, BPE 1024): a layer-0 "
         "previous-token head and a layer-1 induction head"),
     _mlp_organism(
-        None, "4751b46c241b9c6aeca1e5889b4d927d802cf227e52437f30257311d3da2953f",
+        "15592c9c9dc52aeb0f1cd314cc0f028ca80576484f3f5038163c23a5aadf8a02", "4751b46c241b9c6aeca1e5889b4d927d802cf227e52437f30257311d3da2953f",
         "Our 1-layer transformer with attention and a GELU MLP (d_model 128, d_mlp 512, 4 heads, the attention-only "
         "organisms' BPE 1024) trained on the offline corpus's natural text: the organism of the MLP dictionary "
         "(mlp-1l-sae)"),

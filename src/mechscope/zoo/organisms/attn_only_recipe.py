@@ -206,6 +206,22 @@ def probe(model: attn_only.AttnOnlyTransformer, held_out: np.ndarray, bos: int, 
             "held_out_loss": round(float(torch.stack(losses).mean()), 4) if losses else None}
 
 
+@torch.no_grad()
+def baseline(recipe: AttnOnlyRecipe, held_out: np.ndarray) -> dict[str, Any] | None:
+    """For an organism with MLPs: the bundled attention-only model of the same depth on the same held-out rows
+    (``None`` for attention-only recipes)."""
+    if recipe.d_mlp is None:
+        return None
+    from mechscope.zoo.registry import load_language_model
+
+    name = f"attn-only-{recipe.n_layers}l"
+    model, _ = load_language_model(name)
+    rows = torch.from_numpy(held_out[:recipe.eval_rows].astype(np.int64))
+    losses = [next_token_loss(model(rows[i: i + 32]), rows[i: i + 32])[0] for i in range(0, len(rows), 32)]
+    return {"model": name, "held_out_loss": round(float(torch.stack(losses).mean()), 4),
+            "rows": f"held_out[:{recipe.eval_rows}], the rows of this card's held_out_loss"}
+
+
 def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnlyRecipe(), *,
                     head_scores: HeadScores, progress: bool = True) -> dict[str, Any]:
     """Train an organism into ``out_dir``: ``checkpoint.pt`` while training (resumed from when present), then
@@ -264,6 +280,7 @@ def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnl
                  "natural_rows_expected": round(sum(1 - recipe.synthetic_share(s) for s in range(recipe.steps))
                                                 * recipe.batch_size)},
         "final": final,
+        "baseline": baseline(recipe, data["held_out"]),
         "probes": probes,
         "train_seconds_total": log[-1]["seconds"] if log else None,
         "train_seconds_this_session": round(time.perf_counter() - start, 1),
