@@ -37,7 +37,7 @@ class DictionaryCard:
 
 _DICTIONARIES: tuple[DictionaryCard, ...] = (
     DictionaryCard("mlp-1l-sae", "mlp-1l", "blocks.0.mlp.hook_post", "mlp_1l_sae",
-                   "0000000000000000000000000000000000000000000000000000000000000000",
+                   "9a8cb28fe860b9682a9cc8f81c91ff1a482cf3f7605e2db6a594a670283cdfb5",
                    "mechscope train mlp-1l-sae"),
 )
 

@@ -51,14 +51,14 @@ class MlpSAERecipe:
     hook: str = "blocks.0.mlp.hook_post"
     n_latents: int = 2048
     k: int = 16
-    steps: int = 2000
+    steps: int = 2500
     batch_size: int = 1024
     lr: float = 1e-3
     resample_every: int = 500
     dead_after: int = 250
     buffer_rows: int = 1024
     eval_rows: int = 1024
-    sample_rows: int = 64
+    sample_rows: int = 256
     chunk_rows: int = 64
     corpus_bytes: int = 20_000_000   # the organism's corpus (``mlp_recipe``), built when ``data_dir`` has none
     seed: int = 0
@@ -92,9 +92,12 @@ def fp16_roundtrip(sae: SparseAutoencoder) -> tuple[dict[str, torch.Tensor], Spa
 
 def chunk_spread(model: torch.nn.Module, sae: SparseAutoencoder, hook: str, rows: torch.Tensor,
                  chunk: int) -> dict[str, float]:
-    """Standard deviation over ``chunk``-row pieces of ``rows`` of the card's numbers."""
+    """Standard deviation over ``chunk``-row pieces of ``rows`` of the card's numbers (``None`` for fewer than
+    two pieces)."""
     keys = ("l0", "fraction_of_variance_explained", "loss_clean", "loss_recovered")
     per = [score_dictionary(model, sae, hook, rows[i: i + chunk]).summary(6) for i in range(0, len(rows), chunk)]
+    if len(per) < 2:
+        return {k: None for k in keys}
     return {k: round(float(np.std([p[k] for p in per], ddof=1)), 4) for k in keys}
 
 
