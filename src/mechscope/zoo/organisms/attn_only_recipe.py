@@ -15,6 +15,10 @@ The optimiser is AdamW at 2e-3 without weight decay: at 1e-3 with weight decay 0
 layer 0's attention stayed diffuse — the best previous-token score reached 0.33 after 6000 steps, spread over
 three heads — while without decay two sharp previous-token heads (0.96, 0.91) formed by step 3500.
 
+With ``d_mlp`` set every block also has a GELU MLP: ``mlp_recipe()`` is the ``mlp-1l`` organism's recipe (one
+block, d_mlp 512, natural text only, the bundled attention-only tokenizer reused through ``tokenizer_from``);
+its card adds ``baseline``, the bundled attention-only model of the same depth on the same held-out rows.
+
 Batch ``b`` of step ``s`` is a pure function of ``(seed, s)`` (``batch_at``), so a resumed run sees exactly the
 batches an uninterrupted one would.  Every ``probe_every`` steps the head scores (previous-token, induction on
 ``[BOS] r r``) and the held-out natural-text loss are recorded; the card keeps that log with the data mix,
@@ -225,7 +229,8 @@ def baseline(recipe: AttnOnlyRecipe, held_out: np.ndarray) -> dict[str, Any] | N
 def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnlyRecipe(), *,
                     head_scores: HeadScores, progress: bool = True) -> dict[str, Any]:
     """Train an organism into ``out_dir``: ``checkpoint.pt`` while training (resumed from when present), then
-    ``attn-only-{N}l.safetensors``, ``attn-only-{N}l.tokenizer.json`` and ``attn-only-{N}l.json`` (the card).
+    ``<name>.safetensors``, ``<name>.tokenizer.json`` and ``<name>.json`` (the card; ``name`` is
+    ``recipe.name``: ``attn-only-{N}l`` or ``mlp-{N}l``), with the peak RSS of the process.
     ``head_scores`` probes the heads (pass ``mechscope.transformer.heads.probe_scores``: the analysis lives in
     the transformer area, above the zoo).  Returns the card."""
     out = Path(out_dir)
