@@ -305,7 +305,7 @@ def test_gpt2_bridge_bad_input_fails_clearly(gpt2):
 
 
 def test_sae_on_a_gpt2_bridge_hook_point_reads_hfs_mlp_activations(gpt2):
-    from mechscope.superposition.sae import SAEConfig, capture_activations, train_sae
+    from mechscope.dictionary.sae import SAEConfig, capture_activations, train_sae
     from mechscope.transformer.models import run_with_cache
 
     hf, bridge = gpt2

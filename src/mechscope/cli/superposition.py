@@ -85,7 +85,7 @@ def sae_layer(model: str = typer.Argument(..., help="A zoo image model, e.g. sha
               max_rows: int = typer.Option(200_000, help="Activation rows kept (positions x images)."),
               out: Path = typer.Option(Path("out/sae/layer"), help="Output folder.")) -> None:
     """Train an SAE on a layer's activations (every position of every image is a row)."""
-    from mechscope.superposition.sae import SAEConfig, sae_on_layer
+    from mechscope.dictionary.sae import SAEConfig, sae_on_layer
 
     config = SAEConfig(d_in=1, n_latents=latents, kind=kind, l1=l1, k=topk, steps=steps)  # d_in: the layer's
     r = sae_on_layer(out, model, layer, dataset=dataset, config=config, max_rows=max_rows)

@@ -126,6 +126,39 @@ def train_attn_only_command(
     typer.echo(f"wrote {folder}/{card['name']}.safetensors, .tokenizer.json and .json")
 
 
+def train_mlp_command(
+    out: Path = typer.Option(Path("out/train/mlp-1l"), help="Folder for data, checkpoint, weights, tokenizer, card."),
+    steps: int = typer.Option(None, help="Training steps (default: the recipe's)."),
+    seed: int = typer.Option(0, help="Seed of the initialisation, the corpus split and the batches."),
+    threads: int = typer.Option(None, help="torch CPU threads (default: the recipe's, 1, as the bundled card)."),
+) -> None:
+    """Train mlp-1l: one block of attention + GELU MLP on the offline corpus's text (seeded, resumable)."""
+    from mechscope.transformer.heads import probe_scores
+    from mechscope.zoo.organisms.attn_only_recipe import mlp_recipe, train_attn_only
+
+    changes = {k: v for k, v in (("steps", steps), ("threads", threads)) if v is not None}
+    card = train_attn_only(out, mlp_recipe(seed=seed, **changes), head_scores=probe_scores)
+    typer.echo(f"held-out loss {card['final']['held_out_loss']}; wrote {out}/mlp-1l.safetensors, "
+               ".tokenizer.json and .json")
+
+
+def train_mlp_sae_command(
+    out: Path = typer.Option(Path("out/train/mlp-1l-sae"), help="Folder for the SAE, its card and density plot."),
+    model_file: Path = typer.Option(None, help="An mlp-1l.safetensors from `train mlp-1l` (default: the bundled)."),
+    data: Path = typer.Option(None, help="A folder whose data/ holds the corpus and tokens (e.g. out/train/mlp-1l; "
+                                         "default: built under --out)."),
+    steps: int = typer.Option(None, help="SAE training steps (default: the recipe's)."),
+) -> None:
+    """Train mlp-1l's dictionary: a TopK SAE on blocks.0.mlp.hook_post, scored on held-out text."""
+    from mechscope.zoo.organisms.mlp_sae_recipe import MlpSAERecipe, train_mlp_sae
+
+    recipe = MlpSAERecipe() if steps is None else MlpSAERecipe(steps=steps)
+    card = train_mlp_sae(out, recipe, model_file=model_file, data_dir=data)
+    h = card["held_out"]
+    typer.echo(f"L0 {h['l0']}, variance explained {h['fraction_of_variance_explained']}, loss recovered "
+               f"{h['loss_recovered']}, dead {h['dead']}, dense {h['dense']}; wrote {out}/{card['name']}.*")
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     """Add the transformer verbs to the ``mechscope`` app (and ``train attn-only`` to its ``train`` group)."""
     app.command("heads")(heads)
@@ -133,3 +166,5 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     app.command("ov")(ov)
     app.command("qk")(qk)
     train_app.command("attn-only")(train_attn_only_command)
+    train_app.command("mlp-1l")(train_mlp_command)
+    train_app.command("mlp-1l-sae")(train_mlp_sae_command)

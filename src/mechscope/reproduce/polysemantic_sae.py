@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from mechscope.artefacts import atomic_write_bytes, atomic_write_json
+from mechscope.dictionary.sae import SAEConfig, SparseAutoencoder, capture_activations, train_sae
 from mechscope.errors import WeightsError
-from mechscope.superposition.sae import SAEConfig, SparseAutoencoder, capture_activations, train_sae
 
 NAME = "shapes_mixed3b_sae"
 

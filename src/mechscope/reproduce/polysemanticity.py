@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 
 from mechscope.data.shapes import ShapesDataset
+from mechscope.dictionary.sae import SparseAutoencoder
 from mechscope.plots import new_figure, save_figure
 from mechscope.reproduce.claims import Claim, Result, fmt
 from mechscope.reproduce.polysemantic_sae import load_mixed3b_sae
-from mechscope.superposition.sae import SparseAutoencoder
 from mechscope.vision.evidence.polysemanticity import (CONCEPTS, Polysemanticity, concept_labels,
                                                        polysemanticity, spatial_activations)
 from mechscope.zoo.registry import bundled_card, load

@@ -337,7 +337,7 @@ def toy_sae_config(d_in: int, n_latents: int, *, kind: str = "relu", l1: float =
     >>> (c.lr, c.resample_every, c.dead_after, c.kind, c.l1)
     (0.003, 500, 250, 'relu', 0.3)
     """
-    from mechscope.superposition.sae import SAEConfig
+    from mechscope.dictionary.sae import SAEConfig
 
     return SAEConfig(d_in=d_in, n_latents=n_latents, kind=kind, l1=l1, k=k, lr=TOY_SAE_LR, steps=steps,
                      resample_every=TOY_SAE_RESAMPLE_EVERY, dead_after=TOY_SAE_DEAD_AFTER)
@@ -384,7 +384,7 @@ def sae_on_toy(trained: TrainedToy, instance: int, config, *, progress: bool = F
     step at that instance's feature probability, and its ``recovery_score`` against the instance's true feature
     directions ``W_i`` (features with norm below 0.5, i.e. not represented, excluded).
     Returns ``(TrainedSAE, RecoveryScore)``."""
-    from mechscope.superposition.sae import recovery_score, train_sae
+    from mechscope.dictionary.sae import recovery_score, train_sae
     from mechscope.superposition.toy import generate_batch
 
     def batch(step: int, g: torch.Generator) -> Tensor:

@@ -4,7 +4,8 @@ Example::
 
     >>> import mechscope
     >>> [card.name for card in mechscope.zoo.registry.cards()]  # doctest: +NORMALIZE_WHITESPACE
-    ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l', 'banding-gap', 'banding-gap-rotated',
+    ['inceptionv1', 'shapes', 'shapes-seed1', 'attn-only-1l', 'attn-only-2l', 'mlp-1l',
+     'banding-gap', 'banding-gap-rotated',
      'banding-avg-x', 'banding-max', 'branched-1', 'branched-2', 'branched-3', 'shapes-vgg', 'shapes-resnet',
      'shapes-clip', 'shapes-clip-shuffled', 'clip-rn50', 'clip-rn101', 'clip-rn50x4', 'clip-rn50x16', 'clip-rn50x64']
     >>> model = mechscope.load("inceptionv1", weights="random", seed=0)
@@ -127,6 +128,22 @@ def _attn_only_organism(n_layers: int, sha256: str | None, tokenizer_sha256: str
     )
 
 
+def _mlp_build() -> nn.Module:
+    from mechscope.zoo.attn_only import AttnOnlyTransformer
+    from mechscope.zoo.organisms.attn_only_recipe import mlp_recipe
+
+    return AttnOnlyTransformer(mlp_recipe().config())
+
+
+def _mlp_organism(sha256: str | None, tokenizer_sha256: str, description: str) -> ModelCard:
+    """The one-layer transformer with an MLP (``mechscope train mlp-1l``); its dictionary is in
+    ``zoo/dictionaries.py``."""
+    return ModelCard(name="mlp-1l", description=description, build=_mlp_build, convert=_attn_only_layout,
+                     input_shape=(128,), input_kind="tokens", bundled="mlp_1l.safetensors", bundled_sha256=sha256,
+                     bundled_tokenizer_sha256=tokenizer_sha256,
+                     license="MIT (trained by mechscope: `mechscope train mlp-1l`)")
+
+
 def _shapes_clip_card(name: str, sha256: str, description: str, command: str) -> ModelCard:
     """The image-text organism (or its control): weights and its caption tokenizer bundled."""
     return ModelCard(
@@ -189,6 +206,11 @@ _CARDS: tuple[ModelCard, ...] = (
         2, "37c75ee674c36a6e0a3b928f0699df9c64006b0864a91b2a84643294cd734cea",
         "4751b46c241b9c6aeca1e5889b4d927d802cf227e52437f30257311d3da2953f", "Our 2-layer attention-only transformer (4 heads per layer, d_model 128, BPE 1024): a layer-0 "
         "previous-token head and a layer-1 induction head"),
+    _mlp_organism(
+        "15592c9c9dc52aeb0f1cd314cc0f028ca80576484f3f5038163c23a5aadf8a02", "4751b46c241b9c6aeca1e5889b4d927d802cf227e52437f30257311d3da2953f",
+        "Our 1-layer transformer with attention and a GELU MLP (d_model 128, d_mlp 512, 4 heads, the attention-only "
+        "organisms' BPE 1024) trained on the offline corpus's natural text: the organism of the MLP dictionary "
+        "(mlp-1l-sae)"),
     _banding_organism(
         "gap", "a793d31a000d66e027cd917c24afcf30b670c625a2fcd8e123431667fdc939eb",
         "Weight-banding organism: 4 3x3 convs + global average pooling, trained on the layout world (sky above, "
@@ -345,7 +367,7 @@ def load_language_model(name: str, weights: str | os.PathLike = "bundled") -> tu
     card = get_card(name)
     if card.input_kind != "tokens":
         raise MechscopeError(f"{card.name} is not a language model; the transformer verbs take "
-                             "attn-only-1l, attn-only-2l or a model of that family")
+                             "attn-only-1l, attn-only-2l, mlp-1l or a model of that family")
     net = load(card.name, weights=weights, seed=0, device="cpu")
     # a shipped tokenizer that fails its check is an error, never silently dropped
     return net, (bundled_tokenizer(card.name) if _ships_tokenizer(card) else None)

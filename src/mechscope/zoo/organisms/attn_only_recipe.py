@@ -15,6 +15,10 @@ The optimiser is AdamW at 2e-3 without weight decay: at 1e-3 with weight decay 0
 layer 0's attention stayed diffuse — the best previous-token score reached 0.33 after 6000 steps, spread over
 three heads — while without decay two sharp previous-token heads (0.96, 0.91) formed by step 3500.
 
+With ``d_mlp`` set every block also has a GELU MLP: ``mlp_recipe()`` is the ``mlp-1l`` organism's recipe (one
+block, d_mlp 512, natural text only, the bundled attention-only tokenizer reused through ``tokenizer_from``);
+its card adds ``baseline``, the bundled attention-only model of the same depth on the same held-out rows.
+
 Batch ``b`` of step ``s`` is a pure function of ``(seed, s)`` (``batch_at``), so a resumed run sees exactly the
 batches an uninterrupted one would.  Every ``probe_every`` steps the head scores (previous-token, induction on
 ``[BOS] r r``) and the held-out natural-text loss are recorded; the card keeps that log with the data mix,
@@ -38,6 +42,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -83,11 +88,18 @@ class AttnOnlyRecipe:
     repeat_prob: float = 0.3
     probe_every: int = 500
     eval_rows: int = 256
+    d_mlp: int | None = None   # an MLP (GELU) in every block: the ``mlp-1l`` organism (``mlp_recipe``)
+    tokenizer_from: str | None = None   # a bundled ``*.tokenizer.json`` to reuse instead of training a BPE
+
+    @property
+    def name(self) -> str:
+        """``attn-only-{N}l``, or ``mlp-{N}l`` when the blocks have MLPs."""
+        return f"{'attn-only' if self.d_mlp is None else 'mlp'}-{self.n_layers}l"
 
     def config(self) -> attn_only.AttnOnlyConfig:
         return attn_only.AttnOnlyConfig(n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads,
                                         d_head=self.d_head, n_ctx=self.n_ctx, d_vocab=self.d_vocab,
-                                        positional=self.positional)
+                                        positional=self.positional, d_mlp=self.d_mlp)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, lr=self.lr, weight_decay=self.weight_decay, warmup=self.warmup,
@@ -97,8 +109,17 @@ class AttnOnlyRecipe:
         """The share of repeat rows at ``step`` (1 during the synthetic phase, then falling linearly)."""
         if step < self.synthetic_steps:
             return 1.0
-        ramp = min(1.0, (step - self.synthetic_steps) / max(1, self.ramp_steps))
+        ramp = min(1.0, (step - self.synthetic_steps) / self.ramp_steps) if self.ramp_steps > 0 else 1.0
         return 1.0 - ramp * (1.0 - self.final_synthetic)
+
+
+def mlp_recipe(**changes: Any) -> AttnOnlyRecipe:
+    """The ``mlp-1l`` organism's recipe: one block with attention and a GELU MLP (d_mlp 512), the attention-only
+    organisms' corpus and their bundled tokenizer, trained on natural text only (no induction curriculum: its
+    job is MLP features of text, not induction).  ``changes`` override fields (``steps``, ``seed``, ...)."""
+    base = dict(n_layers=1, d_mlp=512, steps=4000, synthetic_steps=0, ramp_steps=0, final_synthetic=0.0, repeat_prob=0.0,
+                tokenizer_from="attn_only_1l.tokenizer.json")
+    return AttnOnlyRecipe(**{**base, **changes})
 
 
 def repeat_row(g: torch.Generator, n_ctx: int, d_vocab: int, bos: int) -> torch.Tensor:
@@ -151,6 +172,10 @@ def prepare_data(out: Path, recipe: AttnOnlyRecipe, *, progress: bool = True) ->
         build_corpus(corpus_dir, max_bytes=recipe.corpus_bytes, seed=recipe.seed)
     corpus = load_corpus(corpus_dir)
     tok_path = data / "tokenizer.json"
+    if not tok_path.exists() and recipe.tokenizer_from is not None:
+        from mechscope.zoo.registry import bundle_dir
+
+        atomic_write_bytes(tok_path, (bundle_dir() / recipe.tokenizer_from).read_bytes())
     if not tok_path.exists():
         train_bpe([corpus.path("train")], vocab_size=recipe.d_vocab).save(tok_path)
     tokenizer = load_tokenizer(tok_path)
@@ -185,10 +210,27 @@ def probe(model: attn_only.AttnOnlyTransformer, held_out: np.ndarray, bos: int, 
             "held_out_loss": round(float(torch.stack(losses).mean()), 4) if losses else None}
 
 
+@torch.no_grad()
+def baseline(recipe: AttnOnlyRecipe, held_out: np.ndarray) -> dict[str, Any] | None:
+    """For an organism with MLPs: the bundled attention-only model of the same depth on the same held-out rows
+    (``None`` for attention-only recipes)."""
+    if recipe.d_mlp is None:
+        return None
+    from mechscope.zoo.registry import load_language_model
+
+    name = f"attn-only-{recipe.n_layers}l"
+    model, _ = load_language_model(name)
+    rows = torch.from_numpy(held_out[:recipe.eval_rows].astype(np.int64))
+    losses = [next_token_loss(model(rows[i: i + 32]), rows[i: i + 32])[0] for i in range(0, len(rows), 32)]
+    return {"model": name, "held_out_loss": round(float(torch.stack(losses).mean()), 4),
+            "rows": f"held_out[:{recipe.eval_rows}], the rows of this card's held_out_loss"}
+
+
 def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnlyRecipe(), *,
                     head_scores: HeadScores, progress: bool = True) -> dict[str, Any]:
     """Train an organism into ``out_dir``: ``checkpoint.pt`` while training (resumed from when present), then
-    ``attn-only-{N}l.safetensors``, ``attn-only-{N}l.tokenizer.json`` and ``attn-only-{N}l.json`` (the card).
+    ``<name>.safetensors``, ``<name>.tokenizer.json`` and ``<name>.json`` (the card; ``name`` is
+    ``recipe.name``: ``attn-only-{N}l`` or ``mlp-{N}l``), with the peak RSS of the process.
     ``head_scores`` probes the heads (pass ``mechscope.transformer.heads.probe_scores``: the analysis lives in
     the transformer area, above the zoo).  Returns the card."""
     out = Path(out_dir)
@@ -222,15 +264,16 @@ def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnl
 
     log = train(model, lambda s: batch_at(s, recipe, data["train"], bos), next_token_loss, recipe.train_config(),
                 checkpoint=out / "checkpoint.pt", progress=progress, on_step=on_step_saving)
-    name = f"attn-only-{recipe.n_layers}l"
+    name = recipe.name
     weights = attn_only.save(model, out / f"{name}.safetensors")
     tok_file = out / f"{name}.tokenizer.json"
     atomic_write_bytes(tok_file, data["tokenizer_path"].read_bytes())
     final = probe(model, data["held_out"], bos, recipe.eval_rows, head_scores)
     card = {
         "name": name,
-        "architecture": f"AttnOnlyTransformer (mechscope.zoo.attn_only): {recipe.n_layers} attention-only layers, "
-                        f"d_model {recipe.d_model}, {recipe.n_heads} heads x {recipe.d_head}, n_ctx {recipe.n_ctx}, "
+        "architecture": f"AttnOnlyTransformer (mechscope.zoo.attn_only): {recipe.n_layers} "
+                        + ("attention-only layers" if recipe.d_mlp is None else
+                           f"layers of attention + GELU MLP (d_mlp {recipe.d_mlp})") + f", d_model {recipe.d_model}, {recipe.n_heads} heads x {recipe.d_head}, n_ctx {recipe.n_ctx}, "
                         f"BPE {recipe.d_vocab}, {recipe.positional} positions, LayerNorm",
         "recipe": asdict(recipe),
         "data": {"corpus": data["corpus"].recipe,
@@ -242,11 +285,13 @@ def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnl
                  "natural_rows_expected": round(sum(1 - recipe.synthetic_share(s) for s in range(recipe.steps))
                                                 * recipe.batch_size)},
         "final": final,
+        "baseline": baseline(recipe, data["held_out"]),
         "probes": probes,
         "train_seconds_total": log[-1]["seconds"] if log else None,
         "train_seconds_this_session": round(time.perf_counter() - start, 1),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": recipe.threads,
                     "torch": torch.__version__},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "sha256": sha256_file(weights),
         "tokenizer_sha256": sha256_file(tok_file),
         "log": log,

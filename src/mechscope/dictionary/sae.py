@@ -19,7 +19,7 @@ Two kinds, following the usual recipes:
 Example (exact, and fast)::
 
     >>> import torch
-    >>> from mechscope.superposition.sae import SAEConfig, SparseAutoencoder, recovery_score
+    >>> from mechscope.dictionary.sae import SAEConfig, SparseAutoencoder, recovery_score
     >>> sae = SparseAutoencoder(SAEConfig(d_in=4, n_latents=16, kind="topk", k=2))
     >>> recon, latents = sae(torch.randn(10, 4))
     >>> recon.shape, latents.shape, int((latents != 0).sum(-1).max())

@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mechscope.errors import MechscopeError
-from mechscope.superposition.sae import (
+from mechscope.dictionary.sae import (
     SAEConfig,
     SparseAutoencoder,
     _resample,
@@ -14,6 +13,7 @@ from mechscope.superposition.sae import (
     recovery_score,
     train_sae,
 )
+from mechscope.errors import MechscopeError
 
 
 def planted(seed: int = 0, n_features: int = 8, d: int = 4, rows: int = 4096, max_active: int = 2):
