@@ -6,7 +6,7 @@ import torch
 from mechscope.compute.engine import InProcess
 from mechscope.data.shapes import ShapesDataset
 from mechscope.errors import MechscopeError
-from mechscope.superposition.sae import capture_activations
+from mechscope.dictionary.sae import capture_activations
 from mechscope.dictionary.sae_shards import collect_activations
 from mechscope.zoo.registry import load
 

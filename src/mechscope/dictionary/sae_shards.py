@@ -39,7 +39,7 @@ from mechscope.capture import capture
 from mechscope.compute.ranges import shard_ranges
 from mechscope.devices import model_device, portable, worker_device
 from mechscope.errors import MechscopeError
-from mechscope.superposition.sae import capture_activations
+from mechscope.dictionary.sae import capture_activations
 
 __all__ = ["collect_activations"]
 
