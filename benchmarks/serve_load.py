@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -35,32 +36,18 @@ from pathlib import Path
 import torch
 
 from _common import machine, write
-from mechscope.images import png_bytes
 from mechscope.microscope.serve import StorePool, handler_class, make_server
-from mechscope.microscope.site import layer_url, unit_url
-from mechscope.store import open_store, put_png, put_rows, transaction
+from mechscope.store import open_store
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the repository root: the tests' store builder
+from tests.microscope.paged_store import build_paged_store  # noqa: E402
 
 HALF_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: stall"
 
 
 def build(root: Path, layers: dict[str, int]) -> list[str]:
     """A store of 32 px feature-visualization PNGs, ``layers`` = {layer: units}; returns the site paths."""
-    gen = torch.Generator().manual_seed(0)
-    paths = ["", "index.html"]
-    with open_store(root) as store:
-        rows = []
-        for layer, units in layers.items():
-            paths.append(layer_url("m", layer))
-            for c in range(units):
-                png = put_png(store, png_bytes(torch.rand(3, 32, 32, generator=gen)))
-                rows.append({"model": "m", "layer": layer, "channel": c, "kind": "featvis", "png": png,
-                             "settings": {"score": c / units, "score_name": "activation"}})
-                paths += [unit_url("m", layer, c), png]
-        with transaction(store):
-            put_rows(store, "layers", [{"model": "m", "layer": layer, "channels": units,
-                                        "settings": {"kind": "vision"}} for layer, units in layers.items()])
-            put_rows(store, "figures", rows)
-    return paths
+    return build_paged_store(root, layers, px=32)
 
 
 class PerRequest:

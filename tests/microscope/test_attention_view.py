@@ -17,6 +17,7 @@ from mechscope.microscope.kinds import ATTENTION_VIEW
 from mechscope.store import open_store, read_rows
 from mechscope.transformer.heads import attention_patterns
 from mechscope.zoo.attn_only import AttnOnlyConfig, AttnOnlyTransformer
+from tests.microscope.test_heads import StubTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,22 +25,10 @@ PWN_SCRIPT = "</script><script>window.__pwned = 1</script>"
 PWN_IMG = '<img src=x onerror="window.__pwned = 2">'
 
 
-class HostileTokenizer:
+class HostileTokenizer(StubTokenizer):
     """30 tokens, some of them HTML that would run if a page did not escape it; greedy longest match; id 0 is BOS."""
 
     VOCAB = ["<|bos|>", PWN_SCRIPT, PWN_IMG, "</script>", "<b>", "&amp;", " the", " cat", "\n", " "] + list("abcdefghijklmnopqrst")
-    bos_id = 0
-
-    def encode(self, text: str) -> list[int]:
-        ids, i = [], 0
-        while i < len(text):
-            best = max((t for t in self.VOCAB[1:] if text.startswith(t, i)), key=len)
-            ids.append(self.VOCAB.index(best))
-            i += len(best)
-        return ids
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(self.VOCAB[int(i)] for i in ids)
 
 
 HOSTILE_TEXT = f"{PWN_SCRIPT} the<b> cat&amp;{PWN_IMG}</script> abc\n" * 2

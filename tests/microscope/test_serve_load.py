@@ -11,12 +11,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import torch
 
-from mechscope.images import png_bytes
 from mechscope.microscope.serve import make_server
-from mechscope.microscope.site import layer_url, unit_url
-from mechscope.store import open_store, put_png, put_rows, transaction
+from tests.microscope.paged_store import build_paged_store
 
 CLIENTS = 16
 REQUESTS = 1_000
@@ -26,22 +23,7 @@ HALF_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: stall"   # no 
 
 def _build(root) -> list[str]:
     """A small store of real PNGs; returns the site paths a reader would fetch (pages and PNGs)."""
-    gen = torch.Generator().manual_seed(0)
-    paths = ["", "index.html"]
-    with open_store(root) as store:
-        rows = []
-        for layer, units in LAYERS.items():
-            paths.append(layer_url("m", layer))
-            for c in range(units):
-                png = put_png(store, png_bytes(torch.rand(3, 16, 16, generator=gen)))
-                rows.append({"model": "m", "layer": layer, "channel": c, "kind": "featvis", "png": png,
-                             "settings": {"score": c / units, "score_name": "activation"}})
-                paths += [unit_url("m", layer, c), png]
-        with transaction(store):
-            put_rows(store, "layers", [{"model": "m", "layer": layer, "channels": units,
-                                        "settings": {"kind": "vision"}} for layer, units in LAYERS.items()])
-            put_rows(store, "figures", rows)
-    return paths
+    return build_paged_store(root, LAYERS)
 
 
 def _serve(root, **kw):
