@@ -18,6 +18,7 @@ TRAINERS = {
     "shapes": ("mechscope.vision.families.census", "train_shapes_with_census"),
     "shapes-arch": ("mechscope.zoo.organisms.shapes_recipe", "train_shapes"),
     "attn-only": ("mechscope.zoo.organisms.attn_only_recipe", "train_attn_only"),
+    "mlp-1l": ("mechscope.zoo.organisms.attn_only_recipe", "train_attn_only"),
     "banding": ("mechscope.zoo.organisms.banding_recipe", "train_banding"),
     "branched": ("mechscope.zoo.organisms.branched_recipe", "train_branched"),
     "shapes-sae": ("mechscope.reproduce.polysemantic_sae", "train_mixed3b_sae"),
@@ -70,7 +71,7 @@ def test_the_registrys_reproduction_command_builds_the_cards_recipe(card, monkey
     built = _recipe_of(_command(card.license), monkeypatch, tmp_path)
     assert {k: v for k, v in built.items() if k in recorded} == recorded, card.name
     # a field the card does not record is one added to the recipe later; its default is the old behaviour
-    added_later = {"architecture": "inception", "shuffle_captions": False}
+    added_later = {"architecture": "inception", "shuffle_captions": False, "d_mlp": None, "tokenizer_from": None}
     assert all(added_later.get(k, object()) == v for k, v in built.items() if k not in recorded), card.name
 
 

@@ -34,6 +34,10 @@ def _expected(name: str) -> dict:
         return _shapes_like(architecture_recipe(name.removeprefix("shapes-")))
     if name.startswith("attn-only-"):
         return _plain(asdict(AttnOnlyRecipe(n_layers=int(name.removeprefix("attn-only-").removesuffix("l")))))
+    if name == "mlp-1l":
+        from mechscope.zoo.organisms.attn_only_recipe import mlp_recipe
+
+        return _plain(asdict(mlp_recipe()))
     if name.startswith("banding-"):
         return _plain({"variant": name.removeprefix("banding-"), **asdict(BandingRecipe())})
     if name.startswith("branched-"):
@@ -51,13 +55,13 @@ def _expected(name: str) -> dict:
 
 # fields a recipe gained after a card was written; the value here is what the older run used (the code path it
 # took), so the card is still reproduced by the default
-ADDED_LATER = {"architecture": "inception", "shuffle_captions": False}
+ADDED_LATER = {"architecture": "inception", "shuffle_captions": False, "d_mlp": None, "tokenizer_from": None}
 
 BUNDLED = [card.name for card in cards() if card.bundled is not None]
 
 
 def test_every_bundled_organism_is_covered():
-    assert len(BUNDLED) == 15 and "shapes" in BUNDLED and "attn-only-2l" in BUNDLED
+    assert len(BUNDLED) == 16 and "shapes" in BUNDLED and "attn-only-2l" in BUNDLED
 
 
 @pytest.mark.parametrize("name", BUNDLED)
