@@ -181,28 +181,53 @@ def _windows(rows: Tensor, flat: Tensor, context: int) -> Tensor:
     return padded[r[..., None], pos[..., None] + offsets]
 
 
-def _first_bins(acts: Tensor, kind: str, bins: int) -> Tensor:
-    """Histogram edges from the first batch ``acts [M, U]``: per unit linear, or shared log-spaced for latents."""
-    if kind == "latent":
-        top = float(acts.max()) if acts.numel() else 1.0
-        return torch.logspace(-3, math.log10(max(top, 1e-3) * 10), bins + 1)
+def _sparse_top(token: Tensor, unit: Tensor, value: Tensor, units: int, k: int) -> tuple[Tensor, Tensor]:
+    """``_block_top`` of a sparse batch: non-zeros ``(token, unit, value)`` in token order -> per unit the ``k``
+    largest ``(values [units, k], tokens [units, k])`` by value (desc) then token (asc); ``-inf`` / ``-1`` empty."""
+    order = torch.sort(value, descending=True, stable=True).indices        # equal values stay in token order
+    order = order[torch.sort(unit[order], stable=True).indices]            # grouped by unit, each group sorted
+    unit, value, token = unit[order], value[order], token[order]
+    count = torch.bincount(unit, minlength=units)
+    rank = torch.arange(len(unit)) - (count.cumsum(0) - count)[unit]
+    keep = rank < k
+    values = torch.full((units, k), -math.inf)
+    cols = torch.full((units, k), -1, dtype=torch.int64)
+    values[unit[keep], rank[keep]] = value[keep]
+    cols[unit[keep], rank[keep]] = token[keep]
+    return values, cols
+
+
+def _latent_code(sae: Any, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The firing latents of ``x [M, d_in]`` as ``(token, latent, value)`` in token order: ``sae.encode``'s
+    non-zeros, without building the dense ``[M, n_latents]`` code for a TopK SAE."""
+    if sae.config.kind == "topk":
+        value, latent = torch.relu(sae.pre_activations(x)).topk(sae.config.k, dim=-1)
+        token = torch.arange(len(x)).repeat_interleave(value.shape[1])
+        value, latent = value.flatten(), latent.flatten()
+    else:
+        dense = sae.encode(x)
+        token, latent = dense.nonzero(as_tuple=True)
+        value = dense[token, latent]
+    on = value > 0
+    return token[on], latent[on], value[on]
+
+
+def _linear_edges(acts: Tensor, bins: int) -> Tensor:
+    """Per-unit histogram edges ``[U, bins + 1]`` over the first batch ``acts [M, U]``, widened by a quarter."""
     lo, hi = acts.min(0).values, acts.max(0).values
     pad = (hi - lo).clamp(min=1e-6) * 0.25
-    return torch.stack([torch.linspace(float(a), float(b), bins + 1) for a, b in zip(lo - pad, hi + pad)])
+    steps = torch.linspace(0, 1, bins + 1)
+    return (lo - pad)[:, None] + (hi - lo + 2 * pad)[:, None] * steps
 
 
-def _add_counts(counts: Tensor, edges: Tensor, acts: Tensor) -> None:
-    """Add ``acts [M, U]`` to ``counts [U, bins]`` in place (latents: only values ``> 0``, log bins)."""
-    u, bins = counts.shape
-    if edges.dim() == 1:
-        on = acts > 0
-        b = (torch.bucketize(acts[on].log10(), edges.log10()) - 1).clamp(0, bins - 1)
-        unit = on.nonzero()[:, 1]
-    else:
-        lo, hi = edges[:, 0], edges[:, -1]
-        b = ((acts - lo) / (hi - lo) * bins).floor().long().clamp(0, bins - 1).flatten()
-        unit = torch.arange(u).repeat(acts.shape[0])
-    counts.view(-1).index_add_(0, unit * bins + b, torch.ones_like(b))
+def _log_edges(value: Tensor, bins: int) -> Tensor:
+    """Shared log-spaced edges ``[bins + 1]`` from ``1e-3`` to ten times the first batch's largest ``value``."""
+    top = float(value.max()) if value.numel() else 1.0
+    return torch.logspace(-3, math.log10(max(top, 1e-3) * 10), bins + 1)
+
+
+def _bin_counts(units: int, bins: int, unit: Tensor, b: Tensor) -> Tensor:
+    return torch.bincount(unit * bins + b.clamp(0, bins - 1), minlength=units * bins).view(units, bins)
 
 
 class _Stop(Exception):
@@ -235,12 +260,29 @@ def _encoder(kind: str, sae: Any, units: Any, d: int, hook: str):
         if sae.config.d_in != d:
             raise MechscopeError(f"the SAE reads d_in={sae.config.d_in}, but {hook} has width {d}: it was trained on "
                                  "another hook or model")
-        return lambda x: sae.encode(x)
+        return lambda x: _latent_code(sae, x)
     if kind == "direction":
         if units.dim() != 2 or units.shape[1] != d:
             raise MechscopeError(f"directions must be [units, {d}] for {hook}; got {tuple(units.shape)}")
         return lambda x: x @ units.T.float()
     return lambda x: x
+
+
+def _batch_stats(kind: str, code: Any, units: int, k: int, bins: int, edges: Tensor | None
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One batch's ``(top values [U, k], top tokens [U, k], fired [U], histogram counts [U, bins], edges)``."""
+    if kind == "latent":
+        token, unit, value = code
+        edges = _log_edges(value, bins) if edges is None else edges
+        b = torch.bucketize(value.log10(), edges.log10()) - 1
+        return (*_sparse_top(token, unit, value, units, k), torch.bincount(unit, minlength=units),
+                _bin_counts(units, bins, unit, b), edges)
+    acts = code
+    edges = _linear_edges(acts, bins) if edges is None else edges
+    lo, hi = edges[:, 0], edges[:, -1]
+    b = ((acts - lo) * (bins / (hi - lo))).floor_().long().flatten()
+    unit = torch.arange(units).repeat(acts.shape[0])
+    return (*_block_top(acts.T.contiguous(), k), (acts > 0).sum(0), _bin_counts(units, bins, unit, b), edges)
 
 
 @torch.no_grad()
@@ -259,7 +301,7 @@ def feature_contexts(model: nn.Module, tokens: Tensor, hook: str, *, units: str 
         kind = "latent"
     elif isinstance(units, Tensor):
         kind = "direction"
-    elif units == "neurons":
+    elif isinstance(units, str) and units == "neurons":
         kind = "neuron"
     else:
         raise MechscopeError(f"units must be 'neurons' or a tensor of directions [U, d]; got {units!r}")
@@ -267,9 +309,9 @@ def feature_contexts(model: nn.Module, tokens: Tensor, hook: str, *, units: str 
         if state.kind != kind or state.hook != hook or state.n_ctx != tokens.shape[1]:
             raise MechscopeError(f"the state scanned {state.kind}s of {state.hook} on rows of {state.n_ctx} tokens; "
                                  f"these are {kind}s of {hook} on rows of {tokens.shape[1]}")
-        k, context = state.k, state.context
-    if k < 1 or context < 0:
-        raise MechscopeError(f"k must be >= 1 and context >= 0; got k={k}, context={context}")
+        k, context, bins = state.k, state.context, state.counts.shape[1]
+    if k < 1 or context < 0 or bins < 1:
+        raise MechscopeError(f"k and bins must be >= 1 and context >= 0; got k={k}, bins={bins}, context={context}")
     tokens = tokens.long().cpu()
     n_ctx = tokens.shape[1]
     encode = None
@@ -279,22 +321,22 @@ def feature_contexts(model: nn.Module, tokens: Tensor, hook: str, *, units: str 
         x = x.reshape(-1, x.shape[-1]).float().cpu()
         if encode is None:
             encode = _encoder(kind, sae, units, x.shape[-1], hook)
-        acts = encode(x)
+        code = encode(x)
+        width = sae.config.n_latents if kind == "latent" else code.shape[1]
+        if state is not None and width != state.units:
+            raise MechscopeError(f"the state has {state.units} units; {hook} gives {width}")
+        v, cols, fired, counts, edges = _batch_stats(kind, code, width, k, bins, None if state is None else state.edges)
         if state is None:
-            u = acts.shape[1]
-            edges = _first_bins(acts, kind, bins)
-            state = FeatureContexts(kind, hook, k, context, n_ctx, torch.full((u, k), -math.inf),
-                                    torch.full((u, k), -1, dtype=torch.int64),
-                                    torch.full((u, k, 2 * context + 1), -1, dtype=torch.int64),
-                                    torch.zeros(u, dtype=torch.int64), edges,
-                                    torch.zeros(u, bins, dtype=torch.int64), tokenizer=tokenizer)
-        if acts.shape[1] != state.units:
-            raise MechscopeError(f"the state has {state.units} units; {hook} gives {acts.shape[1]}")
-        _merge(state, acts, rows, start_flat=state.rows * n_ctx)
-        state.fired += (acts > 0).sum(0)
-        _add_counts(state.counts, state.edges, acts)
+            state = FeatureContexts(kind, hook, k, context, n_ctx, torch.full((width, k), -math.inf),
+                                    torch.full((width, k), -1, dtype=torch.int64),
+                                    torch.full((width, k, 2 * context + 1), -1, dtype=torch.int64),
+                                    torch.zeros(width, dtype=torch.int64), edges,
+                                    torch.zeros(width, bins, dtype=torch.int64), tokenizer=tokenizer)
+        _merge(state, v, cols, rows, start_flat=state.rows * n_ctx)
+        state.fired += fired
+        state.counts += counts
         state.rows += len(rows)
-        state.tokens += acts.shape[0]
+        state.tokens += x.shape[0]
     if state is None:
         raise MechscopeError("feature_contexts needs at least one row of tokens")
     if tokenizer is not None:
@@ -302,15 +344,11 @@ def feature_contexts(model: nn.Module, tokens: Tensor, hook: str, *, units: str 
     return state
 
 
-def _merge(state: FeatureContexts, acts: Tensor, rows: Tensor, start_flat: int) -> None:
-    """Merge one batch's activations ``acts [B * n_ctx, U]`` of ``rows [B, n_ctx]`` into ``state``'s top-k."""
-    vals = acts.T.contiguous()
-    if state.kind == "latent":
-        vals = vals.masked_fill(vals <= 0, -math.inf)   # a latent's contexts are where it fires
-    v, cols = _block_top(vals, state.k)
+def _merge(state: FeatureContexts, v: Tensor, cols: Tensor, rows: Tensor, start_flat: int) -> None:
+    """Merge one batch's top ``v [U, k']`` at token ``cols [U, k']`` of ``rows [B, n_ctx]`` into ``state``."""
     all_v = torch.cat([state.values, v], 1)
     all_i = torch.cat([state.index, cols + start_flat], 1)
-    all_w = torch.cat([state.windows, _windows(rows, cols, state.context)], 1)
+    all_w = torch.cat([state.windows, _windows(rows, cols.clamp(min=0), state.context)], 1)
     order = torch.sort(all_v, dim=1, descending=True, stable=True).indices[:, : state.k]
     state.values = all_v.gather(1, order)
     state.index = all_i.gather(1, order).masked_fill(state.values == -math.inf, -1)
