@@ -163,6 +163,8 @@ def test_bad_input_names_what_is_valid(model, tokens, sae):
         fc.contexts(40, Letters())
     with pytest.raises(MechscopeError, match=r"valid neurons are 0\.\.23"):
         unit_direction(model, 24)
+    with pytest.raises(MechscopeError, match=r"rows of 9 tokens are longer than the model's context \(8\)"):
+        feature_contexts(model, torch.zeros(2, P + 1, dtype=torch.long), HOOK)
     with pytest.raises(MechscopeError, match="directions must be"):
         feature_contexts(model, tokens, HOOK, units=torch.ones(3, 5))
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from mechscope.reproduce.claims import Claim, Result, fmt
 
 HOOK = "blocks.0.mlp.hook_post"
@@ -56,7 +54,6 @@ def measure(rows: int | None = None, k: int = K) -> dict:
 
 
 def check(out: Path, rows: int | None = None) -> Result:
-    torch.set_num_threads(1)
     m = measure(rows)
     cls, ident = m["class"], m["token"]
     mean = {n: s.mean for n, s in cls.items()}

@@ -312,6 +312,10 @@ def feature_contexts(model: nn.Module, tokens: Tensor, hook: str, *, units: str 
         k, context, bins = state.k, state.context, state.counts.shape[1]
     if k < 1 or context < 0 or bins < 1:
         raise MechscopeError(f"k and bins must be >= 1 and context >= 0; got k={k}, bins={bins}, context={context}")
+    limit = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    if isinstance(limit, int) and tokens.shape[1] > limit:
+        raise MechscopeError(f"rows of {tokens.shape[1]} tokens are longer than the model's context ({limit}); cut "
+                             f"them to at most {limit} tokens")
     tokens = tokens.long().cpu()
     n_ctx = tokens.shape[1]
     encode = None
