@@ -117,7 +117,14 @@ def logit_effects(model: nn.Module, direction: Tensor, k: int = 10, tokenizer: A
 
 
 def random_directions(count: int, width: int, seed: int = 0) -> Tensor:
-    """``count`` unit-norm Gaussian directions ``[count, width]`` (seeded): the control's units."""
+    """``count`` unit-norm Gaussian directions ``[count, width]`` (seeded): the control's units.
+
+    Example::
+
+        >>> d = random_directions(3, 5, seed=1)
+        >>> d.shape, bool(torch.allclose(d.norm(dim=-1), torch.ones(3))), torch.equal(d, random_directions(3, 5, 1))
+        (torch.Size([3, 5]), True, True)
+    """
     g = torch.Generator().manual_seed(seed)
     return torch.nn.functional.normalize(torch.randn(count, width, generator=g), dim=-1)
 
@@ -140,6 +147,20 @@ def monosemanticity(fc: Any, tokenizer: Any, by: str = "class") -> Monosemantici
 
     ``by="class"``: the max token's :func:`token_class`; ``by="token"``: its identity.  Units whose ``k`` slots
     are not all filled with positive activations are not scored (too few contexts to say).
+
+    Example (a random model; ``Chars`` decodes id ``i`` as a letter, so every token is a lower-case word)::
+
+        >>> from mechscope.transformer.features import feature_contexts
+        >>> from mechscope.zoo.attn_only import AttnOnlyConfig, AttnOnlyTransformer
+        >>> model = AttnOnlyTransformer(AttnOnlyConfig(n_layers=1, d_model=8, n_heads=1, d_head=8, n_ctx=8,
+        ...                                            d_vocab=10, d_mlp=16), seed=0)
+        >>> class Chars:
+        ...     def decode(self, ids): return "".join(chr(97 + i) for i in ids)
+        >>> tokens = torch.randint(0, 10, (8, 8), generator=torch.Generator().manual_seed(0))
+        >>> fc = feature_contexts(model, tokens, "blocks.0.mlp.hook_post", k=4)
+        >>> m = monosemanticity(fc, Chars())
+        >>> m.mean, m.units, 0 < monosemanticity(fc, Chars(), by="token").mean <= 1
+        (1.0, 16, True)
     """
     if by not in ("class", "token"):
         raise MechscopeError(f"by must be 'class' or 'token'; got {by!r}")
