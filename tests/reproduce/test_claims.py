@@ -32,11 +32,12 @@ def test_registry_and_unknown_names():
                              "handmade-curve-detector", "multimodal-units", "text-side-names-concept",
                              "typographic-attacks", "superordinate-units", "two-layer-induction-heads",
                              "k-composition-prev-to-induction", "induction-head-copies", "ablating-prev-token-head",
-                             "one-layer-heads-copy", "tms-dense-keeps-two", "tms-sparse-pentagon",
+                             "one-layer-heads-copy", "dictionary-features-monosemantic", "tms-dense-keeps-two",
+                             "tms-sparse-pentagon",
                              "tms-linear-no-superposition", "tms-sticky-dimensions", "tms-phase-boundary",
                              "tms-phase-diagram-3-2", "tms-correlated-pairs", "tms-privileged-basis",
                              "sae-recovers-toy-features"]
-    assert len(get_claims(["all"])) == 40
+    assert len(get_claims(["all"])) == 41
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 

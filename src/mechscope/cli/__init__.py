@@ -4,19 +4,19 @@ printing.  ``main`` is the console entry point (``mechscope``, ``python -m mechs
 Modules: ``models`` (models, layers, vis), ``scan`` (examples, stats), ``train`` (train shapes), ``demo``,
 ``reproduce``, ``analyses`` (tuning, attribution, weights, circuit, families, ablate), ``banding`` (banding, train
 banding), ``circles`` (circles), ``polysemantic`` (polysemantic, train shapes-sae), ``transformer`` (heads,
-composition, ov, qk, train attn-only), ``superposition`` (superposition, sae), ``microscope`` (build, serve,
-export), ``first_layer`` (first-layer, train branched), ``architectures`` (universality, train shapes-arch),
-``geometry`` (tms-geometry), ``shapes_clip`` (train shapes-clip), ``multimodal`` (multimodal, typographic,
-zeroshot), ``atlas`` (concept-atlas).
+composition, ov, qk, train attn-only), ``features`` (features), ``superposition`` (superposition, sae),
+``microscope`` (build, serve, export), ``first_layer`` (first-layer, train branched), ``architectures``
+(universality, train shapes-arch), ``geometry`` (tms-geometry), ``shapes_clip`` (train shapes-clip), ``multimodal``
+(multimodal, typographic, zeroshot), ``atlas`` (concept-atlas).
 """
 
 from __future__ import annotations
 
 import typer
 
-from mechscope.cli import (analyses, architectures, atlas, banding, circles, demo, first_layer, geometry,
-                           microscope, models, multimodal, polysemantic, reproduce, scan, shapes_clip, superposition,
-                           train, transformer)
+from mechscope.cli import (analyses, architectures, atlas, banding, circles, demo, features, first_layer,
+                           geometry, microscope, models, multimodal, polysemantic, reproduce, scan, shapes_clip,
+                           superposition, train, transformer)
 from mechscope.errors import MechscopeError
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ reproduce.register(app, train_app)
 analyses.register(app, train_app)
 circles.register(app, train_app)
 transformer.register(app, train_app)
+features.register(app, train_app)
 superposition.register(app, train_app)
 microscope.register(app, train_app)
 polysemantic.register(app, train_app)

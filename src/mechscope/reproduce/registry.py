@@ -4,7 +4,7 @@ Example::
 
     >>> from mechscope.reproduce.registry import claim_names
     >>> len(claim_names()), claim_names()[:2]
-    (40, ['curve-detectors-exist', 'curve-family-rotated-copies'])
+    (41, ['curve-detectors-exist', 'curve-family-rotated-copies'])
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import replace
 
 from mechscope.errors import unknown_name
 from mechscope.reproduce import (architectures, banding, banding_ablations, branch_curves, circle_detectors,
-                                 curve_detectors, curve_evidence, curve_family, feature_use, featvis_sigma,
-                                 first_layer_branches, handmade_curve, high_low, induction, multimodal,
+                                 curve_detectors, curve_evidence, curve_family, dictionary_features, feature_use,
+                                 featvis_sigma, first_layer_branches, handmade_curve, high_low, induction, multimodal,
                                  polysemanticity, superposition, universality)
 from mechscope.reproduce.claims import Claim
 
@@ -30,7 +30,7 @@ CLAIMS: tuple[Claim, ...] = (
            feature_use.CLAIM, circle_detectors.CLAIM, branch_curves.CLAIM, *first_layer_branches.CLAIMS,
            polysemanticity.CLAIM, handmade_curve.CLAIM),
     *_area("multimodal", *multimodal.CLAIMS),
-    *_area("transformer", *induction.CLAIMS),
+    *_area("transformer", *induction.CLAIMS, dictionary_features.CLAIM),
     *_area("superposition", *superposition.CLAIMS),
 )
 
