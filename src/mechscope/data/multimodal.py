@@ -1,6 +1,8 @@
 """The multimodal world: image-caption pairs of the shapes world, each concept shown as a picture, a sketch or
 its written name.
 
+(Just over 400 lines because sampling, rendering and captioning share the per-item randomness table.)
+
 Every item is a pure function of ``(seed, index)`` (its own ``numpy`` generator, seeded by both and a salt that
 keeps it apart from the shapes world's items); the pictures and sketches are drawn by the shapes world's
 vectorised renderer (``data/shapes.py``, ``data/draw.py``), the words by Pillow's built-in scalable font

@@ -1,5 +1,8 @@
 """Optimize images to maximize an objective (Lucid's defaults), running only the part of the model it reads.
 
+(Over 400 lines because the one optimization loop also owns what makes a unit's picture reproducible on any
+batch, slice, worker and device: per-unit seeds, the transforms' stream, placement and autocast.)
+
 ``render`` visualizes one objective; ``render_units`` optimizes one batch in which element *i* serves unit *i*
 (with ``diversity`` images per unit and optional ``negative`` images), the fast path for many units;
 ``render_interpolation`` morphs between two units with shared low-resolution parameters (Lucid's recipe).
