@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 import time
@@ -52,8 +53,9 @@ def _save(args: argparse.Namespace, fraction: float, widths: dict[str, int], row
         "target_s": TARGET_S, "machine": machine(),
         "note": "evidence per unit: feature visualization + negative (one batch per slice of 32 units), radial "
                 "tuning curve, upstream links (k=4) to the layer below with the attribution of the top example, "
-                "dataset examples / statistics / log-prob plot / quilt.  Timed on a machine shared with other jobs; "
-                "a small fraction over-projects layers whose visualizations batch 32 units at once."})
+                "dataset examples / statistics / log-prob plot / quilt.  A small fraction over-projects layers whose "
+                "visualizations batch 32 units at once.",
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()]})
 
 
 def main() -> None:
