@@ -236,17 +236,28 @@ def typographic_attack(model: nn.Module, n: int = 300, seed: int = TYPOGRAPHIC_S
 
 
 # ----------------------------------------------------------------------------------------------- text side
+def _linear_path_directions(model: nn.Module, layer: str) -> Tensor | None:
+    """``[U, D]`` when ``layer`` reaches the joint space linearly (the embedding itself, or the pooled layer
+    feeding the linear ``image_embed`` head); ``None`` when its directions need a regression over images."""
+    head = getattr(model, "image_embed", None)
+    if not isinstance(head, nn.Linear):
+        return None
+    if layer == "image_embed":
+        return torch.eye(head.out_features)
+    stages = getattr(model, "stages", ())
+    if layer == "avgpool0" or (stages and layer == stages[-1]):
+        return linear_head_directions(head.weight).cpu()
+    return None
+
+
 def unit_text_directions(model: nn.Module, layer: str, images: Tensor | None = None) -> Tensor:
     """Unit directions ``[U, D]`` of ``layer`` in the joint space: for the embedding layer itself
     (``image_embed``) the basis vectors; for a layer whose global mean feeds a linear head (``shapes-clip``'s
     ``mixed4b`` and ``avgpool0`` -> ``image_embed``) the head's columns; otherwise the ridge regression of the
     image embeddings of ``images`` (world images; needed then) on the layer's pooled activations."""
-    head = getattr(model, "image_embed", None)
-    if layer == "image_embed" and isinstance(head, nn.Linear):
-        return torch.eye(head.out_features)
-    stages = getattr(model, "stages", ())
-    if isinstance(head, nn.Linear) and (layer == "avgpool0" or (stages and layer == stages[-1])):
-        return linear_head_directions(head.weight).cpu()
+    exact = _linear_path_directions(model, layer)
+    if exact is not None:
+        return exact
     if images is None:
         raise MechscopeError(f"layer {layer!r} has no linear path to the embedding: pass images= (world images) so "
                              "its directions can be found by regression")
@@ -284,10 +295,10 @@ def unit_text_search(model: nn.Module, unit: str, max_words: int = 4, beam: int 
     require_image_text(model)
     u = parse_unit(unit)
     validate(model, u.layer)
-    needs_images = not (u.layer == "image_embed" or u.layer == "avgpool0"
-                        or u.layer == (getattr(model, "stages", ()) or ("",))[-1])
-    images = concept_stimuli(SHAPE_CLASSES, MODALITIES, 20, HELD_OUT_SEED).images if needs_images else None
-    directions = unit_text_directions(model, u.layer, images)
+    directions = _linear_path_directions(model, u.layer)
+    if directions is None:     # no linear path: the regression over the world's held-out stimuli
+        images = concept_stimuli(SHAPE_CLASSES, MODALITIES, 20, HELD_OUT_SEED).images
+        directions = unit_text_directions(model, u.layer, images)
     if not 0 <= u.channel < directions.shape[0]:
         raise MechscopeError(f"{u.layer} has units 0..{directions.shape[0] - 1}; got {u.channel}")
     if vocabulary is None:
