@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from mechscope.cli import app
 from mechscope.zoo.registry import bundle_dir, bundled_card, cards
+from tests.zoo.organisms.test_recipe_defaults import ADDED_LATER
 
 # where each `mechscope train X` sub-command finds its training function (imported when the command runs)
 TRAINERS = {
@@ -71,8 +72,7 @@ def test_the_registrys_reproduction_command_builds_the_cards_recipe(card, monkey
     built = _recipe_of(_command(card.license), monkeypatch, tmp_path)
     assert {k: v for k, v in built.items() if k in recorded} == recorded, card.name
     # a field the card does not record is one added to the recipe later; its default is the old behaviour
-    added_later = {"architecture": "inception", "shuffle_captions": False, "d_mlp": None, "tokenizer_from": None}
-    assert all(added_later.get(k, object()) == v for k, v in built.items() if k not in recorded), card.name
+    assert all(ADDED_LATER.get(k, object()) == v for k, v in built.items() if k not in recorded), card.name
 
 
 def test_the_sae_cards_retrain_command_builds_its_recipe(monkeypatch, tmp_path):
