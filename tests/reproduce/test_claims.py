@@ -37,7 +37,7 @@ def test_registry_and_unknown_names():
                              "tms-linear-no-superposition", "tms-sticky-dimensions", "tms-phase-boundary",
                              "tms-phase-diagram-3-2", "tms-correlated-pairs", "tms-privileged-basis",
                              "sae-recovers-toy-features"]
-    assert len(get_claims(["all"])) == 41
+    assert len(get_claims(["all"])) == 43
     with pytest.raises(UnknownNameError, match="curve-detectors-exist"):
         get_claims(["curve-detector-exists"])
 

@@ -14,8 +14,8 @@ from dataclasses import replace
 from mechscope.errors import unknown_name
 from mechscope.reproduce import (architectures, banding, banding_ablations, branch_curves, circle_detectors,
                                  curve_detectors, curve_evidence, curve_family, dictionary_features, feature_use,
-                                 featvis_sigma, first_layer_branches, handmade_curve, high_low, induction, multimodal,
-                                 polysemanticity, superposition, universality)
+                                 featvis_sigma, first_layer_branches, handmade_curve, high_low, icl, induction,
+                                 multimodal, polysemanticity, superposition, universality)
 from mechscope.reproduce.claims import Claim
 
 def _area(area: str, *claims: Claim) -> tuple[Claim, ...]:
@@ -30,7 +30,7 @@ CLAIMS: tuple[Claim, ...] = (
            feature_use.CLAIM, circle_detectors.CLAIM, branch_curves.CLAIM, *first_layer_branches.CLAIMS,
            polysemanticity.CLAIM, handmade_curve.CLAIM),
     *_area("multimodal", *multimodal.CLAIMS),
-    *_area("transformer", *induction.CLAIMS, dictionary_features.CLAIM),
+    *_area("transformer", *induction.CLAIMS, *icl.CLAIMS, dictionary_features.CLAIM),
     *_area("superposition", *superposition.CLAIMS),
 )
 

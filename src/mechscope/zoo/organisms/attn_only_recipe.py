@@ -34,7 +34,9 @@ Example (a few steps on a tiny corpus, to show the call)::
     ...                            corpus_bytes=200_000, probe_every=3, eval_rows=4), head_scores=probe_scores,
     ...                            progress=False)
     >>> sorted(card["final"])
-    ['held_out_loss', 'induction', 'previous_token']
+    ['held_out_loss', 'induction', 'position_loss', 'previous_token']
+    >>> [p["step"] for p in card["probes"]], len(card["final"]["position_loss"])   # 0 = the initialised model
+    ([0, 3], 127)
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class AttnOnlyRecipe:
     repeat_prob: float = 0.3
     probe_every: int = 500
     eval_rows: int = 256
+    log_probes: int = 40   # probes at this many log-spaced steps too (10 .. steps), for the ICL phase change
     d_mlp: int | None = None   # an MLP (GELU) in every block: the ``mlp-1l`` organism (``mlp_recipe``)
     tokenizer_from: str | None = None   # a bundled ``*.tokenizer.json`` to reuse instead of training a BPE
 
@@ -105,6 +108,14 @@ class AttnOnlyRecipe:
         return TrainConfig(steps=self.steps, lr=self.lr, weight_decay=self.weight_decay, warmup=self.warmup,
                            seed=self.seed, checkpoint_every=250, log_every=50, grad_clip=1.0)
 
+    def probe_steps(self) -> list[int]:
+        """The steps after which the held-out metrics are recorded: 0 (the initialised model), every
+        ``probe_every`` steps, ``log_probes`` log-spaced steps from 10 to ``steps`` and the last step."""
+        steps = {0, self.steps, *range(self.probe_every, self.steps + 1, self.probe_every)}
+        if self.log_probes > 0 and self.steps >= 10:
+            steps |= {int(s) for s in np.unique(np.round(np.logspace(1, np.log10(self.steps), self.log_probes)))}
+        return sorted(steps)
+
     def synthetic_share(self, step: int) -> float:
         """The share of repeat rows at ``step`` (1 during the synthetic phase, then falling linearly)."""
         if step < self.synthetic_steps:
@@ -118,7 +129,7 @@ def mlp_recipe(**changes: Any) -> AttnOnlyRecipe:
     organisms' corpus and their bundled tokenizer, trained on natural text only (no induction curriculum: its
     job is MLP features of text, not induction).  ``changes`` override fields (``steps``, ``seed``, ...)."""
     base = dict(n_layers=1, d_mlp=512, steps=4000, synthetic_steps=0, ramp_steps=0, final_synthetic=0.0, repeat_prob=0.0,
-                tokenizer_from="attn_only_1l.tokenizer.json")
+                tokenizer_from="attn_only_1l.tokenizer.json", log_probes=0)
     return AttnOnlyRecipe(**{**base, **changes})
 
 
@@ -199,15 +210,24 @@ HeadScores = Callable[..., dict[str, torch.Tensor]]   # (model, *, bos, low) -> 
 def probe(model: attn_only.AttnOnlyTransformer, held_out: np.ndarray, bos: int, eval_rows: int,
           head_scores: HeadScores) -> dict[str, Any]:
     """Head scores (``head_scores(model, bos=bos, low=SPECIALS)``; the recipe's is
-    ``mechscope.transformer.heads.probe_scores``: ``[BOS] r r``, r 50 random non-special tokens, 16 rows) and
-    the held-out natural loss."""
+    ``mechscope.transformer.heads.probe_scores``: ``[BOS] r r``, r 50 random non-special tokens, 16 rows), the
+    held-out natural loss and ``position_loss``: its mean at every predicted position ``1 .. n_ctx - 1`` (entry
+    ``i`` is the loss of predicting token ``i + 1`` from tokens ``0 .. i``; what the in-context-learning score
+    reads, ``mechscope.transformer.icl``)."""
     with eval_mode(model):
         scores = head_scores(model, bos=bos, low=SPECIALS)
         rows = torch.from_numpy(held_out[:eval_rows].astype(np.int64))
-        losses = [next_token_loss(model(rows[i: i + 32]), rows[i: i + 32])[0] for i in range(0, len(rows), 32)]
+        per_token = [position_losses(model(rows[i: i + 32]), rows[i: i + 32]) for i in range(0, len(rows), 32)]
+    position_loss = torch.cat(per_token).mean(0) if per_token else None
     return {"previous_token": [[round(float(v), 3) for v in layer] for layer in scores["previous_token"]],
             "induction": [[round(float(v), 3) for v in layer] for layer in scores["induction"]],
-            "held_out_loss": round(float(torch.stack(losses).mean()), 4) if losses else None}
+            "held_out_loss": round(float(position_loss.mean()), 4) if per_token else None,
+            "position_loss": [round(float(v), 4) for v in position_loss] if per_token else None}
+
+
+def position_losses(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``[B, n_ctx - 1]``: the next-token loss of every row at every predicted position."""
+    return F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
 
 
 @torch.no_grad()
@@ -242,8 +262,10 @@ def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnl
     model = attn_only.AttnOnlyTransformer(recipe.config(), seed=recipe.seed)
     probes: list[dict[str, Any]] = []
 
+    probe_at = set(recipe.probe_steps())
+
     def on_step(step: int, m: torch.nn.Module) -> None:
-        if step % recipe.probe_every == 0 or step == recipe.steps:
+        if step in probe_at and all(p["step"] != step for p in probes):
             probes.append({"step": step, "synthetic_share": round(recipe.synthetic_share(step - 1), 3),
                            **probe(m, data["held_out"], bos, recipe.eval_rows, head_scores)})
             if progress:
@@ -261,6 +283,9 @@ def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnl
         on_step(step, m)
         if len(probes) != before:
             atomic_write_bytes(probes_path, json.dumps(probes).encode())
+
+    if not (out / "checkpoint.pt").exists():
+        on_step_saving(0, model)   # the initialised model: where every curve starts
 
     log = train(model, lambda s: batch_at(s, recipe, data["train"], bos), next_token_loss, recipe.train_config(),
                 checkpoint=out / "checkpoint.pt", progress=progress, on_step=on_step_saving)
@@ -286,7 +311,7 @@ def train_attn_only(out_dir: str | os.PathLike, recipe: AttnOnlyRecipe = AttnOnl
                                                 * recipe.batch_size)},
         "final": final,
         "baseline": baseline(recipe, data["held_out"]),
-        "probes": probes,
+        "probes": sorted(probes, key=lambda p: p["step"]),
         "train_seconds_total": log[-1]["seconds"] if log else None,
         "train_seconds_this_session": round(time.perf_counter() - start, 1),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": recipe.threads,
