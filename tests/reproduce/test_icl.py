@@ -27,10 +27,10 @@ ONE_ABRUPT = _probes([3.0, 3.0, 2.9, 2.5, 1.6, 1.5, 1.5, 1.45, 1.4], [0.01] * 9,
 
 
 def _with_cards(monkeypatch, one, two):
-    import mechscope.zoo.registry as registry
-
-    cards = {"attn-only-1l": {"probes": one}, "attn-only-2l": {"probes": two}}
-    monkeypatch.setattr(registry, "bundled_card", lambda name: cards[name])
+    """Both pairs (the natural runs the verdicts read, the curriculum organisms reported beside) get these curves."""
+    cards = {name: {"probes": probes} for pair in (claim.NATURAL, claim.CURRICULUM)
+             for name, probes in zip(pair, (one, two))}
+    monkeypatch.setattr(claim, "run_card", lambda name: cards[name])
     claim.measure.cache_clear()
 
 
@@ -43,7 +43,7 @@ def _fresh_cache():
 
 def test_abrupt_two_layer_and_slow_one_layer_pass(monkeypatch, tmp_path):
     _with_cards(monkeypatch, ONE_SLOW, TWO)
-    m = claim.measure()
+    m = claim.measure()["natural"]
     assert m["formation_step"] == 80 and m["window"] == [40, 160]
     assert m["two_window_change"] == pytest.approx(-1.0) and m["two_whole_improvement"] == pytest.approx(1.6)
     phase = claim._phase_change(tmp_path)
@@ -51,6 +51,7 @@ def test_abrupt_two_layer_and_slow_one_layer_pass(monkeypatch, tmp_path):
     assert (tmp_path / "icl_phase_change.png").stat().st_size > 0 and phase.figures == ["icl_phase_change.png"]
     one = claim._one_layer(tmp_path)
     assert one.passed and one.numbers["best_induction_any_step_1l"] == 0.01
+    assert phase.numbers["curriculum_organisms"]["share_of_improvement_in_window"] == pytest.approx(0.625)
 
 
 def test_a_one_layer_run_as_abrupt_as_the_two_layer_one_fails_both(monkeypatch, tmp_path):

@@ -107,18 +107,21 @@ def train_attn_only_command(
     threads: int = typer.Option(None, help="torch CPU threads (default: the recipe's, 1, as the bundled cards)."),
     corpus_mb: float = typer.Option(None, help="Size of the offline corpus to build, in MB (default: the recipe's)."),
     vocab: int = typer.Option(None, help="BPE vocabulary size (default: the recipe's)."),
+    natural: bool = typer.Option(False, "--natural", help="Natural text from the first step, without the curriculum "
+                                 "(the attn-only-<N>l-natural runs of the in-context-learning claims)."),
 ) -> None:
     """Train an attention-only organism with the recipe's curriculum (seeded, resumable, progress bar)."""
     from dataclasses import replace
 
     from mechscope.transformer.heads import probe_scores
-    from mechscope.zoo.organisms.attn_only_recipe import AttnOnlyRecipe, train_attn_only
+    from mechscope.zoo.organisms.attn_only_recipe import AttnOnlyRecipe, natural_recipe, train_attn_only
 
     changes = {k: v for k, v in (("steps", steps), ("threads", threads), ("d_vocab", vocab),
                                  ("corpus_bytes", None if corpus_mb is None else int(corpus_mb * 1e6)))
                if v is not None}
-    recipe = replace(AttnOnlyRecipe(n_layers=layers, seed=seed), **changes)
-    folder = out or Path(f"out/train/attn-only-{layers}l")
+    recipe = replace(natural_recipe(layers, seed=seed) if natural else AttnOnlyRecipe(n_layers=layers, seed=seed),
+                     **changes)
+    folder = out or Path(f"out/train/{recipe.name}")
     card = train_attn_only(folder, recipe, head_scores=probe_scores)
     f = card["final"]
     typer.echo(f"held-out loss {f['held_out_loss']}; best previous-token per layer "

@@ -56,7 +56,7 @@ def _expected(name: str) -> dict:
 # fields a recipe gained after a card was written; the value here is what the older run used (the code path it
 # took), so the card is still reproduced by the default
 ADDED_LATER = {"architecture": "inception", "shuffle_captions": False, "d_mlp": None, "tokenizer_from": None,
-               "log_probes": 0}
+               "log_probes": 0, "variant": None}
 
 BUNDLED = [card.name for card in cards() if card.bundled is not None]
 
