@@ -53,6 +53,7 @@ __all__ = ["FeatureContexts", "Context", "feature_contexts", "load_contexts"]
 _FORMAT = 1
 _ARRAYS = ("values", "index", "windows", "fired", "edges", "counts")
 KINDS = ("neuron", "latent", "direction")
+_EXACT_FLOAT = 2 ** 24   # float32 holds every integer below this: the dense histogram's bin ids are exact
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,20 @@ def _block_top(vals: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return v.gather(1, by_val), i.gather(1, by_val)
 
 
+def _dense_top(acts: Tensor, k: int, floor: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``_block_top`` of ``acts [M, U]`` per unit (column), keeping only values above ``floor [U]`` when given:
+    the few ``(token, unit)`` that beat it go through ``_sparse_top`` (``-inf`` / ``-1`` in unfilled slots).
+    Falls back to the dense top-k when more than an eighth of the batch beats the floor (early batches)."""
+    if floor is not None:
+        flat = torch.from_numpy(np.flatnonzero(acts.numpy() > floor.numpy()))   # numpy's is several times faster
+        if len(flat) * 8 <= acts.numel():
+            token, unit = flat // acts.shape[1], flat % acts.shape[1]          # in token order, as _sparse_top needs
+            return _sparse_top(token, unit, acts[token, unit], acts.shape[1], k)
+    return _block_top(acts.T.contiguous(), k)
+
+
 def _windows(rows: Tensor, flat: Tensor, context: int) -> Tensor:
-    """Token windows ``[U, k, 2 * context + 1]`` around the positions ``flat [U, k]`` of ``rows [B, P]``."""
+    """Token windows ``[..., 2 * context + 1]`` around the positions ``flat [...]`` of ``rows [B, P]``."""
     b, p = rows.shape
     padded = torch.full((b, p + 2 * context), -1, dtype=torch.int64)
     padded[:, context: context + p] = rows
@@ -230,6 +243,20 @@ def _bin_counts(units: int, bins: int, unit: Tensor, b: Tensor) -> Tensor:
     return torch.bincount(unit * bins + b.clamp(0, bins - 1), minlength=units * bins).view(units, bins)
 
 
+def _dense_counts(acts: Tensor, edges: Tensor, bins: int) -> Tensor:
+    """Per-unit histogram ``[U, bins]`` of ``acts [M, U]`` over linear ``edges [U, bins + 1]``: bin
+    ``floor((a - lo) * bins / (hi - lo))`` clamped to the end bins.  In float, in place, one ``bincount`` of
+    ``unit * bins + bin`` (exact while ``U * bins < 2 ** 24``; past that the same sums in int64)."""
+    units = acts.shape[1]
+    lo, hi = edges[:, 0], edges[:, -1]
+    b = (acts - lo).mul_(bins / (hi - lo)).floor_().clamp_(0, bins - 1)
+    if units * bins >= _EXACT_FLOAT:
+        flat = (b.long() + torch.arange(units) * bins).flatten()
+    else:
+        flat = b.add_(torch.arange(units, dtype=b.dtype) * bins).to(torch.int32).flatten()
+    return torch.bincount(flat, minlength=units * bins).view(units, bins)
+
+
 class _Stop(Exception):
     pass
 
@@ -268,21 +295,26 @@ def _encoder(kind: str, sae: Any, units: Any, d: int, hook: str):
     return lambda x: x
 
 
-def _batch_stats(kind: str, code: Any, units: int, k: int, bins: int, edges: Tensor | None
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """One batch's ``(top values [U, k], top tokens [U, k], fired [U], histogram counts [U, bins], edges)``."""
+def _batch_stats(kind: str, code: Any, units: int, k: int, bins: int, edges: Tensor | None,
+                 floor: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One batch's ``(top values [U, k], top tokens [U, k], fired [U], histogram counts [U, bins], edges)``.
+
+    ``floor [U]``: the k-th value each unit has kept so far (``-inf`` while it has fewer): the batch's top lists
+    then hold only values above it (the rest would lose the merge, a tie to the earlier token), found without a
+    per-unit top-k over the whole batch."""
     if kind == "latent":
         token, unit, value = code
         edges = _log_edges(value, bins) if edges is None else edges
         b = torch.bucketize(value.log10(), edges.log10()) - 1
-        return (*_sparse_top(token, unit, value, units, k), torch.bincount(unit, minlength=units),
-                _bin_counts(units, bins, unit, b), edges)
+        fired, counts = torch.bincount(unit, minlength=units), _bin_counts(units, bins, unit, b)
+        if floor is not None:   # only what beats the k-th value kept so far can enter the top k
+            beat = value > floor[unit]
+            token, unit, value = token[beat], unit[beat], value[beat]
+        return (*_sparse_top(token, unit, value, units, k), fired, counts, edges)
     acts = code
     edges = _linear_edges(acts, bins) if edges is None else edges
-    lo, hi = edges[:, 0], edges[:, -1]
-    b = ((acts - lo) * (bins / (hi - lo))).floor_().long().flatten()
-    unit = torch.arange(units).repeat(acts.shape[0])
-    return (*_block_top(acts.T.contiguous(), k), (acts > 0).sum(0), _bin_counts(units, bins, unit, b), edges)
+    fired = torch.from_numpy(np.count_nonzero(acts.numpy() > 0, axis=0).astype(np.int64))
+    return (*_dense_top(acts, k, floor), fired, _dense_counts(acts, edges, bins), edges)
 
 
 @torch.no_grad()
@@ -329,7 +361,8 @@ def feature_contexts(model: nn.Module, tokens: Tensor, hook: str, *, units: str 
         width = sae.config.n_latents if kind == "latent" else code.shape[1]
         if state is not None and width != state.units:
             raise MechscopeError(f"the state has {state.units} units; {hook} gives {width}")
-        v, cols, fired, counts, edges = _batch_stats(kind, code, width, k, bins, None if state is None else state.edges)
+        v, cols, fired, counts, edges = _batch_stats(kind, code, width, k, bins, None if state is None else state.edges,
+                                                     None if state is None else state.values[:, -1])
         if state is None:
             state = FeatureContexts(kind, hook, k, context, n_ctx, torch.full((width, k), -math.inf),
                                     torch.full((width, k), -1, dtype=torch.int64),
@@ -349,12 +382,17 @@ def feature_contexts(model: nn.Module, tokens: Tensor, hook: str, *, units: str 
 
 
 def _merge(state: FeatureContexts, v: Tensor, cols: Tensor, rows: Tensor, start_flat: int) -> None:
-    """Merge one batch's top ``v [U, k']`` at token ``cols [U, k']`` of ``rows [B, n_ctx]`` into ``state``."""
+    """Merge one batch's top ``v [U, k']`` at token ``cols [U, k']`` of ``rows [B, n_ctx]`` into ``state``; the
+    token windows are cut only for the batch's entries that make it into the top ``k``."""
+    k = state.k
     all_v = torch.cat([state.values, v], 1)
     all_i = torch.cat([state.index, cols + start_flat], 1)
-    all_w = torch.cat([state.windows, _windows(rows, cols.clamp(min=0), state.context)], 1)
-    order = torch.sort(all_v, dim=1, descending=True, stable=True).indices[:, : state.k]
+    order = torch.sort(all_v, dim=1, descending=True, stable=True).indices[:, :k]
     state.values = all_v.gather(1, order)
     state.index = all_i.gather(1, order).masked_fill(state.values == -math.inf, -1)
-    state.windows = all_w.gather(1, order[..., None].expand(-1, -1, all_w.shape[2]))
-    state.windows[state.index < 0] = -1
+    windows = state.windows.gather(1, order.clamp(max=k - 1)[..., None].expand(-1, -1, state.windows.shape[2]))
+    new = (order >= k) & (state.index >= 0)
+    if bool(new.any()):
+        windows[new] = _windows(rows, state.index[new] - start_flat, state.context)
+    windows[state.index < 0] = -1
+    state.windows = windows
