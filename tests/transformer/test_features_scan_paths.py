@@ -92,15 +92,15 @@ def test_the_floor_path_is_taken_and_equals_brute_force_at_every_batch_size(toke
 
 
 @pytest.mark.parametrize("exact_limit", [2 ** 24, 0])
-def test_the_in_place_histogram_equals_the_integer_one(exact_limit, monkeypatch):
+@pytest.mark.parametrize("units, bins", [(7, 10), (1000, 40)])   # int16 keys, int32 keys (or int64 past the limit)
+def test_the_in_place_histogram_equals_the_integer_one(exact_limit, units, bins, monkeypatch):
     monkeypatch.setattr(features, "_EXACT_FLOAT", exact_limit)
     g = torch.Generator().manual_seed(5)
-    acts = torch.randn(300, 7, generator=g) * 3
-    first = acts[:50]
-    edges = features._linear_edges(first, 10)
+    acts = torch.randn(300, units, generator=g) * 3
+    edges = features._linear_edges(acts[:50], bins)
     lo, hi = edges[:, 0], edges[:, -1]
-    b = ((acts - lo) * (10 / (hi - lo))).floor_().long().flatten()   # the per-element rule, clamped to the end bins
-    expected = _bin_counts(7, 10, torch.arange(7).repeat(300), b)
-    got = _dense_counts(acts.clone(), edges, 10)
-    assert torch.equal(got, expected) and int(got.sum()) == 300 * 7
+    b = ((acts - lo) * (bins / (hi - lo))).floor_().long().flatten()   # the per-element rule, clamped to the end bins
+    expected = _bin_counts(units, bins, torch.arange(units).repeat(300), b)
+    got = _dense_counts(acts.clone(), edges, bins)
+    assert torch.equal(got, expected) and int(got.sum()) == 300 * units
     assert got[:, 0].sum() > 0 and got[:, -1].sum() > 0   # values outside the first batch's range land at the ends
