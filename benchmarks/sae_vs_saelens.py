@@ -80,9 +80,8 @@ def train_mechscope(buffer: torch.Tensor, args: argparse.Namespace):
 
 
 def train_saelens(buffer: torch.Tensor, args: argparse.Namespace):
-    from sae_lens import LoggingConfig, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens import LoggingConfig, SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
-    from sae_lens.training.sae_trainer import SAETrainer
 
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=buffer.shape[1], d_sae=args.latents, k=args.k, dtype="float32",
                                                 device="cpu", normalize_activations="none"))
