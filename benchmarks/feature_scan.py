@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def held_out_rows(data_dir: Path, tokens: int) -> tuple[torch.Tensor, dict]:
     """``[rows, 128]`` int64 rows of text ``mlp-1l`` never saw (at least ``tokens`` tokens when the corpus has them)."""
-    from mechscope.data.corpus import build_corpus, load_corpus, split_documents
+    from mechscope.data.corpus import DOC_SEPARATOR, build_corpus, load_corpus, split_documents
     from mechscope.data.tokenizer import load_tokens, save_tokens, tokenize_corpus
     from mechscope.zoo.organisms.attn_only_recipe import mlp_recipe, prepare_data
 
@@ -62,11 +62,15 @@ def held_out_rows(data_dir: Path, tokens: int) -> tuple[torch.Tensor, dict]:
         if not unseen.exists():
             full = data_dir / "data" / "full-corpus"
             if not (full / "corpus.json").exists():
-                print(f"building the whole offline corpus in {full} (for documents outside mlp-1l's corpus)", flush=True)
+                print(f"building the whole offline corpus in {full} (documents outside mlp-1l's)", flush=True)
                 build_corpus(full, max_bytes=None, seed=recipe.seed, held_out=0)
             seen = set(data["corpus"].documents("train")) | set(data["corpus"].documents("held_out"))
-            docs = [d for d in load_corpus(full).documents("train") if d not in seen]
-            text = "\n<|doc|>\n".join(docs)
+            docs, size = [], 0
+            for d in load_corpus(full).documents("train"):   # enough text for the rows (~3 bytes a token), no more
+                if d not in seen and size < 6 * recipe.n_ctx * max(need, 8192):
+                    docs.append(d)
+                    size += len(d.encode("utf-8"))
+            text = DOC_SEPARATOR.join(docs)
             assert split_documents(text) == docs
             save_tokens(unseen, tokenize_corpus(data["tokenizer"], text, seq_len=recipe.n_ctx,
                                                 max_sequences=max(need, 8192)), vocab_size=recipe.d_vocab)

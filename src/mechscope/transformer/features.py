@@ -12,11 +12,13 @@ point's activations ``[B, n_ctx, d]`` and keeps, for every *unit*, the ``k`` (ro
 The design is the vision scan's (``vision/evidence/examples.py``): memory is constant in ``N`` (per unit ``k``
 values, flat indices ``row * n_ctx + pos`` and the token window around each), the running top-k is merged with each
 batch's by a stable sort, ties are broken by the smaller flat index (so the result is the same whatever the batch
-size or where a scan was resumed), and the state (:class:`FeatureContexts`) continues a scan when passed back as
-``state=`` with the next rows, and saves / loads as ``.npz`` (atomically).  Alongside: per-unit firing counts
-(``> 0``) and activation histograms with fixed bins — for neurons and directions ``bins`` equal bins per unit over
-the first batch's range widened by a quarter each side (later values outside it land in the end bins); for latents
-``bins`` log-spaced bins shared by all latents from ``1e-3`` to ten times the first batch's largest value.
+size or where a scan was resumed; once a unit's k slots are full, only the batch's values above its k-th value are
+looked at, and windows are cut only for those that enter), and the state (:class:`FeatureContexts`) continues a
+scan when passed back as ``state=`` with the next rows, and saves / loads as ``.npz`` (atomically).  Alongside:
+per-unit firing counts (``> 0``) and activation histograms with fixed bins — for neurons and directions ``bins``
+equal bins per unit over the first batch's range widened by a quarter each side (later values outside it land in the
+end bins); for latents ``bins`` log-spaced bins shared by all latents from ``1e-3`` to ten times the first batch's
+largest value.
 
 Example (a random model; the top context of neuron 3 is where its activation is largest)::
 
