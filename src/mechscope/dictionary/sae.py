@@ -131,7 +131,7 @@ class SparseAutoencoder(nn.Module):
 
     def pre_activations(self, x: Tensor) -> Tensor:
         """``(x - b_dec) @ W_enc + b_enc``: ``[..., d_in] -> [..., n_latents]``."""
-        return (x - self.b_dec) @ self.W_enc + self.b_enc
+        return ((x - self.b_dec) @ self.W_enc).add_(self.b_enc)   # in place on the fresh product: one buffer less
 
     def encode(self, x: Tensor) -> Tensor:
         """Sparse code of ``x [..., d_in]``: ``[..., n_latents]`` (ReLU; for ``topk`` only the k largest kept)."""

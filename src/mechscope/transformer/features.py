@@ -216,7 +216,7 @@ def _latent_code(sae: Any, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The firing latents of ``x [M, d_in]`` as ``(token, latent, value)`` in token order: ``sae.encode``'s
     non-zeros, without building the dense ``[M, n_latents]`` code for a TopK SAE."""
     if sae.config.kind == "topk":
-        value, latent = torch.relu(sae.pre_activations(x)).topk(sae.config.k, dim=-1)
+        value, latent = sae.pre_activations(x).relu_().topk(sae.config.k, dim=-1)   # in place: a fresh tensor
         token = torch.arange(len(x)).repeat_interleave(value.shape[1])
         value, latent = value.flatten(), latent.flatten()
     else:
