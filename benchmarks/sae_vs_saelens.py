@@ -17,7 +17,8 @@ What is timed, per round, is one whole training run of each through its public A
   ``provider`` yields the same minibatches (the gather is timed on both sides).
 
 Rounds alternate the order (A B, B A, ...); reported: tokens/s of each (median of rounds), the paired ratio
-mechscope / SAELens throughput (median, min, max over rounds; target >= 1) and, as a check that both learned the same
+mechscope / SAELens throughput (median, min, max over rounds; target >= 1; also from this process's CPU time,
+which other jobs on a loaded machine disturb less than the wall clock) and, as a check that both learned the same
 kind of dictionary, each one's fraction of variance explained on 8192 buffer rows after the last round.
 
 Needs SAELens: run through ``make bench-sae`` (its own venv, ``.venv-saelens``: torch 2.13.0, sae-lens 6.54.12 and
@@ -121,16 +122,19 @@ def main() -> None:
         fn(buffer, argparse.Namespace(**{**vars(args), "steps": 3}))
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {a: [] for a in arms}
+    cpu: dict[str, list[float]] = {a: [] for a in arms}   # this process's CPU time: what other jobs' load spares
     saes = {}
     for r in range(args.rounds):
         for a in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             saes[a] = arms[a](buffer, args)
             times[a].append(time.perf_counter() - start)
+            cpu[a].append(time.process_time() - start_cpu)
         print(f"  round {r + 1}/{args.rounds}: " + "  ".join(f"{a} {times[a][-1]:.2f}s" for a in arms), flush=True)
     load_after = os.getloadavg()
     tokens = args.steps * args.batch
     per_round = [s / m for m, s in zip(times["mechscope"], times["saelens"], strict=True)]
+    per_round_cpu = [s / m for m, s in zip(cpu["mechscope"], cpu["saelens"], strict=True)]
     sample = buffer[torch.randperm(buffer.shape[0], generator=torch.Generator().manual_seed(1))[:8192]]
     fve = {"mechscope": explained(lambda x: saes["mechscope"](x)[0], sample),
            "saelens": explained(saes["saelens"], sample)}
@@ -149,6 +153,10 @@ def main() -> None:
         "mechscope_over_saelens_throughput": {"median": statistics.median(per_round), "min": min(per_round),
                                               "max": max(per_round),
                                               "whole_run": sum(times["saelens"]) / sum(times["mechscope"])},
+        "cpu_seconds_per_run": cpu,
+        "mechscope_over_saelens_cpu_time": {"median": statistics.median(per_round_cpu), "min": min(per_round_cpu),
+                                            "max": max(per_round_cpu),
+                                            "whole_run": sum(cpu["saelens"]) / sum(cpu["mechscope"])},
         "target": 1.0,
         "fraction_of_variance_explained_after_one_run": fve,
     }
@@ -161,6 +169,8 @@ def main() -> None:
         print(f"  {a:10s} {result['tokens_per_second'][a]:10,.0f} tokens/s   FVE after one run {fve[a]:.3f}")
     print(f"  mechscope / SAELens throughput: median {ratio['median']:.3f} (min {ratio['min']:.3f}, max "
           f"{ratio['max']:.3f}; whole run {ratio['whole_run']:.3f}; target >= 1)")
+    c = result["mechscope_over_saelens_cpu_time"]
+    print(f"  the same from CPU time: median {c['median']:.3f} (min {c['min']:.3f}, max {c['max']:.3f})")
     print(f"wrote {path}")
 
 
