@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mechscope-installed
 TEST_STAMP := $(VENV)/.mechscope-test-installed
 
-.PHONY: demo serve test test-clip test-tl4 bench bench-serve bench-scan bench-featvis bench-transformer clean
+.PHONY: demo serve test test-clip test-tl4 bench bench-serve bench-scan bench-featvis bench-transformer bench-features bench-sae clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -106,6 +106,30 @@ bench-serve: $(STAMP)
 
 bench-featvis: $(BENCH_STAMP)
 	$(BENCH_BIN)/python benchmarks/featvis_vs_lucent.py $(ARGS)
+
+# The transformer feature scan (feature_contexts over 1 M tokens of text mlp-1l never saw, every neuron and every
+# latent of mlp-1l-sae) vs the plain forward to the same hook: throughput ratios (target >= 0.8) and peak memory at two
+# corpus sizes.  Builds the corpora once under out/bench-data.  `make bench-features ARGS=--quick` for a smoke run.
+bench-features: $(STAMP)
+	$(BIN)/python benchmarks/feature_scan.py $(ARGS)
+
+# SAE training throughput, mechscope vs SAELens (the same TopK dictionary, activations, batches, dtype and threads),
+# side by side in one process.  SAELens pulls transformers & co., so it gets its own venv (.venv-saelens: the CPU torch
+# from this machine's disk, benchmarks/requirements-saelens.txt, this package).  `make bench-sae ARGS=--quick`.
+SAEL_VENV  := .venv-saelens
+SAEL_BIN   := $(SAEL_VENV)/bin
+SAEL_STAMP := $(SAEL_VENV)/.saelens-installed
+
+$(SAEL_STAMP): pyproject.toml benchmarks/requirements-saelens.txt
+	test -x $(SAEL_BIN)/python || $(PYTHON) -m venv $(SAEL_VENV)
+	$(SAEL_BIN)/python -m pip install -q --upgrade pip
+	$(SAEL_BIN)/python -m pip install -q torch==2.13.0
+	$(SAEL_BIN)/python -m pip install -q -r benchmarks/requirements-saelens.txt
+	$(SAEL_BIN)/python -m pip install -q -e .
+	touch $(SAEL_STAMP)
+
+bench-sae: $(SAEL_STAMP)
+	$(SAEL_BIN)/python benchmarks/sae_vs_saelens.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -131,7 +131,7 @@ class SparseAutoencoder(nn.Module):
 
     def pre_activations(self, x: Tensor) -> Tensor:
         """``(x - b_dec) @ W_enc + b_enc``: ``[..., d_in] -> [..., n_latents]``."""
-        return (x - self.b_dec) @ self.W_enc + self.b_enc
+        return ((x - self.b_dec) @ self.W_enc).add_(self.b_enc)   # in place on the fresh product: one buffer less
 
     def encode(self, x: Tensor) -> Tensor:
         """Sparse code of ``x [..., d_in]``: ``[..., n_latents]`` (ReLU; for ``topk`` only the k largest kept)."""
@@ -300,7 +300,7 @@ def train_sae(
         x = first if step == 0 else draw(step, config.batch_size)
         recon, latents = sae(x)
         mse = (recon - x).pow(2).sum(-1).mean()
-        l1 = latents.abs().sum(-1).mean()
+        l1 = latents.abs().sum(-1).mean() if use_l1 else None   # without the penalty, only a logged step needs it
         loss = mse + config.l1 * l1 if use_l1 else mse
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -322,7 +322,7 @@ def train_sae(
                 entry = {
                     "step": done,
                     "mse": float(mse),
-                    "l1": float(l1),
+                    "l1": float(l1 if l1 is not None else latents.abs().sum(-1).mean()),
                     "l0": float((latents > 0).float().sum(-1).mean()),
                     "dead": int((silent >= config.dead_after).sum()),
                 }

@@ -12,11 +12,13 @@ point's activations ``[B, n_ctx, d]`` and keeps, for every *unit*, the ``k`` (ro
 The design is the vision scan's (``vision/evidence/examples.py``): memory is constant in ``N`` (per unit ``k``
 values, flat indices ``row * n_ctx + pos`` and the token window around each), the running top-k is merged with each
 batch's by a stable sort, ties are broken by the smaller flat index (so the result is the same whatever the batch
-size or where a scan was resumed), and the state (:class:`FeatureContexts`) continues a scan when passed back as
-``state=`` with the next rows, and saves / loads as ``.npz`` (atomically).  Alongside: per-unit firing counts
-(``> 0``) and activation histograms with fixed bins — for neurons and directions ``bins`` equal bins per unit over
-the first batch's range widened by a quarter each side (later values outside it land in the end bins); for latents
-``bins`` log-spaced bins shared by all latents from ``1e-3`` to ten times the first batch's largest value.
+size or where a scan was resumed; once a unit's k slots are full, only the batch's values above its k-th value are
+looked at, and windows are cut only for those that enter), and the state (:class:`FeatureContexts`) continues a
+scan when passed back as ``state=`` with the next rows, and saves / loads as ``.npz`` (atomically).  Alongside:
+per-unit firing counts (``> 0``) and activation histograms with fixed bins — for neurons and directions ``bins``
+equal bins per unit over the first batch's range widened by a quarter each side (later values outside it land in the
+end bins); for latents ``bins`` log-spaced bins shared by all latents from ``1e-3`` to ten times the first batch's
+largest value.
 
 Example (a random model; the top context of neuron 3 is where its activation is largest)::
 
@@ -53,6 +55,7 @@ __all__ = ["FeatureContexts", "Context", "feature_contexts", "load_contexts"]
 _FORMAT = 1
 _ARRAYS = ("values", "index", "windows", "fired", "edges", "counts")
 KINDS = ("neuron", "latent", "direction")
+_EXACT_FLOAT = 2 ** 24   # float32 holds every integer below this: the dense histogram's bin ids are exact
 
 
 @dataclass(frozen=True)
@@ -171,8 +174,20 @@ def _block_top(vals: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return v.gather(1, by_val), i.gather(1, by_val)
 
 
+def _dense_top(acts: Tensor, k: int, floor: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``_block_top`` of ``acts [M, U]`` per unit (column), keeping only values above ``floor [U]`` when given:
+    the few ``(token, unit)`` that beat it go through ``_sparse_top`` (``-inf`` / ``-1`` in unfilled slots).
+    Falls back to the dense top-k when more than an eighth of the batch beats the floor (early batches)."""
+    if floor is not None:
+        flat = torch.from_numpy(np.flatnonzero(acts.numpy() > floor.numpy()))   # numpy's is several times faster
+        if len(flat) * 8 <= acts.numel():
+            token, unit = flat // acts.shape[1], flat % acts.shape[1]          # in token order, as _sparse_top needs
+            return _sparse_top(token, unit, acts[token, unit], acts.shape[1], k)
+    return _block_top(acts.T.contiguous(), k)
+
+
 def _windows(rows: Tensor, flat: Tensor, context: int) -> Tensor:
-    """Token windows ``[U, k, 2 * context + 1]`` around the positions ``flat [U, k]`` of ``rows [B, P]``."""
+    """Token windows ``[..., 2 * context + 1]`` around the positions ``flat [...]`` of ``rows [B, P]``."""
     b, p = rows.shape
     padded = torch.full((b, p + 2 * context), -1, dtype=torch.int64)
     padded[:, context: context + p] = rows
@@ -201,7 +216,7 @@ def _latent_code(sae: Any, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The firing latents of ``x [M, d_in]`` as ``(token, latent, value)`` in token order: ``sae.encode``'s
     non-zeros, without building the dense ``[M, n_latents]`` code for a TopK SAE."""
     if sae.config.kind == "topk":
-        value, latent = torch.relu(sae.pre_activations(x)).topk(sae.config.k, dim=-1)
+        value, latent = sae.pre_activations(x).relu_().topk(sae.config.k, dim=-1)   # in place: a fresh tensor
         token = torch.arange(len(x)).repeat_interleave(value.shape[1])
         value, latent = value.flatten(), latent.flatten()
     else:
@@ -228,6 +243,21 @@ def _log_edges(value: Tensor, bins: int) -> Tensor:
 
 def _bin_counts(units: int, bins: int, unit: Tensor, b: Tensor) -> Tensor:
     return torch.bincount(unit * bins + b.clamp(0, bins - 1), minlength=units * bins).view(units, bins)
+
+
+def _dense_counts(acts: Tensor, edges: Tensor, bins: int) -> Tensor:
+    """Per-unit histogram ``[U, bins]`` of ``acts [M, U]`` over linear ``edges [U, bins + 1]``: bin
+    ``floor((a - lo) * bins / (hi - lo))`` clamped to the end bins.  In float, in place, one ``bincount`` of
+    ``unit * bins + bin`` (int16 / int32 keys; exact while ``U * bins < 2 ** 24``, past that the sums in int64)."""
+    units = acts.shape[1]
+    lo, hi = edges[:, 0], edges[:, -1]
+    b = (acts - lo).mul_(bins / (hi - lo)).floor_().clamp_(0, bins - 1)
+    if units * bins >= _EXACT_FLOAT:
+        flat = (b.long() + torch.arange(units) * bins).flatten()
+    else:
+        small = torch.int16 if units * bins <= 2 ** 15 else torch.int32   # narrower keys, a faster bincount
+        flat = b.add_(torch.arange(units, dtype=b.dtype) * bins).to(small).flatten()
+    return torch.bincount(flat, minlength=units * bins).view(units, bins)
 
 
 class _Stop(Exception):
@@ -268,21 +298,26 @@ def _encoder(kind: str, sae: Any, units: Any, d: int, hook: str):
     return lambda x: x
 
 
-def _batch_stats(kind: str, code: Any, units: int, k: int, bins: int, edges: Tensor | None
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """One batch's ``(top values [U, k], top tokens [U, k], fired [U], histogram counts [U, bins], edges)``."""
+def _batch_stats(kind: str, code: Any, units: int, k: int, bins: int, edges: Tensor | None,
+                 floor: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One batch's ``(top values [U, k], top tokens [U, k], fired [U], histogram counts [U, bins], edges)``.
+
+    ``floor [U]``: the k-th value each unit has kept so far (``-inf`` while it has fewer): the batch's top lists
+    then hold only values above it (the rest would lose the merge, a tie to the earlier token), found without a
+    per-unit top-k over the whole batch."""
     if kind == "latent":
         token, unit, value = code
         edges = _log_edges(value, bins) if edges is None else edges
         b = torch.bucketize(value.log10(), edges.log10()) - 1
-        return (*_sparse_top(token, unit, value, units, k), torch.bincount(unit, minlength=units),
-                _bin_counts(units, bins, unit, b), edges)
+        fired, counts = torch.bincount(unit, minlength=units), _bin_counts(units, bins, unit, b)
+        if floor is not None:   # only what beats the k-th value kept so far can enter the top k
+            beat = value > floor[unit]
+            token, unit, value = token[beat], unit[beat], value[beat]
+        return (*_sparse_top(token, unit, value, units, k), fired, counts, edges)
     acts = code
     edges = _linear_edges(acts, bins) if edges is None else edges
-    lo, hi = edges[:, 0], edges[:, -1]
-    b = ((acts - lo) * (bins / (hi - lo))).floor_().long().flatten()
-    unit = torch.arange(units).repeat(acts.shape[0])
-    return (*_block_top(acts.T.contiguous(), k), (acts > 0).sum(0), _bin_counts(units, bins, unit, b), edges)
+    fired = torch.from_numpy(np.count_nonzero(acts.numpy() > 0, axis=0).astype(np.int64))
+    return (*_dense_top(acts, k, floor), fired, _dense_counts(acts, edges, bins), edges)
 
 
 @torch.no_grad()
@@ -329,7 +364,8 @@ def feature_contexts(model: nn.Module, tokens: Tensor, hook: str, *, units: str 
         width = sae.config.n_latents if kind == "latent" else code.shape[1]
         if state is not None and width != state.units:
             raise MechscopeError(f"the state has {state.units} units; {hook} gives {width}")
-        v, cols, fired, counts, edges = _batch_stats(kind, code, width, k, bins, None if state is None else state.edges)
+        v, cols, fired, counts, edges = _batch_stats(kind, code, width, k, bins, None if state is None else state.edges,
+                                                     None if state is None else state.values[:, -1])
         if state is None:
             state = FeatureContexts(kind, hook, k, context, n_ctx, torch.full((width, k), -math.inf),
                                     torch.full((width, k), -1, dtype=torch.int64),
@@ -349,12 +385,17 @@ def feature_contexts(model: nn.Module, tokens: Tensor, hook: str, *, units: str 
 
 
 def _merge(state: FeatureContexts, v: Tensor, cols: Tensor, rows: Tensor, start_flat: int) -> None:
-    """Merge one batch's top ``v [U, k']`` at token ``cols [U, k']`` of ``rows [B, n_ctx]`` into ``state``."""
+    """Merge one batch's top ``v [U, k']`` at token ``cols [U, k']`` of ``rows [B, n_ctx]`` into ``state``; the
+    token windows are cut only for the batch's entries that make it into the top ``k``."""
+    k = state.k
     all_v = torch.cat([state.values, v], 1)
     all_i = torch.cat([state.index, cols + start_flat], 1)
-    all_w = torch.cat([state.windows, _windows(rows, cols.clamp(min=0), state.context)], 1)
-    order = torch.sort(all_v, dim=1, descending=True, stable=True).indices[:, : state.k]
+    order = torch.sort(all_v, dim=1, descending=True, stable=True).indices[:, :k]
     state.values = all_v.gather(1, order)
     state.index = all_i.gather(1, order).masked_fill(state.values == -math.inf, -1)
-    state.windows = all_w.gather(1, order[..., None].expand(-1, -1, all_w.shape[2]))
-    state.windows[state.index < 0] = -1
+    windows = state.windows.gather(1, order.clamp(max=k - 1)[..., None].expand(-1, -1, state.windows.shape[2]))
+    new = (order >= k) & (state.index >= 0)
+    if bool(new.any()):
+        windows[new] = _windows(rows, state.index[new] - start_flat, state.context)
+    windows[state.index < 0] = -1
+    state.windows = windows
