@@ -32,8 +32,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-DECIMALS = 3
-"""Decimals kept of each activation in a context window (a tint of 1/1000 of the peak is invisible)."""
+SIGNIFICANT = 4
+"""Significant digits kept of each activation in a context window (a tint differing by 1/1000 is invisible)."""
 
 
 def token_label(text: str) -> str:
@@ -48,10 +48,13 @@ def _finite(v: Any) -> bool:
 def window_payload(token_ids: Sequence[int], acts: Sequence[float], *, peak: int, value: float, row: int,
                    position: int, label: Callable[[int], str]) -> dict[str, Any]:
     """One stored top context: the window's tokens as text (``label(id)``), the unit's activation on each
-    (rounded to ``DECIMALS``), the index of the peak token in the window, and its value / row / position."""
-    return {"value": round(float(value), DECIMALS + 2), "row": int(row), "position": int(position),
-            "peak": int(peak), "tokens": [label(int(t)) for t in token_ids],
-            "acts": [round(float(a), DECIMALS) for a in acts]}
+    (to ``SIGNIFICANT`` digits), the index of the peak token in the window, and its value / row / position."""
+    return {"value": _rounded(value, SIGNIFICANT + 2), "row": int(row), "position": int(position),
+            "peak": int(peak), "tokens": [label(int(t)) for t in token_ids], "acts": [_rounded(a) for a in acts]}
+
+
+def _rounded(x: float, digits: int = SIGNIFICANT) -> float:
+    return float(f"{float(x):.{digits}g}")
 
 
 def contexts_data(settings: Any) -> list[dict[str, Any]] | None:
@@ -119,4 +122,4 @@ def list_data(settings: Any, href: Callable[[int], str | None]) -> list[dict[str
     return rows
 
 
-__all__ = ["DECIMALS", "token_label", "window_payload", "contexts_data", "bars_payload", "bars_data", "list_data"]
+__all__ = ["SIGNIFICANT", "token_label", "window_payload", "contexts_data", "bars_payload", "bars_data", "list_data"]
