@@ -62,6 +62,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from mechscope.errors import MechscopeError
 from mechscope.microscope.feature_view import bars_payload, token_label, window_payload
@@ -209,8 +210,9 @@ def _build(store: Store, model: Any, sae: Any, tokens: Tensor, a: dict[str, Any]
     if not todo:
         return counts
     acts = _window_acts(model, sae, tokens, hook, todo, a["batch_size"])
+    progress = a["progress"]
     label = _labeller(a["tokenizer"])
-    for part in todo:
+    for part in tqdm(todo, desc="feature pages", disable=not progress):
         rows = []
         for u in part.todo:
             rows += _unit_rows(part, u, acts, model, sae, layer_index, label, a, common)

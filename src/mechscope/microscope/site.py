@@ -132,11 +132,12 @@ def _layer(view: StoreView, model: str, layer: str, sort: str) -> str:
     scores: dict[int, dict[str, float]] = {}  # every score a unit's figures carry, by name: the grid's sort keys
     names: dict[str, tuple[int, str]] = {}
     figures = []
-    listing = None
-    for row in read_rows(view.store, "figures", model=model, layer=layer):
-        if row["channel"] == -1 and row["kind"] == FEATURE_LIST.name:
-            listing = list_data(row["settings"], lambda ch: relative_url(page, unit_url(model, layer, ch))
-                                if ch >= 0 and view.has_unit(model, layer, ch) else None)
+    listing = _listing(view, page, model, layer)
+    # a layer with a list of its units (MLP neurons, dictionary latents) shows it instead of a grid of pictures:
+    # its units' rows are not read (a few thousand units' contexts would take a second to parse)
+    rows = read_rows(view.store, "figures", model=model, layer=layer, **({"channel": -1} if listing else {}))
+    for row in rows:
+        if row["kind"] == FEATURE_LIST.name:
             continue
         if row["channel"] == -1:
             shown = _figure(view, page, model, row)
@@ -167,6 +168,14 @@ def _layer(view: StoreView, model: str, layer: str, sort: str) -> str:
         model=model, layer=layer, kind=kind, noun=noun(kind), units=units, figures=figures, sorts=sorts, listing=listing,
         empty=sum(u["src"] is None for u in units) if any(u["src"] for u in units) else 0,
         home=relative_url(page, index_url()), tile=TILE_PX)
+
+
+def _listing(view: StoreView, page: str, model: str, layer: str) -> list[dict[str, Any]] | None:
+    """The rows of a layer's ``feature_list`` figure (``None`` when it has none, or a malformed one)."""
+    for row in read_rows(view.store, "figures", model=model, layer=layer, channel=-1, kind=FEATURE_LIST.name)[:1]:
+        return list_data(row["settings"], lambda ch: relative_url(page, unit_url(model, layer, ch))
+                         if view.has_unit(model, layer, ch) else None)
+    return None
 
 
 def _table(settings: Any) -> dict[str, list[Any]] | None:
