@@ -14,7 +14,7 @@ from mechscope.errors import MechscopeError
 from mechscope.microscope import kinds
 from mechscope.microscope.feature_view import bars_data, contexts_data, list_data
 from mechscope.microscope.features import build_features, spread_by_density
-from mechscope.microscope.site import render_layer, render_unit
+from mechscope.microscope.site import render_index, render_layer, render_unit
 from mechscope.store import open_store, read_rows
 from mechscope.zoo.attn_only import AttnOnlyConfig, AttnOnlyTransformer
 
@@ -120,6 +120,8 @@ def test_pages_show_the_tokens_as_text(tmp_path):
         page = render_unit(store, "tiny", "tiny-sae", next(e[0] for e in entries if e[1] > 0))
         layer = render_layer(store, "tiny", "tiny-sae")
         neurons = "".join(render_unit(store, "tiny", HOOK, n) for n in range(24))
+        index = render_index(store)
+    assert "40 with top contexts" in index and "24 with top contexts" in index and "with pictures" not in index
     assert 'class="tok peak"' in page and "rgba(230, 110, 0, 1.0)" in page
     assert PWN not in page + layer + neurons and html.escape(PWN, quote=False) in neurons   # escaped, as text
     assert layer.count('<li data-unit=') == len(entries) == 40
