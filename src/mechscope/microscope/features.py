@@ -72,11 +72,32 @@ from mechscope.microscope.kinds import (ACTIVATION_HISTOGRAM, DECODER_NEURONS, D
 from mechscope.store import Store, open_store, put_rows, read_rows, transaction
 from mechscope.transformer.features import FeatureContexts, feature_contexts
 from mechscope.transformer.models import run_with_cache
-from mechscope.transformer.monosemanticity import logit_effects, unit_direction
+from mechscope.transformer.monosemanticity import LogitEffects, logit_effects, unit_direction
 
 FORMAT = 1             # bump when the rows written change, so that stores are rebuilt
 DENSITY_BINS_PER_DECADE = 4
 _MLP_HOOK = re.compile(r"blocks\.(\d+)\.mlp\.hook_post")
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The arguments of one ``build_features`` call, checked."""
+
+    model_name: str
+    sae_name: str
+    hook: str
+    layer: int                    # L of blocks.L.mlp.hook_post
+    width: int                    # the hook's width: the number of neurons
+    tokenizer: Any
+    latents: list[int] | None
+    select: int | None
+    neurons: list[int] | None
+    k: int
+    context: int
+    links: int
+    bins: int
+    batch_size: int
+    progress: bool
 
 
 @dataclass
@@ -176,43 +197,44 @@ def build_features(out_dir: str | os.PathLike | Store, model: Any, sae: Any, tok
     if sae is not None and int(sae.config.d_in) != width:
         raise MechscopeError(f"the dictionary {sae_name!r} reads d_in={sae.config.d_in}, but {hook} of {model_name} "
                              f"has width {width}: it was trained on another hook or model")
+    a = _Settings(model_name, sae_name, hook, int(match.group(1)), width, tokenizer,
+                  None if latents is None else list(latents), select, None if neurons is None else list(neurons),
+                  k, context, links, bins, batch_size, progress)
     if isinstance(out_dir, Store):
-        return _build(out_dir, model, sae, tokens, locals())
+        return _build(out_dir, model, sae, tokens, a)
     with open_store(out_dir) as store:
-        return _build(store, model, sae, tokens, locals())
+        return _build(store, model, sae, tokens, a)
 
 
-def _build(store: Store, model: Any, sae: Any, tokens: Tensor, a: dict[str, Any]) -> dict[str, dict[str, int]]:
-    model_name, hook, width = a["model_name"], a["hook"], a["width"]
-    layer_index = int(a["match"].group(1))
+def _build(store: Store, model: Any, sae: Any, tokens: Tensor, a: _Settings) -> dict[str, dict[str, int]]:
+    model_name, hook, width, layer_index = a.model_name, a.hook, a.width, a.layer
     build = _digest([model] + ([sae] if sae is not None else []), format=FORMAT, tokens=hashlib.sha256(
-        tokens.numpy().tobytes()).hexdigest(), shape=list(tokens.shape), k=a["k"], context=a["context"],
-        links=a["links"], bins=a["bins"])
+        tokens.numpy().tobytes()).hexdigest(), shape=list(tokens.shape), k=a.k, context=a.context,
+        links=a.links, bins=a.bins)
     common = {"build": build}
-    parts = [_part(store, model_name, "neuron", hook, NEURONS, width, a["neurons"], common)]
+    parts = [_part(store, model_name, "neuron", hook, NEURONS, width, a.neurons, common)]
     if sae is not None:
-        parts.insert(0, _part(store, model_name, "latent", a["sae_name"], LATENTS, int(sae.config.n_latents),
-                              a["latents"], common))
+        parts.insert(0, _part(store, model_name, "latent", a.sae_name, LATENTS, int(sae.config.n_latents),
+                              a.latents, common))
     counts: dict[str, dict[str, int]] = {}
     for part in parts:
-        selecting = part.what == "latent" and a["select"] is not None
-        if selecting and part.current and part.listing.get("request") == {"select": a["select"]}:
+        selecting = part.what == "latent" and a.select is not None
+        if selecting and part.current and part.listing.get("request") == {"select": a.select}:
             part.asked, part.todo = [u for u in part.listing.get("asked", []) if u in part.fresh], []
         elif selecting or part.todo or not part.current:
             part.fc = feature_contexts(model, tokens, hook, sae=sae if part.what == "latent" else None,
-                                       k=a["k"], context=a["context"], bins=a["bins"], batch_size=a["batch_size"],
-                                       tokenizer=a["tokenizer"])
+                                       k=a.k, context=a.context, bins=a.bins, batch_size=a.batch_size,
+                                       tokenizer=a.tokenizer)
             if selecting:
-                part.asked = spread_by_density(part.fc.frequency, a["select"])
+                part.asked = spread_by_density(part.fc.frequency, a.select)
                 part.todo = [u for u in part.asked if u not in part.fresh]
         counts[f"{part.what}s"] = {"built": len(part.todo), "skipped": len(part.asked) - len(part.todo)}
     todo = [p for p in parts if p.fc is not None]
     if not todo:
         return counts
-    acts = _window_acts(model, sae, tokens, hook, todo, a["batch_size"])
-    progress = a["progress"]
-    label = _labeller(a["tokenizer"])
-    for part in tqdm(todo, desc="feature pages", disable=not progress):
+    acts = _window_acts(model, sae, tokens, hook, todo, a.batch_size)
+    label = _labeller(a.tokenizer)
+    for part in tqdm(todo, desc="feature pages", disable=not a.progress):
         rows = []
         for u in part.todo:
             rows += _unit_rows(part, u, acts, model, sae, layer_index, label, a, common)
@@ -228,16 +250,16 @@ def _build(store: Store, model: Any, sae: Any, tokens: Tensor, a: dict[str, Any]
     return counts
 
 
-def _request(part: _Part, a: dict[str, Any]) -> dict[str, Any]:
+def _request(part: _Part, a: _Settings) -> dict[str, Any]:
     """What was asked for (a ``select`` is recalled so that an up-to-date selection needs no pass)."""
-    if part.what == "latent" and a["select"] is not None:
-        return {"select": a["select"]}
-    return {f"{part.what}s": None if a[f"{part.what}s"] is None else list(part.asked)}
+    if part.what == "latent" and a.select is not None:
+        return {"select": a.select}
+    return {f"{part.what}s": None if getattr(a, f"{part.what}s") is None else list(part.asked)}
 
 
-def _layer_settings(part: _Part, a: dict[str, Any], scanned: int) -> dict[str, Any]:
-    return {"kind": part.kind.name, "thumbnail": TOP_CONTEXTS.name, "hook": a["hook"], "units": part.count,
-            "tokens": scanned, **({"dictionary": a["sae_name"]} if part.what == "latent" else {})}
+def _layer_settings(part: _Part, a: _Settings, scanned: int) -> dict[str, Any]:
+    return {"kind": part.kind.name, "thumbnail": TOP_CONTEXTS.name, "hook": a.hook, "units": part.count,
+            "tokens": scanned, **({"dictionary": a.sae_name} if part.what == "latent" else {})}
 
 
 def _part(store: Store, model_name: str, what: str, layer: str, kind: LayerKind, count: int,
@@ -299,15 +321,15 @@ def _window_acts(model: Any, sae: Any, tokens: Tensor, hook: str, parts: list[_P
     return out
 
 
-def _effects(part: _Part, u: int, model: Any, sae: Any, layer: int, label: Any, k: int):
-    return logit_effects(model, unit_direction(model, u, sae if part.what == "latent" else None, layer), k=k,
-                         tokenizer=None), label
+def _effects(part: _Part, u: int, model: Any, sae: Any, layer: int, k: int) -> LogitEffects:
+    """The ``k`` tokens unit ``u``'s output direction promotes and suppresses most (ids; labelled by the caller)."""
+    return logit_effects(model, unit_direction(model, u, sae if part.what == "latent" else None, layer), k=k)
 
 
 def _unit_rows(part: _Part, u: int, acts: dict[tuple[str, int, int], list[float]], model: Any, sae: Any,
-               layer: int, label: Any, a: dict[str, Any], common: dict[str, Any]) -> list[dict[str, Any]]:
+               layer: int, label: Any, a: _Settings, common: dict[str, Any]) -> list[dict[str, Any]]:
     fc = part.fc
-    key = {"model": a["model_name"], "layer": part.layer, "channel": u}
+    key = {"model": a.model_name, "layer": part.layer, "channel": u}
     windows = []
     for slot in range(fc.k):
         flat = int(fc.index[u, slot])
@@ -326,7 +348,7 @@ def _unit_rows(part: _Part, u: int, acts: dict[tuple[str, int, int], list[float]
                          f"Never fired on the {fc.tokens} tokens scanned.")}
     if top is not None:
         contexts.update(score=top, score_name="max activation")
-    effects, _ = _effects(part, u, model, sae, layer, label, a["links"])
+    effects = _effects(part, u, model, sae, layer, a.links)
     table = {"columns": ["promoted", "logit", "suppressed", "logit"],
              "rows": [[repr(label(p[0])), p[2], repr(label(s[0])), s[2]]
                       for p, s in zip(effects.promoted, effects.suppressed)]}
@@ -352,12 +374,12 @@ def _unit_rows(part: _Part, u: int, acts: dict[tuple[str, int, int], list[float]
     if part.what == "latent":
         w = sae.W_dec.detach().float()[u]
         rows.append({**key, "kind": DECODER_NEURONS.name, "settings": {**common, "units": _top_links(
-            w, a["hook"], a["links"]), "note": "Weight: the decoder row's entry (unit norm row)."}})
+            w, a.hook, a.links), "note": "Weight: the decoder row's entry (unit norm row)."}})
     elif sae is not None:
         for kind, w in ((LATENTS_WRITING, sae.W_dec.detach().float()[:, u]),
                         (LATENTS_READING, sae.W_enc.detach().float()[u])):
             rows.append({**key, "kind": kind.name, "settings": {**common, "units": _top_links(
-                w, a["sae_name"], a["links"])}})
+                w, a.sae_name, a.links)}})
     return rows
 
 
@@ -381,7 +403,7 @@ def _entry(part: _Part, u: int, model: Any, sae: Any, layer: int, label: Any) ->
     fc = part.fc
     filled = int((fc.index[u] >= 0).sum())
     peaks = Counter(fc.windows[u, :filled, fc.context].tolist()).most_common(4)
-    effects, _ = _effects(part, u, model, sae, layer, label, 3)
+    effects = _effects(part, u, model, sae, layer, 3)
     return [u, float(fc.frequency[u]), " ".join(repr(label(t)) for t, _ in peaks),
             " ".join(repr(label(p[0])) for p in effects.promoted)]
 
