@@ -1,6 +1,7 @@
 """The Microscope verbs (registered by ``register``): ``microscope build MODEL [LAYER...]`` (an image model's units
-with their evidence, a language model's heads, or ``superposition EXPERIMENT...``'s toy models, into a results
-store), ``microscope serve STORE`` and ``microscope export STORE OUT``."""
+with their evidence, a language model's heads (and, for mlp-1l, its dictionary's latents and MLP neurons), or
+``superposition EXPERIMENT...``'s toy models, into a results store), ``microscope serve STORE`` and
+``microscope export STORE OUT``."""
 
 from __future__ import annotations
 
