@@ -40,7 +40,8 @@ def demo(
 ) -> None:
     """The main job on the bundled organisms: accuracy and curve detectors of the vision organism, then the
     Microscope of all the bundled organisms (vision units with their evidence, attention heads, mlp-1l's
-    dictionary latents and MLP neurons, toy models of superposition) built into OUT/microscope, exported to OUT/microscope-site and served at a local URL."""
+    dictionary latents and MLP neurons, toy models of superposition) built into OUT/microscope, exported to
+    OUT/microscope-site and served at a local URL."""
     from mechscope.vision.families.showcase import show_curve_detectors
     from mechscope.zoo.organisms.shapes_recipe import fresh_accuracy
     from mechscope.zoo.registry import bundled_card, load
