@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from markupsafe import escape
 
 from mechscope.dictionary.sae import SAEConfig, SparseAutoencoder
 from mechscope.errors import MechscopeError
@@ -155,3 +156,23 @@ def test_malformed_payloads_are_not_shown():
     assert list_data({"entries": [[1, 0.5, "a"]]}, str) is None
     assert list_data({"entries": [[1, 0.5, "a", "b"], [2, 0.1, "c", "d"]]},
                      lambda u: None if u == 2 else "1.html")[0]["unit"] == 1
+
+
+def test_written_kinds_are_declared_and_captioned(tmp_path):
+    """What test_kinds checks of the other builders: declared kinds with their fresh keys, a thumbnail kind as the
+    layers' thumbnail, declared layer kinds, and each figure under its declared caption."""
+    _build(tmp_path, latents=[1, 2])
+    with open_store(tmp_path) as store:
+        rows = read_rows(store, "figures")
+        layers = read_rows(store, "layers")
+        pages = {(r["layer"], r["channel"]): render_unit(store, "tiny", r["layer"], r["channel"])
+                 for r in rows if r["channel"] >= 0}
+    assert {r["kind"] for r in rows} == {k.name for k in (*kinds.FEATURE_KINDS, kinds.DECODER_NEURONS,
+                                                          kinds.LATENTS_WRITING, kinds.LATENTS_READING,
+                                                          kinds.FEATURE_LIST)}
+    for r in rows:
+        assert set(kinds.figure_kind(r["kind"]).fresh) <= set(r["settings"])
+        if r["channel"] >= 0:
+            assert f"<figcaption>{escape(kinds.CAPTIONS[r['kind']])}" in pages[(r["layer"], r["channel"])]
+    assert {r["settings"]["kind"] for r in layers} == {kinds.NEURONS.name, kinds.LATENTS.name}
+    assert all(kinds.figure_kind(r["settings"]["thumbnail"]).thumbnail for r in layers)
