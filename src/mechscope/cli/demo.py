@@ -28,6 +28,8 @@ def demo(
                                  "ray://HOST:PORT or 'auto'; needs the ray extra); default: in this process."),
     whole_layers: str = typer.Option("mixed3a", help="Microscope: shapes layers built whole, every unit "
                                                      "(comma-separated; '' for none)."),
+    features: int = typer.Option(300, help="Microscope: latents of mlp-1l-sae with pages, spread over their density "
+                                           "(0: no feature or MLP neuron pages)."),
     device: str = typer.Option(None, help="Microscope: cpu, cuda or cuda:N for the vision units (default: the "
                                           "CPU)."),
     amp: bool = typer.Option(False, "--amp", help="Microscope: the vision units' forward passes in bfloat16 "
@@ -37,8 +39,9 @@ def demo(
     port: int = typer.Option(8000, help="Port of the Microscope's server (0: any free one)."),
 ) -> None:
     """The main job on the bundled organisms: accuracy and curve detectors of the vision organism, then the
-    Microscope of all the bundled organisms (vision units with their evidence, attention heads, toy models of
-    superposition) built into OUT/microscope, exported to OUT/microscope-site and served at a local URL."""
+    Microscope of all the bundled organisms (vision units with their evidence, attention heads, mlp-1l's
+    dictionary latents and MLP neurons, toy models of superposition) built into OUT/microscope, exported to
+    OUT/microscope-site and served at a local URL."""
     from mechscope.vision.families.showcase import show_curve_detectors
     from mechscope.zoo.organisms.shapes_recipe import fresh_accuracy
     from mechscope.zoo.registry import bundled_card, load
@@ -83,7 +86,7 @@ def demo(
     counts = build_demo(store, steps=microscope_steps, images=images, seed=seed, engine=engine(ray) if ray else None, k=k,
                         focus=focus, toy_steps=toy_steps,
                         whole=[name.strip() for name in whole_layers.split(",") if name.strip()], device=device,
-                        amp=amp)
+                        amp=amp, features=features or None)
     for part, c in counts.items():
         typer.echo(f"  {part:<22} built {c['built']:>4}, up to date {c['skipped']:>4}")
     written = export_site(store, site)

@@ -1,6 +1,7 @@
 """The Microscope verbs (registered by ``register``): ``microscope build MODEL [LAYER...]`` (an image model's units
-with their evidence, a language model's heads, or ``superposition EXPERIMENT...``'s toy models, into a results
-store), ``microscope serve STORE`` and ``microscope export STORE OUT``."""
+with their evidence, a language model's heads (and, for mlp-1l, its dictionary's latents and MLP neurons), or
+``superposition EXPERIMENT...``'s toy models, into a results store), ``microscope serve STORE`` and
+``microscope export STORE OUT``."""
 
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
                                                                 "scans in bfloat16 autocast on CUDA; no effect on "
                                                                 "the CPU."),
                   text: str = typer.Option(None, help="Language models: the sample text of the attention patterns."),
+                  latents: int = typer.Option(None, help="Language models with a bundled dictionary (mlp-1l): "
+                                                         "pages for N of its latents, spread over their density "
+                                                         "(default: all; 0: no latent or MLP neuron pages)."),
                   toy_steps: int = typer.Option(None, help="superposition: training steps (default: the "
                                                            "experiment's own)."),
                   weights: str = typer.Option("bundled", help="bundled | random | download | a weights file.")) -> None:
@@ -84,7 +88,7 @@ def build_command(model: str = typer.Argument(..., help="A zoo model (shapes, in
                         examples_k=examples_k, engine=engine(ray) if ray else None, text=text, toy_steps=toy_steps,
                         feature_use=FeatureUse(images=feature_use) if feature_use else None,
                         partners=Partners(other, layer=other_layer or None) if other else None, device=device,
-                        amp=amp)
+                        amp=amp, latents=latents)
     typer.echo(built.describe())
     typer.echo(f"store {out} (browse: mechscope microscope serve {out})")
 

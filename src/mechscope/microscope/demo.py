@@ -11,6 +11,10 @@
   (universality);
 * both attention-only organisms' heads (``attn-only-1l``, ``attn-only-2l``): attention on sample text, detector
   scores, top QK/OV token pairs, composition;
+* the MLP organism ``mlp-1l`` and its dictionary ``mlp-1l-sae`` (``microscope.features``): ``FEATURES`` (300) live
+  latents spread evenly over their density ranking (``features.spread_by_density``: from the most to the least
+  frequent, so common and rare features both show) and all 512 neurons of ``blocks.0.mlp.hook_post``, from the
+  bundled held-out sample (256 rows of 128 tokens); ``mechscope microscope build mlp-1l`` builds every latent;
 * the superposition ``intro`` experiment (n = 5 features in m = 2 dimensions over ten sparsities);
 * the image–text organism ``shapes-clip``: the ``MULTIMODAL_UNITS`` most multimodal units of ``mixed4b`` (its last
   conv layer) and ``image_embed`` (the joint space, where most of its multimodal units are), each with its
@@ -25,12 +29,15 @@ incremental, so a second run only checks the store.  Example (a small, fast vers
     >>> store = tempfile.mkdtemp()
     >>> small = dict(steps=2, images=16, focus=[45], k=1, toy_steps=20, progress=False, whole=(),
     ...              feature_use=FeatureUse(images=20), partners=Partners("shapes-seed1", images=4),
-    ...              multimodal=MultimodalPages(per_cell=1, facet_units=0, attack_examples=1), multimodal_units=1)
+    ...              multimodal=MultimodalPages(per_cell=1, facet_units=0, attack_examples=1), multimodal_units=1,
+    ...              features=3, feature_rows=16)
     >>> counts = build_demo(store, **small)
     >>> counts["shapes:mixed3b"], counts["shapes:mixed3a"], counts["shapes:conv2d2"]
     ({'built': 1, 'skipped': 0}, {'built': 1, 'skipped': 0}, {'built': 1, 'skipped': 0})
     >>> counts["attn-only-2l"], counts["superposition:intro"], counts["shapes-clip"]
     ({'built': 8, 'skipped': 0}, {'built': 10, 'skipped': 0}, {'built': 2, 'skipped': 0})
+    >>> counts["mlp-1l-sae"], counts["mlp-1l:blocks.0.mlp.hook_post"]
+    ({'built': 3, 'skipped': 0}, {'built': 512, 'skipped': 0})
     >>> sorted({c["built"] for c in build_demo(store, **small).values()})   # again: nothing to do
     [0]
 """
@@ -64,6 +71,9 @@ MULTIMODAL_LAYERS = ("mixed4b", "image_embed")
 """shapes-clip's layers with multimodal units (picture vs word): 1 of 128 in mixed4b and 4 of 64 in image_embed
 at 0.25 σ, 10 renderings per cell; mixed4a has none (0 of 112)."""
 MULTIMODAL_UNITS = 6
+FEATURE_MODEL, FEATURE_DICTIONARY = "mlp-1l", "mlp-1l-sae"
+FEATURES = 300
+"""Latents of ``mlp-1l-sae`` in the demo (spread over the density ranking); its neurons are all built."""
 DEMO_MULTIMODAL = MultimodalPages(facet_units=2, facet_steps=32, facet_layer="mixed4b")
 
 
@@ -80,7 +90,8 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
                focus: Sequence[int] | None = None, k: int = 3, engine: Engine | None = None, toy_steps: int | None = None,
                feature_use: FeatureUse | None = FeatureUse(), partners: Partners | None = Partners("shapes-seed1"),
                multimodal: MultimodalPages | None = DEMO_MULTIMODAL, multimodal_units: int = MULTIMODAL_UNITS,
-               whole: Sequence[str] = WHOLE_LAYERS, device: str | None = None, amp: bool = False,
+               whole: Sequence[str] = WHOLE_LAYERS, features: int | None = FEATURES, feature_rows: int | None = None,
+               device: str | None = None, amp: bool = False,
                progress: bool = True) -> dict[str, dict[str, int]]:
     """Build (or bring up to date) the demo's Microscope in ``store_dir`` -> ``{part: {"built", "skipped"}}``.
 
@@ -98,6 +109,8 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
         whole: vision layers built whole (part ``shapes:LAYER (all)``): feature visualizations, tuning curves and
             dataset evidence (one pass over the data); the circuit's units of that layer then add their links,
             attribution, feature use and partners.
+        features, feature_rows: latents of ``mlp-1l-sae`` (``None``: no feature pages) and rows of the held-out
+            sample scanned (default all 256).
         device, amp: where the vision units are computed and their bfloat16 autocast on CUDA
             (``microscope.build.build``); the heads, toy models and shapes-clip pages stay on the CPU (small).
     """
@@ -125,6 +138,8 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
             counts[name] = build_heads(model, name, store, tokenizer=bundled_tokenizer(name), progress=progress)
         for experiment in TOY_EXPERIMENTS:
             counts[f"superposition:{experiment}"] = build_toy(store, experiment, steps=toy_steps, progress=progress)
+        if features is not None:
+            counts.update(_features(store, features, feature_rows, progress))
         if multimodal is not None:
             counts["shapes-clip"] = build_multimodal(load("shapes-clip", device="cpu"), "shapes-clip",
                                                      MULTIMODAL_LAYERS, store, units=multimodal_units,
@@ -132,5 +147,20 @@ def build_demo(store_dir: str | os.PathLike, *, steps: int = 64, images: int = 1
     return counts
 
 
-__all__ = ["build_demo", "CIRCUIT", "WHOLE_LAYERS", "LANGUAGE_MODELS", "TOY_EXPERIMENTS", "MULTIMODAL_LAYERS", "MULTIMODAL_UNITS",
+def _features(store: Store, select: int, rows: int | None, progress: bool) -> dict[str, dict[str, int]]:
+    from mechscope.microscope.features import build_features
+    from mechscope.zoo.dictionaries import get_dictionary, load_dictionary
+    from mechscope.zoo.organisms.mlp_sae_recipe import held_out_sample
+    from mechscope.zoo.registry import load_language_model
+
+    net, tokenizer = load_language_model(FEATURE_MODEL)
+    sae, _ = load_dictionary(FEATURE_DICTIONARY)
+    hook = get_dictionary(FEATURE_DICTIONARY).hook
+    tokens = held_out_sample()[:rows]
+    counts = build_features(store, net, sae, tokens, model_name=FEATURE_MODEL, sae_name=FEATURE_DICTIONARY,
+                            hook=hook, tokenizer=tokenizer, select=select, progress=progress)
+    return {FEATURE_DICTIONARY: counts["latents"], f"{FEATURE_MODEL}:{hook}": counts["neurons"]}
+
+
+__all__ = ["build_demo", "FEATURES", "CIRCUIT", "WHOLE_LAYERS", "LANGUAGE_MODELS", "TOY_EXPERIMENTS", "MULTIMODAL_LAYERS", "MULTIMODAL_UNITS",
            "DEMO_MULTIMODAL"]

@@ -110,6 +110,24 @@ TYPOGRAPHIC = FigureKind("typographic", "Typographic attack: the unit's word wri
                          _MULTIMODAL_FRESH)
 MULTIMODAL_UNITS = FigureKind("multimodal_units", "The multimodal units of the layer (picture and word agree)",
                               _MULTIMODAL_FRESH)
+# MLP neurons and dictionary latents of a language model (``microscope.features``)
+_FEATURE_FRESH = ("build",)
+TOP_CONTEXTS = FigureKind("top_contexts", "Top contexts: the unit's activation on every token (background), its "
+                          "largest token outlined", _FEATURE_FRESH, thumbnail=True)
+LOGIT_EFFECTS = FigureKind("logit_effects", "Logit effects: the tokens its output direction promotes and suppresses "
+                           "(through W_U, final LayerNorm ignored)", _FEATURE_FRESH)
+DENSITY = FigureKind("firing_density", "Density: how often it fires, on the layer's log10 density histogram",
+                     _FEATURE_FRESH)
+ACTIVATION_HISTOGRAM = FigureKind("activation_histogram", "Histogram of its activations over the scanned tokens",
+                                  _FEATURE_FRESH)
+DECODER_NEURONS = FigureKind("decoder_neurons", "The neurons that carry it: largest |decoder weights| of the "
+                             "latent", _FEATURE_FRESH)
+LATENTS_WRITING = FigureKind("latents_writing", "The latents that write this neuron most (|W_dec| column)",
+                             _FEATURE_FRESH)
+LATENTS_READING = FigureKind("latents_reading", "The latents that read this neuron most (|W_enc| row)",
+                             _FEATURE_FRESH)
+FEATURE_LIST = FigureKind("feature_list", "Every unit in one line: search by token text or index",
+                          _FEATURE_FRESH)  # layer-wide (channel -1): the list the layer page shows
 # toy models: figures that carry their own caption
 METRICS = FigureKind("metrics", None, _TOY_FRESH)
 SUMMARY = FigureKind("summary", None, _TOY_FRESH)
@@ -118,7 +136,8 @@ FIGURE_KINDS: tuple[FigureKind, ...] = (
     FEATVIS, FEATVIS_DIVERSITY, FEATVIS_NEGATIVE, ATTENTION_VIEW, ATTENTION, HEAD_SCORES, COMPOSITION, QK_PAIRS,
     OV_PAIRS, GEOMETRY, GRAM, NORMS, LOG_PROB, QUILT, HISTOGRAM, TUNING, ATTRIBUTION, UPSTREAM, DOWNSTREAM, ABLATION,
     PARTNER, POLYSEMANTICITY, POLYSEMANTIC_UNITS, MODALITY_TABLE, TEXT_SIDE, FACETED, TYPOGRAPHIC, MULTIMODAL_UNITS,
-    METRICS, SUMMARY)
+    TOP_CONTEXTS, LOGIT_EFFECTS, DENSITY, ACTIVATION_HISTOGRAM, DECODER_NEURONS, LATENTS_WRITING, LATENTS_READING,
+    FEATURE_LIST, METRICS, SUMMARY)
 """Every figure kind a builder of this package writes, in display order."""
 
 CAPTIONS: dict[str, str] = {k.name: k.caption for k in FIGURE_KINDS if k.caption is not None}
@@ -127,10 +146,16 @@ CAPTIONS: dict[str, str] = {k.name: k.caption for k in FIGURE_KINDS if k.caption
 HEAD_KINDS: tuple[FigureKind, ...] = (ATTENTION, HEAD_SCORES, QK_PAIRS, OV_PAIRS)
 """The figures of every attention head (plus ``COMPOSITION`` for heads of layers >= 1)."""
 
+FEATURE_KINDS: tuple[FigureKind, ...] = (TOP_CONTEXTS, LOGIT_EFFECTS, DENSITY, ACTIVATION_HISTOGRAM)
+"""The figures of every MLP neuron and dictionary latent (plus ``DECODER_NEURONS`` for a latent,
+``LATENTS_WRITING`` / ``LATENTS_READING`` for a neuron of a layer with a dictionary)."""
+
 VISION = LayerKind("vision", "unit", FEATVIS)
 HEADS = LayerKind("heads", "head", ATTENTION)
 TOY = LayerKind("toy", "instance", GEOMETRY)
-LAYER_KINDS: dict[str, LayerKind] = {k.name: k for k in (VISION, HEADS, TOY)}
+NEURONS = LayerKind("mlp_neurons", "neuron", TOP_CONTEXTS)
+LATENTS = LayerKind("dictionary", "latent", TOP_CONTEXTS)
+LAYER_KINDS: dict[str, LayerKind] = {k.name: k for k in (VISION, HEADS, TOY, NEURONS, LATENTS)}
 """Every layer kind, by name."""
 
 _BY_NAME = {k.name: k for k in FIGURE_KINDS}
@@ -164,4 +189,6 @@ __all__ = ["FigureKind", "LayerKind", "FIGURE_KINDS", "CAPTIONS", "HEAD_KINDS", 
            "caption", "figure_order", "noun", "FEATVIS", "FEATVIS_DIVERSITY", "FEATVIS_NEGATIVE", "ATTENTION_VIEW",
            "ATTENTION", "HEAD_SCORES", "COMPOSITION", "QK_PAIRS", "OV_PAIRS", "GEOMETRY", "GRAM", "NORMS", "LOG_PROB",
            "QUILT", "HISTOGRAM", "TUNING", "ATTRIBUTION", "UPSTREAM", "DOWNSTREAM", "ABLATION", "PARTNER", "POLYSEMANTICITY",
-           "POLYSEMANTIC_UNITS", "MODALITY_TABLE", "TEXT_SIDE", "FACETED", "TYPOGRAPHIC", "MULTIMODAL_UNITS", "METRICS", "SUMMARY", "VISION", "HEADS", "TOY"]
+           "POLYSEMANTIC_UNITS", "MODALITY_TABLE", "TEXT_SIDE", "FACETED", "TYPOGRAPHIC", "MULTIMODAL_UNITS", "METRICS", "SUMMARY", "VISION", "HEADS", "TOY",
+           "TOP_CONTEXTS", "LOGIT_EFFECTS", "DENSITY", "ACTIVATION_HISTOGRAM", "DECODER_NEURONS", "LATENTS_WRITING",
+           "LATENTS_READING", "FEATURE_LIST", "FEATURE_KINDS", "NEURONS", "LATENTS"]

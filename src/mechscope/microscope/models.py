@@ -5,7 +5,10 @@
 * ``"superposition"``: ``layers`` are experiments of ``superposition.experiments`` (default ``intro``), each
   trained and written by ``microscope.toy.build_toy`` (one page per trained instance);
 * a zoo language model (``input_kind == "tokens"``): every attention head (``microscope.heads.build_heads``) with
-  the model's own tokenizer; it takes no layers;
+  the model's own tokenizer; it takes no layers.  A model with a bundled dictionary (``zoo.dictionaries``:
+  ``mlp-1l`` and ``mlp-1l-sae``) also gets its MLP neuron and dictionary latent pages
+  (``microscope.features.build_features``) from the bundled held-out sample: every latent, or ``latents`` of them
+  spread over their density ranking (``0``: none);
 * a zoo image model: the units of ``layers`` with their evidence (``microscope.build.build``) at the model's input
   size, optionally with circuit links and dataset evidence from a dataset spec (``data.open.open_dataset``).
 
@@ -26,12 +29,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mechscope.compute.engine import Engine
 from mechscope.errors import MechscopeError
-from mechscope.microscope.kinds import HEADS, TOY, VISION, LayerKind
+from mechscope.microscope.kinds import HEADS, LATENTS, NEURONS, TOY, VISION, LayerKind
 from mechscope.microscope.options import EXAMPLES_K, DatasetEvidence, Evidence, FeatureUse, Links, Partners
 from mechscope.store import Store
 
@@ -47,11 +50,12 @@ class Built:
 
     kind: LayerKind
     counts: dict[str, dict[str, int]]
+    nouns: dict[str, str] = field(default_factory=dict)   # a part whose units are not ``kind.noun``s
 
     def describe(self) -> str:
         """One line per part, e.g. ``shapes: built 4 units, skipped 0 already built``."""
-        return "\n".join(f"{part}: built {c['built']} {self.kind.noun}s, skipped {c['skipped']} already built"
-                         for part, c in self.counts.items())
+        return "\n".join(f"{part}: built {c['built']} {self.nouns.get(part, self.kind.noun)}s, skipped "
+                         f"{c['skipped']} already built" for part, c in self.counts.items())
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class _Request:
     partners: Partners | None = None
     device: str | None = None
     amp: bool = False
+    latents: int | None = None
 
 
 def build_model(name: str, layers: Sequence[str] = (), out_dir: str | os.PathLike | Store = "out/microscope", *,
@@ -80,7 +85,8 @@ def build_model(name: str, layers: Sequence[str] = (), out_dir: str | os.PathLik
                 upstream: Mapping[str, str] | None = None, k: int = 4, dataset: str | None = None,
                 examples_k: int = EXAMPLES_K, engine: Engine | None = None, text: str | None = None, toy_steps: int | None = None,
                 feature_use: FeatureUse | None = None, partners: Partners | None = None,
-                device: str | None = None, amp: bool = False, progress: bool = True) -> Built:
+                device: str | None = None, amp: bool = False, latents: int | None = None,
+                progress: bool = True) -> Built:
     """Build (or bring up to date) the Microscope of ``name`` in the store ``out_dir`` (see the module docstring).
 
     Args:
@@ -101,12 +107,17 @@ def build_model(name: str, layers: Sequence[str] = (), out_dir: str | os.PathLik
         device, amp: image models: where the units are computed (``cpu``, ``cuda``, ``cuda:N``; default: CPU) and
             bfloat16 autocast of their forward passes on CUDA (``microscope.build.build``).  Checked before any work.
         text: language models: the sample text of the attention patterns.
+        latents: language models with a bundled dictionary: how many of its latents get pages (spread over their
+            density ranking; default all, ``0``: no feature or neuron pages).
         toy_steps: ``"superposition"``: training steps (default: the experiment's own).
         progress: show progress bars.
     """
     request = _Request(name, list(layers or ()), out_dir, weights, units_per_layer, evidence,
                        Links(dict(upstream or {}), k), dataset, examples_k, engine, text, toy_steps, progress,
-                       feature_use, partners, device, amp)
+                       feature_use, partners, device, amp, latents)
+    if latents is not None and (isinstance(latents, bool) or not isinstance(latents, int) or latents < 0):
+        raise MechscopeError(f"latents is how many dictionary latents get pages, an integer >= 0 (got {latents!r}); "
+                             "leave it None for all")
     if device is not None:
         from mechscope.devices import checked_device
 
@@ -140,9 +151,25 @@ def _heads(request: _Request, card: Any) -> Built:
         raise MechscopeError(f"{card.name} is a language model: its Microscope has every head, so it takes no "
                              f"layers (got {request.layers})")
     net, tokenizer = load_language_model(card.name, request.weights)
-    counts = build_heads(net, card.name, request.out, tokenizer=tokenizer, text=request.text,
-                         progress=request.progress)
-    return Built(HEADS, {card.name: counts})
+    counts = {card.name: build_heads(net, card.name, request.out, tokenizer=tokenizer, text=request.text,
+                                     progress=request.progress)}
+    nouns: dict[str, str] = {}
+    from mechscope.zoo.dictionaries import dictionary_names, get_dictionary, load_dictionary
+
+    for name in dictionary_names() if request.latents != 0 else ():
+        row = get_dictionary(name)
+        if row.model != card.name:
+            continue
+        from mechscope.microscope.features import build_features
+        from mechscope.zoo.organisms.mlp_sae_recipe import held_out_sample
+
+        sae, _ = load_dictionary(name)
+        built = build_features(request.out, net, sae, held_out_sample(), model_name=card.name, sae_name=name,
+                               hook=row.hook, tokenizer=tokenizer, select=request.latents,
+                               progress=request.progress)
+        counts[name], counts[f"{card.name}:{row.hook}"] = built["latents"], built["neurons"]
+        nouns[name], nouns[f"{card.name}:{row.hook}"] = LATENTS.noun, NEURONS.noun
+    return Built(HEADS, counts, nouns)
 
 
 def _vision(request: _Request, card: Any) -> Built:

@@ -20,7 +20,12 @@ Store contract (what the pages read; anything absent is simply not shown):
   ``"typographic"`` and the layer-wide ``"multimodal_units"``, the head kinds ``"attention"``, ``"head_scores"``,
   ``"composition"``, ``"qk_pairs"``, ``"ov_pairs"``, the layer-wide ``"attention_view"`` (every head's pattern
   on the sample text, ``microscope.attention_view``: shown on the layer page and on each head's page with that
-  head selected, as tokens that a hover or click tints by attention) and the toy-model kinds ``"geometry"``, ``"gram"``,
+  head selected, as tokens that a hover or click tints by attention), the MLP neuron and dictionary latent kinds
+  (``microscope.features``, no PNGs: ``microscope.feature_view``) ``"top_contexts"`` (a thumbnail kind; tokens
+  tinted by the unit's activation, the peak outlined), ``"logit_effects"``, ``"firing_density"`` and
+  ``"activation_histogram"`` (bars drawn with CSS), ``"decoder_neurons"``, ``"latents_writing"``,
+  ``"latents_reading"`` (links) and the layer-wide ``"feature_list"`` (the layer page then lists every unit in one
+  line with a search box instead of the grid), and the toy-model kinds ``"geometry"``, ``"gram"``,
   ``"norms"``, ``"metrics"``, ``"summary"`` (the last two carry their own caption).  ``settings`` (a JSON object)
   may hold:
 
@@ -31,6 +36,8 @@ Store contract (what the pages read; anything absent is simply not shown):
     the same model, or in the model an entry's ``"model"`` names; a link to a unit the store does not have is
     shown as plain text);
   - ``"table"``: ``{"columns": [str, ...], "rows": [[cell, ...], ...]}``, shown as a table (cells as text).
+  - ``"windows"`` (with ``"scale"``), ``"bars"``, ``"entries"``: a unit's top contexts, a bar chart, a layer's list
+    of units (``microscope.feature_view``, which validates them; anything malformed is not shown).
 
   A figure with no PNG is still shown when it has links, a table or a note.
 * ``examples`` rows ``(model, layer, channel, which, rank, dataset_index, value, x, y, png)`` with ``which`` in
@@ -64,7 +71,8 @@ import jinja2
 from mechscope.artefacts import atomic_write_bytes
 from mechscope.errors import MechscopeError
 from mechscope.microscope.attention_view import page_data
-from mechscope.microscope.kinds import ATTENTION_VIEW, CAPTIONS, FEATVIS, caption, figure_order, noun
+from mechscope.microscope.feature_view import bars_data, contexts_data, list_data
+from mechscope.microscope.kinds import ATTENTION_VIEW, CAPTIONS, FEATURE_LIST, FEATVIS, caption, figure_order, noun
 from mechscope.microscope.urls import (index_url, is_png_path, layer_url, png_url, relative_url, slug,
                                        unit_url)
 from mechscope.microscope.view import StoreView, link_target, number_text, score_of, stat_text
@@ -124,7 +132,13 @@ def _layer(view: StoreView, model: str, layer: str, sort: str) -> str:
     scores: dict[int, dict[str, float]] = {}  # every score a unit's figures carry, by name: the grid's sort keys
     names: dict[str, tuple[int, str]] = {}
     figures = []
-    for row in read_rows(view.store, "figures", model=model, layer=layer):
+    listing = _listing(view, page, model, layer)
+    # a layer with a list of its units (MLP neurons, dictionary latents) shows it instead of a grid of pictures:
+    # its units' rows are not read (a few thousand units' contexts would take a second to parse)
+    rows = read_rows(view.store, "figures", model=model, layer=layer, **({"channel": -1} if listing else {}))
+    for row in rows:
+        if row["kind"] == FEATURE_LIST.name:
+            continue
         if row["channel"] == -1:
             shown = _figure(view, page, model, row)
             if shown is not None:
@@ -151,9 +165,17 @@ def _layer(view: StoreView, model: str, layer: str, sort: str) -> str:
         units.sort(key=lambda u: (u["score"] is None, -(u["score"] or 0.0), u["channel"]))
     kind = view.kind(model, layer)
     return _env().get_template("layer.html").render(
-        model=model, layer=layer, kind=kind, noun=noun(kind), units=units, figures=figures, sorts=sorts,
+        model=model, layer=layer, kind=kind, noun=noun(kind), units=units, figures=figures, sorts=sorts, listing=listing,
         empty=sum(u["src"] is None for u in units) if any(u["src"] for u in units) else 0,
         home=relative_url(page, index_url()), tile=TILE_PX)
+
+
+def _listing(view: StoreView, page: str, model: str, layer: str) -> list[dict[str, Any]] | None:
+    """The rows of a layer's ``feature_list`` figure (``None`` when it has none, or a malformed one)."""
+    for row in read_rows(view.store, "figures", model=model, layer=layer, channel=-1, kind=FEATURE_LIST.name)[:1]:
+        return list_data(row["settings"], lambda ch: relative_url(page, unit_url(model, layer, ch))
+                         if view.has_unit(model, layer, ch) else None)
+    return None
 
 
 def _table(settings: Any) -> dict[str, list[Any]] | None:
@@ -177,13 +199,15 @@ def _figure(view: StoreView, page: str, model: str, row: dict[str, Any], head: i
     if row["kind"] == ATTENTION_VIEW.name:
         heads = [f"{row['layer']}:{h}" for h in view.units(model, row["layer"])]
         attention = page_data(settings, head, heads)
-    if src is None and not links and table is None and not note and attention is None:
+    contexts, bars = contexts_data(settings), bars_data(settings)
+    if src is None and not links and table is None and not note and attention is None and not contexts and not bars:
         return None
     own = settings.get("caption")
     score, score_name = score_of(settings)
     kind = slug(row["kind"])
     return {"kind": kind, "vis": kind.startswith(FEATVIS.name), "src": src, "note": note, "table": table,
             "links": links, "caption": own if isinstance(own, str) else caption(row["kind"]), "view": attention,
+            "contexts": contexts, "bars": bars,
             "score": score, "score_name": score_name, "score_text": number_text(score)}
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mechscope.errors import MechscopeError
-from mechscope.microscope.kinds import FEATVIS
+from mechscope.microscope.kinds import FEATVIS, LATENTS, NEURONS
 from mechscope.microscope.urls import is_png_path
 from mechscope.store import Store, count_channels, read_rows, unit_channels
 from mechscope.units import Head, Unit, parse
@@ -83,8 +83,10 @@ class StoreView:
         return next(((r["channel"], r["png"]) for r in ranked if self.png_ok(r["png"])), None)
 
     def counts(self, model: str, layer: str) -> dict[str, int]:
-        """How many units of a layer have a picture (its thumbnail kind), dataset examples and statistics."""
-        return {"pictures": count_channels(self.store, "figures", model=model, layer=layer,
+        """How many units of a layer have a picture (its thumbnail kind; top contexts for a layer of MLP neurons or
+        dictionary latents, whose pages have no pictures), dataset examples and statistics."""
+        text = self.kind(model, layer) in (NEURONS.name, LATENTS.name)
+        return {"top contexts" if text else "pictures": count_channels(self.store, "figures", model=model, layer=layer,
                                            kind=self.thumbnail(model, layer)),
                 "examples": count_channels(self.store, "examples", model=model, layer=layer),
                 "statistics": count_channels(self.store, "stats", model=model, layer=layer)}

@@ -155,3 +155,27 @@ def train_mlp_sae(out_dir: str | os.PathLike, recipe: MlpSAERecipe = MlpSAERecip
             "retrain": "mechscope train mlp-1l-sae"}
     atomic_write_json(out / f"{NAME}.json", card)
     return card
+
+
+def held_out_sample() -> torch.Tensor:
+    """The bundled held-out sample of ``mlp-1l``'s text: token rows ``[256, 128]`` int64 (fresh text: in neither
+    card's scores); ``WeightsError`` when the file does not match the ``sample_sha256`` of the dictionary's card.
+
+    >>> held_out_sample().shape
+    torch.Size([256, 128])
+    """
+    import json
+
+    from safetensors.torch import load_file
+
+    from mechscope.errors import WeightsError
+    from mechscope.zoo.registry import bundle_dir
+    from mechscope.zoo.weights import sha256_file
+
+    path = bundle_dir() / SAMPLE
+    want = json.loads((bundle_dir() / f"{NAME}.json").read_text())["sample_sha256"]
+    found = sha256_file(path)
+    if found != want:
+        raise WeightsError(f"{path} fails its sha256 check (card {want}, found {found}); reinstall mechscope or "
+                           "retrain with `mechscope train mlp-1l-sae`")
+    return load_file(str(path))["tokens"].long()
