@@ -18,6 +18,7 @@ given by the option objects of ``mechscope.microscope.options`` (``Evidence``, `
 * with ``Evidence(tuning=True)`` (default), a ``tuning`` figure per unit of a layer with spatial maps: the polar plot of
   its radial tuning curve (72 orientations), ``settings = {"orientations", "size", "preferred_deg",
   "curve_preference", "score"}`` (the score is the curve preference: the layer grid can sort by curve-likeness);
+  its stimuli run once per layer (a task of their own), whatever the number of slices;
 * with ``links=Links({layer: earlier_layer}, k)``, an ``upstream`` figure per unit (heatmap of the expanded-weight
   kernels of its ``k`` strongest units of ``earlier_layer``; ``settings["units"]`` are the links) and on each of
   those a ``downstream`` figure listing the units that named it (merged with what the store had), so the circuit
