@@ -18,6 +18,7 @@ given by the option objects of ``mechscope.microscope.options`` (``Evidence``, `
 * with ``Evidence(tuning=True)`` (default), a ``tuning`` figure per unit of a layer with spatial maps: the polar plot of
   its radial tuning curve (72 orientations), ``settings = {"orientations", "size", "preferred_deg",
   "curve_preference", "score"}`` (the score is the curve preference: the layer grid can sort by curve-likeness);
+  its stimuli run once per layer (a task of their own), whatever the number of slices;
 * with ``links=Links({layer: earlier_layer}, k)``, an ``upstream`` figure per unit (heatmap of the expanded-weight
   kernels of its ``k`` strongest units of ``earlier_layer``; ``settings["units"]`` are the links) and on each of
   those a ``downstream`` figure listing the units that named it (merged with what the store had), so the circuit
@@ -292,10 +293,21 @@ def _merge(parts: Sequence[Computed]) -> Computed:
 
 
 def _slice_size(units: int, workers: int) -> int:
-    """Units per task: about two tasks per worker for a layer (so that the bar moves and a slow slice does not
-    leave workers idle), at most ``SLICE`` (a feature-visualization batch of that size is already as fast per unit
-    as a larger one).  What a unit's figures are does not depend on it (per-unit seeds)."""
-    return max(1, min(SLICE, -(-units // (2 * max(1, workers)))))
+    """Units per task: with one worker, ``SLICE`` (one feature-visualization batch of the largest size; smaller
+    batches cost more per unit); with several, about two tasks per worker for a layer (so that a slow slice does
+    not leave workers idle), at most ``SLICE``.  What a unit's figures are does not depend on it (per-unit seeds)."""
+    if workers <= 1:
+        return max(1, min(SLICE, units))
+    return max(1, min(SLICE, -(-units // (2 * workers))))
+
+
+def _tasks(job: Job, workers: int) -> list[Job]:
+    """``job`` as tasks: its tuning curves in one task of their own (the stimuli's forward pass is the cost, once
+    per layer whatever the number of units; a unit's curve is the same in any set of units), everything else in
+    slices of ``_slice_size`` units."""
+    rest = replace(job, tuning=())
+    tasks = rest.split(-(-len(rest.units) // _slice_size(len(rest.units), workers))) if rest.units else []
+    return tasks + ([Job(job.layer, tuning=job.tuning)] if job.tuning else [])
 
 
 def _run(model: nn.Module, config: _Settings, jobs: dict[str, Job], compute_engine: Engine, bar: Any
@@ -306,19 +318,23 @@ def _run(model: nn.Module, config: _Settings, jobs: dict[str, Job], compute_engi
     travel once); this process, the driver, merges the slices of a layer in slice order."""
     tasks: list[Job] = []
     owner: list[str] = []
+    ticks: list[int] = []
     for layer, job in jobs.items():
         if not job.units:  # nothing to compute: written at once
             yield layer, Computed()
             continue
-        for piece in job.split(-(-len(job.units) // _slice_size(len(job.units), compute_engine.workers))):
+        counted: set[int] = set()
+        for piece in _tasks(job, compute_engine.workers):
             tasks.append(piece)
             owner.append(layer)
+            ticks.append(len(set(piece.units) - counted))   # the bar counts each unit once
+            counted |= set(piece.units)
     parts: dict[str, dict[int, Computed]] = {layer: {} for layer in owner}
     left = {layer: owner.count(layer) for layer in parts}
     for i, done in compute_engine.map(_compute, tasks, shared=(portable(model, compute_engine.name), config)):
         layer = owner[i]
         parts[layer][i] = done
-        bar.update(len(tasks[i].units))
+        bar.update(ticks[i])
         left[layer] -= 1
         if left[layer] == 0:
             bar.set_postfix_str(layer)

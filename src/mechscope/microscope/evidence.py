@@ -36,7 +36,7 @@ from mechscope.microscope.kinds import FEATVIS, FEATVIS_DIVERSITY, FEATVIS_NEGAT
 from mechscope.microscope.options import Evidence
 from mechscope.plots import agg_figure, png_of
 from mechscope.units import parse_unit
-from mechscope.vision.circuits.graph import upstream as upstream_units
+from mechscope.vision.circuits.graph import upstream_of
 from mechscope.vision.featvis.render import render_units
 from mechscope.vision.families.tuning import radial_tuning_curve
 from mechscope.vision.circuits.weights import kernel_heatmap
@@ -192,8 +192,9 @@ def compute(model: nn.Module, job: Job, evidence: Evidence, k: int = 4, amp: boo
                                             "curve_preference": float(preference[i]),
                                             "score": float(preference[i]), "score_name": "curve preference"}},
                               _tuning_png(curves, c)))
-    for c in job.upstream:
-        found = upstream_units(model, f"{layer}:{c}", job.source, size, k=k)
+    found_of = upstream_of(model, [f"{layer}:{c}" for c in job.upstream], job.source, size, k=k) if job.upstream \
+        else []   # one forward pass of the linearized model for the slice
+    for c, found in zip(job.upstream, found_of):
         linked = [{"unit": r.unit, "weight": r.strength if r.sign == "+" else -r.strength} for r in found]
         for link in linked:
             channel = parse_unit(link["unit"]).channel

@@ -59,7 +59,7 @@ from mechscope.artefacts import atomic_write_bytes
 from mechscope.errors import MechscopeError
 from mechscope.units import Unit, validate
 from mechscope.vision.featvis.render import render_units
-from mechscope.vision.circuits.weights import expanded_weights, kernel_heatmap
+from mechscope.vision.circuits.weights import expanded_weights_of, kernel_heatmap
 
 Ranking = Literal["strength", "excitatory", "inhibitory"]
 _RANKINGS = ("strength", "excitatory", "inhibitory")
@@ -115,14 +115,32 @@ def upstream(model: nn.Module, unit: str | Unit, layer_a: str, input_size: int |
         out, so fewer than ``k`` rows may come back.  ``row.weights`` is that channel's ``[h, w]`` slice of
         ``expanded_weights(model, layer_a, unit, input_size)`` (``[C_A, h, w]``).
     """
+    return upstream_of(model, [unit], layer_a, input_size, k, by=by)[0]
+
+
+def upstream_of(model: nn.Module, units: Sequence[str | Unit], layer_a: str, input_size: int | Sequence[int],
+                k: int = 5, *, by: Ranking = "strength") -> list[list[Upstream]]:
+    """``upstream`` of each of ``units`` (of one layer), from one forward pass of the linearized model
+    (``weights.expanded_weights_of``): the same rows as one ``upstream`` call per unit.
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
+    >>> [[r.unit for r in rows] for rows in upstream_of(net, ["3:0", "3:1"], "2", 12, k=1)] == [
+    ...     [r.unit for r in upstream(net, f"3:{c}", "2", 12, k=1)] for c in (0, 1)]
+    True
+    """
     _check_k(k)
     if by not in _RANKINGS:
         raise MechscopeError(f"by must be one of {', '.join(_RANKINGS)}, not {by!r}")
-    target = _unit(model, unit)
+    targets = [_unit(model, unit) for unit in units]
     source = validate(model, layer_a).layer
-    if source == target.layer:
+    if any(source == target.layer for target in targets):
         raise MechscopeError(f"layer_a {source!r} is the unit's own layer; name an earlier layer")
-    w = expanded_weights(model, source, target, input_size)  # [C_A, h, w]
+    return [_ranked(w, source, k, by) for w in expanded_weights_of(model, source, targets, input_size)]
+
+
+def _ranked(w: torch.Tensor, source: str, k: int, by: Ranking) -> list[Upstream]:
+    """The ``k`` strongest channels of the expanded weights ``w`` (``[C_A, h, w]``) by ``by``."""
     flat = w.detach().double().flatten(1)
     exc = flat.clamp(min=0).norm(dim=1)
     inh = (-flat).clamp(min=0).norm(dim=1)

@@ -18,6 +18,7 @@ gives those readings as pure functions over any conv model whose layers are name
   at that zero point.  For adjacent conv layers this is the kernel itself; for two linear convolutions it is their
   composition (tests check both against explicit products).  Choose ``input_size`` large enough that B's central
   unit sees no border, or the support is clipped.
+  ``expanded_weights_of(model, A, units, size)`` gives many units of one layer B from one linearized forward pass.
 - one-sided NMF of these weights to RGB: ``vision/nmf.py`` (``nmf_rgb``, ``nmf_factors``).
 - ``kernel_banding(weights)`` — weight banding **per kernel** (variance shares along rows / columns) and the share
   of kernels banded each way; ``banding(weights)`` pools over kernels, where bands running both ways cancel.
@@ -230,10 +231,30 @@ def expanded_weights(model: nn.Module, layer_a: str, unit_b: str | Unit, input_s
         ``[C_A, h, w]``: the gradient of the unit with respect to A's activation in the linearized model
         (bias-free), cropped to its support.
     """
+    return expanded_weights_of(model, layer_a, [unit_b], input_size, crop=crop)[0]
+
+
+def expanded_weights_of(model: nn.Module, layer_a: str, units: Sequence[str | Unit], input_size: int | Sequence[int],
+                        *, crop: bool = True) -> list[torch.Tensor]:
+    """``expanded_weights`` of each of ``units`` (of one layer B): one forward pass of the linearized model for all
+    of them, then one backward pass per unit, so each ``[C_A, h, w]`` is bitwise its own ``expanded_weights``.
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Identity(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
+    >>> [torch.equal(w, expanded_weights(net, "0", f"3:{c}", 16)) for c, w in
+    ...  enumerate(expanded_weights_of(net, "0", ["3:0", "3:1"], 16))]
+    [True, True]
+    """
     a_layer = validate(model, layer_a).layer
-    unit = validate(model, unit_b)
-    if not isinstance(unit, Unit):
-        raise MechscopeError(f"expected a unit such as 'mixed3b:5' as the target, got {str(unit)!r}")
+    targets = [validate(model, u) for u in units]
+    for unit in targets:
+        if not isinstance(unit, Unit):
+            raise MechscopeError(f"expected a unit such as 'mixed3b:5' as the target, got {str(unit)!r}")
+    if len({u.layer for u in targets}) > 1:
+        raise MechscopeError(f"units of one layer only, got {sorted({u.layer for u in targets})}")
+    if not targets:
+        return []
+    b_layer = targets[0].layer
     where = placement(model)
     x = torch.zeros(1, *_input_shape(input_size), **where)
     a_module = model.get_submodule(module_path(model, a_layer))
@@ -250,20 +271,27 @@ def expanded_weights(model: nn.Module, layer_a: str, unit_b: str | Unit, input_s
     handle = a_module.register_forward_hook(replace)
     try:
         with eval_mode(model), torch.enable_grad(), Linearized():
-            b = capture(model, x, [unit.layer])[unit.layer]
+            b = capture(model, x, [b_layer])[b_layer]
     finally:
         handle.remove()
     if "a" not in leaf:
-        raise MechscopeError(f"layer {a_layer!r} does not run before {unit.layer!r} in the forward pass")
+        raise MechscopeError(f"layer {a_layer!r} does not run before {b_layer!r} in the forward pass")
     if b.dim() != 4:
-        raise MechscopeError(f"layer {unit.layer!r} has shape {tuple(b.shape)}; expanded weights need a "
+        raise MechscopeError(f"layer {b_layer!r} has shape {tuple(b.shape)}; expanded weights need a "
                              "[batch, C, x, y] map")
+    return [_gradient(b, leaf["a"], unit, a_layer, input_size, crop, last=i == len(targets) - 1)
+            for i, unit in enumerate(targets)]
+
+
+def _gradient(b: torch.Tensor, a: torch.Tensor, unit: Unit, a_layer: str, input_size: Any, crop: bool,
+              last: bool) -> torch.Tensor:
+    """The gradient of ``unit`` (its position in ``b``) with respect to ``a``, cropped to its support."""
     px, py = unit.position if unit.position is not None else (b.shape[2] // 2, b.shape[3] // 2)
     if not (0 <= px < b.shape[2] and 0 <= py < b.shape[3]):
         raise MechscopeError(f"position ({px}, {py}) is outside layer {unit.layer!r}'s "
                              f"{b.shape[2]}x{b.shape[3]} map at input size {input_size}")
-    (grad,) = torch.autograd.grad(b[0, unit.channel, px, py], leaf["a"], allow_unused=True)
-    if grad is None or leaf["a"].dim() != 4:
+    (grad,) = torch.autograd.grad(b[0, unit.channel, px, py], a, allow_unused=True, retain_graph=not last)
+    if grad is None or a.dim() != 4:
         raise MechscopeError(f"{unit} does not depend on layer {a_layer!r} (its output is not used on the way "
                              f"to {unit.layer!r}); name a layer on the path, e.g. the post-ReLU layer")
     g = grad[0].detach()
