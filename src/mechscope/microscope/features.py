@@ -1,4 +1,6 @@
 """Fill a results store with the Microscope's pages of an MLP's neurons and of a sparse dictionary's latents on it.
+(Over 400 lines because the two layers it writes — neurons and latents — share one scan, one digest and one
+transaction, and their links point at each other; the page figures themselves are in ``microscope.feature_view``.)
 
 ``build_features(store, model, sae, tokens, ...)`` writes, for the hook point ``hook`` (``blocks.L.mlp.hook_post``:
 the MLP's neurons) of a language model, two layers that ``mechscope.microscope.site`` reads (see its store contract):

@@ -1,4 +1,6 @@
 """Weights between units: kernels, expanded weights, weight banding, heatmaps.
+(Over 400 lines because the banding measures and heatmaps read the kernels this module extracts, one reading per
+function; banding analyses over whole models live in ``vision.circuits.banding``.)
 
 The Circuits thread reads a network's weights directly ("Visualizing Weights", "Weight Banding").  This module
 gives those readings as pure functions over any conv model whose layers are named through ``mechscope.units``.
