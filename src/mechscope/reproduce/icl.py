@@ -149,14 +149,12 @@ def _phase_change(out: Path) -> Result:
     numbers = {"runs": m["natural"]["models"], **n, "curriculum_organisms": _window_numbers(m["curriculum"])}
     best = max(m["natural"]["two"]["induction"])
     formed = (f"induction half-formed at step {n['induction_half_formed_at_step']}" if best >= MIN_INDUCTION else
-              f"no induction head formed in the 2-layer run (best induction score {fmt(_r(best))} at any step; "
-              f"its half-way point, step {n['induction_half_formed_at_step']}, marks noise)")
+              f"no induction head formed (best {fmt(_r(best))})")
     numbers["best_induction_any_step_2l"] = _r(best)
-    summary = (f"natural-text runs: {formed}; steps "
-               f"{n['window_steps'][0]}–{n['window_steps'][1]} hold {fmt(n['share_of_improvement_in_window'])} of "
-               f"the 2-layer ICL improvement ({fmt(n['icl_change_in_window_2l'])} of "
-               f"{fmt(-n['icl_whole_improvement_2l'])} nats); 1-layer over the same steps "
-               f"{fmt(n['control_icl_change_in_window_1l'])}")
+    summary = (f"natural-text runs: {formed}; steps {n['window_steps'][0]}–{n['window_steps'][1]} hold "
+               f"{fmt(n['share_of_improvement_in_window'])} of the 2-layer ICL gain "
+               f"({fmt(n['icl_change_in_window_2l'])} of {fmt(-n['icl_whole_improvement_2l'])} nats); "
+               f"1-layer there {fmt(n['control_icl_change_in_window_1l'])}")
     return Result(numbers, passed, [_figure(out, m)],
                   controls={"icl_change_in_window_1l": n["control_icl_change_in_window_1l"]}, summary=summary,
                   note="ICL score: mean loss at tokens 100-127 minus tokens 8-15 of 256 held-out rows of natural "
@@ -181,10 +179,9 @@ def _one_layer(out: Path) -> Result:
     passed = (n["best_induction_any_step_1l"] <= MAX_ONE_LAYER_INDUCTION and n["ratio_steepest_1l_to_2l"] is not None
               and n["ratio_steepest_1l_to_2l"] <= MAX_CONTROL_RATIO)
     numbers = {**n, "curriculum_organisms": results["curriculum"]}
-    summary = (f"1-layer natural-text run: best induction score {fmt(n['best_induction_any_step_1l'])} at any step; "
-               f"steepest ICL drop {fmt(n['steepest_window_1l']['change'])} nats (steps "
-               f"{n['steepest_window_1l']['start']}–{n['steepest_window_1l']['end']}) vs the 2-layer run's "
-               f"{fmt(n['control_steepest_window_2l']['change'])}")
+    summary = (f"1-layer natural-text run: best induction {fmt(n['best_induction_any_step_1l'])}; steepest ICL drop "
+               f"{fmt(n['steepest_window_1l']['change'])} nats (steps {n['steepest_window_1l']['start']}–"
+               f"{n['steepest_window_1l']['end']}) vs the 2-layer run's {fmt(n['control_steepest_window_2l']['change'])}")
     return Result(numbers, passed, [], controls={"steepest_window_2l": n["control_steepest_window_2l"]},
                   summary=summary, note="Windows span a factor of 4 in steps ([s / 2, 2 s] over the probe steps); "
                   "curriculum_organisms: the same numbers for the bundled attn-only organisms.")

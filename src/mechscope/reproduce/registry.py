@@ -4,7 +4,7 @@ Example::
 
     >>> from mechscope.reproduce.registry import claim_names
     >>> len(claim_names()), claim_names()[:2]
-    (41, ['curve-detectors-exist', 'curve-family-rotated-copies'])
+    (43, ['curve-detectors-exist', 'curve-family-rotated-copies'])
 """
 
 from __future__ import annotations
