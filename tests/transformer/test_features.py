@@ -45,17 +45,18 @@ class Letters:
         return "".join(chr(97 + i) for i in ids)
 
 
-def brute(acts, tokens, k, positive_only):
-    """Per unit of ``acts [N*P, U]``: the top k by (value desc, flat index asc), with windows (C either side)."""
-    padded = torch.full((tokens.shape[0], P + 2 * C), -1, dtype=torch.int64)
-    padded[:, C:C + P] = tokens
+def brute(acts, tokens, k, positive_only, context=C):
+    """Per unit of ``acts [N*P, U]``: the top k by (value desc, flat index asc), with windows (``context`` either side)."""
+    p = tokens.shape[1]
+    padded = torch.full((tokens.shape[0], p + 2 * context), -1, dtype=torch.int64)
+    padded[:, context:context + p] = tokens
     out = []
     for u in range(acts.shape[1]):
         col = acts[:, u]
         order = [int(i) for i in torch.sort(col, descending=True, stable=True).indices
                  if not positive_only or col[i] > 0][:k]
         out.append(([float(col[i]) for i in order], order,
-                    [padded[i // P, i % P: i % P + 2 * C + 1].tolist() for i in order]))
+                    [padded[i // p, i % p: i % p + 2 * context + 1].tolist() for i in order]))
     return out
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from mechscope.dictionary.sae import SAEConfig, SparseAutoencoder
 from mechscope.transformer import features
 from mechscope.transformer.features import _bin_counts, _dense_counts, feature_contexts
+from tests.transformer.test_features import brute
 
 K, C = 4, 2
 
@@ -28,20 +29,6 @@ class Grid(nn.Module):
 
     def forward(self, t):
         return self.hook(self.table[t] + self.pos[: t.shape[1]])
-
-
-def brute(acts, tokens, k, positive_only):
-    p = tokens.shape[1]
-    padded = torch.full((tokens.shape[0], p + 2 * C), -1, dtype=torch.int64)
-    padded[:, C:C + p] = tokens
-    out = []
-    for u in range(acts.shape[1]):
-        col = acts[:, u]
-        order = [int(i) for i in torch.sort(col, descending=True, stable=True).indices
-                 if not positive_only or col[i] > 0][:k]
-        out.append(([float(col[i]) for i in order], order, [padded[i // p, i % p: i % p + 2 * C + 1].tolist()
-                                                            for i in order]))
-    return out
 
 
 def check(fc, expected):
