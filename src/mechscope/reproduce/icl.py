@@ -71,15 +71,14 @@ def run_card(name: str) -> dict:
 
 def measure_pair(one_name: str, two_name: str) -> dict:
     """A 1-layer and a 2-layer run's curves (``transformer.icl.curves``) and the windows the claims read."""
-    from mechscope.transformer.icl import curves, formation_step, steepest_window, window_change
+    from mechscope.transformer.icl import curves, formation_step, steepest_window, window_bounds, window_change
 
     one, two = curves(run_card(one_name)["probes"]), curves(run_card(two_name)["probes"])
     if one["step"] != two["step"]:
         raise AssertionError(f"{one_name} and {two_name} were probed at different steps; retrain with one recipe")
     formed = formation_step(two["step"], two["induction"])
     steps = two["step"]
-    start = [s for s in steps if s <= formed / WINDOW_FACTOR][-1]
-    end = next((s for s in steps if s >= formed * WINDOW_FACTOR), steps[-1])
+    start, end = window_bounds(steps, formed, factor=WINDOW_FACTOR)
     return {
         "models": [one_name, two_name], "curves": {one_name: one, two_name: two}, "one": one, "two": two,
         "formation_step": formed, "window": [start, end],

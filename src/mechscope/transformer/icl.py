@@ -36,7 +36,8 @@ from mechscope.errors import MechscopeError
 EARLY = (8, 16)     # tokens 8..15 (predicted from the tokens before them)
 LATE = (100, 128)   # tokens 100..127
 
-__all__ = ["EARLY", "LATE", "icl_score", "curves", "formation_step", "window_change", "steepest_window"]
+__all__ = ["EARLY", "LATE", "icl_score", "curves", "formation_step", "window_bounds", "window_change",
+           "steepest_window"]
 
 
 def icl_score(position_loss: Sequence[float], early: tuple[int, int] = EARLY,
@@ -84,21 +85,25 @@ def formation_step(steps: Sequence[int], values: Sequence[float]) -> int:
     return next(s for s, v in zip(steps, values) if (v >= half if rising else v <= half))
 
 
-def _at_or_before(steps: Sequence[int], values: Sequence[float], step: float) -> float:
-    return [v for s, v in zip(steps, values) if s <= step][-1]
+def window_bounds(steps: Sequence[int], center: float, *, factor: float = 2.0) -> tuple[int, int]:
+    """The probe steps that bound the window ``[center / factor, center * factor]``: the last at or before its start
+    and the first at or after its end (the last step when the window runs past the end of training).
 
-
-def _at_or_after(steps: Sequence[int], values: Sequence[float], step: float) -> float:
-    return next((v for s, v in zip(steps, values) if s >= step), values[-1])
+    >>> window_bounds([0, 10, 30, 100, 300, 1000], 100, factor=3.0)
+    (30, 300)
+    """
+    if factor <= 1:
+        raise MechscopeError(f"factor must exceed 1, got {factor}")
+    start = [s for s in steps if s <= center / factor][-1]
+    end = next((s for s in steps if s >= center * factor), steps[-1])
+    return int(start), int(end)
 
 
 def window_change(steps: Sequence[int], values: Sequence[float], center: float, *, factor: float = 2.0) -> float:
-    """``values`` at the first probe at or after ``center * factor`` minus at the last probe at or before
-    ``center / factor`` (the last value when the window runs past the end of training)."""
+    """``values`` at the end of the window ``window_bounds(steps, center, factor=factor)`` minus at its start."""
     _check(steps, values)
-    if factor <= 1:
-        raise MechscopeError(f"factor must exceed 1, got {factor}")
-    return round(_at_or_after(steps, values, center * factor) - _at_or_before(steps, values, center / factor), 4)
+    start, end = window_bounds(steps, center, factor=factor)
+    return round(values[steps.index(end)] - values[steps.index(start)], 4)
 
 
 def steepest_window(steps: Sequence[int], values: Sequence[float], *, factor: float = 2.0) -> dict[str, Any]:
@@ -111,9 +116,8 @@ def steepest_window(steps: Sequence[int], values: Sequence[float], *, factor: fl
             continue
         change = window_change(steps, values, center, factor=factor)
         if best is None or change < best["change"]:
-            start = [s for s in steps if s <= center / factor][-1]
-            end = next((s for s in steps if s >= center * factor), steps[-1])
-            best = {"center": int(center), "start": int(start), "end": int(end), "change": change}
+            start, end = window_bounds(steps, center, factor=factor)
+            best = {"center": int(center), "start": start, "end": end, "change": change}
     if best is None:
         raise MechscopeError(f"no probe step >= {factor} to center a window on")
     return best
