@@ -1,5 +1,5 @@
 """The fast paths of feature_contexts give the same state as the plain ones: the top-k taken from only the values
-that beat the k-th kept so far (neurons, directions and latents), the in-place float histogram, windows cut only
+that beat the k-th kept so far (neurons, directions and latents), the histogram (float bins, integer keys), windows cut only
 for the survivors; and a changed batch size leaves the top-k, windows and firing counts unchanged."""
 
 import math
@@ -78,10 +78,8 @@ def test_the_floor_path_is_taken_and_equals_brute_force_at_every_batch_size(toke
             assert torch.equal(fc.counts.sum(1), states[0].counts.sum(1))
 
 
-@pytest.mark.parametrize("exact_limit", [2 ** 24, 0])
-@pytest.mark.parametrize("units, bins", [(7, 10), (1000, 40)])   # int16 keys, int32 keys (or int64 past the limit)
-def test_the_in_place_histogram_equals_the_integer_one(exact_limit, units, bins, monkeypatch):
-    monkeypatch.setattr(features, "_EXACT_FLOAT", exact_limit)
+@pytest.mark.parametrize("units, bins", [(7, 10), (1000, 40)])   # int16 keys, int32 keys
+def test_the_dense_histogram_equals_the_per_element_rule(units, bins):
     g = torch.Generator().manual_seed(5)
     acts = torch.randn(300, units, generator=g) * 3
     edges = features._linear_edges(acts[:50], bins)

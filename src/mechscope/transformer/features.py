@@ -55,7 +55,6 @@ __all__ = ["FeatureContexts", "Context", "feature_contexts", "load_contexts"]
 _FORMAT = 1
 _ARRAYS = ("values", "index", "windows", "fired", "edges", "counts")
 KINDS = ("neuron", "latent", "direction")
-_EXACT_FLOAT = 2 ** 24   # float32 holds every integer below this: the dense histogram's bin ids are exact
 
 
 @dataclass(frozen=True)
@@ -247,17 +246,16 @@ def _bin_counts(units: int, bins: int, unit: Tensor, b: Tensor) -> Tensor:
 
 def _dense_counts(acts: Tensor, edges: Tensor, bins: int) -> Tensor:
     """Per-unit histogram ``[U, bins]`` of ``acts [M, U]`` over linear ``edges [U, bins + 1]``: bin
-    ``floor((a - lo) * bins / (hi - lo))`` clamped to the end bins.  In float, in place, one ``bincount`` of
-    ``unit * bins + bin`` (int16 / int32 keys; exact while ``U * bins < 2 ** 24``, past that the sums in int64)."""
+    ``floor((a - lo) * bins / (hi - lo))`` clamped to the end bins.  The bin in float (contiguous ``lo`` and scale:
+    a strided broadcast operand costs several times the arithmetic), clamped first so that the integer conversion's
+    truncation is the floor, then one ``bincount`` of the integer keys ``unit * bins + bin`` (int16 while they fit:
+    a narrower key, a faster bincount)."""
     units = acts.shape[1]
-    lo, hi = edges[:, 0], edges[:, -1]
-    b = (acts - lo).mul_(bins / (hi - lo)).floor_().clamp_(0, bins - 1)
-    if units * bins >= _EXACT_FLOAT:
-        flat = (b.long() + torch.arange(units) * bins).flatten()
-    else:
-        small = torch.int16 if units * bins <= 2 ** 15 else torch.int32   # narrower keys, a faster bincount
-        flat = b.add_(torch.arange(units, dtype=b.dtype) * bins).to(small).flatten()
-    return torch.bincount(flat, minlength=units * bins).view(units, bins)
+    lo, hi = edges[:, 0].contiguous(), edges[:, -1].contiguous()
+    key = torch.int16 if units * bins <= 2 ** 15 else torch.int32 if units * bins < 2 ** 31 else torch.int64
+    b = (acts - lo).mul_(bins / (hi - lo)).clamp_(0, bins - 1).to(key)
+    b += torch.arange(units, dtype=key) * bins
+    return torch.bincount(b.view(-1), minlength=units * bins).view(units, bins)
 
 
 class _Stop(Exception):
@@ -316,7 +314,9 @@ def _batch_stats(kind: str, code: Any, units: int, k: int, bins: int, edges: Ten
         return (*_sparse_top(token, unit, value, units, k), fired, counts, edges)
     acts = code
     edges = _linear_edges(acts, bins) if edges is None else edges
-    fired = torch.from_numpy(np.count_nonzero(acts.numpy() > 0, axis=0).astype(np.int64))
+    positive = (acts.numpy() > 0).view(np.uint8)   # counted in 16-bit lanes while a batch has < 65,536 tokens
+    count = np.uint16 if len(acts) < 2 ** 16 else np.int64
+    fired = torch.from_numpy(np.add.reduce(positive, axis=0, dtype=count).astype(np.int64))
     return (*_dense_top(acts, k, floor), fired, _dense_counts(acts, edges, bins), edges)
 
 
@@ -365,7 +365,7 @@ def feature_contexts(model: nn.Module, tokens: Tensor, hook: str, *, units: str 
         if state is not None and width != state.units:
             raise MechscopeError(f"the state has {state.units} units; {hook} gives {width}")
         v, cols, fired, counts, edges = _batch_stats(kind, code, width, k, bins, None if state is None else state.edges,
-                                                     None if state is None else state.values[:, -1])
+                                                     None if state is None else state.values[:, -1].contiguous())
         if state is None:
             state = FeatureContexts(kind, hook, k, context, n_ctx, torch.full((width, k), -math.inf),
                                     torch.full((width, k), -1, dtype=torch.int64),
@@ -385,17 +385,30 @@ def feature_contexts(model: nn.Module, tokens: Tensor, hook: str, *, units: str 
 
 
 def _merge(state: FeatureContexts, v: Tensor, cols: Tensor, rows: Tensor, start_flat: int) -> None:
-    """Merge one batch's top ``v [U, k']`` at token ``cols [U, k']`` of ``rows [B, n_ctx]`` into ``state``; the
-    token windows are cut only for the batch's entries that make it into the top ``k``."""
+    """Merge one batch's top ``v [U, k']`` at token ``cols [U, k']`` of ``rows [B, n_ctx]`` into ``state``.  Only
+    the units with an entry in the batch are touched (once the k-th values have risen, a batch beats few units),
+    and token windows are cut only for the batch's entries that make it into the top ``k``."""
+    live = torch.nonzero(v[:, 0] > -math.inf).flatten()   # v is sorted: its first slot says whether a unit has any
+    if len(live) == len(v):
+        state.values, state.index, state.windows = _merged(state, state.values, state.index, state.windows, v, cols,
+                                                           rows, start_flat)
+    elif len(live):
+        state.values[live], state.index[live], state.windows[live] = _merged(
+            state, state.values[live], state.index[live], state.windows[live], v[live], cols[live], rows, start_flat)
+
+
+def _merged(state: FeatureContexts, values: Tensor, index: Tensor, windows: Tensor, v: Tensor, cols: Tensor,
+            rows: Tensor, start_flat: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(values, index, windows)`` of some units (their rows of the state) merged with the batch's ``v, cols``."""
     k = state.k
-    all_v = torch.cat([state.values, v], 1)
-    all_i = torch.cat([state.index, cols + start_flat], 1)
+    all_v = torch.cat([values, v], 1)
+    all_i = torch.cat([index, cols + start_flat], 1)
     order = torch.sort(all_v, dim=1, descending=True, stable=True).indices[:, :k]
-    state.values = all_v.gather(1, order)
-    state.index = all_i.gather(1, order).masked_fill(state.values == -math.inf, -1)
-    windows = state.windows.gather(1, order.clamp(max=k - 1)[..., None].expand(-1, -1, state.windows.shape[2]))
-    new = (order >= k) & (state.index >= 0)
+    values = all_v.gather(1, order)
+    index = all_i.gather(1, order).masked_fill(values == -math.inf, -1)
+    windows = windows.gather(1, order.clamp(max=k - 1)[..., None].expand(-1, -1, windows.shape[2]))
+    new = (order >= k) & (index >= 0)
     if bool(new.any()):
-        windows[new] = _windows(rows, state.index[new] - start_flat, state.context)
-    windows[state.index < 0] = -1
-    state.windows = windows
+        windows[new] = _windows(rows, index[new] - start_flat, state.context)
+    windows[index < 0] = -1
+    return values, index, windows
