@@ -21,6 +21,22 @@ $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(TEST_STAMP)
 
+# extra_venv(venv, requirements, no-deps requirements, extra, packages first): a venv for a suite or benchmark whose
+# dependencies cannot share .venv (see each use).  Its stamp, <venv>/.installed, is remade when pyproject.toml or a
+# requirements file changes: the packages given first (the CPU torch on this machine's disk, where the requirements
+# would otherwise pull another), the requirements, those to install without their dependencies, then this package
+# with the extra.
+define extra_venv
+$(1)/.installed: pyproject.toml $(2) $(3)
+	test -x $(1)/bin/python || $$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	$(if $(5),$(1)/bin/python -m pip install -q $(5))
+	$(1)/bin/python -m pip install -q -r $(2)
+	$(if $(3),$(1)/bin/python -m pip install -q --no-deps -r $(3))
+	$(1)/bin/python -m pip install -q -e '.$(4)'
+	touch $$@
+endef
+
 # The bundled organisms: accuracy and curve detectors, then their Microscope built into out/microscope (exported to
 # out/microscope-site) and, from a terminal, served at http://127.0.0.1:8000/.  Rerunning skips what is built.
 demo: $(STAMP)
@@ -36,19 +52,11 @@ test: $(TEST_STAMP)
 # torchvision, which has no build beside the dev venv's torch 2.13.0, so these tests get their own venv (torch 2.14.1 +
 # torchvision 0.29.1 from this machine's disk, tests/requirements-clip.txt).  MECHSCOPE_REQUIRE_OPENCLIP=1 makes them
 # fail, not skip, when open_clip cannot be imported; `make test` (no open_clip) skips them.  .ci/run calls this.
-CLIP_VENV  := .venv-clip
-CLIP_BIN   := $(CLIP_VENV)/bin
-CLIP_STAMP := $(CLIP_VENV)/.clip-installed
+CLIP_VENV := .venv-clip
+$(eval $(call extra_venv,$(CLIP_VENV),tests/requirements-clip.txt,,[clip],))
 
-$(CLIP_STAMP): pyproject.toml tests/requirements-clip.txt
-	test -x $(CLIP_BIN)/python || $(PYTHON) -m venv $(CLIP_VENV)
-	$(CLIP_BIN)/python -m pip install -q --upgrade pip
-	$(CLIP_BIN)/python -m pip install -q -r tests/requirements-clip.txt
-	$(CLIP_BIN)/python -m pip install -q -e '.[clip]'
-	touch $(CLIP_STAMP)
-
-test-clip: $(CLIP_STAMP)
-	MECHSCOPE_REQUIRE_OPENCLIP=1 $(CLIP_BIN)/python -m pytest -q -p no:cacheprovider \
+test-clip: $(CLIP_VENV)/.installed
+	MECHSCOPE_REQUIRE_OPENCLIP=1 $(CLIP_VENV)/bin/python -m pytest -q -p no:cacheprovider \
 		tests/zoo/test_clip_parity.py tests/zoo/test_clip.py src/mechscope/zoo/clip.py
 
 # The transformer analyses on TransformerLens 4.x's TransformerBridge: differential tests on tiny random models built in
@@ -56,20 +64,11 @@ test-clip: $(CLIP_STAMP)
 # HookedTransformer that .venv's differential tests compare against (TL 3.9), and one venv holds one transformer-lens,
 # so these get their own venv (.venv-tl4: the CPU torch from this machine's disk, then tests/requirements-tl4.txt).
 # MECHSCOPE_REQUIRE_TL4=1 makes them fail, not skip, without TL 4; `make test` (TL 3.9) skips them.  .ci/run calls this.
-TL4_VENV  := .venv-tl4
-TL4_BIN   := $(TL4_VENV)/bin
-TL4_STAMP := $(TL4_VENV)/.tl4-installed
+TL4_VENV := .venv-tl4
+$(eval $(call extra_venv,$(TL4_VENV),tests/requirements-tl4.txt,,,torch==2.13.0))
 
-$(TL4_STAMP): pyproject.toml tests/requirements-tl4.txt
-	test -x $(TL4_BIN)/python || $(PYTHON) -m venv $(TL4_VENV)
-	$(TL4_BIN)/python -m pip install -q --upgrade pip
-	$(TL4_BIN)/python -m pip install -q torch==2.13.0
-	$(TL4_BIN)/python -m pip install -q -r tests/requirements-tl4.txt
-	$(TL4_BIN)/python -m pip install -q -e .
-	touch $(TL4_STAMP)
-
-test-tl4: $(TL4_STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MECHSCOPE_REQUIRE_TL4=1 $(TL4_BIN)/python -m pytest -q -p no:cacheprovider \
+test-tl4: $(TL4_VENV)/.installed
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MECHSCOPE_REQUIRE_TL4=1 $(TL4_VENV)/bin/python -m pytest -q -p no:cacheprovider \
 		tests/transformer/test_tl4_bridge.py
 
 bench: $(STAMP)
@@ -88,24 +87,15 @@ bench-transformer: $(TEST_STAMP)
 # mechscope vs Lucent feature-visualization throughput.  Lucent needs torchvision, which has no build beside the dev
 # venv's torch 2.13.0, so this benchmark has its own venv (torch 2.14.1 + torchvision 0.29.1 from this machine's
 # disk).  `make bench-featvis ARGS=--quick` for a short smoke run.
-BENCH_VENV  := .venv-bench
-BENCH_BIN   := $(BENCH_VENV)/bin
-BENCH_STAMP := $(BENCH_VENV)/.featvis-installed
-
-$(BENCH_STAMP): pyproject.toml benchmarks/requirements-lucent.txt benchmarks/requirements-lucent-nodeps.txt
-	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_BIN)/python -m pip install -q --upgrade pip
-	$(BENCH_BIN)/python -m pip install -q -r benchmarks/requirements-lucent.txt
-	$(BENCH_BIN)/python -m pip install -q --no-deps -r benchmarks/requirements-lucent-nodeps.txt
-	$(BENCH_BIN)/python -m pip install -q -e .
-	touch $(BENCH_STAMP)
+BENCH_VENV := .venv-bench
+$(eval $(call extra_venv,$(BENCH_VENV),benchmarks/requirements-lucent.txt,benchmarks/requirements-lucent-nodeps.txt,,))
 
 # The Microscope server under loopback load (16 clients, a stalled one) vs http.server's single-threaded server.
 bench-serve: $(STAMP)
 	$(BIN)/python benchmarks/serve_load.py $(ARGS)
 
-bench-featvis: $(BENCH_STAMP)
-	$(BENCH_BIN)/python benchmarks/featvis_vs_lucent.py $(ARGS)
+bench-featvis: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/featvis_vs_lucent.py $(ARGS)
 
 # The transformer feature scan (feature_contexts over 1 M tokens of text mlp-1l never saw, every neuron and every
 # latent of mlp-1l-sae) vs the plain forward to the same hook: throughput ratios (target >= 0.8) and peak memory at two
@@ -116,20 +106,11 @@ bench-features: $(STAMP)
 # SAE training throughput, mechscope vs SAELens (the same TopK dictionary, activations, batches, dtype and threads),
 # side by side in one process.  SAELens pulls transformers & co., so it gets its own venv (.venv-saelens: the CPU torch
 # from this machine's disk, benchmarks/requirements-saelens.txt, this package).  `make bench-sae ARGS=--quick`.
-SAEL_VENV  := .venv-saelens
-SAEL_BIN   := $(SAEL_VENV)/bin
-SAEL_STAMP := $(SAEL_VENV)/.saelens-installed
+SAEL_VENV := .venv-saelens
+$(eval $(call extra_venv,$(SAEL_VENV),benchmarks/requirements-saelens.txt,,,torch==2.13.0))
 
-$(SAEL_STAMP): pyproject.toml benchmarks/requirements-saelens.txt
-	test -x $(SAEL_BIN)/python || $(PYTHON) -m venv $(SAEL_VENV)
-	$(SAEL_BIN)/python -m pip install -q --upgrade pip
-	$(SAEL_BIN)/python -m pip install -q torch==2.13.0
-	$(SAEL_BIN)/python -m pip install -q -r benchmarks/requirements-saelens.txt
-	$(SAEL_BIN)/python -m pip install -q -e .
-	touch $(SAEL_STAMP)
-
-bench-sae: $(SAEL_STAMP)
-	$(SAEL_BIN)/python benchmarks/sae_vs_saelens.py $(ARGS)
+bench-sae: $(SAEL_VENV)/.installed
+	$(SAEL_VENV)/bin/python benchmarks/sae_vs_saelens.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
