@@ -2,29 +2,30 @@
 the in-context-learning (ICL) score improves abruptly when induction heads form, in the 2-layer model only.
 
 The curves are probe records (``card["probes"]``): the attention-only recipe (``zoo.organisms.attn_only_recipe``)
-records, at step 0, at 40 log-spaced steps from 10 to 6000 and every 500 steps, the per-position loss on 256
+records, at step 0, at 40 log-spaced steps from 10 to the last step (6000 for the curriculum organisms, 20000
+for the natural runs) and every 500 steps, the per-position loss on 256
 held-out rows of natural text and every head's induction and previous-token scores on ``[BOS] r r``.
 ``transformer.icl`` turns them into the ICL score (loss at tokens 100–127 minus loss at tokens 8–15) and the best
 induction score of the layers that can hold an induction head (layer 1 of the 2-layer model; layer 0 of the
 1-layer model, which has nothing before it to compose with).
 
-The verdicts read the ``NATURAL`` runs: ``attn-only-{1,2}l-natural`` (``natural_recipe``: natural text from step
-0, a natural row carrying a copied span with probability 0.3).  The bundled organisms' recipe (``CURRICULUM``) is
-measured the same way and reported beside (``curriculum_organisms``): its first 1000 steps see only repeated
-random spans, during which the natural-text loss rises and the ICL score gets *worse* as the heads form — it
-measures that switch of training distribution, not only the heads, which is why the verdicts moved to the natural
-runs (history below).  All four runs are bundled as curves only (``zoo/organisms/<name>.curves.json``, with the
-sha256 of the weights they made; ``mechscope train attn-only --layers N [--natural]`` makes them).  The curriculum
-runs are the bundled organisms' recipe run again to record the probes: bit-identical to the bundled runs through
-step 1000 (the repeated-span phase, where the heads form), different after it, because this machine's corpus
+The verdicts read the ``NATURAL`` runs: ``attn-only-{1,2}l-natural`` (``natural_recipe``: natural text from step 0,
+a natural row carrying a copied span with probability 0.3; 20000 steps, history below). The bundled organisms'
+recipe (``CURRICULUM``) is measured the same way and reported beside (``curriculum_organisms``): its first 1000
+steps see only repeated random spans, during which the natural-text loss rises and the ICL score gets *worse* as the
+heads form — it measures that switch of training distribution, not only the heads, which is why the verdicts moved
+to the natural runs (history below). All four runs are bundled as curves only (``zoo/organisms/<name>.curves.json``,
+with the sha256 of the weights they made; ``mechscope train attn-only --layers N [--natural]`` makes them). The
+curriculum runs are the bundled organisms' recipe run again to record the probes: bit-identical to the bundled runs
+through step 1000 (the repeated-span phase, where the heads form), different after it, because this machine's corpus
 (its man pages) has changed since the bundled organisms were trained.
 
 * ``icl-phase-change``: in the 2-layer run, the window of training around the step where the induction score has
-  covered half its rise — ``[step / WINDOW_FACTOR, step * WINDOW_FACTOR]``, a factor of 4 of the run's 600x
-  log-spaced span — holds at least ``MIN_WINDOW_SHARE`` of the ICL score's whole improvement (its value at step 0
-  minus its lowest value), an induction head has formed by the window's end (score >= ``MIN_INDUCTION``), and
-  the control — the 1-layer run over the same window — improves by at most ``MAX_CONTROL_RATIO`` of the 2-layer
-  run's improvement there.
+  covered half its rise — ``[step / WINDOW_FACTOR, step * WINDOW_FACTOR]``, a factor of 4 of the runs' 600x
+  (curriculum) or 2000x (natural) log-spaced spans — holds at least ``MIN_WINDOW_SHARE`` of the ICL score's whole
+  improvement (its value at step 0 minus its lowest value), an induction head has formed by the window's end
+  (score >= ``MIN_INDUCTION``), and the control — the 1-layer run over the same window — improves by at most
+  ``MAX_CONTROL_RATIO`` of the 2-layer run's improvement there.
 * ``icl-no-phase-change-one-layer``: the 1-layer run never has an induction score above
   ``MAX_ONE_LAYER_INDUCTION`` at any probe, and its steepest factor-4 window of ICL improvement is at most
   ``MAX_CONTROL_RATIO`` of the 2-layer run's steepest (the control: the 2-layer run, which does have one).
@@ -36,7 +37,10 @@ margins of ``reproduce.induction`` (40% of attention on the induction diagonal; 
 History: the claims first read the bundled curriculum organisms.  Their curves (recorded with the thresholds
 above already committed) showed the ICL score on natural text rising from 0 to +1.6 nats during the synthetic
 phase while the induction head formed, then falling once natural text entered at step 1000; the natural-text runs
-were started then, with the same recipe, probes and thresholds, before any of their curves existed.
+were started then, with the same recipe, probes and thresholds, before any of their curves existed.  Those natural
+runs, 6000 steps long, formed no induction head (best score 0.032, its rise just begun), so they could not test the
+claims; ``natural_recipe`` was then lengthened to 20000 steps (82 M tokens) with the thresholds unchanged, and the
+20000-step runs replaced them as the bundled natural curves.
 """
 
 from __future__ import annotations

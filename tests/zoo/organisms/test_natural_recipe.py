@@ -1,5 +1,5 @@
-"""The natural-text runs of the ICL claims: the attention-only recipe without its curriculum, probed at the same
-steps as the bundled organisms (so the two pairs' curves line up)."""
+"""The natural-text runs of the ICL claims: the attention-only recipe without its curriculum, probed by the same rule
+as the bundled organisms, over a longer run (20000 steps)."""
 
 from mechscope.zoo.organisms.attn_only_recipe import AttnOnlyRecipe, natural_recipe
 
@@ -9,7 +9,7 @@ def test_natural_recipe_drops_the_curriculum_and_keeps_everything_else():
     assert r.name == "attn-only-2l-natural" and AttnOnlyRecipe(n_layers=2).name == "attn-only-2l"
     assert [r.synthetic_share(s) for s in (0, 999, 5999)] == [0.0, 0.0, 0.0]
     assert r.repeat_prob == 0.3 and r.tokenizer_from == "attn_only_2l.tokenizer.json"
-    assert r.probe_steps() == AttnOnlyRecipe(n_layers=2).probe_steps()
+    assert r.steps == 20_000 and r.probe_steps() == AttnOnlyRecipe(n_layers=2, steps=20_000).probe_steps()
 
 
 def test_probe_steps_start_at_zero_and_are_log_spaced_then_every_probe_every():
