@@ -1,215 +1,23 @@
-"""Charts drawn straight to pixels with Pillow, for figures made per unit by the thousand (the atlas's bar charts,
-polar tuning curves, kernel heatmaps, attribution panels, log-probability plots).
-
-matplotlib lays out and renders a figure in 50–700 ms; these take a few milliseconds and give the same facts.
-Each chart function returns an RGB ``PIL.Image`` whose ``info["texts"]`` lists ``(text, (left, top, right,
-bottom))`` for every label drawn (tests check that none is clipped); ``png`` encodes it.  Same input, same
-bytes.  Colours follow the package's figures: red ``#b2182b`` excitatory / blue ``#2166ac`` inhibitory bars,
-a diverging ``RdBu_r`` scale symmetric about 0 for signed maps, matplotlib's first two cycle colours for curves.
+"""The charts of ``mechscope.raster`` (see there): signed bars, polar curves, kernel heatmaps, image and heat
+panels, line plots, and ``tile`` to lay several side by side.
 
 Example::
 
-    >>> from mechscope.raster import bar_chart, png
-    >>> image = bar_chart(["a:0", "a:1"], [0.5, -0.2], title="a -> b")
-    >>> data = png(image)
-    >>> data[:4] == b"\\x89PNG", data == png(bar_chart(["a:0", "a:1"], [0.5, -0.2], title="a -> b"))
-    (True, True)
-    >>> [t for t, _ in image.info["texts"]][:3]
-    ['a -> b', '-0.2', '0']
+    >>> from mechscope.raster.charts import polar_curves
+    >>> polar_curves(range(0, 360, 90), [("curves", [1, 2, 1, 0])], title="u", mark=90).size
+    (280, 285)
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-RED, BLUE, BLACK, GREY, WHITE = (178, 24, 43), (33, 102, 172), (0, 0, 0), (150, 150, 150), (255, 255, 255)
-CYCLE = ((31, 119, 180), (255, 127, 14))   # matplotlib's C0, C1
-TITLE, LABEL, TICK = 12, 11, 10             # font sizes, pixels
-_RDBU_R = np.array([(5, 48, 97), (33, 102, 172), (67, 147, 195), (146, 197, 222), (209, 229, 240), (247, 247, 247),
-                    (253, 219, 199), (244, 165, 130), (214, 96, 77), (178, 24, 43), (103, 0, 31)], dtype=np.float64)
-_SS = 3   # supersampling of anti-aliased lines
-
-Box = tuple[int, int, int, int]
-
-
-@lru_cache(maxsize=8)
-def font(size: int) -> ImageFont.FreeTypeFont:
-    """Pillow's bundled scalable font at ``size`` pixels (loaded once per size)."""
-    return ImageFont.load_default(size=size)
-
-
-_ASCII = {"←": "<-", "→": "->", "×": "x", "−": "-", "–": "-", "—": "-", "≥": ">=", "≤": "<=", "µ": "u", "σ": "s"}
-
-
-@lru_cache(maxsize=512)
-def _has_glyph(char: str) -> bool:
-    missing = font(TICK).getmask("\ue000")      # a private-use character: the font's "no glyph" box
-    mask = font(TICK).getmask(char)
-    return mask.size != missing.size or bytes(mask) != bytes(missing)
-
-
-def plain(text: str) -> str:
-    """``text`` with the characters the bundled font cannot draw spelled in ASCII (``←`` as ``<-``, ``×`` as ``x``;
-    ``?`` where no spelling is known), so that no label shows a box."""
-    return "".join(c if c.isascii() or _has_glyph(c) else _ASCII.get(c, "?") for c in text)
-
-
-def text_size(text: str, size: int) -> tuple[int, int]:
-    """``(width, height)`` in pixels of ``text`` at ``size`` (height from the font's ascent + descent)."""
-    left, _, right, _ = font(size).getbbox(plain(text))
-    ascent, descent = font(size).getmetrics()
-    return right - left, ascent + descent
-
-
-def png(image: Image.Image) -> bytes:
-    """PNG bytes of ``image`` (no metadata: the same pixels give the same bytes; zlib level 3: about twice as fast
-    as 6 for files ~5 % larger)."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=3)
-    return buf.getvalue()
-
-
-def diverging(values: np.ndarray, vmax: float) -> np.ndarray:
-    """``values [...]`` -> RGB ``uint8 [..., 3]`` on ``RdBu_r`` from ``-vmax`` (dark blue) to ``+vmax`` (dark red),
-    white-ish at 0; ``nan`` -> white."""
-    v = np.asarray(values, dtype=np.float64)
-    t = np.clip((np.nan_to_num(v) / (vmax or 1.0) + 1) / 2, 0, 1) * (len(_RDBU_R) - 1)
-    lo = np.minimum(t.astype(np.int64), len(_RDBU_R) - 2)
-    frac = (t - lo)[..., None]
-    rgb = _RDBU_R[lo] * (1 - frac) + _RDBU_R[lo + 1] * frac
-    rgb[np.isnan(v)] = 255
-    return np.rint(rgb).astype(np.uint8)
-
-
-def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """About ``n`` round tick values within ``[lo, hi]`` (steps of 1, 2, 2.5 or 5 times a power of ten)."""
-    if not hi > lo:
-        return [lo]
-    raw = (hi - lo) / max(1, n - 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    first = math.ceil(lo / step - 1e-9)
-    return [round(k * step, 12) for k in range(first, math.floor(hi / step + 1e-9) + 1)]
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.3g}" if v else "0"
-
-
-class _Page:
-    """A white RGB image with a draw handle that records the boxes of the texts drawn on it."""
-
-    def __init__(self, width: int, height: int) -> None:
-        self.image = Image.new("RGB", (int(width), int(height)), WHITE)
-        self.draw = ImageDraw.Draw(self.image)
-        self.texts: list[tuple[str, Box]] = []
-
-    def text(self, xy: tuple[float, float], text: str, size: int = TICK, anchor: str = "la",
-             fill: tuple[int, int, int] = BLACK) -> Box:
-        text = plain(text)
-        box = self.draw.textbbox(xy, text, font=font(size), anchor=anchor)
-        self.draw.text(xy, text, font=font(size), anchor=anchor, fill=fill)
-        self.texts.append((text, box))
-        return box
-
-    def vtext(self, xy: tuple[float, float], text: str, size: int = TICK, anchor: str = "rm") -> Box:
-        """``text`` rotated 90° (read bottom-up), its box placed at ``xy`` by ``anchor`` (``r``/``m`` horizontal,
-        ``t``/``m`` vertical: ``"rm"`` right-middle, ``"mt"`` centred below ``xy``)."""
-        text = plain(text)
-        w, h = text_size(text, size)
-        strip = Image.new("L", (w + 2, h), 0)
-        ImageDraw.Draw(strip).text((1, 0), text, font=font(size), fill=255)
-        strip = strip.transpose(Image.Transpose.ROTATE_90)
-        x = xy[0] - strip.width if anchor[0] == "r" else xy[0] - strip.width // 2
-        y = xy[1] if anchor[1] == "t" else xy[1] - strip.height // 2
-        x, y = int(round(x)), int(round(y))
-        self.image.paste(BLACK, (x, y, x + strip.width, y + strip.height), strip)
-        box = (x, y, x + strip.width, y + strip.height)
-        self.texts.append((text, box))
-        return box
-
-    def lines(self, pieces: Sequence[np.ndarray], colour: tuple[int, int, int], width: float = 1.5,
-              dash: float = 0.0) -> None:
-        """Anti-aliased polylines ``[n, 2]`` (pixel ``x, y``); ``dash``: on/off length in pixels (0: solid)."""
-        mask = Image.new("L", (self.image.width * _SS, self.image.height * _SS), 0)
-        draw = ImageDraw.Draw(mask)
-        for piece in pieces:
-            for seg in (_dashes(piece, dash) if dash else [piece]):
-                if len(seg) > 1:
-                    draw.line([tuple(p) for p in (seg * _SS).tolist()], fill=255, width=max(1, round(width * _SS)),
-                              joint="curve")
-        self.image.paste(colour, (0, 0), mask.reduce(_SS))
-
-    def plain_lines(self, pieces: Sequence[np.ndarray], colour: tuple[int, int, int], width: int = 1,
-                    dash: float = 0.0) -> None:
-        """Polylines as ``lines`` draws them, without anti-aliasing (for straight rules and legend keys)."""
-        for piece in pieces:
-            for seg in (_dashes(piece, dash) if dash else [piece]):
-                self.draw.line([tuple(p) for p in seg.tolist()], fill=colour, width=width)
-
-    def done(self) -> Image.Image:
-        self.image.info["texts"] = list(self.texts)
-        return self.image
-
-
-def _dashes(points: np.ndarray, length: float) -> list[np.ndarray]:
-    """The "on" pieces of a polyline cut into dashes of ``length`` pixels (gaps of the same length)."""
-    out, run, gone, on = [], [points[0]], 0.0, True
-    for a, b in zip(points[:-1], points[1:]):
-        seg = float(np.hypot(*(b - a)))
-        pos = 0.0
-        while seg - pos > length - gone:
-            pos += length - gone
-            cut = a + (b - a) * (pos / seg)
-            if on:
-                out.append(np.array(run + [cut]))
-            run, gone, on = [cut], 0.0, not on
-        gone += seg - pos
-        run.append(b)
-    if on and len(run) > 1:
-        out.append(np.array(run))
-    return out
-
-
-def _axes(page: _Page, box: Box, xlim: tuple[float, float], ylim: tuple[float, float], *,
-          xticks: Sequence[float] | None = None, yticks: Sequence[float] | None = None,
-          xlabel: str | None = None, ylabel: str | None = None) -> None:
-    """A frame at ``box`` with numeric ticks below and left, and axis labels."""
-    left, top, right, bottom = box
-    page.draw.rectangle(box, outline=BLACK)
-    for v in xticks or ():
-        x = left + (v - xlim[0]) / (xlim[1] - xlim[0]) * (right - left)
-        page.draw.line([(x, bottom), (x, bottom + 3)], fill=BLACK)
-        page.text((x, bottom + 4), _fmt(v), TICK, "mt")
-    for v in yticks or ():
-        y = bottom - (v - ylim[0]) / (ylim[1] - ylim[0]) * (bottom - top)
-        page.draw.line([(left - 3, y), (left, y)], fill=BLACK)
-        page.text((left - 5, y), _fmt(v), TICK, "rm")
-    if xlabel:
-        page.text(((left + right) / 2, bottom + 6 + text_size("0", TICK)[1]), xlabel, LABEL, "mt")
-    if ylabel:
-        widest = max((text_size(_fmt(v), TICK)[0] for v in yticks or ()), default=0)
-        page.vtext((left - 8 - widest, (top + bottom) / 2), ylabel, LABEL, "rm")
-
-
-def _limits(values: Sequence[float], pad: float = 0.05, zero: bool = True) -> tuple[float, float]:
-    finite = [float(v) for v in values if math.isfinite(float(v))] or [0.0]
-    lo, hi = (min(finite + [0.0]), max(finite + [0.0])) if zero else (min(finite), max(finite))
-    if hi == lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    span = hi - lo
-    return lo - (pad * span if lo < 0 or not zero else 0), hi + (pad * span if hi > 0 or not zero else 0)
-
-
-def _ylabel_room(ticks: Sequence[float], ylabel: str | None) -> int:
-    widest = max((text_size(_fmt(v), TICK)[0] for v in ticks), default=0)
-    return 12 + widest + (text_size(ylabel, LABEL)[1] + 4 if ylabel else 0)
+from mechscope.raster.canvas import (BLACK, BLUE, CYCLE, GREY, RED, TICK, TITLE, Page, axes, diverging, fmt, limits,
+                                     nice_ticks, text_size, ylabel_room)
 
 
 def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, ylabel: str | None = None,
@@ -217,17 +25,17 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, yla
     """Signed bars (red ``>= 0`` above the zero line, blue ``< 0`` below), one per label; labels under the bars,
     turned upright when they do not fit side by side.  ``[n]`` labels and values."""
     values = [float(v) for v in values]
-    ylim = _limits(values)
-    ticks = nice_ticks(*ylim, n=4)
+    ylim = limits(values)
+    ticks = nice_ticks(*ylim, n=5)
     pitch = 30
     flat = max((text_size(s, TICK)[0] for s in labels), default=0) + 4 <= pitch
     under = (text_size("0", TICK)[1] if flat else max((text_size(s, TICK)[0] for s in labels), default=0)) + 10
-    left = _ylabel_room(ticks, ylabel) + 4
+    left = ylabel_room(ticks, ylabel) + 4
     top = text_size(title, TITLE)[1] + 10
     width = max(left + pitch * len(values) + 12, text_size(title, TITLE)[0] + 16, 160)
-    page = _Page(width, top + height + under)
+    page = Page(width, top + height + under)
     box = (left, top, width - 10, top + height)
-    _axes(page, box, (0, 1), ylim, yticks=ticks, ylabel=ylabel)
+    axes(page, box, (0, 1), ylim, yticks=ticks, ylabel=ylabel)
     zero = box[3] - (0 - ylim[0]) / (ylim[1] - ylim[0]) * (box[3] - box[1])
     step = (box[2] - box[0]) / max(1, len(values))
     for i, (name, v) in enumerate(zip(labels, values, strict=True)):
@@ -248,16 +56,16 @@ def hbar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, xl
                width: int = 300) -> Image.Image:
     """Horizontal signed bars, the first label on top (red ``> 0`` right of the zero line, blue left)."""
     values = [float(v) for v in values]
-    xlim = _limits(values)
+    xlim = limits(values)
     ticks = nice_ticks(*xlim, n=5)
     left = max((text_size(s, TICK)[0] for s in labels), default=0) + 12
     top = text_size(title, TITLE)[1] + 10
     rows = max(len(values), 3)
     height = 22 * rows
     under = 2 * text_size("0", TICK)[1] + 12
-    page = _Page(max(width, left + 120, text_size(title, TITLE)[0] + 16), top + height + under)
+    page = Page(max(width, left + 120, text_size(title, TITLE)[0] + 16), top + height + under)
     box = (left, top, page.image.width - 14, top + height)
-    _axes(page, box, xlim, (0, 1), xticks=ticks, xlabel=xlabel)
+    axes(page, box, xlim, (0, 1), xticks=ticks, xlabel=xlabel)
     zero = box[0] + (0 - xlim[0]) / (xlim[1] - xlim[0]) * (box[2] - box[0])
     for i, (name, v) in enumerate(zip(labels, values, strict=True)):
         y0, y1 = top + 22 * i + 3, top + 22 * i + 19
@@ -284,7 +92,7 @@ def polar_curves(degrees: Sequence[float], curves: Sequence[tuple[str, Sequence[
     label = text_size("315°", TICK)
     radius = (size - 2 * label[0] - 16) / 2
     cx, cy = size / 2, top + label[1] + 6 + radius
-    page = _Page(size, cy + radius + label[1] + 10)
+    page = Page(size, cy + radius + label[1] + 10)
 
     def xy(t: np.ndarray, r: np.ndarray) -> np.ndarray:
         s = (r - lo) / (hi - lo) * radius
@@ -295,7 +103,7 @@ def polar_curves(degrees: Sequence[float], curves: Sequence[tuple[str, Sequence[
             s = (v - lo) / (hi - lo) * radius
             page.draw.ellipse((cx - s, cy - s, cx + s, cy + s), outline=(210, 210, 210))
             p = xy(np.array(math.radians(22.5)), np.array(v))
-            page.text((float(p[0]) + 2, float(p[1])), _fmt(v), TICK - 1, "lb", fill=(90, 90, 90))
+            page.text((float(p[0]) + 2, float(p[1])), fmt(v), TICK - 1, "lb", fill=(90, 90, 90))
     for a in range(0, 360, 45):
         end = xy(np.array(math.radians(a)), np.array(hi))
         page.draw.line([(cx, cy), tuple(end.tolist())], fill=(210, 210, 210))
@@ -339,7 +147,7 @@ def heatmaps(kernels: np.ndarray, *, title: str, vmax: float | None = None, cell
     pixels = np.repeat(np.repeat(diverging(cells, top_value), cell, 0), cell, 1)
     head = text_size(title, TITLE)[1] + 10
     width = max(pixels.shape[1] + 16, text_size(title, TITLE)[0] + 16)
-    page = _Page(width, head + pixels.shape[0] + 8)
+    page = Page(width, head + pixels.shape[0] + 8)
     x0 = (width - pixels.shape[1]) // 2
     page.image.paste(Image.fromarray(pixels), (x0, head))
     for i in range(c):
@@ -359,7 +167,7 @@ def image_panel(image: np.ndarray, *, title: str, rect: tuple[float, float, floa
                                                                 Image.Resampling.NEAREST)
     head = text_size(title, TITLE)[1] + 10
     width = max(shown.width + 16, text_size(title, TITLE)[0] + 16)
-    page = _Page(width, head + shown.height + 8)
+    page = Page(width, head + shown.height + 8)
     x0 = (width - shown.width) // 2
     page.image.paste(shown, (x0, head))
     if rect is not None:
@@ -381,15 +189,15 @@ def heat_panel(values: np.ndarray, *, title: str, extent: tuple[int, int] | None
     pw, ph = round(ew * scale), round(eh * scale)
     xticks, yticks = nice_ticks(0, ew, 4), nice_ticks(0, eh, 4)
     bar_ticks = nice_ticks(-bound, bound, 5)
-    left = _ylabel_room(yticks, ylabel) + 4
+    left = ylabel_room(yticks, ylabel) + 4
     head = text_size(title, TITLE)[1] + 10
     bar_x = left + pw + 12
-    width = max(bar_x + 12 + 8 + max(text_size(_fmt(t), TICK)[0] for t in bar_ticks) + 6,
+    width = max(bar_x + 12 + 8 + max(text_size(fmt(t), TICK)[0] for t in bar_ticks) + 6,
                 text_size(title, TITLE)[0] + 16)
     under = 2 * text_size("0", TICK)[1] + 12 if xlabel else text_size("0", TICK)[1] + 8
-    page = _Page(width, head + ph + under)
+    page = Page(width, head + ph + under)
     page.image.paste(Image.fromarray(diverging(v, bound)).resize((pw, ph), Image.Resampling.NEAREST), (left, head))
-    _axes(page, (left - 1, head - 1, left + pw, head + ph), (0, ew), (eh, 0), xticks=xticks, yticks=yticks,
+    axes(page, (left - 1, head - 1, left + pw, head + ph), (0, ew), (eh, 0), xticks=xticks, yticks=yticks,
           xlabel=xlabel, ylabel=ylabel)
     ramp = diverging(np.linspace(bound, -bound, ph)[:, None].repeat(12, 1), bound)
     page.image.paste(Image.fromarray(ramp), (bar_x, head))
@@ -397,7 +205,7 @@ def heat_panel(values: np.ndarray, *, title: str, extent: tuple[int, int] | None
     for t in bar_ticks:
         y = head + (bound - t) / (2 * bound) * (ph - 1)
         page.draw.line([(bar_x + 12, y), (bar_x + 15, y)], fill=BLACK)
-        page.text((bar_x + 17, y), _fmt(t), TICK, "lm")
+        page.text((bar_x + 17, y), fmt(t), TICK, "lm")
     page.text((width / 2, 4), title, TITLE, "ma")
     return page.done()
 
@@ -406,15 +214,15 @@ def line_plot(x: Sequence[float], y: Sequence[float], *, title: str, xlabel: str
               ylabel: str | None = None, size: tuple[int, int] = (400, 250)) -> Image.Image:
     """One blue line ``y [n]`` against ``x [n]``; ``nan`` in ``y`` leaves a gap (as matplotlib does)."""
     xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    xlim, ylim = _limits(xs[np.isfinite(ys)], zero=False), _limits(ys, zero=False)   # x: where y is drawn
+    xlim, ylim = limits(xs[np.isfinite(ys)], zero=False), limits(ys, zero=False)   # x: where y is drawn
     xticks, yticks = nice_ticks(*xlim, n=6), nice_ticks(*ylim, n=6)
-    left = _ylabel_room(yticks, ylabel) + 4
+    left = ylabel_room(yticks, ylabel) + 4
     head = text_size(title, TITLE)[1] + 10
     under = (2 if xlabel else 1) * text_size("0", TICK)[1] + 12
     width = max(size[0], text_size(title, TITLE)[0] + 16)
-    page = _Page(width, size[1])
+    page = Page(width, size[1])
     box = (left, head, width - 14, size[1] - under)
-    _axes(page, box, xlim, ylim, xticks=xticks, yticks=yticks, xlabel=xlabel, ylabel=ylabel)
+    axes(page, box, xlim, ylim, xticks=xticks, yticks=yticks, xlabel=xlabel, ylabel=ylabel)
     px = box[0] + (xs - xlim[0]) / (xlim[1] - xlim[0]) * (box[2] - box[0])
     py = box[3] - (ys - ylim[0]) / (ylim[1] - ylim[0]) * (box[3] - box[1])
     ok = np.isfinite(py)
@@ -431,7 +239,7 @@ def tile(images: Sequence[Image.Image], columns: int | None = None, gap: int = 8
     rows = [images[i:i + columns] for i in range(0, len(images), columns)]
     widths = [max(im.width for im in images[c::columns]) for c in range(min(columns, len(images)))]
     heights = [max(im.height for im in r) for r in rows]
-    page = _Page(sum(widths) + gap * (len(widths) - 1), sum(heights) + gap * (len(heights) - 1))
+    page = Page(sum(widths) + gap * (len(widths) - 1), sum(heights) + gap * (len(heights) - 1))
     y = 0
     for r, part in enumerate(rows):
         x = 0
@@ -443,5 +251,4 @@ def tile(images: Sequence[Image.Image], columns: int | None = None, gap: int = 8
     return page.done()
 
 
-__all__ = ["bar_chart", "hbar_chart", "polar_curves", "heatmaps", "image_panel", "heat_panel", "line_plot", "tile",
-           "png", "diverging", "nice_ticks", "font", "text_size", "plain"]
+__all__ = ["bar_chart", "hbar_chart", "polar_curves", "heatmaps", "image_panel", "heat_panel", "line_plot", "tile"]
