@@ -4,11 +4,12 @@ Pillow (how it draws them now), figure kind by figure kind, on real inputs from 
     PYTHONPATH=src python benchmarks/figure_cost.py [--rounds 15]
 
 Each kind's two drawings run interleaved (old, new, old, new, ...; ``_common.interleaved``) and are printed as a
-ratio of medians; writes ``benchmarks/results/figure_cost.json`` with the machine and its load.  The ``old_*``
-functions below are the build's former matplotlib code, kept here as the reference (they call the library's
-user-facing matplotlib plots — ``kernel_heatmap``, ``RadialTuning.plot``, ``attribution_map_plot``,
-``top_contributors_plot``, ``log_prob_plot`` — as the build did).  ``per_unit_ms`` adds the kinds a full atlas
-draws once per unit (tuning, upstream heatmap, downstream bars, attribution, log-probability plot).
+ratio of medians: wall time, and this process's CPU time beside it (on a loaded machine it moves less).  Writes
+``benchmarks/results/figure_cost.json`` with the machine and its load.  The ``old_*`` functions below are the
+build's former matplotlib code, kept here as the reference (they call the library's user-facing matplotlib
+plots — ``kernel_heatmap``, ``RadialTuning.plot``, ``attribution_map_plot``, ``top_contributors_plot``,
+``log_prob_plot`` — as the build did).  ``per_unit_ms`` adds the kinds a full atlas draws once per unit (tuning,
+upstream heatmap, downstream bars, attribution, log-probability plot).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -37,6 +39,7 @@ from mechscope.vision.families.tuning import radial_tuning_curve  # noqa: E402
 from mechscope.zoo.registry import load  # noqa: E402
 
 PER_UNIT = ("tuning", "upstream", "downstream", "attribution", "log_prob")
+ATLAS_UNITS = 944   # the full shapes atlas (benchmarks/atlas_full.py)
 
 
 # ------------------------------------------------------------------------------- the former matplotlib path
@@ -139,15 +142,26 @@ def _inputs():
     units.append({"unit": "mixed3b:17", "weight": -0.3})
     drops = {t: v for t, v in zip(TASKS, (0.1, -0.02, 0.3, 0.0))}
     stats = state.stats["mixed3a"]
+    up, down, abl = "conv2d1 -> conv2d2:0", "conv2d1:5 -> downstream", "zero ablation of mixed3a:1"
     return {
         "tuning": (lambda: old_tuning(curves, 1), lambda: _tuning_png(curves, 1)),
-        "upstream": (lambda: old_heatmap(found, "conv2d1 -> conv2d2:0"), lambda: heatmap_png(found, "conv2d1 -> conv2d2:0")),
-        "downstream": (lambda: old_bars(units, "conv2d1:5 -> downstream"), lambda: bars_png(units, "conv2d1:5 -> downstream")),
+        "upstream": (lambda: old_heatmap(found, up), lambda: heatmap_png(found, up)),
+        "downstream": (lambda: old_bars(units, down), lambda: bars_png(units, down)),
         "attribution": (lambda: old_attribution(attr, image), lambda: attribution_figure(attr, image)),
         "log_prob": (lambda: old_log_prob(stats, 1), lambda: _log_prob_png(stats, 1)),
-        "layer_log_prob_16": (lambda: old_layer_plot(stats, list(range(16))), lambda: _layer_plot(stats, list(range(16)))),
-        "ablation": (lambda: old_drops(drops, "zero ablation of mixed3a:1"), lambda: _drops_png(drops, "zero ablation of mixed3a:1")),
+        "layer_log_prob_16": (lambda: old_layer_plot(stats, list(range(16))),
+                              lambda: _layer_plot(stats, list(range(16)))),
+        "ablation": (lambda: old_drops(drops, abl), lambda: _drops_png(drops, abl)),
     }
+
+
+def _cpu_timed(fn, into: list[float]):
+    """``fn`` that also appends this process's CPU seconds per call to ``into`` (less moved by other load)."""
+    def run():
+        start = time.process_time()
+        fn()
+        into.append(time.process_time() - start)
+    return run
 
 
 def main() -> None:
@@ -160,20 +174,29 @@ def main() -> None:
     kinds, rows = _inputs(), {}
     for kind, (old, new) in kinds.items():
         rounds = max(3, args.rounds // 5) if kind == "layer_log_prob_16" else args.rounds
-        times = interleaved({"matplotlib": old, "raster": new}, rounds=rounds, warmup=1)
+        cpu: dict[str, list[float]] = {"matplotlib": [], "raster": []}
+        cases = {"matplotlib": _cpu_timed(old, cpu["matplotlib"]), "raster": _cpu_timed(new, cpu["raster"])}
+        times = interleaved(cases, rounds=rounds, warmup=1)
         o, n = statistics.median(times["matplotlib"]) * 1e3, statistics.median(times["raster"]) * 1e3
+        oc, nc = (statistics.median(cpu[k][1:]) * 1e3 for k in ("matplotlib", "raster"))   # [0]: the warm-up
         ratios = [a / b for a, b in zip(times["matplotlib"], times["raster"], strict=True)]
         rows[kind] = {"matplotlib_ms": round(o, 2), "raster_ms": round(n, 2), "speedup": round(o / n, 1),
-                      "speedup_min_max": [round(min(ratios), 1), round(max(ratios), 1)], "rounds": rounds,
-                      "png_bytes": {"matplotlib": len(old()), "raster": len(new())}}
-        print(f"{kind:<18} matplotlib {o:8.1f} ms   raster {n:7.1f} ms   {o / n:5.1f}x", flush=True)
-    per_unit = {k: round(sum(rows[kind][k] for kind in PER_UNIT), 1) for k in ("matplotlib_ms", "raster_ms")}
-    print(f"per unit ({', '.join(PER_UNIT)}): matplotlib {per_unit['matplotlib_ms']} ms, raster "
-          f"{per_unit['raster_ms']} ms", flush=True)
+                      "speedup_min_max": [round(min(ratios), 1), round(max(ratios), 1)],
+                      "matplotlib_cpu_ms": round(oc, 2), "raster_cpu_ms": round(nc, 2),
+                      "cpu_speedup": round(oc / nc, 1),
+                      "rounds": rounds, "png_bytes": {"matplotlib": len(old()), "raster": len(new())}}
+        print(f"{kind:<18} matplotlib {o:8.1f} ms (CPU {oc:7.1f})   raster {n:7.1f} ms (CPU {nc:6.1f})   "
+              f"{o / n:5.1f}x (CPU {oc / nc:5.1f}x)", flush=True)
+    per_unit = {k: round(sum(rows[kind][k] for kind in PER_UNIT), 1)
+                for k in ("matplotlib_ms", "raster_ms", "matplotlib_cpu_ms", "raster_cpu_ms")}
+    print(f"per unit ({', '.join(PER_UNIT)}): matplotlib {per_unit['matplotlib_ms']} ms (CPU "
+          f"{per_unit['matplotlib_cpu_ms']}), raster {per_unit['raster_ms']} ms (CPU {per_unit['raster_cpu_ms']})",
+          flush=True)
     path = write("figure_cost", {
         "benchmark": "figure_cost", "kinds": rows, "per_unit_ms": per_unit, "per_unit_kinds": list(PER_UNIT),
-        "projected_atlas_s_saved": round((per_unit["matplotlib_ms"] - per_unit["raster_ms"]) * 944 / 1e3, 1),
-        "units": 944, "torch_threads": 1, "machine": machine(),
+        "projected_atlas_cpu_s_saved": round((per_unit["matplotlib_cpu_ms"] - per_unit["raster_cpu_ms"])
+                                             * ATLAS_UNITS / 1e3, 1),
+        "units": ATLAS_UNITS, "torch_threads": 1, "machine": machine(),
         "load_average_at_start": load_start, "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
         "note": args.note or "timed interleaved, medians of the rounds; ratios are of the same rounds"})
     print(f"wrote {path}")

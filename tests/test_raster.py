@@ -137,6 +137,8 @@ def test_line_plot_leaves_gaps_at_nan():
     px = _pixels(raster.line_plot(np.arange(30.0), y, title="t", size=(330, 200)))
     cols = np.flatnonzero(_mask(px, raster.CYCLE[0], tol=60).any(0))
     assert np.diff(cols).max() > 60                       # no line across the ten missing bins
+    for empty in (np.full(5, np.nan), np.zeros(0)):      # a unit that never fired: axes and title, no line
+        _inside(raster.line_plot(np.arange(float(len(empty))), empty, title="t"))
 
 
 def test_nice_ticks_and_plain_text():

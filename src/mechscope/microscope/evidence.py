@@ -123,9 +123,9 @@ def attribution_figure(attr: Any, image: torch.Tensor, k: int = 8) -> bytes:
 def _tuning_png(tuning: Any, channel: int) -> bytes:
     """Polar plot of one channel's curve and line tuning, its preferred orientation marked."""
     i = tuning.channels.index(channel)
-    return raster.png(raster.polar_curves(tuning.orientations.tolist(),
-                                          [("curves", tuning.responses[i].tolist()), ("lines", tuning.lines[i].tolist())],
-                                          title=f"{tuning.layer}:{channel}", mark=float(tuning.preferred[i])))
+    curves = [("curves", tuning.responses[i].tolist()), ("lines", tuning.lines[i].tolist())]
+    return raster.png(raster.polar_curves(tuning.orientations.tolist(), curves, title=f"{tuning.layer}:{channel}",
+                                          mark=float(tuning.preferred[i])))
 
 
 # ---------------------------------------------------------------------------------------------------- compute

@@ -20,7 +20,8 @@ Example::
 
 from mechscope.raster.canvas import (BLACK, BLUE, CYCLE, GREY, RED, WHITE, diverging, font, nice_ticks, plain, png,
                                      text_size)
-from mechscope.raster.charts import bar_chart, hbar_chart, heat_panel, heatmaps, image_panel, line_plot, polar_curves, tile
+from mechscope.raster.charts import (bar_chart, hbar_chart, heat_panel, heatmaps, image_panel, line_plot, polar_curves,
+                                     tile)
 
 __all__ = ["bar_chart", "hbar_chart", "polar_curves", "heatmaps", "image_panel", "heat_panel", "line_plot", "tile",
            "png", "diverging", "nice_ticks", "font", "text_size", "plain", "RED", "BLUE", "BLACK", "GREY", "WHITE",

@@ -227,7 +227,7 @@ def line_plot(x: Sequence[float], y: Sequence[float], *, title: str, xlabel: str
     py = box[3] - (ys - ylim[0]) / (ylim[1] - ylim[0]) * (box[3] - box[1])
     ok = np.isfinite(py)
     runs = np.split(np.arange(len(ys)), np.flatnonzero(np.diff(ok.astype(np.int8))) + 1)
-    page.lines([np.stack([px[r], py[r]], 1) for r in runs if ok[r[0]]], CYCLE[0], width=1.4)
+    page.lines([np.stack([px[r], py[r]], 1) for r in runs if len(r) and ok[r[0]]], CYCLE[0], width=1.4)
     page.text((width / 2, 4), title, TITLE, "ma")
     return page.done()
 
