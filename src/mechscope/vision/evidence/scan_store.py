@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -81,7 +82,7 @@ class _Items:
         return self.cache[i]
 
 
-def _log_prob_image(stats: UnitStats, channel: int, size: tuple[int, int] = (400, 250)) -> Any:
+def _log_prob_image(stats: UnitStats, channel: int, size: tuple[int, int] = (400, 250)) -> Image.Image:
     """``log_prob_plot``'s figure drawn with ``mechscope.raster`` (an image, made per unit by the thousand)."""
     curve = log_prob_curve(stats, stats.layer, channel)
     return raster.line_plot(curve.centres, curve.log_density, title=curve.title, xlabel=curve.xlabel,
