@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mechscope-installed
 TEST_STAMP := $(VENV)/.mechscope-test-installed
 
-.PHONY: demo serve test test-clip test-tl4 bench bench-serve bench-scan bench-featvis bench-transformer bench-features bench-sae clean
+.PHONY: demo serve test test-clip test-tl4 bench bench-serve bench-scan bench-featvis bench-transformer bench-features bench-sae bench-figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -102,6 +102,10 @@ bench-featvis: $(BENCH_VENV)/.installed
 # corpus sizes.  Builds the corpora once under out/bench-data.  `make bench-features ARGS=--quick` for a smoke run.
 bench-features: $(STAMP)
 	$(BIN)/python benchmarks/feature_scan.py $(ARGS)
+
+# The atlas's per-unit figures: the former matplotlib drawing vs mechscope.raster, kind by kind (wall and CPU ms).
+bench-figures: $(STAMP)
+	$(BIN)/python benchmarks/figure_cost.py $(ARGS)
 
 # SAE training throughput, mechscope vs SAELens (the same TopK dictionary, activations, batches, dtype and threads),
 # side by side in one process.  SAELens pulls transformers & co., so it gets its own venv (.venv-saelens: the CPU torch

@@ -7,7 +7,8 @@ run in a worker process and be written to the store by the parent (``mechscope.m
 rows without a PNG) and ``downstream`` (``{upstream channel: [{"unit", "weight"}]}``, the reverse links the writer
 merges into the upstream layer's ``downstream`` rows).  Rows carry no ``model`` key; the writer adds it.
 
-``attribution_figure`` draws the attribution of a unit's top dataset example (``vision.attribution``).
+``attribution_figure`` draws the attribution of a unit's top dataset example (``vision.attribution``).  The
+figures are drawn straight to pixels (``mechscope.raster``): the build makes thousands of them.
 
 Example::
 
@@ -31,15 +32,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from mechscope import raster
 from mechscope.images import grid, png_bytes
 from mechscope.microscope.kinds import FEATVIS, FEATVIS_DIVERSITY, FEATVIS_NEGATIVE, TUNING, UPSTREAM
 from mechscope.microscope.options import Evidence
-from mechscope.plots import agg_figure, png_of
 from mechscope.units import parse_unit
 from mechscope.vision.circuits.graph import upstream_of
 from mechscope.vision.featvis.render import render_units
 from mechscope.vision.families.tuning import radial_tuning_curve
-from mechscope.vision.circuits.weights import kernel_heatmap
 
 TUNING_ORIENTATIONS = 72
 
@@ -87,28 +87,15 @@ class Computed:
 # ---------------------------------------------------------------------------------------------------- figures
 
 def heatmap_png(rows: Sequence[Any], title: str) -> bytes:
-    """Kernels of ``vision.circuits.upstream`` rows side by side, one shared colour scale."""
+    """Kernels ``[kh, kw]`` of ``vision.circuits.upstream`` rows side by side, one shared colour scale symmetric
+    about 0 (``raster.heatmaps``)."""
     kernels = torch.stack([r.weights.detach().float().cpu() for r in rows])  # [k, h, w]
-    c, kh, kw = kernels.shape
-    width, height = max(2.0, 0.35 * c * (kw + 1)), max(1.5, 0.35 * kh + 0.6)
-    fig = agg_figure(width, height, layout=None)  # fixed margins: a layout pass costs more than the drawing
-    fig.subplots_adjust(left=0.04, right=0.96, bottom=0.04, top=1 - 0.45 / height)
-    kernel_heatmap(kernels, fig.add_subplot(1, 1, 1), title=title)
-    return png_of(fig)
+    return raster.png(raster.heatmaps(kernels.numpy(), title=title))
 
 
 def bars_png(units: Sequence[dict[str, Any]], title: str) -> bytes:
-    """Bar chart of the signed weights of ``units`` (red excitatory, blue inhibitory)."""
-    names = [u["unit"] for u in units]
-    weights = [float(u["weight"]) for u in units]
-    fig = agg_figure(max(2.5, 0.5 * len(units) + 1), 2.4, layout=None)
-    fig.subplots_adjust(left=0.2, right=0.97, bottom=0.38, top=0.88)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.bar(range(len(units)), weights, color=["#b2182b" if w >= 0 else "#2166ac" for w in weights])
-    ax.set_xticks(range(len(units)), names, rotation=45, ha="right", fontsize=7)
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.set_title(title, fontsize=8)
-    return png_of(fig)
+    """Bar chart of the signed weights of ``units`` (red excitatory, blue inhibitory; ``raster.bar_chart``)."""
+    return raster.png(raster.bar_chart([u["unit"] for u in units], [float(u["weight"]) for u in units], title=title))
 
 
 def attribution_figure(attr: Any, image: torch.Tensor, k: int = 8) -> bytes:
@@ -116,35 +103,29 @@ def attribution_figure(attr: Any, image: torch.Tensor, k: int = 8) -> bytes:
 
     ``attr``: a one-image ``vision.attribution.Attribution``; ``image``: its input ``[3, H, W]`` in ``[0, 1]``.
     """
-    from mechscope.vision.circuits.attribution import attribution_map_plot, top_contributors_plot
-
-    fig = agg_figure(10.0, 3.2, layout=None)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.14, top=0.88, wspace=0.55)
-    ax = fig.add_subplot(1, 3, 1)
-    ax.imshow(image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
+    pixels = (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+    rect = None
     if attr.positions is not None:  # the unit's cell, in input pixels (x = rows, y = columns)
         gx, gy = attr.unit_grid
         h, w = attr.input_size
         x, y = (int(v) for v in attr.positions[0])
-        ax.add_patch(_rectangle(((y + 0.5) * w / gy - 0.5, (x + 0.5) * h / gx - 0.5), w / gy, h / gx))
-    ax.set_title(f"top example · {attr.unit} = {float(attr.total[0]):.3g}", fontsize=8)
-    ax.set_axis_off()
-    attribution_map_plot(attr, 0, ax=fig.add_subplot(1, 3, 2))
-    top_contributors_plot(attr, k, 0, ax=fig.add_subplot(1, 3, 3))
-    return png_of(fig)
-
-
-def _rectangle(centre: tuple[float, float], width: float, height: float) -> Any:
-    from matplotlib.patches import Rectangle
-
-    return Rectangle((centre[0] - width / 2, centre[1] - height / 2), width, height, fill=False,
-                     edgecolor="yellow", linewidth=1.5)
+        rect = (y * w / gy, x * h / gx, (y + 1) * w / gy, (x + 1) * h / gx)
+    top = attr.top(k, 0)
+    return raster.png(raster.tile([
+        raster.image_panel(pixels, title=f"top example · {attr.unit} = {float(attr.total[0]):.3g}", rect=rect),
+        raster.heat_panel(attr.spatial[0].detach().float().cpu().numpy(), title=f"{attr.unit} ← {attr.source_layer}",
+                          extent=tuple(attr.input_size), xlabel="y", ylabel="x"),
+        raster.hbar_chart([f"{attr.source_layer}:{c}" for c, _ in top], [v for _, v in top],
+                          title=f"top contributors to {attr.unit}", xlabel="contribution (activation × gradient)"),
+    ], gap=12))
 
 
 def _tuning_png(tuning: Any, channel: int) -> bytes:
-    fig = agg_figure(3.2, 3.2)
-    tuning.plot(channel, ax=fig.add_subplot(1, 1, 1, projection="polar"))
-    return png_of(fig)
+    """Polar plot of one channel's curve and line tuning, its preferred orientation marked."""
+    i = tuning.channels.index(channel)
+    curves = [("curves", tuning.responses[i].tolist()), ("lines", tuning.lines[i].tolist())]
+    return raster.png(raster.polar_curves(tuning.orientations.tolist(), curves, title=f"{tuning.layer}:{channel}",
+                                          mark=float(tuning.preferred[i])))
 
 
 # ---------------------------------------------------------------------------------------------------- compute

@@ -30,10 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from mechscope import raster
 from mechscope.data.shapes import TASKS, ShapesDataset
 from mechscope.microscope.kinds import ABLATION, PARTNER
 from mechscope.microscope.options import FeatureUse, Partners
-from mechscope.plots import agg_figure, png_of
 from mechscope.store import Store, read_rows
 
 PARTNER_WORLD_SEED = 11  # the shapes world the partners' activations are compared on
@@ -60,16 +60,9 @@ def _partner_images(n: int) -> torch.Tensor:
 
 
 def _drops_png(drops: dict[str, float], title: str) -> bytes:
-    fig = agg_figure(3.2, 2.2, layout=None)
-    fig.subplots_adjust(left=0.2, right=0.97, bottom=0.2, top=0.86)
-    ax = fig.add_subplot(1, 1, 1)
-    values = [drops[t] for t in TASKS]
-    ax.bar(range(len(values)), values, color=["#b2182b" if v > 0 else "#2166ac" for v in values])
-    ax.set_xticks(range(len(values)), list(TASKS), fontsize=7)
-    ax.axhline(0, color="black", linewidth=0.5)
-    ax.set_ylabel("accuracy drop", fontsize=7)
-    ax.set_title(title, fontsize=8)
-    return png_of(fig)
+    """A bar per task of the accuracy lost (``raster.bar_chart``: red a loss, blue a gain)."""
+    return raster.png(raster.bar_chart(list(TASKS), [drops[t] for t in TASKS], title=title, ylabel="accuracy drop",
+                                       height=150))
 
 
 def ablation_figures(model: nn.Module, model_name: str, layer: str, channels: Sequence[int],

@@ -35,17 +35,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from mechscope import raster
 from mechscope.errors import MechscopeError
 from mechscope.images import png_bytes
-from mechscope.plots import agg_figure, png_of
 from mechscope.store import Store, delete_rows, put_png, put_rows, transaction
 from mechscope.vision.evidence.crops import crops_at
 from mechscope.vision.evidence.quilt import quilt
 from mechscope.vision.evidence.scan import QUANTILES, ScanState
-from mechscope.vision.evidence.stats import UnitStats, log_prob_plot
+from mechscope.vision.evidence.stats import UnitStats, log_prob_curve
 
 
 LAYER_PLOT_UNITS = 16
@@ -81,15 +82,21 @@ class _Items:
         return self.cache[i]
 
 
+def _log_prob_image(stats: UnitStats, channel: int, size: tuple[int, int] = (400, 250)) -> Image.Image:
+    """``log_prob_plot``'s figure drawn with ``mechscope.raster`` (an image, made per unit by the thousand)."""
+    curve = log_prob_curve(stats, stats.layer, channel)
+    return raster.line_plot(curve.centres, curve.log_density, title=curve.title, xlabel=curve.xlabel,
+                            ylabel="log probability density", size=size)
+
+
+def _log_prob_png(stats: UnitStats, channel: int) -> bytes:
+    return raster.png(_log_prob_image(stats, channel))
+
+
 def _layer_plot(stats: UnitStats, channels: Sequence[int]) -> bytes:
-    cols = min(4, len(channels))
-    rows = -(-len(channels) // cols)
-    fig = agg_figure(4 * cols, 2.8 * rows, layout=None)  # fixed margins: a layout pass costs more than the drawing
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.6 / (2.8 * rows), top=1 - 0.4 / (2.8 * rows), hspace=0.6,
-                        wspace=0.3)
-    for n, c in enumerate(channels):
-        log_prob_plot(stats, stats.layer, c, ax=fig.add_subplot(rows, cols, n + 1))
-    return png_of(fig)
+    """The log-probability plots of ``channels`` in a grid of four columns."""
+    return raster.png(raster.tile([_log_prob_image(stats, c, (320, 220)) for c in channels],
+                                  columns=min(4, len(channels)), gap=10))
 
 
 def save_scan(
@@ -172,7 +179,7 @@ def save_scan(
             raise MechscopeError(f"plot_units {bad} are out of range for layer {name!r} (valid: 0..{s.channels - 1})")
         have = state.sample.index >= 0
         for c in chosen:
-            plot = put_png(store, png_of(log_prob_plot(s, name, c)))
+            plot = put_png(store, _log_prob_png(s, c))
             rows["figures"].append({**key, "channel": c, "kind": "log_prob", "png": plot, "settings": {}})
             if bool(have.any()):
                 idx, pos = state.sample.index[have], state.sample.pos[name][have, c]

@@ -362,22 +362,43 @@ def log_prob_plot(stats: Mapping[str, UnitStats] | UnitStats, layer: str, channe
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    curve = log_prob_curve(stats, layer, channel)
+    if ax is None:
+        fig = Figure(figsize=(5, 3.2))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+    ax.plot(curve.centres, curve.log_density, color="C0", linewidth=1.2)
+    ax.set_xlabel(curve.xlabel)
+    ax.set_ylabel("log probability density")
+    ax.set_title(curve.title, fontsize=9)
+    return ax.figure
+
+
+@dataclass(frozen=True)
+class LogProbCurve:
+    """What ``log_prob_plot`` draws: bin ``centres [bins]``, ``log_density [bins]`` (``nan`` for empty bins), the
+    x-axis label and the title (unit, mean, std, fraction firing)."""
+
+    centres: np.ndarray
+    log_density: np.ndarray
+    xlabel: str
+    title: str
+
+
+def log_prob_curve(stats: Mapping[str, UnitStats] | UnitStats, layer: str, channel: int) -> LogProbCurve:
+    """The data of one unit's log-probability plot (``log_prob_plot`` draws it with matplotlib; the Microscope's
+    build draws it with ``mechscope.raster``)."""
     if not isinstance(stats, UnitStats) and layer not in stats:
         raise unknown_name("layer", layer, list(stats), where="these stats")
     s = stats if isinstance(stats, UnitStats) else stats[layer]
     centres, density = s.density(channel)
     with np.errstate(divide="ignore"):
         log_density = np.where(s.hist[channel] > 0, np.log(density), np.nan)
-    if ax is None:
-        fig = Figure(figsize=(5, 3.2))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot(1, 1, 1)
-    ax.plot(centres, log_density, color="C0", linewidth=1.2)
-    ax.set_xlabel("pre-activation value" if "pre_relu" in s.layer else "activation value")
-    ax.set_ylabel("log probability density")
-    ax.set_title(f"{s.layer}:{channel}  mean {s.mean[channel]:.3g}  std {s.std[channel]:.3g}  "
-                 f"firing {100 * s.fraction_firing[channel]:.1f}%", fontsize=9)
-    return ax.figure
+    return LogProbCurve(np.asarray(centres), log_density,
+                        "pre-activation value" if "pre_relu" in s.layer else "activation value",
+                        f"{s.layer}:{channel}  mean {s.mean[channel]:.3g}  std {s.std[channel]:.3g}  "
+                        f"firing {100 * s.fraction_firing[channel]:.1f}%")
 
 
-__all__ = ["UnitStats", "activation_stats", "save_stats", "load_stats", "log_prob_plot"]
+__all__ = ["UnitStats", "activation_stats", "save_stats", "load_stats", "log_prob_plot", "log_prob_curve",
+           "LogProbCurve"]
