@@ -5,6 +5,7 @@ on 1,024 images.  Writes ``benchmarks/results/atlas_full.json``.
     PYTHONPATH=src python benchmarks/atlas_full.py            # the whole atlas, timed layer by layer
     PYTHONPATH=src python benchmarks/atlas_full.py --quick    # one whole slice per layer, projected to all
     PYTHONPATH=src python benchmarks/atlas_full.py --quick --layers mixed4a,mixed4b   # some layers only
+    PYTHONPATH=src python benchmarks/atlas_full.py --ray 127.0.0.1:6379 --out atlas_full_ray   # every unit, on Ray
 
 Per layer it builds the first ``n`` units into a fresh store, so the build's dataset scan runs for that layer
 alone; the scan is timed on its own too (``scan_s``: one pass over the images up to that layer), and so is the
@@ -15,7 +16,10 @@ costs what each of the layer's slices costs; a layer then projects to ``tuning_s
 tuning_s)``.  (A fraction of a layer would be a smaller batch, which costs more per unit: it over-projected.)
 The whole atlas is one scan of all layers together (``all_layers_scan_s``: the build's dataset evidence is one
 pass for every layer) plus each layer's projection.  ``cpu_s`` (this process's CPU time) is beside each wall time:
-on a machine shared with other work it moves less than the wall time does.
+on a machine shared with other work it moves less than the wall time does.  ``--ray ADDRESS`` builds on that Ray
+cluster (``compute.engine``); only every unit, not ``--quick``: Ray's slices depend on the number of units built
+(about two per worker), so a slice of a Ray build would not cost what the whole layer's slices do.  Its CPU times
+are the driver's alone.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ def _save(args: argparse.Namespace, widths: dict[str, int], rows: list[dict], al
         "all_layers_scan_s": round(all_scan[0], 2), "all_layers_scan_cpu_s": round(all_scan[1], 2),
         "projected_total_s": round(projected, 1) if done else None,
         "projected_total_cpu_s": round(projected_cpu, 1) if done else None,
-        "target_s": TARGET_S, "machine": machine(),
+        "target_s": TARGET_S, "machine": machine(), "engine": f"ray at {args.ray}" if args.ray else "in-process",
         "note": "evidence per unit: feature visualization + negative (one batch per slice of up to 32 units), "
                 "radial tuning curve (the stimuli once per layer), upstream links (k=4) to the layer below with the "
                 "attribution of the top example, dataset examples / statistics / log-prob plot / quilt.",
@@ -93,7 +97,14 @@ def main() -> None:
     parser.add_argument("--examples-k", type=int, default=8)
     parser.add_argument("--model", default="shapes")
     parser.add_argument("--out", default="atlas_full", help="result name under benchmarks/results/")
+    parser.add_argument("--ray", default=None, help="a Ray cluster's address: build there (every unit; not --quick)")
     args = parser.parse_args()
+    if args.ray and args.quick:
+        raise SystemExit("--ray builds every unit: a Ray build slices by the number of units built, so one slice of "
+                         "it would not project to a layer (drop --quick)")
+    from mechscope.compute.engine import engine
+
+    eng = engine(args.ray) if args.ray else None
     widths = atlas_layers(args.model)
     order = list(widths)
     if args.layers:
@@ -124,7 +135,7 @@ def main() -> None:
             build_s, build_cpu, counts = _timed(
                 build, net, args.model, [layer], out, units_per_layer=n, evidence=evidence,
                 links=Links({layer: below} if below else {}, k=4),
-                dataset=DatasetEvidence(data, label, args.examples_k), progress=False)
+                dataset=DatasetEvidence(data, label, args.examples_k), engine=eng, progress=False)
         # the n units' cost without the layer's scan and tuning pass (both once per layer, counted apart)
         per_slice = [max(b - s - t, 0.0) for b, s, t in
                      ((build_s, scan_s[0], tuning_s[0]), (build_cpu, scan_s[1], tuning_s[1]))]
