@@ -29,11 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from mechscope import raster
-from mechscope.images import grid, png_bytes
+from mechscope.images import grid, png_bytes, to_pil
 from mechscope.microscope.kinds import FEATVIS, FEATVIS_DIVERSITY, FEATVIS_NEGATIVE, TUNING, UPSTREAM
 from mechscope.microscope.options import Evidence
 from mechscope.units import parse_unit
@@ -103,7 +104,7 @@ def attribution_figure(attr: Any, image: torch.Tensor, k: int = 8) -> bytes:
 
     ``attr``: a one-image ``vision.attribution.Attribution``; ``image``: its input ``[3, H, W]`` in ``[0, 1]``.
     """
-    pixels = (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+    pixels = np.asarray(to_pil(image))   # [H, W, 3] uint8
     rect = None
     if attr.positions is not None:  # the unit's cell, in input pixels (x = rows, y = columns)
         gx, gy = attr.unit_grid
